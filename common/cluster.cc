@@ -16,7 +16,7 @@ struct WireRecord {
   int32_t pad;
   uint64_t fingerprint;
   char host[64];
-  char endpoint[192];
+  char endpoint[1024];
 };
 
 void CopyTruncated(char* dst, size_t size, const std::string& src) {
@@ -25,6 +25,32 @@ void CopyTruncated(char* dst, size_t size, const std::string& src) {
 }
 
 }  // namespace
+
+std::vector<std::string> SplitEndpoints(const std::string& joined) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= joined.size()) {
+    const size_t comma = joined.find(',', start);
+    const size_t end = comma == std::string::npos ? joined.size() : comma;
+    if (end > start) out.push_back(joined.substr(start, end - start));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+std::string JoinEndpoints(const std::vector<std::string>& endpoints) {
+  std::string out;
+  for (const auto& e : endpoints) out += (out.empty() ? "" : ",") + e;
+  return out;
+}
+
+std::vector<int> LaneCounts(const std::vector<PeerInfo>& servers) {
+  std::vector<int> lanes;
+  for (const auto& s : servers)
+    lanes.push_back(static_cast<int>(SplitEndpoints(s.endpoint).size()));
+  return lanes;
+}
 
 const char* RoleName(Role role) { return role == Role::kServer ? "server" : "worker"; }
 
@@ -63,8 +89,8 @@ Status Cluster::Rendezvous(Role role, const std::string& endpoint, uint64_t fing
 
   std::vector<WireRecord> all(world_size_);
   MPI_Request request;
-  if (MPI_Iallgather(&mine, sizeof(WireRecord), MPI_BYTE, all.data(), sizeof(WireRecord),
-                     MPI_BYTE, MPI_COMM_WORLD, &request) != MPI_SUCCESS)
+  if (MPI_Iallgather(&mine, sizeof(WireRecord), MPI_BYTE, all.data(), sizeof(WireRecord), MPI_BYTE,
+                     MPI_COMM_WORLD, &request) != MPI_SUCCESS)
     return Status::Unavailable("MPI all-gather of endpoints failed");
   DIN_RETURN_IF_ERROR(WaitPolling(&request));
 
@@ -85,6 +111,10 @@ Status Cluster::Rendezvous(Role role, const std::string& endpoint, uint64_t fing
     list.push_back(std::move(peer));
   }
   if (servers_.empty()) return Status::InvalidArgument("the job has no din_ps server process");
+  for (const auto& s : servers_)
+    if (SplitEndpoints(s.endpoint).empty())
+      return Status::InvalidArgument("server at world rank " + std::to_string(s.world_rank) +
+                                     " published no endpoint");
   if (workers_.empty()) return Status::InvalidArgument("the job has no worker process");
   if (MPI_Comm_split(MPI_COMM_WORLD, static_cast<int>(role), world_rank_, &role_comm_) !=
       MPI_SUCCESS)

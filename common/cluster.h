@@ -30,6 +30,12 @@ struct PeerInfo {
   std::string endpoint;  // servers only: tcp://ADDR:PORT
 };
 
+// A server publishes one endpoint per lane, joined by commas.
+std::vector<std::string> SplitEndpoints(const std::string& joined);
+std::string JoinEndpoints(const std::vector<std::string>& endpoints);
+// Lanes per server, from the endpoints the servers published.
+std::vector<int> LaneCounts(const std::vector<PeerInfo>& servers);
+
 class Cluster {
  public:
   // Initialises MPI. One per process; MPI is finalised by the destructor.

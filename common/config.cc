@@ -96,8 +96,8 @@ Status ValidateConfig(config::TrainConfig* cfg) {
   std::set<std::string> names;
   for (int t = 0; t < cfg->tables_size(); ++t) {
     auto* table = cfg->mutable_tables(t);
-    const std::string where = "tables[" + std::to_string(t) + "]" +
-                              (table->has_name() ? " (" + table->name() + ")" : "");
+    const std::string where =
+        "tables[" + std::to_string(t) + "]" + (table->has_name() ? " (" + table->name() + ")" : "");
     if (table->name().empty()) return Status::InvalidArgument(where + ": name is required");
     if (!names.insert(table->name()).second)
       return Status::InvalidArgument(where + ": duplicate table name");
@@ -107,7 +107,8 @@ Status ValidateConfig(config::TrainConfig* cfg) {
     if (table->shards() < 1 || table->shards() > 65536)
       return Status::InvalidArgument(where + ": shards must be in 1..65536, got " +
                                      std::to_string(table->shards()));
-    if (table->mba_lambda() < 0) return Status::InvalidArgument(where + ": mba_lambda must be >= 0");
+    if (table->mba_lambda() < 0)
+      return Status::InvalidArgument(where + ": mba_lambda must be >= 0");
     const auto& init = table->initializer();
     if (init.stddev() < 0 || init.range() < 0)
       return Status::InvalidArgument(where + ": initializer stddev/range must be >= 0");

@@ -32,7 +32,9 @@ class [[nodiscard]] Status {
   Status(StatusCode code, std::string message) : code_(code), message_(std::move(message)) {}
 
   static Status Ok() { return {}; }
-  static Status InvalidArgument(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
+  static Status InvalidArgument(std::string m) {
+    return {StatusCode::kInvalidArgument, std::move(m)};
+  }
   static Status NotFound(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
   static Status IoError(std::string m) { return {StatusCode::kIoError, std::move(m)}; }
   static Status Timeout(std::string m) { return {StatusCode::kTimeout, std::move(m)}; }
@@ -60,7 +62,7 @@ class [[nodiscard]] Status {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}        // NOLINT(google-explicit-constructor)
   Result(Status status) : v_(std::move(status)) {  // NOLINT(google-explicit-constructor)
     CHECK(!std::get<Status>(v_).ok()) << "Result constructed from an OK status";
   }
@@ -97,10 +99,10 @@ class [[nodiscard]] Result {
 #define DIN_STATUS_CONCAT(a, b) DIN_STATUS_CONCAT_INNER(a, b)
 
 // Returns from the enclosing function when `expr` (a Status) is not OK.
-#define DIN_RETURN_IF_ERROR(expr)               \
-  do {                                          \
-    ::din::Status din_status_ = (expr);         \
-    if (!din_status_.ok()) return din_status_;  \
+#define DIN_RETURN_IF_ERROR(expr)              \
+  do {                                         \
+    ::din::Status din_status_ = (expr);        \
+    if (!din_status_.ok()) return din_status_; \
   } while (0)
 
 // `DIN_ASSIGN_OR_RETURN(auto x, MakeX());` binds the value or returns the Status.

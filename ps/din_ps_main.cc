@@ -1,0 +1,45 @@
+// din_ps: one parameter-server process. Started by mpirun together with the workers:
+//   mpirun -np S din_ps --config job.pbtxt : -np W din_worker --config job.pbtxt ...
+// Binds its lanes on ephemeral ports of ps.interface, publishes them through the MPI
+// rendezvous, serves until every worker has reached the final barrier, then exits 0.
+#include <gflags/gflags.h>
+#include <glog/logging.h>
+
+#include "common/cluster.h"
+#include "common/config.h"
+#include "common/placement.h"
+#include "ps/server.h"
+
+DEFINE_string(config, "", "training configuration (text-format TrainConfig, *.pbtxt)");
+DEFINE_int32(lanes, 0, "serving threads (lanes) of this server; 0 = ps.threads from the config");
+
+int main(int argc, char** argv) {
+  FLAGS_logtostderr = true;
+  google::InitGoogleLogging(argv[0]);
+  gflags::SetUsageMessage("parameter server of the DIN trainer (started by mpirun)");
+  din::Cluster cluster(&argc, &argv);
+  gflags::ParseCommandLineFlags(&argc, &argv, true);
+
+  if (FLAGS_config.empty()) cluster.Fail(din::Status::InvalidArgument("--config is required"));
+  auto cfg = din::LoadConfig(FLAGS_config);
+  if (!cfg.ok()) cluster.Fail(cfg.status());
+
+  const int lanes = FLAGS_lanes > 0 ? FLAGS_lanes : din::DefaultLanes(cfg->ps());
+  auto server = din::PsServer::Create(*cfg, lanes);
+  if (!server.ok()) cluster.Fail(server.status());
+
+  din::Status st = cluster.Rendezvous(
+      din::Role::kServer, din::JoinEndpoints((*server)->endpoints()), din::TablesFingerprint(*cfg));
+  if (!st.ok()) cluster.Fail(st);
+
+  din::Placement placement(*cfg, din::LaneCounts(cluster.servers()));
+  if (cluster.role_rank() == 0) LOG(INFO) << placement.Describe(*cfg);
+  (*server)->Start(placement, cluster.role_rank());
+  LOG(INFO) << "server " << cluster.role_rank() << " on " << cluster.host() << " serving " << lanes
+            << " lane(s) at " << din::JoinEndpoints((*server)->endpoints());
+
+  st = cluster.Barrier();  // the workers reach it when they are done
+  (*server)->Stop();
+  if (!st.ok()) cluster.Fail(st);
+  return 0;
+}

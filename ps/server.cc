@@ -1,0 +1,363 @@
+#include "ps/server.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include <glog/logging.h>
+
+#include "common/hash.h"
+#include "common/wire.h"
+
+#include <zmq_addon.hpp>
+
+namespace din {
+
+TableSpec::TableSpec(const config::TableConfig& cfg)
+    : name(cfg.name()),
+      dim(cfg.dim()),
+      shards(cfg.shards()),
+      expected_rows(cfg.expected_rows_per_shard()),
+      optimizer(SparseOptimizer::Create(cfg.optimizer())),
+      initializer(cfg.initializer(), cfg.seed()) {}
+
+int DefaultLanes(const config::PsConfig& ps) {
+  if (ps.threads() > 0) return static_cast<int>(ps.threads());
+  const unsigned hw = std::thread::hardware_concurrency();
+  return static_cast<int>(std::clamp(hw, 1u, 8u));
+}
+
+// ---- LaneHandler -------------------------------------------------------------------
+
+struct LaneHandler::Segments {
+  std::vector<int> table;
+  std::vector<uint32_t> shard;
+  std::vector<uint64_t> count;
+  uint64_t total_keys = 0;
+  uint64_t total_floats = 0;
+};
+
+LaneHandler::LaneHandler(const std::vector<TableSpec>& tables, const Placement& placement,
+                         int server, int lane, uint64_t max_request_keys)
+    : tables_(tables),
+      placement_(placement),
+      server_(server),
+      lane_(lane),
+      max_request_keys_(max_request_keys) {
+  shards_.resize(tables.size());
+  for (size_t t = 0; t < tables.size(); ++t) {
+    shards_[t].resize(tables[t].shards);
+    for (uint32_t s = 0; s < tables[t].shards; ++s) {
+      const uint32_t g = placement.GlobalShard(static_cast<int>(t), s);
+      if (placement.ServerOf(g) == server && placement.LaneOf(g) == lane) {
+        shards_[t][s] = std::make_unique<ShardStore>(
+            tables[t].dim, tables[t].optimizer->StateFloats(tables[t].dim),
+            tables[t].expected_rows);
+      }
+    }
+  }
+}
+
+namespace {
+
+size_t FramesFor(wire::Op op) {
+  switch (op) {
+    case wire::PULL:
+      return 2;
+    case wire::PUSH:
+    case wire::PUSH_COUNTS:
+      return 3;
+    case wire::STATS:
+    case wire::PING:
+      return 1;
+    default:
+      return 0;
+  }
+}
+
+std::string OpName(wire::Op op) { return wire::Op_Name(op); }
+
+}  // namespace
+
+Status LaneHandler::Validate(const wire::RequestHeader& h, std::vector<zmq::message_t>& frames,
+                             Segments* segs) {
+  if (h.version() != wire::CURRENT_VERSION)
+    return Status::InvalidArgument("unsupported wire version " + std::to_string(h.version()) +
+                                   " (this server speaks " + std::to_string(wire::CURRENT_VERSION) +
+                                   ")");
+  const size_t want = FramesFor(h.op());
+  if (want == 0) return Status::InvalidArgument("unknown op " + std::to_string(h.op()));
+  if (frames.size() != want)
+    return Status::InvalidArgument(OpName(h.op()) + " needs " + std::to_string(want) +
+                                   " frames, got " + std::to_string(frames.size()));
+  if (want == 1) return Status::Ok();
+
+  for (const auto& seg : h.segments()) {
+    if (seg.table() >= tables_.size())
+      return Status::InvalidArgument("unknown table " + std::to_string(seg.table()));
+    const TableSpec& spec = tables_[seg.table()];
+    if (seg.shard() >= spec.shards)
+      return Status::InvalidArgument("shard " + std::to_string(seg.shard()) +
+                                     " out of range for table " + spec.name + " (" +
+                                     std::to_string(spec.shards) + " shards)");
+    if (shards_[seg.table()][seg.shard()] == nullptr)
+      return Status::InvalidArgument("shard " + std::to_string(seg.shard()) + " of table " +
+                                     spec.name + " is not served by server " +
+                                     std::to_string(server_) + " lane " + std::to_string(lane_));
+    if (seg.count() > max_request_keys_ || segs->total_keys + seg.count() > max_request_keys_)
+      return Status::InvalidArgument("request larger than ps.max_request_keys = " +
+                                     std::to_string(max_request_keys_) + " keys");
+    segs->table.push_back(static_cast<int>(seg.table()));
+    segs->shard.push_back(seg.shard());
+    segs->count.push_back(seg.count());
+    segs->total_keys += seg.count();
+    segs->total_floats += seg.count() * spec.dim;
+  }
+  if (frames[1].size() != segs->total_keys * sizeof(uint64_t))
+    return Status::InvalidArgument("keys frame has " + std::to_string(frames[1].size()) +
+                                   " bytes, segments declare " + std::to_string(segs->total_keys) +
+                                   " keys");
+  if (h.op() == wire::PUSH && frames[2].size() != segs->total_floats * sizeof(float))
+    return Status::InvalidArgument("gradient frame has " + std::to_string(frames[2].size()) +
+                                   " bytes, expected " +
+                                   std::to_string(segs->total_floats * sizeof(float)));
+  if (h.op() == wire::PUSH_COUNTS && frames[2].size() != segs->total_keys * sizeof(uint32_t))
+    return Status::InvalidArgument("count frame has " + std::to_string(frames[2].size()) +
+                                   " bytes, expected " +
+                                   std::to_string(segs->total_keys * sizeof(uint32_t)));
+
+  // Every key must belong to its segment's shard: checked before anything is applied,
+  // so that a bad request changes no row.
+  std::span<const uint64_t> keys = FrameAs<uint64_t>(frames[1], &key_scratch_);
+  size_t k = 0;
+  for (size_t s = 0; s < segs->table.size(); ++s) {
+    const uint32_t shards = tables_[segs->table[s]].shards;
+    for (uint64_t i = 0; i < segs->count[s]; ++i, ++k) {
+      if (ShardOf(keys[k], shards) != segs->shard[s])
+        return Status::InvalidArgument(
+            "key " + std::to_string(keys[k]) + " does not belong to shard " +
+            std::to_string(segs->shard[s]) + " of table " + tables_[segs->table[s]].name);
+    }
+  }
+  return Status::Ok();
+}
+
+uint32_t LaneHandler::Materialize(int table, ShardStore* store, uint64_t key, Status* status) {
+  bool inserted = false;
+  Result<uint32_t> row = store->FindOrInsert(key, &inserted);
+  if (!row.ok()) {
+    *status = row.status().WithContext("table " + tables_[table].name);
+    return ShardStore::kNoRow;
+  }
+  if (inserted) {
+    const TableSpec& spec = tables_[table];
+    spec.initializer.Fill(key, store->Weights(*row), spec.dim);
+    spec.optimizer->InitState(store->State(*row), spec.dim);
+  }
+  return *row;
+}
+
+void LaneHandler::Pull(const wire::RequestHeader& h, const Segments& segs,
+                       std::span<const uint64_t> keys, std::vector<zmq::message_t>* reply,
+                       wire::ReplyHeader* rh) {
+  zmq::message_t values(segs.total_floats * sizeof(float));
+  zmq::message_t counts(segs.total_keys * sizeof(uint32_t));
+  // Large zmq messages are malloc'ed (aligned); small inline ones are written bytewise.
+  auto* vbytes = static_cast<std::byte*>(values.data());
+  auto* cbytes = static_cast<std::byte*>(counts.data());
+  const bool train = h.mode() == wire::TRAIN;
+  Status status;
+  size_t k = 0, off = 0;
+  for (size_t s = 0; s < segs.table.size() && status.ok(); ++s) {
+    const int t = segs.table[s];
+    const uint32_t dim = tables_[t].dim;
+    const size_t row_bytes = dim * sizeof(float);
+    ShardStore* store = shards_[t][segs.shard[s]].get();
+    for (uint64_t i = 0; i < segs.count[s]; ++i, ++k, off += row_bytes) {
+      const uint32_t row = train ? Materialize(t, store, keys[k], &status) : store->Find(keys[k]);
+      if (!status.ok()) break;
+      uint32_t count = 0;
+      if (row == ShardStore::kNoRow) {
+        std::memset(vbytes + off, 0, row_bytes);
+      } else {
+        std::memcpy(vbytes + off, store->Weights(row), row_bytes);
+        count = store->Count(row);
+      }
+      std::memcpy(cbytes + k * sizeof(uint32_t), &count, sizeof(count));
+    }
+  }
+  if (!status.ok()) {
+    rh->set_code(wire::RESOURCE_EXHAUSTED);
+    rh->set_error(status.ToString());
+    return;
+  }
+  reply->push_back(std::move(values));
+  reply->push_back(std::move(counts));
+}
+
+Status LaneHandler::Push(const Segments& segs, std::span<const uint64_t> keys,
+                         std::span<const float> grads) {
+  size_t k = 0, off = 0;
+  Status status;
+  for (size_t s = 0; s < segs.table.size(); ++s) {
+    const int t = segs.table[s];
+    const TableSpec& spec = tables_[t];
+    ShardStore* store = shards_[t][segs.shard[s]].get();
+    for (uint64_t i = 0; i < segs.count[s]; ++i, ++k, off += spec.dim) {
+      const uint32_t row = Materialize(t, store, keys[k], &status);
+      if (!status.ok()) return status;
+      spec.optimizer->Apply(store->Weights(row), store->State(row), grads.data() + off, spec.dim);
+    }
+  }
+  return Status::Ok();
+}
+
+Status LaneHandler::PushCounts(const Segments& segs, std::span<const uint64_t> keys,
+                               std::span<const uint32_t> counts) {
+  size_t k = 0;
+  Status status;
+  for (size_t s = 0; s < segs.table.size(); ++s) {
+    const int t = segs.table[s];
+    ShardStore* store = shards_[t][segs.shard[s]].get();
+    for (uint64_t i = 0; i < segs.count[s]; ++i, ++k) {
+      const uint32_t row = Materialize(t, store, keys[k], &status);
+      if (!status.ok()) return status;
+      store->AddCount(row, counts[k]);
+    }
+  }
+  return Status::Ok();
+}
+
+std::vector<zmq::message_t> LaneHandler::Handle(std::vector<zmq::message_t>& frames) {
+  wire::RequestHeader h;
+  wire::ReplyHeader rh;
+  rh.set_version(wire::CURRENT_VERSION);
+  rh.set_server_rank(static_cast<uint32_t>(server_));
+  std::vector<zmq::message_t> reply(1);
+  Segments segs;
+  Status status;
+  if (frames.empty() || !DecodeFrame(frames[0], &h)) {
+    status = Status::InvalidArgument("cannot parse request header");
+  } else {
+    rh.set_request_id(h.request_id());
+    status = Validate(h, frames, &segs);
+  }
+  if (!status.ok()) {
+    rh.set_code(wire::INVALID_REQUEST);
+    rh.set_error(status.message());
+    reply[0] = EncodeFrame(rh);
+    return reply;
+  }
+
+  std::span<const uint64_t> keys;
+  if (frames.size() > 1) keys = FrameAs<uint64_t>(frames[1], &key_scratch_);
+  switch (h.op()) {
+    case wire::PULL:
+      Pull(h, segs, keys, &reply, &rh);
+      break;
+    case wire::PUSH:
+      status = Push(segs, keys, FrameAs<float>(frames[2], &float_scratch_));
+      break;
+    case wire::PUSH_COUNTS:
+      status = PushCounts(segs, keys, FrameAs<uint32_t>(frames[2], &count_scratch_));
+      break;
+    case wire::STATS:
+      for (size_t t = 0; t < shards_.size(); ++t) {
+        for (size_t s = 0; s < shards_[t].size(); ++s) {
+          const ShardStore* store = shards_[t][s].get();
+          if (store == nullptr) continue;
+          wire::ShardStats* st = rh.add_stats();
+          st->set_table(static_cast<uint32_t>(t));
+          st->set_shard(static_cast<uint32_t>(s));
+          st->set_rows(store->size());
+          st->set_bytes(store->MemoryBytes());
+          st->set_row_bytes(store->row_bytes());
+        }
+      }
+      break;
+    default:
+      break;
+  }
+  if (!status.ok()) {
+    rh.set_code(wire::RESOURCE_EXHAUSTED);
+    rh.set_error(status.ToString());
+  }
+  reply[0] = EncodeFrame(rh);
+  return reply;
+}
+
+// ---- PsServer ----------------------------------------------------------------------
+
+Result<std::unique_ptr<PsServer>> PsServer::Create(const config::TrainConfig& cfg, int lanes) {
+  std::unique_ptr<PsServer> server(new PsServer(cfg));
+  for (const auto& t : cfg.tables()) server->tables_.emplace_back(t);
+  // Bound so that a request is never larger than max_request_keys of the widest rows.
+  uint32_t max_dim = 1;
+  for (const auto& t : cfg.tables()) max_dim = std::max(max_dim, t.dim());
+  const int64_t max_bytes = static_cast<int64_t>(std::min<uint64_t>(
+      cfg.ps().max_request_keys() * (sizeof(uint64_t) + sizeof(float) * max_dim) + (1 << 20),
+      INT64_MAX / 2));
+  for (int l = 0; l < lanes; ++l) {
+    zmq::socket_t sock(server->ctx_, zmq::socket_type::router);
+    sock.set(zmq::sockopt::linger, 0);
+    sock.set(zmq::sockopt::maxmsgsize, max_bytes);
+    sock.set(zmq::sockopt::rcvhwm, 0);
+    sock.set(zmq::sockopt::sndhwm, 0);
+    const std::string addr = "tcp://" + cfg.ps().interface() + ":*";
+    try {
+      sock.bind(addr);
+    } catch (const zmq::error_t& e) {
+      return Status::Unavailable("cannot bind " + addr + ": " + e.what());
+    }
+    server->endpoints_.push_back(sock.get(zmq::sockopt::last_endpoint));
+    server->sockets_.push_back(std::move(sock));
+  }
+  return server;
+}
+
+PsServer::~PsServer() { Stop(); }
+
+void PsServer::Start(const Placement& placement, int rank) {
+  CHECK(!running_.exchange(true)) << "PsServer started twice";
+  rank_ = rank;
+  placement_ = std::make_unique<Placement>(placement);
+  CHECK_EQ(placement_->lanes(rank_), static_cast<int>(sockets_.size()));
+  for (size_t l = 0; l < sockets_.size(); ++l) {
+    handlers_.push_back(std::make_unique<LaneHandler>(
+        tables_, *placement_, rank_, static_cast<int>(l), cfg_.ps().max_request_keys()));
+  }
+  for (size_t l = 0; l < sockets_.size(); ++l)
+    threads_.emplace_back([this, l] { LaneLoop(static_cast<int>(l)); });
+}
+
+void PsServer::Stop() {
+  if (!running_.exchange(false)) return;
+  ctx_.shutdown();  // every blocking call of the lanes returns ETERM
+  for (auto& t : threads_) t.join();
+  threads_.clear();
+  sockets_.clear();
+}
+
+void PsServer::LaneLoop(int lane) {
+  zmq::socket_t& sock = sockets_[lane];
+  LaneHandler& handler = *handlers_[lane];
+  std::vector<zmq::message_t> frames;
+  try {
+    for (;;) {
+      frames.clear();
+      if (!zmq::recv_multipart(sock, std::back_inserter(frames))) continue;
+      if (frames.empty()) continue;
+      zmq::message_t identity = std::move(frames.front());
+      frames.erase(frames.begin());
+      std::vector<zmq::message_t> reply = handler.Handle(frames);
+      sock.send(identity, zmq::send_flags::sndmore);
+      for (size_t i = 0; i < reply.size(); ++i) {
+        sock.send(reply[i],
+                  i + 1 < reply.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+      }
+    }
+  } catch (const zmq::error_t& e) {
+    if (e.num() != ETERM) LOG(ERROR) << "server " << rank_ << " lane " << lane << ": " << e.what();
+  }
+}
+
+}  // namespace din

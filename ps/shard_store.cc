@@ -1,0 +1,102 @@
+#include "ps/shard_store.h"
+
+#include <algorithm>
+
+#include "common/hash.h"
+
+namespace din {
+
+ShardStore::ShardStore(uint32_t dim, uint32_t state_floats, uint64_t expected_rows)
+    : dim_(dim), state_floats_(state_floats), stride_(kHeaderBytes + 4 * (dim + state_floats)) {
+  const uint64_t want = std::max<uint64_t>(
+      16, static_cast<uint64_t>(static_cast<double>(std::min<uint64_t>(expected_rows, kMaxRows)) /
+                                kMaxLoad) +
+              1);
+  slots_.assign(want, 0);
+}
+
+uint64_t ShardStore::HashOf(uint64_t key) {
+  // Mix64(key) also picks the shard (mod shards), which fixes its low bits within one
+  // shard; multiplying by an odd constant spreads every bit into the high bits the slot
+  // (fast range) and the tag are taken from.
+  return Mix64(key) * 0x9e3779b97f4a7c15ULL;
+}
+
+uint32_t ShardStore::Find(uint64_t key) const {
+  const uint64_t h = HashOf(key);
+  const uint32_t tag = TagOf(h);
+  const size_t cap = slots_.size();
+  for (size_t i = SlotOf(h);; i = (i + 1 == cap) ? 0 : i + 1) {
+    const uint32_t s = slots_[i];
+    if (s == 0) return kNoRow;
+    if ((s >> kTagShift) == tag) {
+      const uint32_t row = (s & kRowMask) - 1;
+      if (Key(row) == key) return row;
+    }
+  }
+}
+
+Result<uint32_t> ShardStore::FindOrInsert(uint64_t key, bool* inserted) {
+  const uint64_t h = HashOf(key);
+  const uint32_t tag = TagOf(h);
+  size_t cap = slots_.size();
+  size_t i = SlotOf(h);
+  for (;; i = (i + 1 == cap) ? 0 : i + 1) {
+    const uint32_t s = slots_[i];
+    if (s == 0) break;
+    if ((s >> kTagShift) == tag) {
+      const uint32_t row = (s & kRowMask) - 1;
+      if (Key(row) == key) {
+        *inserted = false;
+        return row;
+      }
+    }
+  }
+  if (size_ >= kMaxRows) {
+    return Status::ResourceExhausted("shard is full: " + std::to_string(kMaxRows) +
+                                     " rows (use more shards for this table)");
+  }
+  if (static_cast<double>(size_ + 1) > kMaxLoad * static_cast<double>(cap)) {
+    GrowIndex();
+    cap = slots_.size();
+    for (i = SlotOf(h); slots_[i] != 0; i = (i + 1 == cap) ? 0 : i + 1) {
+    }
+  }
+  if (size_ == arena_rows_) AddChunk();
+  const uint32_t row = static_cast<uint32_t>(size_++);
+  slots_[i] = (tag << kTagShift) | (row + 1);
+  std::byte* p = RowPtr(row);
+  std::memcpy(p, &key, sizeof(key));
+  const uint32_t zero = 0;
+  std::memcpy(p + 8, &zero, sizeof(zero));
+  *inserted = true;
+  return row;
+}
+
+void ShardStore::PlaceInto(std::vector<uint32_t>& slots, uint64_t hash, uint32_t row) {
+  const size_t cap = slots.size();
+  size_t i = static_cast<size_t>((static_cast<__uint128_t>(hash) * cap) >> 64);
+  while (slots[i] != 0) i = (i + 1 == cap) ? 0 : i + 1;
+  slots[i] = (TagOf(hash) << kTagShift) | (row + 1);
+}
+
+void ShardStore::GrowIndex() {
+  std::vector<uint32_t> bigger(slots_.size() + slots_.size() / 2 + 1, 0);
+  // Arena order: sequential reads of the keys, random writes of 4-byte slots.
+  for (uint32_t r = 0; r < size_; ++r) PlaceInto(bigger, HashOf(Key(r)), r);
+  slots_.swap(bigger);
+}
+
+void ShardStore::AddChunk() {
+  const uint64_t rows = uint64_t{1} << (kBaseBits + chunks_.size());
+  // Default-initialised: pages are committed by the kernel only when rows are written.
+  chunks_.emplace_back(new std::byte[rows * stride_]);
+  arena_rows_ += rows;
+}
+
+uint64_t ShardStore::MemoryBytes() const {
+  return slots_.size() * sizeof(uint32_t) + size_ * stride_ +
+         chunks_.capacity() * sizeof(chunks_[0]);
+}
+
+}  // namespace din

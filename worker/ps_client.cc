@@ -1,0 +1,381 @@
+#include "worker/ps_client.h"
+
+#include <algorithm>
+#include <bit>
+#include <cstring>
+#include <numeric>
+
+#include <glog/logging.h>
+#include <zmq_addon.hpp>
+
+#include "common/hash.h"
+#include "common/wire.h"
+
+namespace din {
+
+using Clock = std::chrono::steady_clock;
+
+Result<std::unique_ptr<PsClient>> PsClient::Connect(const config::TrainConfig& cfg,
+                                                    const std::vector<PeerInfo>& servers) {
+  if (servers.empty()) return Status::InvalidArgument("no servers to connect to");
+  Placement placement(cfg, LaneCounts(servers));
+  std::unique_ptr<PsClient> client(new PsClient(cfg, servers, std::move(placement)));
+  for (int d = 0; d < client->placement_.num_dests(); ++d) {
+    const int s = client->placement_.DestServer(d);
+    const std::string endpoint =
+        SplitEndpoints(servers[s].endpoint)[client->placement_.DestLane(d)];
+    zmq::socket_t sock(client->ctx_, zmq::socket_type::dealer);
+    sock.set(zmq::sockopt::linger, 0);
+    sock.set(zmq::sockopt::sndhwm, 0);
+    sock.set(zmq::sockopt::rcvhwm, 0);
+    try {
+      sock.connect(endpoint);
+    } catch (const zmq::error_t& e) {
+      return Status::Unavailable("cannot connect to server " + std::to_string(s) + " at " +
+                                 endpoint + ": " + e.what());
+    }
+    client->sockets_.push_back(std::move(sock));
+    client->endpoints_.push_back(endpoint);
+  }
+  return client;
+}
+
+PsClient::PsClient(const config::TrainConfig& cfg, std::vector<PeerInfo> servers,
+                   Placement placement)
+    : cfg_(cfg),
+      servers_(std::move(servers)),
+      placement_(std::move(placement)),
+      timeout_(cfg.ps().request_timeout_ms()) {
+  // Order global shards by destination so that each lane's keys form one contiguous run
+  // after a counting sort, with its segments in shard order.
+  const uint32_t g_total = placement_.global_shards();
+  shard_of_rank_.resize(g_total);
+  std::iota(shard_of_rank_.begin(), shard_of_rank_.end(), 0u);
+  std::stable_sort(shard_of_rank_.begin(), shard_of_rank_.end(), [&](uint32_t a, uint32_t b) {
+    return placement_.DestOf(a) < placement_.DestOf(b);
+  });
+  rank_of_shard_.resize(g_total);
+  for (uint32_t r = 0; r < g_total; ++r) rank_of_shard_[shard_of_rank_[r]] = r;
+  table_of_gshard_.resize(g_total);
+  for (int t = 0; t < placement_.num_tables(); ++t)
+    for (uint32_t s = 0; s < placement_.shards(t); ++s)
+      table_of_gshard_[placement_.GlobalShard(t, s)] = static_cast<uint32_t>(t);
+}
+
+PsClient::~PsClient() {
+  sockets_.clear();
+  ctx_.close();
+}
+
+std::string PsClient::DescribeDest(int dest) const {
+  const int s = placement_.DestServer(dest);
+  return "server " + std::to_string(s) + " (world rank " + std::to_string(servers_[s].world_rank) +
+         ", host " + servers_[s].host + ", lane " + std::to_string(placement_.DestLane(dest)) +
+         ") at " + endpoints_[dest];
+}
+
+void PsClient::Dedup(std::span<const uint64_t> ids, TablePull* out) {
+  out->unique_ids.clear();
+  out->index.resize(ids.size());
+  const size_t cap = std::bit_ceil(std::max<size_t>(16, ids.size() * 2));
+  dedup_slots_.assign(cap, 0);  // 0 = empty, else unique index + 1
+  const size_t mask = cap - 1;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const uint64_t id = ids[i];
+    size_t slot = Mix64(id) & mask;
+    for (;;) {
+      const uint32_t v = dedup_slots_[slot];
+      if (v == 0) {
+        out->unique_ids.push_back(id);
+        dedup_slots_[slot] = static_cast<uint32_t>(out->unique_ids.size());
+        out->index[i] = static_cast<uint32_t>(out->unique_ids.size() - 1);
+        break;
+      }
+      if (out->unique_ids[v - 1] == id) {
+        out->index[i] = v - 1;
+        break;
+      }
+      slot = (slot + 1) & mask;
+    }
+  }
+}
+
+Result<PsClient::Handle> PsClient::Pull(std::span<const PullSpec> tables, wire::PullMode mode) {
+  std::vector<Entry> entries;
+  std::vector<TablePull*> outs;
+  for (const PullSpec& spec : tables) {
+    if (spec.table < 0 || spec.table >= placement_.num_tables())
+      return Status::InvalidArgument("pull: unknown table index " + std::to_string(spec.table));
+    Dedup(spec.ids, spec.out);
+    const uint32_t dim = cfg_.tables(spec.table).dim();
+    spec.out->values.assign(spec.out->unique_ids.size() * dim, 0.0f);
+    spec.out->counts.assign(spec.out->unique_ids.size(), 0);
+    entries.push_back({spec.table, spec.out->unique_ids});
+    outs.push_back(spec.out);
+  }
+  return Send(wire::PULL, mode, entries, std::move(outs));
+}
+
+Result<PsClient::Handle> PsClient::Push(std::span<const PushSpec> tables) {
+  std::vector<Entry> entries;
+  for (const PushSpec& spec : tables) {
+    if (spec.table < 0 || spec.table >= placement_.num_tables())
+      return Status::InvalidArgument("push: unknown table index " + std::to_string(spec.table));
+    const uint32_t dim = cfg_.tables(spec.table).dim();
+    if (spec.grads.size() != spec.ids.size() * dim)
+      return Status::InvalidArgument("push to table " + cfg_.tables(spec.table).name() + ": " +
+                                     std::to_string(spec.grads.size()) + " gradient floats for " +
+                                     std::to_string(spec.ids.size()) + " ids of dim " +
+                                     std::to_string(dim));
+    entries.push_back({spec.table, spec.ids, reinterpret_cast<const std::byte*>(spec.grads.data()),
+                       dim * sizeof(float)});
+  }
+  return Send(wire::PUSH, wire::TRAIN, entries, {});
+}
+
+Result<PsClient::Handle> PsClient::PushCounts(std::span<const CountSpec> tables) {
+  std::vector<Entry> entries;
+  for (const CountSpec& spec : tables) {
+    if (spec.table < 0 || spec.table >= placement_.num_tables())
+      return Status::InvalidArgument("push_counts: unknown table index " +
+                                     std::to_string(spec.table));
+    if (spec.counts.size() != spec.ids.size())
+      return Status::InvalidArgument("push_counts: ids and counts differ in length");
+    entries.push_back({spec.table, spec.ids, reinterpret_cast<const std::byte*>(spec.counts.data()),
+                       sizeof(uint32_t)});
+  }
+  return Send(wire::PUSH_COUNTS, wire::TRAIN, entries, {});
+}
+
+Result<PsClient::Handle> PsClient::Send(wire::Op op, wire::PullMode mode,
+                                        std::span<const Entry> entries,
+                                        std::vector<TablePull*> outs) {
+  const uint32_t g_total = placement_.global_shards();
+  const int num_dests = placement_.num_dests();
+  std::vector<int> entry_of_table(placement_.num_tables(), -1);
+  size_t total = 0;
+  for (size_t e = 0; e < entries.size(); ++e) {
+    if (entry_of_table[entries[e].table] != -1)
+      return Status::InvalidArgument("table " + cfg_.tables(entries[e].table).name() +
+                                     " appears twice in one request");
+    entry_of_table[entries[e].table] = static_cast<int>(e);
+    total += entries[e].ids.size();
+  }
+
+  // Counting sort of all keys by (destination, global shard).
+  rank_counts_.assign(g_total, 0);
+  key_rank_.resize(total);
+  size_t pos = 0;
+  for (const Entry& entry : entries) {
+    const uint32_t shards = placement_.shards(entry.table);
+    const uint32_t base = placement_.GlobalShard(entry.table, 0);
+    for (uint64_t id : entry.ids) {
+      const uint32_t r = rank_of_shard_[base + ShardOf(id, shards)];
+      key_rank_[pos++] = r;
+      ++rank_counts_[r];
+    }
+  }
+  // Per rank: first key index and first payload byte within its destination.
+  std::vector<uint64_t> key_cursor(g_total), payload_cursor(g_total);
+  std::vector<uint64_t> dest_keys(num_dests, 0), dest_payload(num_dests, 0);
+  for (uint32_t r = 0; r < g_total; ++r) {
+    const uint32_t g = shard_of_rank_[r];
+    const int d = placement_.DestOf(g);
+    const int e = entry_of_table[table_of_gshard_[g]];
+    key_cursor[r] = dest_keys[d];
+    payload_cursor[r] = dest_payload[d];
+    dest_keys[d] += rank_counts_[r];
+    if (e >= 0) dest_payload[d] += rank_counts_[r] * entries[e].payload_bytes_per_key;
+  }
+
+  const Handle id = next_id_++;
+  Pending p;
+  p.op = op;
+  p.deadline = Clock::now() + timeout_;
+  p.outs = std::move(outs);
+  for (const Entry& entry : entries) p.dims.push_back(cfg_.tables(entry.table).dim());
+  std::vector<int> plan_of_dest(num_dests, -1);
+  std::vector<zmq::message_t> key_msgs(num_dests), payload_msgs(num_dests);
+  for (int d = 0; d < num_dests; ++d) {
+    if (dest_keys[d] == 0) continue;
+    plan_of_dest[d] = static_cast<int>(p.plans.size());
+    p.plans.push_back(DestPlan{d, {}, {}});
+    key_msgs[d].rebuild(dest_keys[d] * sizeof(uint64_t));
+    if (op != wire::PULL) payload_msgs[d].rebuild(dest_payload[d]);
+    if (op == wire::PULL) p.plans.back().items.resize(dest_keys[d]);
+  }
+  for (uint32_t r = 0; r < g_total; ++r) {
+    if (rank_counts_[r] == 0) continue;
+    const uint32_t g = shard_of_rank_[r];
+    const uint32_t t = table_of_gshard_[g];
+    DestPlan& plan = p.plans[plan_of_dest[placement_.DestOf(g)]];
+    plan.segments.push_back({static_cast<uint32_t>(entry_of_table[t]), t,
+                             g - placement_.GlobalShard(static_cast<int>(t), 0), rank_counts_[r]});
+  }
+  // Scatter keys (and payload) into their destination frames.
+  pos = 0;
+  for (const Entry& entry : entries) {
+    const size_t bpk = entry.payload_bytes_per_key;
+    for (size_t j = 0; j < entry.ids.size(); ++j) {
+      const uint32_t r = key_rank_[pos++];
+      const int d = placement_.DestOf(shard_of_rank_[r]);
+      const uint64_t k = key_cursor[r]++;
+      std::memcpy(static_cast<std::byte*>(key_msgs[d].data()) + k * sizeof(uint64_t), &entry.ids[j],
+                  sizeof(uint64_t));
+      if (op == wire::PULL) {
+        p.plans[plan_of_dest[d]].items[k] = static_cast<uint32_t>(j);
+      } else {
+        std::memcpy(static_cast<std::byte*>(payload_msgs[d].data()) + payload_cursor[r],
+                    entry.payload + j * bpk, bpk);
+        payload_cursor[r] += bpk;
+      }
+    }
+  }
+
+  for (const DestPlan& plan : p.plans) {
+    wire::RequestHeader h;
+    h.set_version(wire::CURRENT_VERSION);
+    h.set_op(op);
+    h.set_request_id(id);
+    h.set_mode(mode);
+    for (const Segment& s : plan.segments) {
+      wire::Segment* seg = h.add_segments();
+      seg->set_table(s.table);
+      seg->set_shard(s.shard);
+      seg->set_count(s.count);
+    }
+    zmq::socket_t& sock = sockets_[plan.dest];
+    zmq::message_t header = EncodeFrame(h);
+    const bool ok =
+        sock.send(header, zmq::send_flags::sndmore | zmq::send_flags::dontwait).has_value() &&
+        sock.send(key_msgs[plan.dest], op == wire::PULL
+                                           ? zmq::send_flags::dontwait
+                                           : zmq::send_flags::sndmore | zmq::send_flags::dontwait)
+            .has_value() &&
+        (op == wire::PULL ||
+         sock.send(payload_msgs[plan.dest], zmq::send_flags::dontwait).has_value());
+    if (!ok) return Status::Unavailable("cannot send to " + DescribeDest(plan.dest));
+  }
+  p.remaining = static_cast<int>(p.plans.size());
+  p.done.assign(p.plans.size(), false);
+  pending_.emplace(id, std::move(p));
+  return id;
+}
+
+void PsClient::Complete(Pending& p, size_t plan, const Status& status) {
+  if (p.done[plan]) return;
+  p.done[plan] = true;
+  --p.remaining;
+  if (!status.ok() && p.status.ok()) p.status = status;
+}
+
+Status PsClient::Receive(int dest) {
+  std::vector<zmq::message_t> frames;
+  if (!zmq::recv_multipart(sockets_[dest], std::back_inserter(frames), zmq::recv_flags::dontwait))
+    return Status::Ok();
+  wire::ReplyHeader rh;
+  if (frames.empty() || !DecodeFrame(frames[0], &rh))
+    return Status::Internal("malformed reply from " + DescribeDest(dest));
+  auto it = pending_.find(rh.request_id());
+  if (it == pending_.end()) return Status::Ok();  // a late reply to a request that timed out
+  Pending& p = it->second;
+  size_t plan = 0;
+  while (plan < p.plans.size() && p.plans[plan].dest != dest) ++plan;
+  if (plan == p.plans.size()) return Status::Ok();
+  if (rh.code() != wire::OK) {
+    Complete(p, plan,
+             Status(rh.code() == wire::RESOURCE_EXHAUSTED ? StatusCode::kResourceExhausted
+                                                          : StatusCode::kInternal,
+                    DescribeDest(dest) + " refused " + wire::Op_Name(p.op) + " request #" +
+                        std::to_string(rh.request_id()) + ": " + rh.error()));
+    return Status::Ok();
+  }
+  if (p.stats != nullptr)
+    for (const auto& st : rh.stats()) p.stats->push_back(st);
+  if (p.op == wire::PULL) {
+    const DestPlan& dp = p.plans[plan];
+    uint64_t floats = 0;
+    for (const Segment& s : dp.segments) floats += uint64_t{s.count} * p.dims[s.entry];
+    if (frames.size() != 3 || frames[1].size() != floats * sizeof(float) ||
+        frames[2].size() != dp.items.size() * sizeof(uint32_t)) {
+      Complete(p, plan, Status::Internal("malformed pull reply from " + DescribeDest(dest)));
+      return Status::Ok();
+    }
+    const auto* values = static_cast<const std::byte*>(frames[1].data());
+    const auto* counts = static_cast<const std::byte*>(frames[2].data());
+    size_t k = 0, off = 0;
+    for (const Segment& s : dp.segments) {
+      TablePull* out = p.outs[s.entry];
+      const uint32_t dim = p.dims[s.entry];
+      const size_t row_bytes = dim * sizeof(float);
+      for (uint32_t i = 0; i < s.count; ++i, ++k, off += row_bytes) {
+        const uint32_t u = dp.items[k];
+        std::memcpy(out->values.data() + size_t{u} * dim, values + off, row_bytes);
+        std::memcpy(&out->counts[u], counts + k * sizeof(uint32_t), sizeof(uint32_t));
+      }
+    }
+  }
+  Complete(p, plan, Status::Ok());
+  return Status::Ok();
+}
+
+Status PsClient::Wait(Handle handle) {
+  auto it = pending_.find(handle);
+  if (it == pending_.end()) return Status::InvalidArgument("unknown request handle");
+  std::vector<zmq::pollitem_t> items(sockets_.size());
+  for (size_t d = 0; d < sockets_.size(); ++d) items[d] = {sockets_[d].handle(), 0, ZMQ_POLLIN, 0};
+  while (it->second.remaining > 0) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(it->second.deadline - Clock::now());
+    if (left.count() <= 0) {
+      std::string who;
+      for (size_t i = 0; i < it->second.plans.size(); ++i)
+        if (!it->second.done[i])
+          who += (who.empty() ? "" : "; ") + DescribeDest(it->second.plans[i].dest);
+      Status st = Status::Timeout(wire::Op_Name(it->second.op) + " request #" +
+                                  std::to_string(handle) + ": no reply within " +
+                                  std::to_string(timeout_.count()) + " ms from " + who);
+      pending_.erase(it);
+      return st;
+    }
+    zmq::poll(items, left);
+    for (size_t d = 0; d < items.size(); ++d) {
+      if (items[d].revents & ZMQ_POLLIN) {
+        // Drain what is there; replies to other requests are filed under their handles.
+        for (int n = 0; n < 64; ++n) {
+          DIN_RETURN_IF_ERROR(Receive(static_cast<int>(d)));
+          if (!(sockets_[d].get(zmq::sockopt::events) & ZMQ_POLLIN)) break;
+        }
+      }
+    }
+  }
+  Status st = it->second.status;
+  pending_.erase(it);
+  return st;
+}
+
+Result<std::vector<wire::ShardStats>> PsClient::Stats() {
+  std::vector<wire::ShardStats> stats;
+  const Handle id = next_id_++;
+  Pending p;
+  p.op = wire::STATS;
+  p.deadline = Clock::now() + timeout_;
+  p.stats = &stats;
+  wire::RequestHeader h;
+  h.set_version(wire::CURRENT_VERSION);
+  h.set_op(wire::STATS);
+  h.set_request_id(id);
+  for (int d = 0; d < placement_.num_dests(); ++d) {
+    zmq::message_t header = EncodeFrame(h);
+    if (!sockets_[d].send(header, zmq::send_flags::dontwait))
+      return Status::Unavailable("cannot send to " + DescribeDest(d));
+    p.plans.push_back(DestPlan{d, {}, {}});
+  }
+  p.remaining = static_cast<int>(p.plans.size());
+  p.done.assign(p.plans.size(), false);
+  pending_.emplace(id, std::move(p));
+  DIN_RETURN_IF_ERROR(Wait(id));
+  return stats;
+}
+
+}  // namespace din

@@ -1,0 +1,147 @@
+// PsClient: a worker's connection to every lane of every parameter server.
+//
+// Pull(): per table, the IDs of a batch (with repeats) are deduplicated, routed by
+// shard (DESIGN §7: shard = Mix64(id) mod shards) to the lane serving it, and sent to
+// all lanes involved at once; the call returns a Handle without waiting. Wait(handle)
+// gathers the replies into the caller's TablePull: rows aligned with the unique IDs,
+// plus the index mapping each occurrence to its unique row. Push() and PushCounts()
+// are asynchronous the same way. Several requests may be in flight at once (pull batch
+// t+1 while batch t computes); requests in flight at the same time may be applied by
+// the servers in any order, so a caller that needs its push applied before its next
+// pull (staleness 0) waits for the push first.
+//
+// Thread safety: not thread-safe; one thread owns a PsClient and makes every call.
+// Ownership: Push/PushCounts copy their inputs before returning (the caller may reuse
+// its buffers at once); a Pull's TablePull outputs are written during Wait() and must
+// stay alive until then.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "common/cluster.h"
+#include "common/placement.h"
+#include "common/proto/config.pb.h"
+#include "common/proto/wire.pb.h"
+#include "common/status.h"
+
+namespace din {
+
+// The result of a pull for one table.
+struct TablePull {
+  std::vector<uint64_t> unique_ids;  // first-occurrence order
+  std::vector<uint32_t> index;       // occurrence i -> row in unique_ids
+  std::vector<float> values;         // [unique_ids.size() x dim], row-major
+  std::vector<uint32_t> counts;      // n_j of each unique ID (0 when unknown)
+};
+
+struct PullSpec {
+  int table;
+  std::span<const uint64_t> ids;  // occurrences, repeats allowed
+  TablePull* out;
+};
+
+// One gradient per ID; IDs should be unique (repeats are applied one after another).
+struct PushSpec {
+  int table;
+  std::span<const uint64_t> ids;
+  std::span<const float> grads;  // [ids.size() x dim]
+};
+
+struct CountSpec {
+  int table;
+  std::span<const uint64_t> ids;
+  std::span<const uint32_t> counts;  // added to n_j, saturating
+};
+
+class PsClient {
+ public:
+  using Handle = uint64_t;
+
+  // Connects to every lane of `servers` (from Cluster::servers()).
+  static Result<std::unique_ptr<PsClient>> Connect(const config::TrainConfig& cfg,
+                                                   const std::vector<PeerInfo>& servers);
+  ~PsClient();
+  PsClient(const PsClient&) = delete;
+  PsClient& operator=(const PsClient&) = delete;
+
+  // Each table may appear at most once per call. Returns without waiting for replies.
+  Result<Handle> Pull(std::span<const PullSpec> tables, wire::PullMode mode);
+  Result<Handle> Push(std::span<const PushSpec> tables);
+  Result<Handle> PushCounts(std::span<const CountSpec> tables);
+  // Blocks until every lane involved in `handle` replied, or the request timeout
+  // (ps.request_timeout_ms) passed: then the error names the server rank, host, lane and
+  // endpoint that did not answer. An error reply from a server is returned as it came.
+  Status Wait(Handle handle);
+  // Rows and bytes per shard, from every lane (synchronous).
+  Result<std::vector<wire::ShardStats>> Stats();
+
+  const Placement& placement() const { return placement_; }
+  void set_timeout(std::chrono::milliseconds t) { timeout_ = t; }
+
+ private:
+  struct Segment {
+    uint32_t entry;  // index into the request's table list
+    uint32_t table;
+    uint32_t shard;
+    uint32_t count;
+  };
+  struct DestPlan {
+    int dest;
+    std::vector<Segment> segments;
+    std::vector<uint32_t> items;  // unique-row index of each key, in send order
+  };
+  struct Pending {
+    wire::Op op;
+    std::vector<DestPlan> plans;
+    std::vector<TablePull*> outs;  // per entry (pull)
+    std::vector<uint32_t> dims;    // per entry
+    std::vector<bool> done;        // per plan
+    int remaining = 0;
+    Status status;
+    std::chrono::steady_clock::time_point deadline;
+    std::vector<wire::ShardStats>* stats = nullptr;
+  };
+  // What one entry of a request contributes: its table, unique IDs and, for pushes,
+  // the per-key payload (floats per key = dim, or one uint32 count).
+  struct Entry {
+    int table;
+    std::span<const uint64_t> ids;
+    const std::byte* payload = nullptr;
+    size_t payload_bytes_per_key = 0;
+  };
+
+  PsClient(const config::TrainConfig& cfg, std::vector<PeerInfo> servers, Placement placement);
+  Result<Handle> Send(wire::Op op, wire::PullMode mode, std::span<const Entry> entries,
+                      std::vector<TablePull*> outs);
+  Status Receive(int dest);
+  void Complete(Pending& p, size_t plan, const Status& status);
+  std::string DescribeDest(int dest) const;
+  void Dedup(std::span<const uint64_t> ids, TablePull* out);
+
+  const config::TrainConfig cfg_;
+  const std::vector<PeerInfo> servers_;
+  const Placement placement_;
+  std::chrono::milliseconds timeout_;
+  zmq::context_t ctx_;
+  std::vector<zmq::socket_t> sockets_;   // per dest
+  std::vector<std::string> endpoints_;   // per dest
+  std::vector<uint32_t> rank_of_shard_;  // global shard -> position in dest-major order
+  std::vector<uint32_t> shard_of_rank_;  // inverse
+  std::vector<uint32_t> table_of_gshard_;
+  uint64_t next_id_ = 1;
+  std::unordered_map<uint64_t, Pending> pending_;
+  // Scratch reused between requests.
+  std::vector<uint32_t> dedup_slots_;
+  std::vector<uint32_t> rank_counts_;
+  std::vector<uint32_t> key_rank_;
+};
+
+}  // namespace din
