@@ -1,0 +1,30 @@
+// The CPU backend: CpuEngine<float> (Eigen GEMMs over the whole batch) behind the
+// ModelBackend interface.
+#pragma once
+
+#include <string_view>
+#include <vector>
+
+#include "worker/model/backend.h"
+#include "worker/model/cpu_engine.h"
+
+namespace din::model {
+
+class CpuBackend final : public ModelBackend {
+ public:
+  // threads > 0 sets the number of threads Eigen's GEMMs use (process-wide setting).
+  CpuBackend(ModelLayout layout, int threads);
+  std::string_view name() const override { return "cpu"; }
+
+ protected:
+  Status DoTrainStep(const BatchPlan& plan, const ModelInput& input, std::span<const float> labels,
+                     float* loss) override;
+  Status DoPredict(const BatchPlan& plan, const ModelInput& input) override;
+
+ private:
+  CpuEngine<float> engine_;
+  std::vector<const float*> tables_;
+  std::vector<float*> table_grad_ptrs_;
+};
+
+}  // namespace din::model

@@ -1,0 +1,96 @@
+// The CPU implementation of the DIN forward/backward (Eigen), a template over the
+// scalar type: float is the production backend, double the reference the gradient
+// checks run against. Eigen stays inside cpu_engine.cc (instantiated for float and
+// double), so this header can be included with any compile flags.
+#pragma once
+
+#include <span>
+#include <vector>
+
+#include "worker/model/din_input.h"
+#include "worker/model/model_layout.h"
+
+namespace din::model {
+
+// kTrain: Dice normalises with the batch statistics (and the gradient flows through
+// them); kEval: with the running statistics.
+enum class Mode { kTrain, kEval };
+
+// One activation over a row-major [n x k] matrix of pre-activations s.
+//  - alpha: [k] (PReLU/Dice), ignored otherwise.
+//  - Dice, kTrain: mean/inv_std [k] receive the batch statistics; when running_mean and
+//    running_var are non-null they are updated with `momentum` (the running variance
+//    takes the unbiased batch variance, as batch normalisation does).
+//  - Dice, kEval: mean/inv_std receive the statistics derived from the running ones.
+//  - p: [n x k] Dice gate, kept for the backward; y: [n x k] output.
+template <typename T>
+void ActivationForward(math::Act act, Mode mode, int n, int k, const T* s, const T* alpha,
+                       T* running_mean, T* running_var, T momentum, T eps, T* y, T* p, T* mean,
+                       T* inv_std);
+
+// Backward of ActivationForward. On entry `grad` holds ∂L/∂y, on return ∂L/∂s (through
+// the batch statistics when `batch_stats`); dalpha [k] is overwritten (PReLU/Dice).
+template <typename T>
+void ActivationBackward(math::Act act, bool batch_stats, int n, int k, const T* s, const T* y,
+                        const T* p, const T* mean, const T* inv_std, const T* alpha, T* grad,
+                        T* dalpha);
+
+// An MLP of LayerSpecs over n input rows; owns its activations and scratch, reused
+// between calls (grown, never shrunk).
+template <typename T>
+class CpuMlp {
+ public:
+  // x: [n x layers[0].in]; `running` is the flat running-statistics buffer (updated in
+  // kTrain when update_running).
+  void Forward(std::span<const LayerSpec> layers, const T* params, T* running, T momentum, T eps,
+               Mode mode, bool update_running, const T* x, int n);
+  // Output of the last Forward, [n x layers.back().out].
+  const T* output() const { return bufs_.back().y.data(); }
+  // Backward of the last Forward (which must have been kTrain or have no Dice).
+  // dout: [n x out]. Writes (overwrites) every layer's gradients into `grads` at the
+  // layers' offsets and, when dx is non-null, ∂L/∂x [n x in].
+  void Backward(std::span<const LayerSpec> layers, const T* params, const T* x, int n,
+                const T* dout, T* grads, T* dx);
+
+ private:
+  struct Buffers {
+    std::vector<T> s, y, p, mean, inv_std;
+  };
+  std::vector<Buffers> bufs_;
+  std::vector<T> g0_, g1_;
+  Mode mode_ = Mode::kTrain;
+};
+
+// The whole network. Not thread-safe; buffers are reused between batches.
+template <typename T>
+class CpuEngine {
+ public:
+  explicit CpuEngine(const ModelLayout* layout) : layout_(layout) {}
+
+  // Forward over a batch. tables[t] points at input.tables[t].rows x dim values (the
+  // same rows as input.tables[t].data, in T). Returns the batch-mean BCE when labels
+  // is non-empty, else 0. In kTrain with update_running the Dice running statistics
+  // in `running` are advanced.
+  T Forward(const BatchPlan& plan, const ModelInput& input, std::span<const T* const> tables,
+            const T* params, T* running, Mode mode, bool update_running,
+            std::span<const float> labels);
+
+  // Backward of the last kTrain Forward. Overwrites grads [num_params] and
+  // table_grads[t] [input.tables[t].rows x dim] (per unique row, summed over every
+  // occurrence, including the 1/batch of the mean loss).
+  void Backward(const BatchPlan& plan, const ModelInput& input, const T* params,
+                std::span<const float> labels, T* grads, std::span<T* const> table_grads);
+
+  // Logits of the last Forward, [batch].
+  std::span<const T> logits() const { return logits_; }
+  // Pooling weights w_j of the last Forward, [positions] (packed as in BatchPlan).
+  std::span<const T> pooling_weights() const { return weights_; }
+
+ private:
+  const ModelLayout* layout_;
+  CpuMlp<T> att_, top_;
+  std::vector<T> va_, e_, xatt_, weights_, u_, z_, logits_;
+  std::vector<T> dlogit_, dz_, du_, dva_, de_, dw_, dxatt_;
+};
+
+}  // namespace din::model
