@@ -1,0 +1,432 @@
+#include "common/data/reader.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <numeric>
+
+#include "common/hash.h"
+
+namespace din {
+namespace {
+
+constexpr size_t kMinBufferBytes = 4u << 20;
+constexpr size_t kKeptBadMessages = 10;
+
+std::string ErrnoText() { return std::strerror(errno); }
+
+// pread that retries on EINTR and short reads until `n` bytes or end of file.
+Result<size_t> PreadFull(int fd, char* buf, size_t n, uint64_t offset, const std::string& path) {
+  size_t done = 0;
+  while (done < n) {
+    const ssize_t r = ::pread(fd, buf + done, n - done, static_cast<off_t>(offset + done));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return Status::IoError(path + ": read failed: " + ErrnoText());
+    }
+    if (r == 0) break;
+    done += static_cast<size_t>(r);
+  }
+  return done;
+}
+
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() { Reset(); }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  Fd(Fd&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+  Fd& operator=(Fd&& o) noexcept {
+    if (this != &o) {
+      Reset();
+      fd_ = o.fd_;
+      o.fd_ = -1;
+    }
+    return *this;
+  }
+  int get() const { return fd_; }
+  void Reset() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+Result<Fd> OpenFile(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::IoError(path + ": cannot open: " + ErrnoText());
+  return Fd(fd);
+}
+
+// Reads the line starting at `offset` into `out` (without '\n'); `too_long` when its
+// content (without a trailing '\r') exceeds max_line_bytes, then `out` holds a prefix.
+Status ReadLineAt(int fd, const std::string& path, uint64_t offset, size_t max_line_bytes,
+                  std::string* out, bool* too_long) {
+  out->clear();
+  *too_long = false;
+  char chunk[1 << 16];
+  for (;;) {
+    DIN_ASSIGN_OR_RETURN(size_t n, PreadFull(fd, chunk, sizeof(chunk), offset, path));
+    const char* nl = static_cast<const char*>(std::memchr(chunk, '\n', n));
+    const size_t take = nl ? static_cast<size_t>(nl - chunk) : n;
+    if (out->size() <= max_line_bytes + 1) out->append(chunk, std::min(take, max_line_bytes + 2));
+    if (nl || n < sizeof(chunk)) break;
+    offset += n;
+  }
+  size_t content = out->size();
+  if (content > 0 && (*out)[content - 1] == '\r') --content;
+  if (content > max_line_bytes) *too_long = true;
+  return Status::Ok();
+}
+
+}  // namespace
+
+// Sequential reader of the lines whose first byte lies in [begin, end) of one file.
+// Owns a buffer of at least max_line_bytes + 2 bytes that it reuses across Open calls.
+class LineSource {
+ public:
+  explicit LineSource(size_t max_line_bytes)
+      : max_line_(max_line_bytes), buf_(std::max(kMinBufferBytes, max_line_bytes + 2)) {}
+
+  // Without `resume`, starts at the first line start >= begin; with it, at *resume
+  // (which must be a line start).
+  Status Open(const std::string& path, uint64_t begin, uint64_t end, const uint64_t* resume) {
+    fd_.Reset();
+    DIN_ASSIGN_OR_RETURN(fd_, OpenFile(path));
+    path_ = path;
+    end_ = end;
+    pos_ = len_ = 0;
+    eof_ = false;
+    if (resume) {
+      buf_off_ = *resume;
+      return Status::Ok();
+    }
+    if (begin == 0) {
+      buf_off_ = 0;
+      return Status::Ok();
+    }
+    // The line containing byte begin-1 belongs to the previous range: skip through its
+    // '\n' (when byte begin-1 is itself '\n', the line at `begin` is the first one).
+    buf_off_ = begin - 1;
+    for (;;) {
+      DIN_RETURN_IF_ERROR(Fill());
+      const char* start = buf_.data() + pos_;
+      const char* nl = static_cast<const char*>(std::memchr(start, '\n', len_ - pos_));
+      if (nl) {
+        pos_ += static_cast<size_t>(nl - start) + 1;
+        return Status::Ok();
+      }
+      pos_ = len_;
+      if (eof_) return Status::Ok();
+    }
+  }
+
+  // The next line; false at the end of the range. `text` excludes the '\n' (a '\r'
+  // before it is kept; the parser drops it) and stays valid until the next call. A
+  // too-long line is skipped whole and reported with `too_long` (text then empty).
+  Result<bool> Next(std::string_view* text, uint64_t* offset, bool* too_long) {
+    for (;;) {
+      if (buf_off_ + pos_ >= end_) return false;
+      char* start = buf_.data() + pos_;
+      const size_t avail = len_ - pos_;
+      const char* nl = static_cast<const char*>(std::memchr(start, '\n', avail));
+      if (nl || (eof_ && avail > 0)) {
+        const size_t n = nl ? static_cast<size_t>(nl - start) : avail;
+        *offset = buf_off_ + pos_;
+        pos_ += nl ? n + 1 : n;
+        const size_t content = (n > 0 && start[n - 1] == '\r') ? n - 1 : n;
+        *too_long = content > max_line_;
+        *text = *too_long ? std::string_view() : std::string_view(start, n);
+        return true;
+      }
+      if (eof_) return false;
+      if (avail >= buf_.size()) {
+        // No line break within the whole buffer: too long. Skip to the next '\n'.
+        *offset = buf_off_ + pos_;
+        *too_long = true;
+        *text = std::string_view();
+        pos_ = len_;
+        for (;;) {
+          DIN_RETURN_IF_ERROR(Fill());
+          const char* s = buf_.data() + pos_;
+          const char* q = static_cast<const char*>(std::memchr(s, '\n', len_ - pos_));
+          if (q) {
+            pos_ += static_cast<size_t>(q - s) + 1;
+            break;
+          }
+          pos_ = len_;
+          if (eof_) break;
+        }
+        return true;
+      }
+      DIN_RETURN_IF_ERROR(Fill());
+    }
+  }
+
+  uint64_t next_offset() const { return buf_off_ + pos_; }
+
+ private:
+  // Moves the unread bytes to the front and reads more after them.
+  Status Fill() {
+    if (pos_ > 0) {
+      std::memmove(buf_.data(), buf_.data() + pos_, len_ - pos_);
+      buf_off_ += pos_;
+      len_ -= pos_;
+      pos_ = 0;
+    }
+    if (len_ == buf_.size()) return Status::Ok();
+    DIN_ASSIGN_OR_RETURN(size_t n, PreadFull(fd_.get(), buf_.data() + len_, buf_.size() - len_,
+                                             buf_off_ + len_, path_));
+    if (n == 0) eof_ = true;
+    len_ += n;
+    return Status::Ok();
+  }
+
+  const size_t max_line_;
+  std::vector<char> buf_;
+  Fd fd_;
+  std::string path_;
+  uint64_t end_ = 0;
+  uint64_t buf_off_ = 0;  // file offset of buf_[0]
+  size_t pos_ = 0;        // first unread byte in buf_
+  size_t len_ = 0;        // bytes held in buf_
+  bool eof_ = false;
+};
+
+Result<std::unique_ptr<Reader>> Reader::Open(const config::DataConfig& cfg, Options options) {
+  if (options.workers < 1 || options.worker < 0 || options.worker >= options.workers)
+    return Status::InvalidArgument("reader: worker " + std::to_string(options.worker) + " of " +
+                                   std::to_string(options.workers) + " is invalid");
+  if (cfg.batch_size() == 0) return Status::InvalidArgument("data: batch_size must be > 0");
+  if (cfg.max_line_bytes() == 0) return Status::InvalidArgument("data: max_line_bytes must be > 0");
+  if (options.path.empty()) return Status::InvalidArgument("data: no input path given");
+  DIN_ASSIGN_OR_RETURN(Schema schema, Schema::FromConfig(cfg));
+  DIN_ASSIGN_OR_RETURN(std::vector<InputFile> files, ListInputFiles(options.path));
+  std::vector<Segment> segments = PartitionInput(files, options.worker, options.workers);
+  return std::unique_ptr<Reader>(new Reader(cfg, std::move(schema), std::move(files),
+                                            std::move(segments), std::move(options)));
+}
+
+Result<std::unique_ptr<Reader>> Reader::OpenTrain(const config::DataConfig& cfg, int worker,
+                                                  int workers) {
+  return Open(cfg, {cfg.train_path(), worker, workers, true});
+}
+
+Result<std::unique_ptr<Reader>> Reader::OpenTest(const config::DataConfig& cfg, int worker,
+                                                 int workers) {
+  return Open(cfg, {cfg.test_path(), worker, workers, false});
+}
+
+Reader::Reader(const config::DataConfig& cfg, Schema schema, std::vector<InputFile> files,
+               std::vector<Segment> segments, Options options)
+    : cfg_(cfg),
+      schema_(std::move(schema)),
+      parser_(&schema_, cfg.max_history()),
+      files_(std::move(files)),
+      segments_(std::move(segments)),
+      options_(std::move(options)),
+      shuffle_capacity_(options_.shuffle && cfg.shuffle_buffer() > 1 ? cfg.shuffle_buffer() : 0),
+      source_(std::make_unique<LineSource>(cfg.max_line_bytes())),
+      slots_(shuffle_capacity_),
+      line_cache_(files_.size()) {
+  ResetEpochOrder();
+}
+
+Reader::~Reader() = default;
+
+uint64_t Reader::NextRandom() {
+  rng_ += 0x9e3779b97f4a7c15ULL;
+  return Mix64(rng_);
+}
+
+void Reader::ResetEpochOrder() {
+  rng_ = Mix64(cfg_.seed() ^ Mix64(0x5eedULL + epoch_ * 0x10001ULL +
+                                   static_cast<uint64_t>(options_.worker) * 0x100000001ULL));
+  order_.resize(segments_.size());
+  std::iota(order_.begin(), order_.end(), 0u);
+  if (shuffle_capacity_ > 0)
+    for (size_t i = order_.size(); i > 1; --i) std::swap(order_[i - 1], order_[NextRandom() % i]);
+  position_ = 0;
+  source_open_ = false;
+  filled_ = 0;
+  samples_in_epoch_ = 0;
+}
+
+void Reader::StartNextEpoch() {
+  ++epoch_;
+  ResetEpochOrder();
+}
+
+Status Reader::OpenSegment(uint32_t position, const uint64_t* resume_offset) {
+  const Segment& seg = segments_[order_[position]];
+  DIN_RETURN_IF_ERROR(source_->Open(files_[seg.file].path, seg.begin, seg.end, resume_offset));
+  source_open_ = true;
+  return Status::Ok();
+}
+
+Result<bool> Reader::NextLine(RawLine* line) {
+  for (;;) {
+    if (!source_open_) {
+      if (position_ >= order_.size()) return false;
+      DIN_RETURN_IF_ERROR(OpenSegment(position_, nullptr));
+    }
+    DIN_ASSIGN_OR_RETURN(bool got, source_->Next(&line->text, &line->offset, &line->too_long));
+    if (!got) {
+      source_open_ = false;
+      ++position_;
+      continue;
+    }
+    if (!line->too_long && (line->text.empty() || line->text == "\r")) continue;  // blank
+    line->segment = order_[position_];
+    return true;
+  }
+}
+
+Result<uint64_t> Reader::LineNumberAt(uint32_t file, uint64_t offset) {
+  LineCount& cache = line_cache_[file];
+  if (offset < cache.offset) cache = LineCount{};
+  DIN_ASSIGN_OR_RETURN(Fd fd, OpenFile(files_[file].path));
+  std::vector<char> chunk(1 << 20);
+  uint64_t at = cache.offset, newlines = cache.newlines;
+  while (at < offset) {
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(chunk.size(), offset - at));
+    DIN_ASSIGN_OR_RETURN(size_t n, PreadFull(fd.get(), chunk.data(), want, at, files_[file].path));
+    if (n == 0) break;
+    newlines += static_cast<uint64_t>(std::count(chunk.data(), chunk.data() + n, '\n'));
+    at += n;
+  }
+  cache = {at, newlines};
+  return newlines + 1;
+}
+
+Status Reader::Consume(std::string_view text, uint32_t segment, uint64_t offset, bool too_long,
+                       Batch* batch) {
+  Status st = too_long ? Status::InvalidArgument("line longer than max_line_bytes (" +
+                                                 std::to_string(cfg_.max_line_bytes()) + ")")
+                       : parser_.Append(text, batch);
+  if (st.ok()) {
+    ++samples_in_epoch_;
+    return st;
+  }
+  ++bad_lines_;
+  const uint32_t file = segments_[segment].file;
+  Result<uint64_t> line_no = LineNumberAt(file, offset);
+  std::string msg = files_[file].path + ":" +
+                    (line_no.ok() ? std::to_string(*line_no) : "byte " + std::to_string(offset)) +
+                    ": " + st.message();
+  if (bad_lines_ > cfg_.max_bad_lines()) {
+    if (cfg_.max_bad_lines() > 0)
+      msg +=
+          " (more than max_bad_lines=" + std::to_string(cfg_.max_bad_lines()) + " malformed lines)";
+    return Status::InvalidArgument(msg);
+  }
+  if (bad_messages_.size() < kKeptBadMessages) {
+    LOG(WARNING) << "skipping malformed line: " << msg;
+    bad_messages_.push_back(std::move(msg));
+  }
+  return Status::Ok();
+}
+
+Result<bool> Reader::NextBatch(Batch* batch) {
+  schema_.PrepareBatch(batch);
+  const size_t batch_size = cfg_.batch_size();
+  RawLine line;
+  while (batch->size < batch_size) {
+    if (shuffle_capacity_ == 0) {
+      DIN_ASSIGN_OR_RETURN(bool got, NextLine(&line));
+      if (!got) break;
+      DIN_RETURN_IF_ERROR(Consume(line.text, line.segment, line.offset, line.too_long, batch));
+      continue;
+    }
+    // Sliding buffer: keep it full, emit a uniformly chosen line, refill its place.
+    while (filled_ < shuffle_capacity_) {
+      DIN_ASSIGN_OR_RETURN(bool got, NextLine(&line));
+      if (!got) break;
+      Slot& slot = slots_[filled_++];
+      slot.text.assign(line.text.data(), line.text.size());
+      slot.segment = line.segment;
+      slot.offset = line.offset;
+      slot.too_long = line.too_long;
+    }
+    if (filled_ == 0) break;
+    const size_t j = NextRandom() % filled_;
+    std::swap(slots_[j], slots_[filled_ - 1]);
+    const Slot& slot = slots_[--filled_];
+    DIN_RETURN_IF_ERROR(Consume(slot.text, slot.segment, slot.offset, slot.too_long, batch));
+  }
+  return batch->size > 0;
+}
+
+uint64_t Reader::Fingerprint() const {
+  uint64_t h = Mix64(0xd17a5eedULL ^ cfg_.seed());
+  for (const auto& f : files_) h = Mix64(h ^ HashToken(f.path)) + f.size;
+  for (const auto& s : segments_) h = Mix64(h ^ Mix64(s.file + 1)) + s.begin * 3 + s.end * 7;
+  h = Mix64(h ^ shuffle_capacity_) + static_cast<uint64_t>(options_.worker);
+  h = Mix64(h ^ static_cast<uint64_t>(options_.workers)) + cfg_.max_line_bytes();
+  return Mix64(h);
+}
+
+std::string Reader::SaveState() const {
+  config::ReaderState s;
+  s.set_fingerprint(Fingerprint());
+  s.set_epoch(epoch_);
+  s.set_segment(position_);
+  s.set_in_segment(source_open_);
+  s.set_offset(source_open_ ? source_->next_offset() : 0);
+  s.set_rng(rng_);
+  s.set_bad_lines(bad_lines_);
+  s.set_samples_in_epoch(samples_in_epoch_);
+  for (size_t i = 0; i < filled_; ++i) {
+    s.add_slot_segment(slots_[i].segment);
+    s.add_slot_offset(slots_[i].offset);
+  }
+  return s.SerializeAsString();
+}
+
+Status Reader::RestoreState(std::string_view bytes) {
+  config::ReaderState s;
+  if (!s.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
+    return Status::InvalidArgument("reader state: cannot parse");
+  if (s.fingerprint() != Fingerprint())
+    return Status::InvalidArgument(
+        "reader state: it belongs to other input files, sizes, partition or shuffle settings");
+  if (s.segment() > segments_.size() || s.slot_segment_size() != s.slot_offset_size() ||
+      static_cast<size_t>(s.slot_segment_size()) > shuffle_capacity_)
+    return Status::InvalidArgument("reader state: inconsistent");
+  epoch_ = s.epoch();
+  ResetEpochOrder();
+  rng_ = s.rng();
+  position_ = s.segment();
+  bad_lines_ = s.bad_lines();
+  samples_in_epoch_ = s.samples_in_epoch();
+  if (s.in_segment()) {
+    if (position_ >= order_.size()) return Status::InvalidArgument("reader state: inconsistent");
+    const uint64_t offset = s.offset();
+    DIN_RETURN_IF_ERROR(OpenSegment(position_, &offset));
+  }
+  std::vector<Fd> fds(files_.size());
+  for (int i = 0; i < s.slot_segment_size(); ++i) {
+    if (s.slot_segment(i) >= segments_.size())
+      return Status::InvalidArgument("reader state: inconsistent");
+    Slot& slot = slots_[i];
+    slot.segment = s.slot_segment(i);
+    slot.offset = s.slot_offset(i);
+    const uint32_t file = segments_[slot.segment].file;
+    if (fds[file].get() < 0) {
+      DIN_ASSIGN_OR_RETURN(fds[file], OpenFile(files_[file].path));
+    }
+    DIN_RETURN_IF_ERROR(ReadLineAt(fds[file].get(), files_[file].path, slot.offset,
+                                   cfg_.max_line_bytes(), &slot.text, &slot.too_long));
+  }
+  filled_ = static_cast<size_t>(s.slot_segment_size());
+  return Status::Ok();
+}
+
+}  // namespace din

@@ -1,0 +1,359 @@
+// din_gen: a synthetic click log in din-tsv with a planted, target-aware interest
+// structure, and the Bayes-optimal AUC / GAUC of its test split.
+//
+//   din_gen --out DIR [--rows 200000] [--test-rows 20000] [--users 10000]
+//           [--items 100000] [--cates 200] [--max-history 50] [--seed 1]
+//           [--zipf 1.1] [--write-probs]
+//
+// Writes DIR/train.tsv, DIR/test.tsv, DIR/bayes.json and, with --write-probs,
+// DIR/test_probs.txt (the true click probability of each test line, same order).
+//
+// The world:
+//  - Items: popularity Zipf(--zipf) over ranks; IDs are the ranks scrambled by a
+//    bijection of the 63-bit space (sparse, no collisions, fit in int64 too).
+//    Each item has a category (category sizes are Zipf(0.8)) and a quality q ~ N(0, 1).
+//  - Users: 2..5 interest categories with random weights.
+//  - A row: a user (uniform); a history of 0..max_history behaviours, each from one of
+//    the user's interests (80%) or the global popularity (20%); a candidate from the
+//    user's interests (50%) or the global popularity (50%).
+//  - Click: p = sigmoid(-2 + 0.6 q_a + 3 (1 - exp(-m / 2)) + 0.5 [a in history]), m =
+//    the number of behaviours in the candidate's category. The signal lives in how the
+//    behaviours relate to the candidate: a model seeing only the candidate cannot
+//    reach the ceiling, and a pooling that picks the relevant behaviours (attention)
+//    separates it better than a plain sum over many unrelated interests.
+//
+// Deterministic for a seed (each row has its own random stream). Memory depends on
+// users, items and categories, not on rows: train rows are written as generated, test
+// rows user by user (per-user AUC on the fly, global AUC from a 2^20-bin histogram of
+// p, exact up to pairs whose p differ by less than 2^-20).
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include <gflags/gflags.h>
+#include <glog/logging.h>
+
+#include "common/data/metrics.h"
+#include "common/hash.h"
+
+DEFINE_uint64(rows, 200000, "training rows");
+DEFINE_uint64(test_rows, 50000, "test rows (spread evenly over the users)");
+DEFINE_uint64(users, 10000, "users");
+DEFINE_uint64(items, 100000, "items");
+DEFINE_uint64(cates, 200, "categories");
+DEFINE_uint32(max_history, 50, "longest behaviour list");
+DEFINE_uint64(seed, 1, "random seed");
+DEFINE_double(zipf, 1.1, "Zipf exponent of item popularity");
+DEFINE_string(out, "", "output directory (created)");
+DEFINE_bool(write_probs, false, "also write OUT/test_probs.txt");
+
+namespace {
+
+using din::Mix64;
+
+constexpr uint64_t kMask63 = (1ULL << 63) - 1;
+
+// A bijection of [0, 2^63): xor-shifts and odd multiplications, all invertible mod 2^63.
+uint64_t Scramble63(uint64_t x, uint64_t key) {
+  x = (x ^ key) & kMask63;
+  x = ((x ^ (x >> 31)) * 0xbf58476d1ce4e5b9ULL) & kMask63;
+  x = ((x ^ (x >> 29)) * 0x94d049bb133111ebULL) & kMask63;
+  return x ^ (x >> 32);
+}
+
+// SplitMix64 stream.
+struct Rng {
+  uint64_t s;
+  uint64_t Next() { return Mix64(s += 0x9e3779b97f4a7c15ULL); }
+  double Uniform() { return static_cast<double>(Next() >> 11) * 0x1.0p-53; }
+};
+
+// Index drawn from a cumulative distribution (last entry 1).
+uint32_t Draw(const std::vector<double>& cdf, double u) {
+  return static_cast<uint32_t>(std::upper_bound(cdf.begin(), cdf.end() - 1, u) - cdf.begin());
+}
+
+std::vector<double> ZipfCdf(size_t n, double s) {
+  std::vector<double> cdf(n);
+  double acc = 0;
+  for (size_t k = 0; k < n; ++k) cdf[k] = acc += std::pow(static_cast<double>(k + 1), -s);
+  for (auto& c : cdf) c /= acc;
+  cdf.back() = 1.0;
+  return cdf;
+}
+
+struct World {
+  uint64_t seed;
+  std::vector<uint64_t> item_id;    // by rank
+  std::vector<uint32_t> item_cate;  // by rank, 0-based category
+  std::vector<float> item_quality;
+  std::vector<double> item_cdf;                   // global popularity
+  std::vector<std::vector<uint32_t>> cate_items;  // ranks, most popular first
+  std::vector<std::vector<double>> cate_cdf;      // popularity within the category
+  std::vector<uint32_t> user_interest_begin;      // CSR into the two below
+  std::vector<uint32_t> user_interest_cate;
+  std::vector<double> user_interest_cdf;
+};
+
+World BuildWorld() {
+  World w;
+  w.seed = FLAGS_seed;
+  const uint64_t items = FLAGS_items, cates = FLAGS_cates, users = FLAGS_users;
+  const std::vector<double> cate_pop = ZipfCdf(cates, 0.8);
+  w.item_id.resize(items);
+  w.item_cate.resize(items);
+  w.item_quality.resize(items);
+  w.cate_items.resize(cates);
+  const uint64_t key = Mix64(w.seed ^ 0x17e3);
+  for (uint64_t k = 0; k < items; ++k) {
+    w.item_id[k] = Scramble63(k + 1, key);
+    Rng rng{Mix64(w.seed * 0x2545f4914f6cdd1dULL + k) ^ 0x1a2b};
+    w.item_cate[k] = Draw(cate_pop, rng.Uniform());
+    const double u1 = std::max(rng.Uniform(), 1e-300), u2 = rng.Uniform();
+    w.item_quality[k] = static_cast<float>(std::sqrt(-2 * std::log(u1)) * std::cos(2 * M_PI * u2));
+    w.cate_items[w.item_cate[k]].push_back(static_cast<uint32_t>(k));
+  }
+  w.item_cdf = ZipfCdf(items, FLAGS_zipf);
+  w.cate_cdf.resize(cates);
+  for (uint64_t c = 0; c < cates; ++c) {
+    if (w.cate_items[c].empty()) continue;
+    // Within a category, popularity follows the global ranks.
+    auto& cdf = w.cate_cdf[c];
+    double acc = 0;
+    for (uint32_t k : w.cate_items[c]) cdf.push_back(acc += std::pow(k + 1.0, -FLAGS_zipf));
+    for (auto& x : cdf) x /= acc;
+    cdf.back() = 1.0;
+  }
+  w.user_interest_begin.push_back(0);
+  for (uint64_t u = 0; u < users; ++u) {
+    Rng rng{Mix64(w.seed * 0x9e3779b97f4a7c15ULL + u) ^ 0x3c4d};
+    const uint32_t n = 2 + static_cast<uint32_t>(rng.Next() % 4);
+    std::vector<uint32_t> picked;
+    for (int tries = 0; picked.size() < n && tries < 100; ++tries) {
+      const uint32_t c = Draw(cate_pop, rng.Uniform());
+      if (!w.cate_items[c].empty() && std::find(picked.begin(), picked.end(), c) == picked.end())
+        picked.push_back(c);
+    }
+    if (picked.empty()) picked.push_back(w.item_cate[0]);
+    double acc = 0;
+    std::vector<double> cdf;
+    for (size_t i = 0; i < picked.size(); ++i) cdf.push_back(acc += 0.2 + 0.8 * rng.Uniform());
+    for (size_t i = 0; i < picked.size(); ++i) {
+      w.user_interest_cate.push_back(picked[i]);
+      w.user_interest_cdf.push_back(i + 1 == picked.size() ? 1.0 : cdf[i] / acc);
+    }
+    w.user_interest_begin.push_back(static_cast<uint32_t>(w.user_interest_cate.size()));
+  }
+  return w;
+}
+
+struct Row {
+  uint64_t user;
+  uint32_t item;                  // rank
+  std::vector<uint32_t> history;  // ranks, oldest first
+  double p;
+  int label;
+};
+
+uint32_t DrawItem(const World& w, uint64_t user, bool from_interest, Rng& rng) {
+  if (from_interest) {
+    const uint32_t b = w.user_interest_begin[user], e = w.user_interest_begin[user + 1];
+    const double u = rng.Uniform();
+    uint32_t i = b;
+    while (i + 1 < e && w.user_interest_cdf[i] <= u) ++i;
+    const uint32_t c = w.user_interest_cate[i];
+    return w.cate_items[c][Draw(w.cate_cdf[c], rng.Uniform())];
+  }
+  return Draw(w.item_cdf, rng.Uniform());
+}
+
+// Row `index` of split `split` (0 train, 1 test) for `user`.
+void MakeRow(const World& w, int split, uint64_t index, uint64_t user, Row* row) {
+  Rng rng{Mix64(w.seed ^ Mix64((static_cast<uint64_t>(split) << 48) + index + 1))};
+  row->user = user;
+  const uint32_t len = static_cast<uint32_t>(rng.Next() % (FLAGS_max_history + 1ULL));
+  row->history.clear();
+  for (uint32_t j = 0; j < len; ++j)
+    row->history.push_back(DrawItem(w, user, rng.Uniform() < 0.8, rng));
+  row->item = DrawItem(w, user, rng.Uniform() < 0.5, rng);
+  const uint32_t cate = w.item_cate[row->item];
+  double m = 0;
+  bool repeat = false;
+  for (uint32_t h : row->history) {
+    m += w.item_cate[h] == cate ? 1 : 0;
+    repeat |= h == row->item;
+  }
+  const double logit =
+      -2.0 + 0.6 * w.item_quality[row->item] + 3.0 * (1 - std::exp(-m / 2)) + (repeat ? 0.5 : 0);
+  row->p = 1 / (1 + std::exp(-logit));
+  row->label = rng.Uniform() < row->p ? 1 : 0;
+}
+
+class Writer {
+ public:
+  explicit Writer(const std::string& path) : path_(path), f_(std::fopen(path.c_str(), "wb")) {
+    if (!f_) LOG(FATAL) << "cannot create " << path << ": " << std::strerror(errno);
+    buf_.reserve(1 << 20);
+  }
+  ~Writer() { Close(); }
+  void Put(char c) { buf_.push_back(c); }
+  void Put(uint64_t v) {
+    char tmp[24];
+    buf_.append(tmp, std::to_chars(tmp, tmp + sizeof(tmp), v).ptr);
+  }
+  void Put(const char* s) { buf_.append(s); }
+  void EndLine() {
+    buf_.push_back('\n');
+    if (buf_.size() > (1 << 20) - 4096) Flush();
+  }
+  void Close() {
+    if (!f_) return;
+    Flush();
+    if (std::fclose(f_) != 0) LOG(FATAL) << "cannot write " << path_;
+    f_ = nullptr;
+  }
+
+ private:
+  void Flush() {
+    if (std::fwrite(buf_.data(), 1, buf_.size(), f_) != buf_.size())
+      LOG(FATAL) << "cannot write " << path_ << ": " << std::strerror(errno);
+    buf_.clear();
+  }
+  std::string path_;
+  FILE* f_;
+  std::string buf_;
+};
+
+void WriteRow(const World& w, const Row& row, Writer* out) {
+  out->Put(static_cast<uint64_t>(row.label));
+  out->Put('\t');
+  out->Put(row.user + 1);
+  out->Put('\t');
+  out->Put(w.item_id[row.item]);
+  out->Put('\t');
+  out->Put(static_cast<uint64_t>(w.item_cate[row.item]) + 1);
+  out->Put('\t');
+  for (size_t j = 0; j < row.history.size(); ++j) {
+    if (j) out->Put(',');
+    out->Put(w.item_id[row.history[j]]);
+  }
+  out->Put('\t');
+  for (size_t j = 0; j < row.history.size(); ++j) {
+    if (j) out->Put(',');
+    out->Put(static_cast<uint64_t>(w.item_cate[row.history[j]]) + 1);
+  }
+  out->EndLine();
+}
+
+std::string JsonNumber(double x) {
+  if (!std::isfinite(x)) return "null";
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.6f", x);
+  return buf;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  gflags::SetUsageMessage("din_gen --out DIR [--rows N] [--test-rows N] ... (see the source)");
+  gflags::ParseCommandLineFlags(&argc, &argv, true);
+  google::InitGoogleLogging(argv[0]);
+  FLAGS_logtostderr = true;
+  if (FLAGS_out.empty()) LOG(FATAL) << "--out DIR is required";
+  if (FLAGS_users == 0 || FLAGS_items == 0 || FLAGS_cates == 0)
+    LOG(FATAL) << "--users, --items and --cates must be > 0";
+  std::error_code ec;
+  std::filesystem::create_directories(FLAGS_out, ec);
+  if (ec) LOG(FATAL) << "cannot create " << FLAGS_out << ": " << ec.message();
+
+  const World world = BuildWorld();
+  Row row;
+
+  uint64_t train_pos = 0;
+  {
+    Writer out(FLAGS_out + "/train.tsv");
+    for (uint64_t i = 0; i < FLAGS_rows; ++i) {
+      const uint64_t user = Mix64(FLAGS_seed ^ Mix64(i + 0x77)) % FLAGS_users;
+      MakeRow(world, 0, i, user, &row);
+      train_pos += row.label;
+      WriteRow(world, row, &out);
+    }
+  }
+
+  // Test split, user by user: GAUC exactly per user, AUC from a histogram of p.
+  constexpr size_t kBins = 1 << 20;
+  std::vector<uint64_t> pos_hist(kBins, 0), neg_hist(kBins, 0);
+  std::vector<float> user_labels;
+  std::vector<double> user_probs;
+  double gauc_sum = 0, gauc_weight = 0, logloss = 0;
+  uint64_t gauc_users = 0, test_pos = 0, index = 0;
+  {
+    Writer out(FLAGS_out + "/test.tsv");
+    std::unique_ptr<Writer> probs;
+    if (FLAGS_write_probs) probs = std::make_unique<Writer>(FLAGS_out + "/test_probs.txt");
+    for (uint64_t u = 0; u < FLAGS_users; ++u) {
+      const uint64_t n = FLAGS_test_rows / FLAGS_users + (u < FLAGS_test_rows % FLAGS_users);
+      user_labels.clear();
+      user_probs.clear();
+      for (uint64_t k = 0; k < n; ++k, ++index) {
+        MakeRow(world, 1, index, u, &row);
+        WriteRow(world, row, &out);
+        if (probs) {
+          char buf[32];
+          std::snprintf(buf, sizeof(buf), "%.17g", row.p);
+          probs->Put(buf);
+          probs->EndLine();
+        }
+        user_labels.push_back(static_cast<float>(row.label));
+        user_probs.push_back(row.p);
+        const size_t bin = std::min(kBins - 1, static_cast<size_t>(row.p * kBins));
+        (row.label ? pos_hist : neg_hist)[bin]++;
+        test_pos += row.label;
+        logloss -= row.label ? std::log(row.p) : std::log1p(-row.p);
+      }
+      const double auc = din::Auc(user_labels, std::span<const double>(user_probs));
+      if (!std::isnan(auc)) {
+        gauc_sum += static_cast<double>(n) * auc;
+        gauc_weight += static_cast<double>(n);
+        ++gauc_users;
+      }
+    }
+  }
+  // AUC from the histogram: pairs in the same bin count 1/2.
+  double neg_below = 0, wins = 0;
+  for (size_t b = 0; b < kBins; ++b) {
+    wins += static_cast<double>(pos_hist[b]) * (neg_below + 0.5 * static_cast<double>(neg_hist[b]));
+    neg_below += static_cast<double>(neg_hist[b]);
+  }
+  const double test_neg = static_cast<double>(index - test_pos);
+  const double auc = (test_pos > 0 && test_neg > 0) ? wins / (test_pos * test_neg) : NAN;
+  const double gauc = gauc_weight > 0 ? gauc_sum / gauc_weight : NAN;
+
+  std::string json =
+      "{\"test_auc\": " + JsonNumber(auc) + ", \"test_gauc\": " + JsonNumber(gauc) +
+      ", \"test_logloss\": " + JsonNumber(index ? logloss / index : NAN) +
+      ", \"test_rows\": " + std::to_string(index) +
+      ", \"test_positive_rate\": " + JsonNumber(index ? 1.0 * test_pos / index : NAN) +
+      ", \"gauc_users\": " + std::to_string(gauc_users) +
+      ", \"train_rows\": " + std::to_string(FLAGS_rows) +
+      ", \"train_positive_rate\": " + JsonNumber(FLAGS_rows ? 1.0 * train_pos / FLAGS_rows : NAN) +
+      ", \"users\": " + std::to_string(FLAGS_users) +
+      ", \"items\": " + std::to_string(FLAGS_items) +
+      ", \"cates\": " + std::to_string(FLAGS_cates) +
+      ", \"max_history\": " + std::to_string(FLAGS_max_history) +
+      ", \"seed\": " + std::to_string(FLAGS_seed) + "}\n";
+  {
+    FILE* f = std::fopen((FLAGS_out + "/bayes.json").c_str(), "wb");
+    if (!f || std::fwrite(json.data(), 1, json.size(), f) != json.size() || std::fclose(f) != 0)
+      LOG(FATAL) << "cannot write " << FLAGS_out << "/bayes.json";
+  }
+  std::fputs(json.c_str(), stdout);
+  return 0;
+}
