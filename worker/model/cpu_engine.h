@@ -12,10 +12,6 @@
 
 namespace din::model {
 
-// kTrain: Dice normalises with the batch statistics (and the gradient flows through
-// them); kEval: with the running statistics.
-enum class Mode { kTrain, kEval };
-
 // One activation over a row-major [n x k] matrix of pre-activations s.
 //  - alpha: [k] (PReLU/Dice), ignored otherwise.
 //  - Dice, kTrain: mean/inv_std [k] receive the batch statistics; when running_mean and

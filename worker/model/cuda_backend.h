@@ -13,4 +13,7 @@ namespace din::model {
 // A CUDA backend on `device`; an error Status when no usable device exists.
 Result<std::unique_ptr<ModelBackend>> CreateCudaBackend(ModelLayout layout, int device);
 
+// Sustained cuBLAS SGEMM rate on `device` (GFLOP/s), the GPU's practical fp32 peak.
+Result<double> CudaSgemmPeakGflops(int device);
+
 }  // namespace din::model

@@ -13,4 +13,8 @@ Result<std::unique_ptr<ModelBackend>> CreateCudaBackend(ModelLayout /*layout*/, 
       "-DDIN_CUDA=ON on a machine with nvcc)");
 }
 
+Result<double> CudaSgemmPeakGflops(int /*device*/) {
+  return Status::Unavailable("this build has no CUDA support");
+}
+
 }  // namespace din::model

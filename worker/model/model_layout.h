@@ -23,6 +23,10 @@ namespace din::model {
 
 enum class Pooling { kAttention = 0, kSum = 1, kMean = 2 };
 
+// kTrain: Dice normalises with the batch statistics (and the gradient flows through
+// them); kEval: with the running statistics.
+enum class Mode { kTrain, kEval };
+
 // Embedding width of every field, per group, in schema order. Behaviour fields have the
 // widths of their candidate fields.
 struct FieldDims {

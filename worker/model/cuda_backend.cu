@@ -1,0 +1,905 @@
+// The CUDA backend: cuBLAS for the GEMMs, kernels of its own for gathering embedding
+// rows, building the activation-unit input, Dice (forward/backward with batch
+// reductions), pooling, the top input and the scatter-add of embedding gradients. The
+// per-element math is model_math.h, shared with the CPU backend.
+//
+// Host memory stays the source of truth for the dense parameters and the Dice running
+// statistics (the trainer's all-reduce and optimizer work there): every call uploads
+// them and downloads what changed. Device buffers grow to the largest batch seen and
+// are reused.
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "worker/model/cuda_backend.h"
+#include "worker/model/model_math.h"
+
+namespace din::model {
+namespace {
+
+using math::Act;
+
+#define DIN_CUDA_RETURN_IF_ERROR(expr)                                                        \
+  do {                                                                                        \
+    const cudaError_t din_cuda_err_ = (expr);                                                 \
+    if (din_cuda_err_ != cudaSuccess)                                                         \
+      return Status::Internal(std::string(#expr) + ": " + cudaGetErrorString(din_cuda_err_)); \
+  } while (0)
+
+#define DIN_CUBLAS_RETURN_IF_ERROR(expr)                                         \
+  do {                                                                           \
+    const cublasStatus_t din_cublas_st_ = (expr);                                \
+    if (din_cublas_st_ != CUBLAS_STATUS_SUCCESS)                                 \
+      return Status::Internal(std::string(#expr) + ": cuBLAS status " +          \
+                              std::to_string(static_cast<int>(din_cublas_st_))); \
+  } while (0)
+
+constexpr int kThreads = 256;
+constexpr int kColTile = 32;
+constexpr int kRowThreads = 8;
+constexpr int kRowsPerChunk = 256;
+
+int Blocks(size_t n) { return static_cast<int>((n + kThreads - 1) / kThreads); }
+bool HasAlpha(Act act) { return act == Act::kDice || act == Act::kPRelu; }
+
+// A device array that grows to the largest size requested and is never shrunk.
+template <typename T>
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  DeviceBuffer(DeviceBuffer&& other) noexcept
+      : ptr_(std::exchange(other.ptr_, nullptr)), capacity_(std::exchange(other.capacity_, 0)) {}
+  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept {
+    std::swap(ptr_, other.ptr_);
+    std::swap(capacity_, other.capacity_);
+    return *this;
+  }
+  ~DeviceBuffer() {
+    if (ptr_ != nullptr) cudaFree(ptr_);
+  }
+  Status Reserve(size_t n) {
+    if (n <= capacity_) return Status::Ok();
+    const size_t grown = std::max(n, capacity_ + capacity_ / 2);
+    if (ptr_ != nullptr) cudaFree(ptr_);
+    ptr_ = nullptr;
+    capacity_ = 0;
+    DIN_CUDA_RETURN_IF_ERROR(cudaMalloc(&ptr_, grown * sizeof(T)));
+    capacity_ = grown;
+    return Status::Ok();
+  }
+  T* get() const { return ptr_; }
+
+ private:
+  T* ptr_ = nullptr;
+  size_t capacity_ = 0;
+};
+
+// ---- Kernels ------------------------------------------------------------------------
+
+// out[i * stride + col + k] = table[rows[i] * d + k], i < n, k < d.
+__global__ void GatherRowsKernel(const float* table, const uint32_t* rows, int n, int d, float* out,
+                                 int stride, int col) {
+  const size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
+  if (idx >= static_cast<size_t>(n) * d) return;
+  const int i = static_cast<int>(idx / d), k = static_cast<int>(idx % d);
+  out[static_cast<size_t>(i) * stride + col + k] = table[static_cast<size_t>(rows[i]) * d + k];
+}
+
+// Sum-pooled field: out[b * stride + col + k] = Σ_o table[rows[o] * d + k], o in sample b.
+__global__ void SumPoolRowsKernel(const float* table, const uint32_t* offsets, const uint32_t* rows,
+                                  int batch, int d, float* out, int stride, int col) {
+  const size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
+  if (idx >= static_cast<size_t>(batch) * d) return;
+  const int b = static_cast<int>(idx / d), k = static_cast<int>(idx % d);
+  float acc = 0.0f;
+  for (uint32_t o = offsets[b]; o < offsets[b + 1]; ++o)
+    acc += table[static_cast<size_t>(rows[o]) * d + k];
+  out[static_cast<size_t>(b) * stride + col + k] = acc;
+}
+
+// Scatter-add of a sum-pooled field's gradient to its rows.
+__global__ void ScatterPooledKernel(const float* grad, int stride, int col, const uint32_t* offsets,
+                                    const uint32_t* rows, int batch, int d, float* table_grad) {
+  const size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
+  if (idx >= static_cast<size_t>(batch) * d) return;
+  const int b = static_cast<int>(idx / d), k = static_cast<int>(idx % d);
+  const float g = grad[static_cast<size_t>(b) * stride + col + k];
+  for (uint32_t o = offsets[b]; o < offsets[b + 1]; ++o)
+    atomicAdd(&table_grad[static_cast<size_t>(rows[o]) * d + k], g);
+}
+
+// table_grad[rows[i] * d + k] += grad[i * stride + col + k].
+__global__ void ScatterRowsKernel(const float* grad, int stride, int col, const uint32_t* rows,
+                                  int n, int d, float* table_grad) {
+  const size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
+  if (idx >= static_cast<size_t>(n) * d) return;
+  const int i = static_cast<int>(idx / d), k = static_cast<int>(idx % d);
+  atomicAdd(&table_grad[static_cast<size_t>(rows[i]) * d + k],
+            grad[static_cast<size_t>(i) * stride + col + k]);
+}
+
+__global__ void AttentionInputKernel(const float* va, const float* e, const int32_t* pos_sample,
+                                     int n, int d, float* x) {
+  const size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
+  if (idx >= static_cast<size_t>(n) * d) return;
+  const int p = static_cast<int>(idx / d), k = static_cast<int>(idx % d);
+  math::AttentionInput(va[static_cast<size_t>(pos_sample[p]) * d + k], e[idx],
+                       x + static_cast<size_t>(p) * 4 * d, k, d);
+}
+
+__global__ void BiasAddKernel(float* s, const float* bias, size_t total, int k) {
+  const size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
+  if (idx < total) s[idx] += bias[idx % k];
+}
+
+__global__ void PointwiseForwardKernel(Act act, const float* s, const float* alpha, size_t total,
+                                       int k, float* y) {
+  const size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
+  if (idx < total)
+    y[idx] = math::PointwiseForward(act, s[idx], alpha != nullptr ? alpha[idx % k] : 0.0f);
+}
+
+__global__ void DiceForwardKernel(const float* s, const float* mean, const float* inv_std,
+                                  const float* alpha, size_t total, int k, float* p, float* y) {
+  const size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
+  if (idx >= total) return;
+  const int j = static_cast<int>(idx % k);
+  const float pp = math::Sigmoid((s[idx] - mean[j]) * inv_std[j]);
+  p[idx] = pp;
+  y[idx] = math::DiceForward(s[idx], pp, alpha[j]);
+}
+
+// Column reductions over a row-major [n x k] matrix: f(r, j, v) yields NV values per
+// element (and may write per-element outputs); per chunk of kRowsPerChunk rows the
+// column sums go to partials[(chunk * NV + i) * k + j]. Coalesced: a warp reads 32
+// adjacent columns of one row. Deterministic (no atomics).
+template <int NV, typename F>
+__global__ void ColumnReduceKernel(int n, int k, F f, float* partials) {
+  const int j = blockIdx.x * kColTile + threadIdx.x;
+  const int r0 = blockIdx.y * kRowsPerChunk;
+  const int r1 = min(n, r0 + kRowsPerChunk);
+  float acc[NV];
+  for (int i = 0; i < NV; ++i) acc[i] = 0.0f;
+  if (j < k)
+    for (int r = r0 + threadIdx.y; r < r1; r += kRowThreads) {
+      float v[NV];
+      f(r, j, v);
+      for (int i = 0; i < NV; ++i) acc[i] += v[i];
+    }
+  __shared__ float sh[NV][kRowThreads][kColTile];
+  for (int i = 0; i < NV; ++i) sh[i][threadIdx.y][threadIdx.x] = acc[i];
+  __syncthreads();
+  if (threadIdx.y == 0 && j < k)
+    for (int i = 0; i < NV; ++i) {
+      float s = 0.0f;
+      for (int t = 0; t < kRowThreads; ++t) s += sh[i][t][threadIdx.x];
+      partials[(static_cast<size_t>(blockIdx.y) * NV + i) * k + j] = s;
+    }
+}
+
+// out[i] = Σ_c partials[c * width + i].
+__global__ void SumChunksKernel(const float* partials, int chunks, int width, float* out) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= width) return;
+  float s = 0.0f;
+  for (int c = 0; c < chunks; ++c) s += partials[static_cast<size_t>(c) * width + i];
+  out[i] = s;
+}
+
+struct ValueF {
+  const float* s;
+  int k;
+  __device__ void operator()(int r, int j, float* v) const {
+    v[0] = s[static_cast<size_t>(r) * k + j];
+  }
+};
+struct SquaredDeviationF {
+  const float* s;
+  const float* sum;
+  float inv_n;
+  int k;
+  __device__ void operator()(int r, int j, float* v) const {
+    const float d = s[static_cast<size_t>(r) * k + j] - sum[j] * inv_n;
+    v[0] = d * d;
+  }
+};
+// Dice backward, first pass: grad ← ∂/∂s with p fixed, dxhat stored; sums of dα, dx̂,
+// dx̂·x̂.
+struct DiceBackwardF {
+  float* grad;
+  float* dxhat;
+  const float* s;
+  const float* p;
+  const float* mean;
+  const float* inv_std;
+  const float* alpha;
+  int k;
+  __device__ void operator()(int r, int j, float* v) const {
+    const size_t i = static_cast<size_t>(r) * k + j;
+    const float xhat = (s[i] - mean[j]) * inv_std[j];
+    float dx, da;
+    grad[i] = math::DiceBackward(grad[i], s[i], p[i], alpha[j], &dx, &da);
+    dxhat[i] = dx;
+    v[0] = da;
+    v[1] = dx;
+    v[2] = dx * xhat;
+  }
+};
+struct PointwiseBackwardF {
+  Act act;
+  float* grad;
+  const float* s;
+  const float* y;
+  const float* alpha;
+  int k;
+  __device__ void operator()(int r, int j, float* v) const {
+    const size_t i = static_cast<size_t>(r) * k + j;
+    float da;
+    grad[i] =
+        math::PointwiseBackward(act, grad[i], s[i], y[i], alpha != nullptr ? alpha[j] : 0.0f, &da);
+    v[0] = da;
+  }
+};
+
+// sums: [sum s | sum (s − mean)²]. Writes mean, inv_std; advances the running stats.
+__global__ void DiceTrainStatsKernel(const float* sums, int n, int k, float momentum, float eps,
+                                     float* running_mean, float* running_var, float* mean,
+                                     float* inv_std) {
+  const int j = blockIdx.x * blockDim.x + threadIdx.x;
+  if (j >= k) return;
+  const float m = sums[j] / n, var = sums[k + j] / n;
+  mean[j] = m;
+  inv_std[j] = math::InvStd(var, eps);
+  if (running_mean != nullptr) {
+    const float unbiased = n > 1 ? var * n / (n - 1) : var;
+    running_mean[j] = math::RunningUpdate(running_mean[j], m, momentum);
+    running_var[j] = math::RunningUpdate(running_var[j], unbiased, momentum);
+  }
+}
+
+__global__ void DiceEvalStatsKernel(const float* running_mean, const float* running_var, int k,
+                                    float eps, float* mean, float* inv_std) {
+  const int j = blockIdx.x * blockDim.x + threadIdx.x;
+  if (j >= k) return;
+  mean[j] = running_mean[j];
+  inv_std[j] = math::InvStd(running_var[j], eps);
+}
+
+// grad += BN input gradient (batch statistics) or inv_std·dx̂ (fixed statistics);
+// sums = [dα | Σ dx̂ | Σ dx̂·x̂].
+__global__ void DiceBatchNormBackwardKernel(float* grad, const float* dxhat, const float* s,
+                                            const float* mean, const float* inv_std,
+                                            const float* sums, bool batch_stats, int n, int k) {
+  const size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
+  if (idx >= static_cast<size_t>(n) * k) return;
+  const int j = static_cast<int>(idx % k);
+  if (batch_stats) {
+    const float xhat = (s[idx] - mean[j]) * inv_std[j];
+    grad[idx] += math::BatchNormInputGrad(dxhat[idx], xhat, sums[k + j] / n, sums[2 * k + j] / n,
+                                          inv_std[j]);
+  } else {
+    grad[idx] += inv_std[j] * dxhat[idx];
+  }
+}
+
+// weights: attention scores in, softmax over each sample's positions out.
+__global__ void SegmentSoftmaxKernel(float* w, const int32_t* offsets, int batch) {
+  const int b = blockIdx.x * blockDim.x + threadIdx.x;
+  if (b >= batch) return;
+  const int lo = offsets[b], hi = offsets[b + 1];
+  if (lo == hi) return;
+  float mx = w[lo];
+  for (int n = lo; n < hi; ++n) mx = fmaxf(mx, w[n]);
+  float sum = 0.0f;
+  for (int n = lo; n < hi; ++n) sum += (w[n] = math::Exp(w[n] - mx));
+  for (int n = lo; n < hi; ++n) w[n] /= sum;
+}
+
+// SUM (mean = false) or MEAN pooling weights.
+__global__ void FixedWeightsKernel(float* w, const int32_t* offsets, int batch, bool mean) {
+  const int b = blockIdx.x * blockDim.x + threadIdx.x;
+  if (b >= batch) return;
+  const int lo = offsets[b], hi = offsets[b + 1];
+  const float v = mean ? 1.0f / max(hi - lo, 1) : 1.0f;
+  for (int n = lo; n < hi; ++n) w[n] = v;
+}
+
+// u[b, k] = Σ_n w[n]·e[n, k] over sample b's positions.
+__global__ void PoolKernel(const float* w, const float* e, const int32_t* offsets, int batch, int d,
+                           float* u) {
+  const size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
+  if (idx >= static_cast<size_t>(batch) * d) return;
+  const int b = static_cast<int>(idx / d), k = static_cast<int>(idx % d);
+  float acc = 0.0f;
+  for (int n = offsets[b]; n < offsets[b + 1]; ++n) acc += w[n] * e[static_cast<size_t>(n) * d + k];
+  u[idx] = acc;
+}
+
+// z[b, uc..] = [u, v_a, u ⊙ v_a].
+__global__ void InterestColumnsKernel(const float* u, const float* va, int batch, int d, float* z,
+                                      int stride, int uc) {
+  const size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
+  if (idx >= static_cast<size_t>(batch) * d) return;
+  const int b = static_cast<int>(idx / d), k = static_cast<int>(idx % d);
+  float* row = z + static_cast<size_t>(b) * stride + uc;
+  row[k] = u[idx];
+  row[d + k] = va[idx];
+  row[2 * d + k] = u[idx] * va[idx];
+}
+
+// Loss and ∂loss/∂logit for the batch mean; one block.
+__global__ void LossKernel(const float* logits, const float* labels, int batch, float* dlogit,
+                           float* loss) {
+  __shared__ float sh[kThreads];
+  float acc = 0.0f;
+  for (int b = threadIdx.x; b < batch; b += blockDim.x) {
+    acc += math::BceWithLogits(logits[b], labels[b]);
+    dlogit[b] = math::BceGrad(logits[b], labels[b]) / batch;
+  }
+  sh[threadIdx.x] = acc;
+  __syncthreads();
+  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) sh[threadIdx.x] += sh[threadIdx.x + s];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) *loss = sh[0] / batch;
+}
+
+// du = dz_u + dz_uv ⊙ v_a; dva = dz_va + dz_uv ⊙ u.
+__global__ void InterestBackwardKernel(const float* dz, int stride, int uc, const float* u,
+                                       const float* va, int batch, int d, float* du, float* dva) {
+  const size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
+  if (idx >= static_cast<size_t>(batch) * d) return;
+  const int b = static_cast<int>(idx / d), k = static_cast<int>(idx % d);
+  const float* row = dz + static_cast<size_t>(b) * stride + uc;
+  du[idx] = row[k] + row[2 * d + k] * va[idx];
+  dva[idx] = row[d + k] + row[2 * d + k] * u[idx];
+}
+
+// de[n, k] = w[n]·du[b, k].
+__global__ void PoolBackwardKernel(const float* w, const float* du, const int32_t* pos_sample,
+                                   int n, int d, float* de) {
+  const size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
+  if (idx >= static_cast<size_t>(n) * d) return;
+  const int p = static_cast<int>(idx / d), k = static_cast<int>(idx % d);
+  de[idx] = w[p] * du[static_cast<size_t>(pos_sample[p]) * d + k];
+}
+
+// dw[n] = du[b]·e[n].
+__global__ void WeightGradKernel(const float* du, const float* e, const int32_t* pos_sample, int n,
+                                 int d, float* dw) {
+  const int p = blockIdx.x * blockDim.x + threadIdx.x;
+  if (p >= n) return;
+  const float* a = du + static_cast<size_t>(pos_sample[p]) * d;
+  const float* b = e + static_cast<size_t>(p) * d;
+  float acc = 0.0f;
+  for (int k = 0; k < d; ++k) acc += a[k] * b[k];
+  dw[p] = acc;
+}
+
+__global__ void SoftmaxBackwardKernel(const float* w, float* dw, const int32_t* offsets,
+                                      int batch) {
+  const int b = blockIdx.x * blockDim.x + threadIdx.x;
+  if (b >= batch) return;
+  float dot = 0.0f;
+  for (int n = offsets[b]; n < offsets[b + 1]; ++n) dot += w[n] * dw[n];
+  for (int n = offsets[b]; n < offsets[b + 1]; ++n) dw[n] = w[n] * (dw[n] - dot);
+}
+
+// Gradient of the activation-unit input: de[n, k] += ∂/∂e; per (b, k), dva[b, k] += Σ_n ∂/∂v_a
+// over the sample's positions (a loop, not atomics: deterministic).
+__global__ void AttentionInputBackwardEKernel(const float* dx, const float* va, const float* e,
+                                              const int32_t* pos_sample, int n, int d, float* de) {
+  const size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
+  if (idx >= static_cast<size_t>(n) * d) return;
+  const int p = static_cast<int>(idx / d), k = static_cast<int>(idx % d);
+  float g_va, g_e;
+  math::AttentionInputBackward(dx + static_cast<size_t>(p) * 4 * d, k, d,
+                               va[static_cast<size_t>(pos_sample[p]) * d + k], e[idx], &g_va, &g_e);
+  de[idx] += g_e;
+}
+__global__ void AttentionInputBackwardVaKernel(const float* dx, const float* va, const float* e,
+                                               const int32_t* offsets, int batch, int d,
+                                               float* dva) {
+  const size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
+  if (idx >= static_cast<size_t>(batch) * d) return;
+  const int b = static_cast<int>(idx / d), k = static_cast<int>(idx % d);
+  float acc = 0.0f;
+  for (int p = offsets[b]; p < offsets[b + 1]; ++p) {
+    float g_va, g_e;
+    math::AttentionInputBackward(dx + static_cast<size_t>(p) * 4 * d, k, d, va[idx],
+                                 e[static_cast<size_t>(p) * d + k], &g_va, &g_e);
+    acc += g_va;
+  }
+  dva[idx] += acc;
+}
+
+// ---- The backend --------------------------------------------------------------------
+
+class CudaBackend final : public ModelBackend {
+ public:
+  CudaBackend(ModelLayout layout, int device) : ModelBackend(std::move(layout)), device_(device) {}
+  ~CudaBackend() override {
+    if (blas_ != nullptr) cublasDestroy(blas_);
+    if (stream_ != nullptr) cudaStreamDestroy(stream_);
+  }
+  std::string_view name() const override { return "cuda"; }
+
+  Status Init() {
+    DIN_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
+    DIN_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    DIN_CUBLAS_RETURN_IF_ERROR(cublasCreate(&blas_));
+    DIN_CUBLAS_RETURN_IF_ERROR(cublasSetStream(blas_, stream_));
+    // Full fp32 GEMMs: the CPU parity test expects fp32 accuracy, not TF32.
+    DIN_CUBLAS_RETURN_IF_ERROR(cublasSetMathMode(blas_, CUBLAS_PEDANTIC_MATH));
+    DIN_RETURN_IF_ERROR(params_d_.Reserve(std::max<size_t>(1, params_.size())));
+    DIN_RETURN_IF_ERROR(grads_d_.Reserve(std::max<size_t>(1, params_.size())));
+    DIN_RETURN_IF_ERROR(running_d_.Reserve(std::max<size_t>(1, running_.size())));
+    return Status::Ok();
+  }
+
+ protected:
+  Status DoTrainStep(const BatchPlan& plan, const ModelInput& input, std::span<const float> labels,
+                     float* loss) override {
+    DIN_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
+    DIN_RETURN_IF_ERROR(Upload(plan, input, labels));
+    DIN_RETURN_IF_ERROR(Forward(plan, input, Mode::kTrain));
+    DIN_RETURN_IF_ERROR(Backward(plan, input));
+    DIN_RETURN_IF_ERROR(Download(input, /*train=*/true, loss));
+    return Status::Ok();
+  }
+
+  Status DoPredict(const BatchPlan& plan, const ModelInput& input) override {
+    DIN_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
+    DIN_RETURN_IF_ERROR(Upload(plan, input, {}));
+    DIN_RETURN_IF_ERROR(Forward(plan, input, Mode::kEval));
+    return Download(input, /*train=*/false, nullptr);
+  }
+
+ private:
+  struct MlpBuffers {
+    DeviceBuffer<float> s, y, p, mean, inv_std;
+  };
+  struct Mlp {
+    std::vector<MlpBuffers> layers;
+    Mode mode = Mode::kTrain;
+  };
+
+  template <typename T>
+  Status Copy(DeviceBuffer<T>& dst, const T* src, size_t n) {
+    DIN_RETURN_IF_ERROR(dst.Reserve(std::max<size_t>(n, 1)));
+    if (n > 0)
+      DIN_CUDA_RETURN_IF_ERROR(
+          cudaMemcpyAsync(dst.get(), src, n * sizeof(T), cudaMemcpyHostToDevice, stream_));
+    return Status::Ok();
+  }
+
+  // Row-major C [m x n] = op(A) [m x k] · op(B) [k x n] (+ beta·C), lda/ldb/ldc the stored
+  // row lengths. cuBLAS is column-major, so it computes Cᵀ = op(B)ᵀ·op(A)ᵀ.
+  Status Gemm(bool ta, bool tb, int m, int n, int k, const float* a, int lda, const float* b,
+              int ldb, float* c, int ldc, float beta = 0.0f) {
+    if (m == 0 || n == 0) return Status::Ok();
+    const float one = 1.0f;
+    DIN_CUBLAS_RETURN_IF_ERROR(cublasSgemm(blas_, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                           ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &one, b, ldb, a,
+                                           lda, &beta, c, ldc));
+    return Status::Ok();
+  }
+
+  template <int NV, typename F>
+  Status ColumnSums(int n, int k, F f, float* out) {
+    const int chunks = std::max(1, (n + kRowsPerChunk - 1) / kRowsPerChunk);
+    DIN_RETURN_IF_ERROR(partials_.Reserve(static_cast<size_t>(chunks) * NV * k));
+    if (n == 0) {
+      DIN_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(out, 0, sizeof(float) * NV * k, stream_));
+      return Status::Ok();
+    }
+    const dim3 grid((k + kColTile - 1) / kColTile, chunks), block(kColTile, kRowThreads);
+    ColumnReduceKernel<NV><<<grid, block, 0, stream_>>>(n, k, f, partials_.get());
+    SumChunksKernel<<<Blocks(NV * k), kThreads, 0, stream_>>>(partials_.get(), chunks, NV * k, out);
+    return Status::Ok();
+  }
+
+  Status Upload(const BatchPlan& plan, const ModelInput& input, std::span<const float> labels) {
+    // Tables and their gradients, concatenated.
+    table_offsets_.assign(input.tables.size() + 1, 0);
+    for (size_t t = 0; t < input.tables.size(); ++t)
+      table_offsets_[t + 1] =
+          table_offsets_[t] + static_cast<size_t>(input.tables[t].rows) * input.tables[t].dim;
+    DIN_RETURN_IF_ERROR(tables_d_.Reserve(std::max<size_t>(1, table_offsets_.back())));
+    DIN_RETURN_IF_ERROR(table_grads_d_.Reserve(std::max<size_t>(1, table_offsets_.back())));
+    for (size_t t = 0; t < input.tables.size(); ++t)
+      if (table_offsets_[t + 1] > table_offsets_[t])
+        DIN_CUDA_RETURN_IF_ERROR(
+            cudaMemcpyAsync(tables_d_.get() + table_offsets_[t], input.tables[t].data,
+                            (table_offsets_[t + 1] - table_offsets_[t]) * sizeof(float),
+                            cudaMemcpyHostToDevice, stream_));
+    DIN_RETURN_IF_ERROR(Copy(params_d_, params_.data(), params_.size()));
+    DIN_RETURN_IF_ERROR(Copy(running_d_, running_.data(), running_.size()));
+    DIN_RETURN_IF_ERROR(Copy(labels_d_, labels.data(), labels.size()));
+
+    // Indices: plan arrays and the pooled fields' CSR, one staging vector each.
+    idx_host_.clear();
+    auto append = [&](const auto& v) {
+      const size_t at = idx_host_.size();
+      for (auto x : v) idx_host_.push_back(static_cast<uint32_t>(x));
+      return at;
+    };
+    at_hist_offsets_ = append(plan.hist_offsets);
+    at_pos_sample_ = append(plan.pos_sample);
+    at_hist_rows_.clear();
+    at_cand_rows_.clear();
+    for (size_t i = 0; i < plan.hist_rows.size(); ++i) {
+      at_hist_rows_.push_back(append(plan.hist_rows[i]));
+      at_cand_rows_.push_back(append(plan.cand_rows[i]));
+    }
+    at_seg_offsets_.clear();
+    at_seg_rows_.clear();
+    for (const TopSegment& seg : layout_.segments()) {
+      const FieldRows& f = Field(input, seg);
+      at_seg_offsets_.push_back(append(f.offsets));
+      at_seg_rows_.push_back(append(f.rows));
+    }
+    return Copy(idx_d_, idx_host_.data(), idx_host_.size());
+  }
+
+  static const FieldRows& Field(const ModelInput& input, const TopSegment& seg) {
+    switch (seg.group) {
+      case TopSegment::Group::kUser:
+        return input.user_fields[seg.field];
+      case TopSegment::Group::kCandidate:
+        return input.candidate_fields[seg.field];
+      default:
+        return input.context_fields[seg.field];
+    }
+  }
+  const uint32_t* Idx(size_t at) const { return idx_d_.get() + at; }
+  const int32_t* IdxI(size_t at) const {
+    return reinterpret_cast<const int32_t*>(idx_d_.get() + at);
+  }
+  const float* Table(int t) const { return tables_d_.get() + table_offsets_[t]; }
+  float* TableGrad(int t) const { return table_grads_d_.get() + table_offsets_[t]; }
+
+  Status MlpForward(Mlp& mlp, std::span<const LayerSpec> layers, Mode mode, const float* x, int n) {
+    mlp.layers.resize(layers.size());
+    mlp.mode = mode;
+    const float* params = params_d_.get();
+    for (size_t i = 0; i < layers.size(); ++i) {
+      const LayerSpec& l = layers[i];
+      MlpBuffers& b = mlp.layers[i];
+      const size_t size = static_cast<size_t>(n) * l.out;
+      DIN_RETURN_IF_ERROR(b.s.Reserve(std::max<size_t>(size, 1)));
+      DIN_RETURN_IF_ERROR(b.y.Reserve(std::max<size_t>(size, 1)));
+      const float* in = i == 0 ? x : mlp.layers[i - 1].y.get();
+      DIN_RETURN_IF_ERROR(
+          Gemm(false, false, n, l.out, l.in, in, l.in, params + l.weight, l.out, b.s.get(), l.out));
+      if (size == 0) continue;
+      BiasAddKernel<<<Blocks(size), kThreads, 0, stream_>>>(b.s.get(), params + l.bias, size,
+                                                            l.out);
+      const float* alpha = HasAlpha(l.act) ? params + l.alpha : nullptr;
+      if (l.act == Act::kNone) {
+        DIN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(b.y.get(), b.s.get(), size * sizeof(float),
+                                                 cudaMemcpyDeviceToDevice, stream_));
+      } else if (l.act != Act::kDice) {
+        PointwiseForwardKernel<<<Blocks(size), kThreads, 0, stream_>>>(l.act, b.s.get(), alpha,
+                                                                       size, l.out, b.y.get());
+      } else {
+        DIN_RETURN_IF_ERROR(b.p.Reserve(size));
+        DIN_RETURN_IF_ERROR(b.mean.Reserve(l.out));
+        DIN_RETURN_IF_ERROR(b.inv_std.Reserve(l.out));
+        float* rmean = running_d_.get() + l.running;
+        float* rvar = rmean + l.out;
+        const float eps = layout_.dice_epsilon();
+        if (mode == Mode::kTrain) {
+          DIN_RETURN_IF_ERROR(stats_.Reserve(2 * static_cast<size_t>(l.out)));
+          DIN_RETURN_IF_ERROR(ColumnSums<1>(n, l.out, ValueF{b.s.get(), l.out}, stats_.get()));
+          DIN_RETURN_IF_ERROR(
+              ColumnSums<1>(n, l.out, SquaredDeviationF{b.s.get(), stats_.get(), 1.0f / n, l.out},
+                            stats_.get() + l.out));
+          DiceTrainStatsKernel<<<Blocks(l.out), kThreads, 0, stream_>>>(
+              stats_.get(), n, l.out, layout_.dice_momentum(), eps, rmean, rvar, b.mean.get(),
+              b.inv_std.get());
+        } else {
+          DiceEvalStatsKernel<<<Blocks(l.out), kThreads, 0, stream_>>>(
+              rmean, rvar, l.out, eps, b.mean.get(), b.inv_std.get());
+        }
+        DiceForwardKernel<<<Blocks(size), kThreads, 0, stream_>>>(
+            b.s.get(), b.mean.get(), b.inv_std.get(), alpha, size, l.out, b.p.get(), b.y.get());
+      }
+    }
+    DIN_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+    return Status::Ok();
+  }
+
+  // dout: [n x 1] device; writes the layers' gradients and, if dx, ∂/∂x.
+  Status MlpBackward(Mlp& mlp, std::span<const LayerSpec> layers, const float* x, int n,
+                     const float* dout, float* dx) {
+    size_t width = 1;
+    for (const LayerSpec& l : layers) width = std::max<size_t>(width, std::max(l.in, l.out));
+    DIN_RETURN_IF_ERROR(g0_.Reserve(width * std::max(n, 1)));
+    DIN_RETURN_IF_ERROR(g1_.Reserve(width * std::max(n, 1)));
+    float* cur = g0_.get();
+    float* next = g1_.get();
+    const float* params = params_d_.get();
+    float* grads = grads_d_.get();
+    if (n > 0)
+      DIN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(cur, dout, sizeof(float) * n * layers.back().out,
+                                               cudaMemcpyDeviceToDevice, stream_));
+    for (size_t i = layers.size(); i-- > 0;) {
+      const LayerSpec& l = layers[i];
+      MlpBuffers& b = mlp.layers[i];
+      const float* in = i == 0 ? x : mlp.layers[i - 1].y.get();
+      const float* alpha = HasAlpha(l.act) ? params + l.alpha : nullptr;
+      const size_t size = static_cast<size_t>(n) * l.out;
+      if (l.act == Act::kDice) {
+        DIN_RETURN_IF_ERROR(dxhat_.Reserve(std::max<size_t>(size, 1)));
+        DIN_RETURN_IF_ERROR(stats_.Reserve(3 * static_cast<size_t>(l.out)));
+        DIN_RETURN_IF_ERROR(
+            ColumnSums<3>(n, l.out,
+                          DiceBackwardF{cur, dxhat_.get(), b.s.get(), b.p.get(), b.mean.get(),
+                                        b.inv_std.get(), alpha, l.out},
+                          stats_.get()));
+        DIN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(grads + l.alpha, stats_.get(),
+                                                 sizeof(float) * l.out, cudaMemcpyDeviceToDevice,
+                                                 stream_));
+        if (size > 0)
+          DiceBatchNormBackwardKernel<<<Blocks(size), kThreads, 0, stream_>>>(
+              cur, dxhat_.get(), b.s.get(), b.mean.get(), b.inv_std.get(), stats_.get(),
+              mlp.mode == Mode::kTrain, n, l.out);
+      } else if (l.act != Act::kNone) {
+        DIN_RETURN_IF_ERROR(stats_.Reserve(l.out));
+        DIN_RETURN_IF_ERROR(ColumnSums<1>(
+            n, l.out, PointwiseBackwardF{l.act, cur, b.s.get(), b.y.get(), alpha, l.out},
+            stats_.get()));
+        if (HasAlpha(l.act))
+          DIN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(grads + l.alpha, stats_.get(),
+                                                   sizeof(float) * l.out, cudaMemcpyDeviceToDevice,
+                                                   stream_));
+      }
+      // dW = xᵀ·dS, db = column sums of dS, dx = dS·Wᵀ.
+      if (n > 0) {
+        DIN_RETURN_IF_ERROR(
+            Gemm(true, false, l.in, l.out, n, in, l.in, cur, l.out, grads + l.weight, l.out));
+      } else {
+        DIN_CUDA_RETURN_IF_ERROR(
+            cudaMemsetAsync(grads + l.weight, 0, sizeof(float) * l.in * l.out, stream_));
+      }
+      DIN_RETURN_IF_ERROR(ColumnSums<1>(n, l.out, ValueF{cur, l.out}, grads + l.bias));
+      if (i > 0) {
+        DIN_RETURN_IF_ERROR(
+            Gemm(false, true, n, l.in, l.out, cur, l.out, params + l.weight, l.out, next, l.in));
+        std::swap(cur, next);
+      } else if (dx != nullptr) {
+        DIN_RETURN_IF_ERROR(
+            Gemm(false, true, n, l.in, l.out, cur, l.out, params + l.weight, l.out, dx, l.in));
+      }
+    }
+    DIN_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+    return Status::Ok();
+  }
+
+  Status Forward(const BatchPlan& plan, const ModelInput& input, Mode mode) {
+    const int B = plan.batch, N = plan.positions, D = layout_.item_dim();
+    const int top_in = layout_.top_in();
+    DIN_RETURN_IF_ERROR(va_.Reserve(std::max<size_t>(1, static_cast<size_t>(B) * D)));
+    DIN_RETURN_IF_ERROR(e_.Reserve(std::max<size_t>(1, static_cast<size_t>(N) * D)));
+    DIN_RETURN_IF_ERROR(w_.Reserve(std::max(N, 1)));
+    DIN_RETURN_IF_ERROR(u_.Reserve(std::max<size_t>(1, static_cast<size_t>(B) * D)));
+    DIN_RETURN_IF_ERROR(z_.Reserve(std::max<size_t>(1, static_cast<size_t>(B) * top_in)));
+    for (size_t i = 0; i < layout_.item_fields().size(); ++i) {
+      const int f = layout_.item_fields()[i], col = layout_.item_cols()[i];
+      const int d = layout_.field_dims().candidate[f];
+      const float* table = Table(input.candidate_fields[f].table);
+      if (B > 0)
+        GatherRowsKernel<<<Blocks(static_cast<size_t>(B) * d), kThreads, 0, stream_>>>(
+            table, Idx(at_cand_rows_[i]), B, d, va_.get(), D, col);
+      if (N > 0)
+        GatherRowsKernel<<<Blocks(static_cast<size_t>(N) * d), kThreads, 0, stream_>>>(
+            table, Idx(at_hist_rows_[i]), N, d, e_.get(), D, col);
+    }
+    const int32_t* hist_offsets = IdxI(at_hist_offsets_);
+    const int32_t* pos_sample = IdxI(at_pos_sample_);
+    if (layout_.pooling() == Pooling::kAttention) {
+      if (N > 0) {
+        DIN_RETURN_IF_ERROR(xatt_.Reserve(static_cast<size_t>(N) * 4 * D));
+        AttentionInputKernel<<<Blocks(static_cast<size_t>(N) * D), kThreads, 0, stream_>>>(
+            va_.get(), e_.get(), pos_sample, N, D, xatt_.get());
+        DIN_RETURN_IF_ERROR(MlpForward(att_, layout_.attention(), mode, xatt_.get(), N));
+        DIN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(w_.get(), att_.layers.back().y.get(),
+                                                 sizeof(float) * N, cudaMemcpyDeviceToDevice,
+                                                 stream_));
+        if (layout_.softmax() && B > 0)
+          SegmentSoftmaxKernel<<<Blocks(B), kThreads, 0, stream_>>>(w_.get(), hist_offsets, B);
+      }
+    } else if (B > 0) {
+      FixedWeightsKernel<<<Blocks(B), kThreads, 0, stream_>>>(w_.get(), hist_offsets, B,
+                                                              layout_.pooling() == Pooling::kMean);
+    }
+    if (B > 0) {
+      PoolKernel<<<Blocks(static_cast<size_t>(B) * D), kThreads, 0, stream_>>>(
+          w_.get(), e_.get(), hist_offsets, B, D, u_.get());
+      for (size_t s = 0; s < layout_.segments().size(); ++s) {
+        const TopSegment& seg = layout_.segments()[s];
+        SumPoolRowsKernel<<<Blocks(static_cast<size_t>(B) * seg.dim), kThreads, 0, stream_>>>(
+            Table(Field(input, seg).table), Idx(at_seg_offsets_[s]), Idx(at_seg_rows_[s]), B,
+            seg.dim, z_.get(), top_in, seg.col);
+      }
+      InterestColumnsKernel<<<Blocks(static_cast<size_t>(B) * D), kThreads, 0, stream_>>>(
+          u_.get(), va_.get(), B, D, z_.get(), top_in, layout_.u_col());
+    }
+    DIN_RETURN_IF_ERROR(MlpForward(top_, layout_.top(), mode, z_.get(), B));
+    DIN_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+    return Status::Ok();
+  }
+
+  Status Backward(const BatchPlan& plan, const ModelInput& input) {
+    const int B = plan.batch, N = plan.positions, D = layout_.item_dim();
+    const int top_in = layout_.top_in(), uc = layout_.u_col();
+    DIN_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(
+        grads_d_.get(), 0, sizeof(float) * std::max<size_t>(1, params_.size()), stream_));
+    if (table_offsets_.back() > 0)
+      DIN_CUDA_RETURN_IF_ERROR(
+          cudaMemsetAsync(table_grads_d_.get(), 0, sizeof(float) * table_offsets_.back(), stream_));
+    DIN_RETURN_IF_ERROR(loss_d_.Reserve(1));
+    if (B == 0) {
+      DIN_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(loss_d_.get(), 0, sizeof(float), stream_));
+      return Status::Ok();
+    }
+    DIN_RETURN_IF_ERROR(dlogit_.Reserve(B));
+    DIN_RETURN_IF_ERROR(dz_.Reserve(static_cast<size_t>(B) * top_in));
+    DIN_RETURN_IF_ERROR(du_.Reserve(static_cast<size_t>(B) * D));
+    DIN_RETURN_IF_ERROR(dva_.Reserve(static_cast<size_t>(B) * D));
+    DIN_RETURN_IF_ERROR(de_.Reserve(std::max<size_t>(1, static_cast<size_t>(N) * D)));
+    LossKernel<<<1, kThreads, 0, stream_>>>(top_.layers.back().y.get(), labels_d_.get(), B,
+                                            dlogit_.get(), loss_d_.get());
+    DIN_RETURN_IF_ERROR(MlpBackward(top_, layout_.top(), z_.get(), B, dlogit_.get(), dz_.get()));
+    for (size_t s = 0; s < layout_.segments().size(); ++s) {
+      const TopSegment& seg = layout_.segments()[s];
+      ScatterPooledKernel<<<Blocks(static_cast<size_t>(B) * seg.dim), kThreads, 0, stream_>>>(
+          dz_.get(), top_in, seg.col, Idx(at_seg_offsets_[s]), Idx(at_seg_rows_[s]), B, seg.dim,
+          TableGrad(Field(input, seg).table));
+    }
+    InterestBackwardKernel<<<Blocks(static_cast<size_t>(B) * D), kThreads, 0, stream_>>>(
+        dz_.get(), top_in, uc, u_.get(), va_.get(), B, D, du_.get(), dva_.get());
+    const int32_t* hist_offsets = IdxI(at_hist_offsets_);
+    const int32_t* pos_sample = IdxI(at_pos_sample_);
+    if (N > 0) {
+      PoolBackwardKernel<<<Blocks(static_cast<size_t>(N) * D), kThreads, 0, stream_>>>(
+          w_.get(), du_.get(), pos_sample, N, D, de_.get());
+      if (layout_.pooling() == Pooling::kAttention) {
+        DIN_RETURN_IF_ERROR(dw_.Reserve(N));
+        DIN_RETURN_IF_ERROR(dxatt_.Reserve(static_cast<size_t>(N) * 4 * D));
+        WeightGradKernel<<<Blocks(N), kThreads, 0, stream_>>>(du_.get(), e_.get(), pos_sample, N, D,
+                                                              dw_.get());
+        if (layout_.softmax())
+          SoftmaxBackwardKernel<<<Blocks(B), kThreads, 0, stream_>>>(w_.get(), dw_.get(),
+                                                                     hist_offsets, B);
+        DIN_RETURN_IF_ERROR(
+            MlpBackward(att_, layout_.attention(), xatt_.get(), N, dw_.get(), dxatt_.get()));
+        AttentionInputBackwardEKernel<<<Blocks(static_cast<size_t>(N) * D), kThreads, 0, stream_>>>(
+            dxatt_.get(), va_.get(), e_.get(), pos_sample, N, D, de_.get());
+        AttentionInputBackwardVaKernel<<<Blocks(static_cast<size_t>(B) * D), kThreads, 0,
+                                         stream_>>>(dxatt_.get(), va_.get(), e_.get(), hist_offsets,
+                                                    B, D, dva_.get());
+      }
+    }
+    for (size_t i = 0; i < layout_.item_fields().size(); ++i) {
+      const int f = layout_.item_fields()[i], col = layout_.item_cols()[i];
+      const int d = layout_.field_dims().candidate[f];
+      float* tg = TableGrad(input.candidate_fields[f].table);
+      ScatterRowsKernel<<<Blocks(static_cast<size_t>(B) * d), kThreads, 0, stream_>>>(
+          dva_.get(), D, col, Idx(at_cand_rows_[i]), B, d, tg);
+      if (N > 0)
+        ScatterRowsKernel<<<Blocks(static_cast<size_t>(N) * d), kThreads, 0, stream_>>>(
+            de_.get(), D, col, Idx(at_hist_rows_[i]), N, d, tg);
+    }
+    DIN_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+    return Status::Ok();
+  }
+
+  Status Download(const ModelInput& input, bool train, float* loss) {
+    const int B = static_cast<int>(input.batch_size);
+    if (B > 0)
+      DIN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(logits_.data(), top_.layers.back().y.get(),
+                                               sizeof(float) * B, cudaMemcpyDeviceToHost, stream_));
+    if (train) {
+      DIN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(grads_.data(), grads_d_.get(),
+                                               sizeof(float) * grads_.size(),
+                                               cudaMemcpyDeviceToHost, stream_));
+      DIN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(running_.data(), running_d_.get(),
+                                               sizeof(float) * running_.size(),
+                                               cudaMemcpyDeviceToHost, stream_));
+      for (size_t t = 0; t < input.tables.size(); ++t)
+        if (!table_grads_[t].empty())
+          DIN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(table_grads_[t].data(), TableGrad(t),
+                                                   sizeof(float) * table_grads_[t].size(),
+                                                   cudaMemcpyDeviceToHost, stream_));
+      DIN_CUDA_RETURN_IF_ERROR(
+          cudaMemcpyAsync(loss, loss_d_.get(), sizeof(float), cudaMemcpyDeviceToHost, stream_));
+    }
+    DIN_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    return Status::Ok();
+  }
+
+  const int device_;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t blas_ = nullptr;
+  DeviceBuffer<float> params_d_, grads_d_, running_d_, tables_d_, table_grads_d_, labels_d_;
+  DeviceBuffer<uint32_t> idx_d_;
+  std::vector<uint32_t> idx_host_;
+  std::vector<size_t> table_offsets_;
+  size_t at_hist_offsets_ = 0, at_pos_sample_ = 0;
+  std::vector<size_t> at_hist_rows_, at_cand_rows_, at_seg_offsets_, at_seg_rows_;
+  DeviceBuffer<float> va_, e_, xatt_, w_, u_, z_;
+  DeviceBuffer<float> dlogit_, dz_, du_, dva_, de_, dw_, dxatt_, loss_d_;
+  DeviceBuffer<float> g0_, g1_, dxhat_, stats_, partials_;
+  Mlp att_, top_;
+};
+
+}  // namespace
+
+int CudaDeviceCount() {
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky-free error state
+    return 0;
+  }
+  return count;
+}
+
+Result<std::unique_ptr<ModelBackend>> CreateCudaBackend(ModelLayout layout, int device) {
+  const int count = CudaDeviceCount();
+  if (count == 0) {
+    int n = 0;
+    const cudaError_t err = cudaGetDeviceCount(&n);
+    return Status::Unavailable(std::string("the CUDA backend was requested but no CUDA device is "
+                                           "usable: ") +
+                               (err != cudaSuccess ? cudaGetErrorString(err) : "no device found"));
+  }
+  if (device < 0 || device >= count)
+    return Status::InvalidArgument("CUDA device " + std::to_string(device) + " does not exist (" +
+                                   std::to_string(count) + " found)");
+  auto backend = std::make_unique<CudaBackend>(std::move(layout), device);
+  DIN_RETURN_IF_ERROR(backend->Init());
+  return std::unique_ptr<ModelBackend>(std::move(backend));
+}
+
+Result<double> CudaSgemmPeakGflops(int device) {
+  if (CudaDeviceCount() <= device) return Status::Unavailable("no CUDA device for the SGEMM peak");
+  DIN_CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
+  const int n = 8192;
+  DeviceBuffer<float> a, b, c;
+  DIN_RETURN_IF_ERROR(a.Reserve(static_cast<size_t>(n) * n));
+  DIN_RETURN_IF_ERROR(b.Reserve(static_cast<size_t>(n) * n));
+  DIN_RETURN_IF_ERROR(c.Reserve(static_cast<size_t>(n) * n));
+  DIN_CUDA_RETURN_IF_ERROR(cudaMemset(a.get(), 0, sizeof(float) * n * n));
+  DIN_CUDA_RETURN_IF_ERROR(cudaMemset(b.get(), 0, sizeof(float) * n * n));
+  cublasHandle_t h = nullptr;
+  DIN_CUBLAS_RETURN_IF_ERROR(cublasCreate(&h));
+  std::unique_ptr<cublasContext, decltype(&cublasDestroy)> guard(h, &cublasDestroy);
+  DIN_CUBLAS_RETURN_IF_ERROR(cublasSetMathMode(h, CUBLAS_PEDANTIC_MATH));
+  const float one = 1.0f, zero = 0.0f;
+  auto run = [&]() {
+    return cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, a.get(), n, b.get(), n, &zero,
+                       c.get(), n);
+  };
+  DIN_CUBLAS_RETURN_IF_ERROR(run());
+  DIN_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
+  const int reps = 10;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < reps; ++i) DIN_CUBLAS_RETURN_IF_ERROR(run());
+  DIN_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return 2.0 * n * n * static_cast<double>(n) * reps / s / 1e9;
+}
+
+}  // namespace din::model
