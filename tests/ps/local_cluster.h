@@ -1,0 +1,81 @@
+// Servers in the test process, on loopback, for client/server tests without mpirun.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "common/cluster.h"
+#include "common/config.h"
+#include "common/placement.h"
+#include "ps/server.h"
+#include "worker/ps_client.h"
+
+namespace din::testing {
+
+inline config::TrainConfig MustParse(const std::string& text) {
+  auto cfg = ParseConfig(text, "test-config");
+  CHECK(cfg.ok()) << cfg.status().ToString();
+  return *cfg;
+}
+
+class LocalCluster {
+ public:
+  LocalCluster(const config::TrainConfig& cfg, int servers, int lanes) : cfg_(cfg) {
+    for (int s = 0; s < servers; ++s) {
+      auto server = PsServer::Create(cfg, lanes);
+      CHECK(server.ok()) << server.status().ToString();
+      peers_.push_back(
+          PeerInfo{Role::kServer, s, s, "localhost", JoinEndpoints((*server)->endpoints())});
+      servers_.push_back(std::move(*server));
+    }
+    Placement placement(cfg, LaneCounts(peers_));
+    for (int s = 0; s < servers; ++s) servers_[s]->Start(placement, s);
+  }
+
+  std::unique_ptr<PsClient> Connect() {
+    auto client = PsClient::Connect(cfg_, peers_);
+    CHECK(client.ok()) << client.status().ToString();
+    return std::move(*client);
+  }
+  PsServer& server(int s) { return *servers_[s]; }
+  const std::vector<PeerInfo>& peers() const { return peers_; }
+
+ private:
+  config::TrainConfig cfg_;
+  std::vector<PeerInfo> peers_;
+  std::vector<std::unique_ptr<PsServer>> servers_;
+};
+
+// Pulls `ids` of one table and waits.
+inline TablePull PullOne(PsClient& client, int table, const std::vector<uint64_t>& ids,
+                         wire::PullMode mode = wire::TRAIN) {
+  TablePull out;
+  PullSpec spec{table, ids, &out};
+  auto h = client.Pull({&spec, 1}, mode);
+  CHECK(h.ok()) << h.status().ToString();
+  Status st = client.Wait(*h);
+  CHECK(st.ok()) << st.ToString();
+  return out;
+}
+
+inline void PushOne(PsClient& client, int table, const std::vector<uint64_t>& ids,
+                    const std::vector<float>& grads) {
+  PushSpec spec{table, ids, grads};
+  auto h = client.Push({&spec, 1});
+  CHECK(h.ok()) << h.status().ToString();
+  Status st = client.Wait(*h);
+  CHECK(st.ok()) << st.ToString();
+}
+
+inline uint64_t TotalRows(PsClient& client) {
+  auto stats = client.Stats();
+  CHECK(stats.ok()) << stats.status().ToString();
+  uint64_t rows = 0;
+  for (const auto& s : *stats) rows += s.rows();
+  return rows;
+}
+
+}  // namespace din::testing

@@ -1,0 +1,110 @@
+#include "ps/shard_store.h"
+
+#include <random>
+#include <unordered_set>
+
+#include <gtest/gtest.h>
+
+namespace din {
+namespace {
+
+// A value derived from the key, to check that rows keep their contents across growth.
+float ValueOf(uint64_t key, uint32_t j) {
+  return static_cast<float>((key * 2654435761u + j) % 100003);
+}
+
+TEST(ShardStoreTest, InsertFindAndGrowWithMillionsOfIds) {
+  constexpr uint32_t kDim = 4;
+  ShardStore store(kDim, /*state_floats=*/2);
+  std::mt19937_64 rng(42);
+  std::vector<uint64_t> keys(3'000'000);
+  for (auto& k : keys) k = rng();
+  std::unordered_set<uint64_t> distinct(keys.begin(), keys.end());
+
+  uint64_t inserted_total = 0;
+  for (uint64_t key : keys) {
+    bool inserted = false;
+    auto row = store.FindOrInsert(key, &inserted);
+    ASSERT_TRUE(row.ok());
+    if (inserted) {
+      ++inserted_total;
+      for (uint32_t j = 0; j < kDim; ++j) store.Weights(*row)[j] = ValueOf(key, j);
+      store.State(*row)[0] = -1.0f;
+      store.State(*row)[1] = static_cast<float>(key % 7);
+    }
+  }
+  EXPECT_EQ(inserted_total, distinct.size());
+  EXPECT_EQ(store.size(), distinct.size());
+  // The index grew many times from its initial 16 slots; every row kept its contents.
+  EXPECT_GT(store.slot_capacity(), distinct.size());
+  for (uint64_t key : keys) {
+    const uint32_t row = store.Find(key);
+    ASSERT_NE(row, ShardStore::kNoRow);
+    ASSERT_EQ(store.Key(row), key);
+    for (uint32_t j = 0; j < kDim; ++j) ASSERT_EQ(store.Weights(row)[j], ValueOf(key, j));
+    ASSERT_EQ(store.State(row)[1], static_cast<float>(key % 7));
+    bool inserted = true;
+    ASSERT_EQ(*store.FindOrInsert(key, &inserted), row);
+    ASSERT_FALSE(inserted);
+  }
+  // Keys never inserted are not found.
+  std::mt19937_64 other(7);
+  for (int i = 0; i < 100000; ++i) {
+    const uint64_t k = other();
+    if (!distinct.count(k)) ASSERT_EQ(store.Find(k), ShardStore::kNoRow);
+  }
+}
+
+TEST(ShardStoreTest, AdjacentAndAdversarialKeys) {
+  // Sequential IDs and IDs equal modulo large powers of two must not collide.
+  ShardStore store(1, 0);
+  for (uint64_t i = 0; i < 200000; ++i) {
+    for (uint64_t key : {i, i << 32, ~i}) {
+      bool inserted;
+      auto row = store.FindOrInsert(key, &inserted);
+      ASSERT_TRUE(row.ok());
+      if (inserted) store.Weights(*row)[0] = static_cast<float>(i);
+    }
+  }
+  EXPECT_EQ(store.size(), 3 * 200000 - 1);  // key 0 == 0 << 32
+  for (uint64_t i = 1; i < 200000; i += 997) {
+    EXPECT_EQ(store.Weights(store.Find(i << 32))[0], static_cast<float>(i));
+    EXPECT_EQ(store.Weights(store.Find(~i))[0], static_cast<float>(i));
+  }
+}
+
+TEST(ShardStoreTest, CountsSaturate) {
+  ShardStore store(2, 0);
+  bool inserted;
+  const uint32_t row = *store.FindOrInsert(5, &inserted);
+  EXPECT_EQ(store.Count(row), 0u);
+  store.AddCount(row, 3);
+  store.AddCount(row, 4);
+  EXPECT_EQ(store.Count(row), 7u);
+  store.AddCount(row, UINT32_MAX - 2);
+  EXPECT_EQ(store.Count(row), UINT32_MAX);
+  store.AddCount(row, 1);
+  EXPECT_EQ(store.Count(row), UINT32_MAX);
+}
+
+TEST(ShardStoreTest, OverheadPerRowIsBounded) {
+  // dim 16 with Adagrad state: payload = 16 + 16 floats + count = 132 bytes.
+  ShardStore store(16, 16);
+  std::mt19937_64 rng(1);
+  for (int i = 0; i < 1'000'000; ++i) {
+    bool inserted;
+    ASSERT_TRUE(store.FindOrInsert(rng(), &inserted).ok());
+  }
+  EXPECT_EQ(store.payload_bytes(), 132u);
+  const double per_row = static_cast<double>(store.MemoryBytes()) / store.size();
+  EXPECT_LE(per_row - store.payload_bytes(), 16.0) << "bytes per row " << per_row;
+  uint64_t visited = 0;
+  store.ForEachRow([&](uint64_t, uint32_t count, const float*, const float*) {
+    EXPECT_EQ(count, 0u);
+    ++visited;
+  });
+  EXPECT_EQ(visited, store.size());
+}
+
+}  // namespace
+}  // namespace din
