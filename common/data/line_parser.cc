@@ -85,31 +85,44 @@ Status LineParser::ParseField(const FieldSpec& field, const char* begin, const c
   if (begin == end) return Status::Ok();  // an empty list
   const char sep = field.separator;
   const char* p = begin;
-  while (true) {
-    const char* q = static_cast<const char*>(std::memchr(p, sep, end - p));
-    const char* tok_end = q ? q : end;
-    uint64_t id;
+  for (;;) {
+    const char* token = p;
+    uint64_t id = 0;
     if (field.hash) {
-      if (p == tok_end)
-        return Status::InvalidArgument(ColumnName(field) + ": empty ID in the list");
-      id = HashToken(std::string_view(p, tok_end - p));
+      const char* q = static_cast<const char*>(std::memchr(p, sep, end - p));
+      p = q ? q : end;
+      if (p == token) return Status::InvalidArgument(ColumnName(field) + ": empty ID in the list");
+      id = HashToken(std::string_view(token, p - token));
     } else {
-      switch (ParseUint64(p, tok_end, &id)) {
-        case ParseIdError::kOk:
-          break;
-        case ParseIdError::kEmpty:
-          return Status::InvalidArgument(ColumnName(field) + ": empty ID in the list");
-        case ParseIdError::kNotNumeric:
-          return Status::InvalidArgument(ColumnName(field) + ": " + Quote(p, tok_end) +
-                                         " is not an unsigned decimal ID");
-        case ParseIdError::kOutOfRange:
-          return Status::InvalidArgument(ColumnName(field) + ": " + Quote(p, tok_end) +
-                                         " is out of the unsigned 64-bit range");
+      // Fast path: up to 19 digits cannot overflow.
+      while (p < end) {
+        const unsigned d = static_cast<unsigned char>(*p) - '0';
+        if (d > 9) break;
+        id = id * 10 + d;
+        ++p;
+      }
+      const size_t digits = static_cast<size_t>(p - token);
+      if (digits == 0 || digits > 19 || (p < end && *p != sep)) {
+        const char* q = static_cast<const char*>(std::memchr(p, sep, end - p));
+        p = q ? q : end;
+        switch (ParseUint64(token, p, &id)) {
+          case ParseIdError::kOk:
+            break;
+          case ParseIdError::kEmpty:
+            return Status::InvalidArgument(ColumnName(field) + ": empty ID in the list");
+          case ParseIdError::kNotNumeric:
+            return Status::InvalidArgument(ColumnName(field) + ": " + Quote(token, p) +
+                                           " is not an unsigned decimal ID");
+          case ParseIdError::kOutOfRange:
+            return Status::InvalidArgument(ColumnName(field) + ": " + Quote(token, p) +
+                                           " is out of the unsigned 64-bit range");
+        }
       }
     }
     ids.push_back(id);
-    if (!q) break;
-    p = q + 1;
+    if (p == end) break;
+    ++p;  // the separator; a trailing one leaves an empty token, reported above
+    if (p == end) return Status::InvalidArgument(ColumnName(field) + ": empty ID in the list");
   }
   return Status::Ok();
 }
@@ -119,20 +132,6 @@ Status LineParser::Append(std::string_view line, Batch* batch) const {
   const char sep = schema_->column_separator();
   const char* const line_end = line.data() + line.size();
 
-  // Count the columns first: a missing or extra column shifts every later one, and the
-  // count is the error a user needs to see then.
-  size_t columns = 1;
-  for (const char* p = line.data();;) {
-    const char* q = static_cast<const char*>(std::memchr(p, sep, line_end - p));
-    if (!q) break;
-    ++columns;
-    p = q + 1;
-  }
-  if (columns != roles_.size()) {
-    return Status::InvalidArgument("expected " + std::to_string(roles_.size()) + " columns, got " +
-                                   std::to_string(columns));
-  }
-
   // Every column's ids grow past offsets.back() while the line is parsed; the offsets
   // are pushed only once the whole line is good, so undoing is a resize.
   auto rollback = [&] {
@@ -141,26 +140,43 @@ Status LineParser::Append(std::string_view line, Batch* batch) const {
       for (auto& col : *group) col.ids.resize(col.offsets.back());
   };
 
+  // A missing or extra column shifts every later one: then the column count is the
+  // error a user needs to see, whatever else failed first.
+  auto count_error = [&]() -> Status {
+    size_t columns = 1;
+    for (const char* p = line.data();; ++columns) {
+      p = static_cast<const char*>(std::memchr(p, sep, line_end - p));
+      if (!p) break;
+      ++p;
+    }
+    if (columns == roles_.size()) return Status::Ok();
+    return Status::InvalidArgument("expected " + std::to_string(roles_.size()) + " columns, got " +
+                                   std::to_string(columns));
+  };
+  auto fail = [&](Status st) {
+    rollback();
+    Status count = count_error();
+    return count.ok() ? st : count;
+  };
+
   float label = 0;
   const char* p = line.data();
   for (size_t c = 0; c < roles_.size(); ++c) {
     const char* q = static_cast<const char*>(std::memchr(p, sep, line_end - p));
+    const bool last = c + 1 == roles_.size();
+    if (!q != last) return fail(count_error());
     const char* col_end = q ? q : line_end;
     const ColumnRole& role = roles_[c];
     if (role.kind == ColumnRole::kLabel) {
       if (col_end - p == 1 && (*p == '0' || *p == '1')) {
         label = *p == '1' ? 1.0f : 0.0f;
       } else {
-        rollback();
-        return Status::InvalidArgument("column " + std::to_string(c + 1) +
-                                       " (label): must be 0 or 1, got " + Quote(p, col_end));
+        return fail(Status::InvalidArgument("column " + std::to_string(c + 1) +
+                                            " (label): must be 0 or 1, got " + Quote(p, col_end)));
       }
     } else if (role.kind == ColumnRole::kField) {
       Status st = ParseField(*role.field, p, col_end, role.column(batch, role.field->slot));
-      if (!st.ok()) {
-        rollback();
-        return st;
-      }
+      if (!st.ok()) return fail(std::move(st));
     }
     p = col_end + 1;
   }
@@ -172,11 +188,10 @@ Status LineParser::Append(std::string_view line, Batch* batch) const {
     for (size_t i = 1; i < behaviors.size(); ++i) {
       const size_t len_i = behaviors[i].ids.size() - behaviors[i].offsets.back();
       if (len_i != len) {
-        rollback();
         const auto& f = schema_->behaviors();
-        return Status::InvalidArgument("behaviour lists of unequal length: " + f[0].name + " has " +
-                                       std::to_string(len) + ", " + f[i].name + " has " +
-                                       std::to_string(len_i));
+        return fail(Status::InvalidArgument("behaviour lists of unequal length: " + f[0].name +
+                                            " has " + std::to_string(len) + ", " + f[i].name +
+                                            " has " + std::to_string(len_i)));
       }
     }
     if (max_history_ > 0 && len > max_history_) {

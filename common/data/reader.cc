@@ -65,27 +65,6 @@ Result<Fd> OpenFile(const std::string& path) {
   return Fd(fd);
 }
 
-// Reads the line starting at `offset` into `out` (without '\n'); `too_long` when its
-// content (without a trailing '\r') exceeds max_line_bytes, then `out` holds a prefix.
-Status ReadLineAt(int fd, const std::string& path, uint64_t offset, size_t max_line_bytes,
-                  std::string* out, bool* too_long) {
-  out->clear();
-  *too_long = false;
-  char chunk[1 << 16];
-  for (;;) {
-    DIN_ASSIGN_OR_RETURN(size_t n, PreadFull(fd, chunk, sizeof(chunk), offset, path));
-    const char* nl = static_cast<const char*>(std::memchr(chunk, '\n', n));
-    const size_t take = nl ? static_cast<size_t>(nl - chunk) : n;
-    if (out->size() <= max_line_bytes + 1) out->append(chunk, std::min(take, max_line_bytes + 2));
-    if (nl || n < sizeof(chunk)) break;
-    offset += n;
-  }
-  size_t content = out->size();
-  if (content > 0 && (*out)[content - 1] == '\r') --content;
-  if (content > max_line_bytes) *too_long = true;
-  return Status::Ok();
-}
-
 }  // namespace
 
 // Sequential reader of the lines whose first byte lies in [begin, end) of one file.
@@ -205,6 +184,8 @@ Result<std::unique_ptr<Reader>> Reader::Open(const config::DataConfig& cfg, Opti
     return Status::InvalidArgument("reader: worker " + std::to_string(options.worker) + " of " +
                                    std::to_string(options.workers) + " is invalid");
   if (cfg.batch_size() == 0) return Status::InvalidArgument("data: batch_size must be > 0");
+  if (cfg.shuffle_buffer() > (1u << 24))
+    return Status::InvalidArgument("data: shuffle_buffer must be at most 16777216");
   if (cfg.max_line_bytes() == 0) return Status::InvalidArgument("data: max_line_bytes must be > 0");
   if (options.path.empty()) return Status::InvalidArgument("data: no input path given");
   DIN_ASSIGN_OR_RETURN(Schema schema, Schema::FromConfig(cfg));
@@ -234,8 +215,8 @@ Reader::Reader(const config::DataConfig& cfg, Schema schema, std::vector<InputFi
       options_(std::move(options)),
       shuffle_capacity_(options_.shuffle && cfg.shuffle_buffer() > 1 ? cfg.shuffle_buffer() : 0),
       source_(std::make_unique<LineSource>(cfg.max_line_bytes())),
-      slots_(shuffle_capacity_),
       line_cache_(files_.size()) {
+  schema_.PrepareBatch(&pool_);
   ResetEpochOrder();
 }
 
@@ -255,7 +236,9 @@ void Reader::ResetEpochOrder() {
     for (size_t i = order_.size(); i > 1; --i) std::swap(order_[i - 1], order_[NextRandom() % i]);
   position_ = 0;
   source_open_ = false;
-  filled_ = 0;
+  pool_.Clear();
+  perm_.clear();
+  emitted_ = 0;
   samples_in_epoch_ = 0;
 }
 
@@ -311,10 +294,7 @@ Status Reader::Consume(std::string_view text, uint32_t segment, uint64_t offset,
   Status st = too_long ? Status::InvalidArgument("line longer than max_line_bytes (" +
                                                  std::to_string(cfg_.max_line_bytes()) + ")")
                        : parser_.Append(text, batch);
-  if (st.ok()) {
-    ++samples_in_epoch_;
-    return st;
-  }
+  if (st.ok()) return st;
   ++bad_lines_;
   const uint32_t file = segments_[segment].file;
   Result<uint64_t> line_no = LineNumberAt(file, offset);
@@ -334,33 +314,64 @@ Status Reader::Consume(std::string_view text, uint32_t segment, uint64_t offset,
   return Status::Ok();
 }
 
+Status Reader::FillBlock() {
+  block_ = {position_, source_open_, source_open_ ? source_->next_offset() : 0,
+            rng_,      bad_lines_,   samples_in_epoch_};
+  pool_.Clear();
+  RawLine line;
+  while (pool_.size < shuffle_capacity_) {
+    DIN_ASSIGN_OR_RETURN(bool got, NextLine(&line));
+    if (!got) break;
+    DIN_RETURN_IF_ERROR(Consume(line.text, line.segment, line.offset, line.too_long, &pool_));
+  }
+  perm_.resize(pool_.size);
+  std::iota(perm_.begin(), perm_.end(), 0u);
+  for (size_t i = perm_.size(); i > 1; --i) std::swap(perm_[i - 1], perm_[NextRandom() % i]);
+  emitted_ = 0;
+  return Status::Ok();
+}
+
+namespace {
+
+void CopySample(const Batch& from, size_t r, Batch* to) {
+  for (auto [src, dst] : {std::pair{&from.user_fields, &to->user_fields},
+                          std::pair{&from.candidate_fields, &to->candidate_fields},
+                          std::pair{&from.behavior_fields, &to->behavior_fields},
+                          std::pair{&from.context_fields, &to->context_fields}})
+    for (size_t c = 0; c < src->size(); ++c) {
+      const IdColumn& in = (*src)[c];
+      IdColumn& out = (*dst)[c];
+      out.ids.insert(out.ids.end(), in.ids.begin() + in.begin(r), in.ids.begin() + in.end(r));
+      out.offsets.push_back(static_cast<uint32_t>(out.ids.size()));
+    }
+  to->labels.push_back(from.labels[r]);
+  to->users.push_back(from.users[r]);
+  ++to->size;
+}
+
+}  // namespace
+
 Result<bool> Reader::NextBatch(Batch* batch) {
   schema_.PrepareBatch(batch);
   const size_t batch_size = cfg_.batch_size();
-  RawLine line;
-  while (batch->size < batch_size) {
-    if (shuffle_capacity_ == 0) {
+  if (shuffle_capacity_ == 0) {
+    RawLine line;
+    while (batch->size < batch_size) {
       DIN_ASSIGN_OR_RETURN(bool got, NextLine(&line));
       if (!got) break;
       DIN_RETURN_IF_ERROR(Consume(line.text, line.segment, line.offset, line.too_long, batch));
-      continue;
     }
-    // Sliding buffer: keep it full, emit a uniformly chosen line, refill its place.
-    while (filled_ < shuffle_capacity_) {
-      DIN_ASSIGN_OR_RETURN(bool got, NextLine(&line));
-      if (!got) break;
-      Slot& slot = slots_[filled_++];
-      slot.text.assign(line.text.data(), line.text.size());
-      slot.segment = line.segment;
-      slot.offset = line.offset;
-      slot.too_long = line.too_long;
-    }
-    if (filled_ == 0) break;
-    const size_t j = NextRandom() % filled_;
-    std::swap(slots_[j], slots_[filled_ - 1]);
-    const Slot& slot = slots_[--filled_];
-    DIN_RETURN_IF_ERROR(Consume(slot.text, slot.segment, slot.offset, slot.too_long, batch));
+    samples_in_epoch_ += batch->size;
+    return batch->size > 0;
   }
+  while (batch->size < batch_size) {
+    if (emitted_ == perm_.size()) {
+      DIN_RETURN_IF_ERROR(FillBlock());
+      if (perm_.empty()) break;
+    }
+    CopySample(pool_, perm_[emitted_++], batch);
+  }
+  samples_in_epoch_ += batch->size;
   return batch->size > 0;
 }
 
@@ -377,15 +388,23 @@ std::string Reader::SaveState() const {
   config::ReaderState s;
   s.set_fingerprint(Fingerprint());
   s.set_epoch(epoch_);
-  s.set_segment(position_);
-  s.set_in_segment(source_open_);
-  s.set_offset(source_open_ ? source_->next_offset() : 0);
-  s.set_rng(rng_);
-  s.set_bad_lines(bad_lines_);
-  s.set_samples_in_epoch(samples_in_epoch_);
-  for (size_t i = 0; i < filled_; ++i) {
-    s.add_slot_segment(slots_[i].segment);
-    s.add_slot_offset(slots_[i].offset);
+  if (emitted_ < perm_.size()) {
+    // Mid-block: the block's start, and how much of it was returned.
+    s.set_segment(block_.position);
+    s.set_in_segment(block_.in_segment);
+    s.set_offset(block_.offset);
+    s.set_rng(block_.rng);
+    s.set_bad_lines(block_.bad_lines);
+    s.set_samples_in_epoch(block_.samples_in_epoch + emitted_);
+    s.set_in_block(true);
+    s.set_block_emitted(emitted_);
+  } else {
+    s.set_segment(position_);
+    s.set_in_segment(source_open_);
+    s.set_offset(source_open_ ? source_->next_offset() : 0);
+    s.set_rng(rng_);
+    s.set_bad_lines(bad_lines_);
+    s.set_samples_in_epoch(samples_in_epoch_);
   }
   return s.SerializeAsString();
 }
@@ -397,35 +416,26 @@ Status Reader::RestoreState(std::string_view bytes) {
   if (s.fingerprint() != Fingerprint())
     return Status::InvalidArgument(
         "reader state: it belongs to other input files, sizes, partition or shuffle settings");
-  if (s.segment() > segments_.size() || s.slot_segment_size() != s.slot_offset_size() ||
-      static_cast<size_t>(s.slot_segment_size()) > shuffle_capacity_)
+  if (s.segment() > segments_.size() || (s.in_segment() && s.segment() == segments_.size()))
     return Status::InvalidArgument("reader state: inconsistent");
   epoch_ = s.epoch();
   ResetEpochOrder();
-  rng_ = s.rng();
   position_ = s.segment();
+  rng_ = s.rng();
   bad_lines_ = s.bad_lines();
-  samples_in_epoch_ = s.samples_in_epoch();
   if (s.in_segment()) {
-    if (position_ >= order_.size()) return Status::InvalidArgument("reader state: inconsistent");
     const uint64_t offset = s.offset();
     DIN_RETURN_IF_ERROR(OpenSegment(position_, &offset));
   }
-  std::vector<Fd> fds(files_.size());
-  for (int i = 0; i < s.slot_segment_size(); ++i) {
-    if (s.slot_segment(i) >= segments_.size())
-      return Status::InvalidArgument("reader state: inconsistent");
-    Slot& slot = slots_[i];
-    slot.segment = s.slot_segment(i);
-    slot.offset = s.slot_offset(i);
-    const uint32_t file = segments_[slot.segment].file;
-    if (fds[file].get() < 0) {
-      DIN_ASSIGN_OR_RETURN(fds[file], OpenFile(files_[file].path));
-    }
-    DIN_RETURN_IF_ERROR(ReadLineAt(fds[file].get(), files_[file].path, slot.offset,
-                                   cfg_.max_line_bytes(), &slot.text, &slot.too_long));
+  if (s.in_block()) {
+    if (shuffle_capacity_ == 0) return Status::InvalidArgument("reader state: inconsistent");
+    samples_in_epoch_ = s.samples_in_epoch() - s.block_emitted();
+    DIN_RETURN_IF_ERROR(FillBlock());
+    if (s.block_emitted() > perm_.size())
+      return Status::InvalidArgument("reader state: the input changed");
+    emitted_ = s.block_emitted();
   }
-  filled_ = static_cast<size_t>(s.slot_segment_size());
+  samples_in_epoch_ = s.samples_in_epoch();
   return Status::Ok();
 }
 

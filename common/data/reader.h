@@ -31,6 +31,10 @@ class LineSource;
 // = 0 the first one is returned as an InvalidArgument error; otherwise up to that many
 // per reader are skipped and counted (bad_lines()), and one more is an error. Blank
 // lines are skipped silently.
+//
+// Shuffling (shuffle_buffer = K > 1): the partition is read in blocks of K samples, each
+// returned in a uniformly random order; the segments (files or byte ranges) of the
+// partition are visited in a random order per epoch.
 class Reader {
  public:
   struct Options {
@@ -83,13 +87,6 @@ class Reader {
   Result<uint64_t> LineNumberAt(uint32_t file, uint64_t offset);
 
  private:
-  struct Slot {  // a line held by the shuffle buffer
-    std::string text;
-    uint32_t segment = 0;
-    uint64_t offset = 0;
-    bool too_long = false;
-  };
-
   Reader(const config::DataConfig& cfg, Schema schema, std::vector<InputFile> files,
          std::vector<Segment> segments, Options options);
 
@@ -102,6 +99,8 @@ class Reader {
     bool too_long = false;
   };
   Result<bool> NextLine(RawLine* line);
+  // Reads the next shuffle block into pool_ and draws its order.
+  Status FillBlock();
   // Parses one line into `batch`, applying the bad-line policy.
   Status Consume(std::string_view text, uint32_t segment, uint64_t offset, bool too_long,
                  Batch* batch);
@@ -124,8 +123,19 @@ class Reader {
   std::unique_ptr<LineSource> source_;
   bool source_open_ = false;  // source_ reads order_[position_]
   uint64_t rng_ = 0;
-  std::vector<Slot> slots_;
-  size_t filled_ = 0;
+
+  // Shuffling: pool_ holds the parsed block, returned in the order perm_.
+  Batch pool_;
+  std::vector<uint32_t> perm_;
+  size_t emitted_ = 0;  // of perm_
+  struct BlockStart {   // where pool_'s block was read from, for SaveState
+    uint32_t position = 0;
+    bool in_segment = false;
+    uint64_t offset = 0;
+    uint64_t rng = 0;
+    uint64_t bad_lines = 0;
+    uint64_t samples_in_epoch = 0;
+  } block_;
   uint64_t samples_in_epoch_ = 0;
   uint64_t bad_lines_ = 0;
   std::vector<std::string> bad_messages_;
