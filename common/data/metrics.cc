@@ -35,9 +35,16 @@ double AucOf(uint32_t* idx, size_t n, std::span<const float> labels, std::span<c
   return (rank_sum - pos * (pos + 1) / 2.0) / (pos * neg);
 }
 
+// Sorting needs a strict weak order: a NaN score (a diverged model) makes every metric NaN.
+template <typename S>
+bool AnyNaN(std::span<const S> scores) {
+  return std::any_of(scores.begin(), scores.end(), [](S s) { return std::isnan(s); });
+}
+
 template <typename S>
 double AucImpl(std::span<const float> labels, std::span<const S> scores) {
   CHECK_EQ(labels.size(), scores.size());
+  if (AnyNaN(scores)) return kNaN;
   std::vector<uint32_t> idx(labels.size());
   std::iota(idx.begin(), idx.end(), 0u);
   return AucOf(idx.data(), idx.size(), labels, scores);
@@ -48,6 +55,8 @@ double GaucImpl(std::span<const uint64_t> users, std::span<const float> labels,
                 std::span<const S> scores, uint64_t* users_counted) {
   CHECK_EQ(labels.size(), scores.size());
   CHECK_EQ(labels.size(), users.size());
+  if (users_counted) *users_counted = 0;
+  if (AnyNaN(scores)) return kNaN;
   std::vector<uint32_t> idx(labels.size());
   std::iota(idx.begin(), idx.end(), 0u);
   std::stable_sort(idx.begin(), idx.end(),

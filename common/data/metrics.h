@@ -10,7 +10,7 @@ namespace din {
 
 // Area under the ROC curve: the probability that a random positive scores above a
 // random negative, ties counting 1/2. O(n log n). NaN when either class is absent.
-// `labels` are 0 or 1 (anything > 0.5 counts as positive).
+// `labels` are 0 or 1 (anything > 0.5 counts as positive). A NaN score gives NaN.
 double Auc(std::span<const float> labels, std::span<const float> scores);
 double Auc(std::span<const float> labels, std::span<const double> scores);
 

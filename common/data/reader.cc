@@ -296,21 +296,22 @@ Status Reader::Consume(std::string_view text, uint32_t segment, uint64_t offset,
                        : parser_.Append(text, batch);
   if (st.ok()) return st;
   ++bad_lines_;
+  const bool fatal = bad_lines_ > cfg_.max_bad_lines();
+  if (!fatal && bad_messages_.size() >= kKeptBadMessages) return Status::Ok();
+  // The line number costs a scan of the file up to the line: only for messages shown.
   const uint32_t file = segments_[segment].file;
   Result<uint64_t> line_no = LineNumberAt(file, offset);
   std::string msg = files_[file].path + ":" +
                     (line_no.ok() ? std::to_string(*line_no) : "byte " + std::to_string(offset)) +
                     ": " + st.message();
-  if (bad_lines_ > cfg_.max_bad_lines()) {
+  if (fatal) {
     if (cfg_.max_bad_lines() > 0)
       msg +=
           " (more than max_bad_lines=" + std::to_string(cfg_.max_bad_lines()) + " malformed lines)";
     return Status::InvalidArgument(msg);
   }
-  if (bad_messages_.size() < kKeptBadMessages) {
-    LOG(WARNING) << "skipping malformed line: " << msg;
-    bad_messages_.push_back(std::move(msg));
-  }
+  LOG(WARNING) << "skipping malformed line: " << msg;
+  bad_messages_.push_back(std::move(msg));
   return Status::Ok();
 }
 

@@ -17,6 +17,7 @@ TEST(MetricsTest, AucHandCases) {
   EXPECT_DOUBLE_EQ(Auc(y, std::vector<float>{0.5f, 0.5f, 0.3f, 0.1f}), 2.5 / 4);
   EXPECT_DOUBLE_EQ(Auc(y, std::vector<double>{0.7, 0.7, 0.7, 0.7}), 0.5);
   EXPECT_TRUE(std::isnan(Auc(std::vector<float>{1, 1}, std::vector<float>{0.1f, 0.2f})));
+  EXPECT_TRUE(std::isnan(Auc(y, std::vector<float>{0.1f, NAN, 0.2f, 0.3f})));
 }
 
 TEST(MetricsTest, GaucWeightsUsersBySampleCount) {
