@@ -1,5 +1,5 @@
 // Reads this worker's part of a din-tsv (or schema-described) input into Batches:
-// partitioning, a sliding shuffle buffer, epochs, bad-line policy and a position that
+// partitioning, block shuffling, epochs, bad-line policy and a position that
 // checkpoints can save and restore (DESIGN §5, §6).
 #pragma once
 
@@ -59,7 +59,8 @@ class Reader {
 
   // Clears `batch` (keeping its buffers) and fills it with up to batch_size samples.
   // Returns true when it holds at least one sample, false at the end of the epoch
-  // (then it is empty). Blocks on file reads.
+  // (then it is empty). Blocks on file reads. A worker whose partition holds no line
+  // (more workers than lines) gets false at once.
   Result<bool> NextBatch(Batch* batch);
 
   // Rewinds to the start of the partition for the next epoch.
@@ -67,7 +68,8 @@ class Reader {
 
   // The position: everything needed so that, after RestoreState on a Reader opened with
   // the same config, input and partition, NextBatch returns the same batches as this
-  // one would. Opaque bytes (a serialized ReaderState).
+  // one would. Opaque bytes (a serialized ReaderState, tens of bytes): with shuffling,
+  // restoring re-reads the shuffle block in progress.
   std::string SaveState() const;
   // Fails (InvalidArgument) when the state belongs to other files, sizes, partition or
   // shuffle settings.

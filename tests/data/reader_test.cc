@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include <google/protobuf/text_format.h>
 #include <gtest/gtest.h>
 
 #include "common/hash.h"
@@ -277,6 +278,32 @@ TEST(ReaderTest, SchemaLayoutWithHashMultiValuedAndContext) {
   ASSERT_TRUE(schema.ok());
   EXPECT_EQ(schema->Tables(), (std::vector<std::string>{"uid", "tags", "item", "hour"}));
   EXPECT_EQ(schema->behaviors()[0].table, "item");
+}
+
+// The example layout documented in data_config.proto.
+TEST(ReaderTest, DocumentedSchemaExample) {
+  config::DataConfig cfg;
+  ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(
+      R"pb(
+        format: SCHEMA
+        label_column: 0
+        group_field: "uid"
+        fields { name: "uid" column: 1 kind: USER hash: true }
+        fields { name: "profile" column: 2 kind: USER multi_valued: true separator: "|" }
+        fields { name: "item" column: 3 kind: CANDIDATE }
+        fields { name: "shop" column: 4 kind: CANDIDATE }
+        fields { name: "hist_items" column: 5 kind: BEHAVIOR aligned_with: "item" }
+        fields { name: "hist_shops" column: 6 kind: BEHAVIOR aligned_with: "shop" }
+        fields { name: "hour" column: 7 kind: CONTEXT }
+      )pb",
+      &cfg));
+  cfg.set_shuffle_buffer(0);
+  TempDir dir;
+  WriteFile(dir / "f.tsv", "1\tu1\t3|40\t7\t8\t1,2\t5,6\t13\n");
+  auto rows = ReadPath(cfg, dir / "f.tsv");
+  ASSERT_TRUE(rows.ok()) << rows.status().ToString();
+  const std::string u1 = std::to_string(HashToken("u1"));
+  EXPECT_EQ(*rows, (std::vector<std::string>{"1|" + u1 + "|" + u1 + "|3,40|7|8|1,2|5,6|13"}));
 }
 
 TEST(ReaderTest, SchemaValidation) {
