@@ -59,7 +59,7 @@ double MlpFlops(double rows, int in, const std::vector<int>& outs) {
 
 int main(int argc, char** argv) {
   std::string backend_kind = "cpu";
-  int batch = 256, threads = 2, dim = 16, max_history = 50;
+  int batch = 256, threads = 1, dim = 16, max_history = 50;
   double seconds = 5.0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];

@@ -96,8 +96,8 @@ class ModelBackend {
 int CudaDeviceCount();
 
 // Creates a backend. kind: "cpu"; "cuda" (an error when no device is usable or CUDA is
-// not built in); "auto" (CUDA when a device is usable, else CPU). threads: CPU threads
-// for the CPU backend (0 = leave the library default).
+// not built in); "auto" (CUDA when a device is usable, else CPU). threads: GEMM threads
+// of the CPU backend (<= 0: one).
 Result<std::unique_ptr<ModelBackend>> CreateBackend(std::string_view kind,
                                                     const config::ModelConfig& config,
                                                     const FieldDims& dims, int threads = 0);

@@ -9,7 +9,9 @@ namespace din::model {
 
 CpuBackend::CpuBackend(ModelLayout layout, int threads)
     : ModelBackend(std::move(layout)), engine_(&layout_) {
-  if (threads > 0) Eigen::setNbThreads(threads);
+  // One thread unless asked: the trainer scales over cores with worker processes, and
+  // Eigen's OpenMP GEMMs lose badly when their cores are shared with other processes.
+  Eigen::setNbThreads(threads > 0 ? threads : 1);
 }
 
 Status CpuBackend::DoTrainStep(const BatchPlan& plan, const ModelInput& input,

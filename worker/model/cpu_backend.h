@@ -12,7 +12,8 @@ namespace din::model {
 
 class CpuBackend final : public ModelBackend {
  public:
-  // threads > 0 sets the number of threads Eigen's GEMMs use (process-wide setting).
+  // Sets the number of threads Eigen's GEMMs use (a process-wide setting): `threads`, or
+  // 1 when threads <= 0.
   CpuBackend(ModelLayout layout, int threads);
   std::string_view name() const override { return "cpu"; }
 

@@ -76,13 +76,18 @@ void ActivationForward(Act act, Mode mode, int n, int k, const T* s, const T* al
       inv_std[j] = math::InvStd(running_var[j], eps);
     }
   }
-  for (int r = 0; r < n; ++r)
+  for (int r = 0; r < n; ++r) {
+    const size_t o = static_cast<size_t>(r) * k;
+    const T* sr = s + o;
+    T* pr = p + o;
+    T* yr = y + o;
+#pragma omp simd
     for (int j = 0; j < k; ++j) {
-      const size_t i = static_cast<size_t>(r) * k + j;
-      const T xhat = (s[i] - mean[j]) * inv_std[j];
-      p[i] = math::Sigmoid(xhat);
-      y[i] = math::DiceForward(s[i], p[i], alpha[j]);
+      const T pj = math::Sigmoid((sr[j] - mean[j]) * inv_std[j]);
+      pr[j] = pj;
+      yr[j] = math::DiceForward(sr[j], pj, alpha[j]);
     }
+  }
 }
 
 template <typename T>
@@ -106,31 +111,43 @@ void ActivationBackward(Act act, bool batch_stats, int n, int k, const T* s, con
   T* sum_dxhat = Scratch(sums_buf, 2 * static_cast<size_t>(k));
   T* sum_dxhat_xhat = sum_dxhat + k;
   std::fill(sum_dxhat, sum_dxhat + 2 * k, T(0));
-  for (int r = 0; r < n; ++r)
+  for (int r = 0; r < n; ++r) {
+    const size_t o = static_cast<size_t>(r) * k;
+    const T* sr = s + o;
+    const T* pr = p + o;
+    T* gr = grad + o;
+    T* dr = dxhat + o;
+#pragma omp simd
     for (int j = 0; j < k; ++j) {
-      const size_t i = static_cast<size_t>(r) * k + j;
-      const T xhat = (s[i] - mean[j]) * inv_std[j];
-      T da;
-      grad[i] = math::DiceBackward(grad[i], s[i], p[i], alpha[j], &dxhat[i], &da);
+      const T xhat = (sr[j] - mean[j]) * inv_std[j];
+      T da, dx;
+      gr[j] = math::DiceBackward(gr[j], sr[j], pr[j], alpha[j], &dx, &da);
+      dr[j] = dx;
       dalpha[j] += da;
-      sum_dxhat[j] += dxhat[i];
-      sum_dxhat_xhat[j] += dxhat[i] * xhat;
+      sum_dxhat[j] += dx;
+      sum_dxhat_xhat[j] += dx * xhat;
     }
+  }
   for (int j = 0; j < k; ++j) {
     sum_dxhat[j] /= T(n);
     sum_dxhat_xhat[j] /= T(n);
   }
-  for (int r = 0; r < n; ++r)
-    for (int j = 0; j < k; ++j) {
-      const size_t i = static_cast<size_t>(r) * k + j;
-      if (batch_stats) {
-        const T xhat = (s[i] - mean[j]) * inv_std[j];
-        grad[i] +=
-            math::BatchNormInputGrad(dxhat[i], xhat, sum_dxhat[j], sum_dxhat_xhat[j], inv_std[j]);
-      } else {
-        grad[i] += inv_std[j] * dxhat[i];
+  for (int r = 0; r < n; ++r) {
+    const size_t o = static_cast<size_t>(r) * k;
+    const T* sr = s + o;
+    const T* dr = dxhat + o;
+    T* gr = grad + o;
+    if (batch_stats) {
+#pragma omp simd
+      for (int j = 0; j < k; ++j) {
+        const T xhat = (sr[j] - mean[j]) * inv_std[j];
+        gr[j] += math::BatchNormInputGrad(dr[j], xhat, sum_dxhat[j], sum_dxhat_xhat[j], inv_std[j]);
       }
+    } else {
+#pragma omp simd
+      for (int j = 0; j < k; ++j) gr[j] += inv_std[j] * dr[j];
     }
+  }
 }
 
 template <typename T>
@@ -146,8 +163,9 @@ void CpuMlp<T>::Forward(std::span<const LayerSpec> layers, const T* params, T* r
     b.s.resize(size);
     b.y.resize(size);
     MatMap<T> s(b.s.data(), n, l.out);
-    s.noalias() = ConstMatMap<T>(in, n, l.in) * ConstMatMap<T>(params + l.weight, l.in, l.out);
-    s.rowwise() += ConstRowVecMap<T>(params + l.bias, l.out);
+    // Bias first, then accumulate the product (saves Eigen zeroing the destination).
+    s.rowwise() = ConstRowVecMap<T>(params + l.bias, l.out);
+    s.noalias() += ConstMatMap<T>(in, n, l.in) * ConstMatMap<T>(params + l.weight, l.in, l.out);
     if (l.act == Act::kNone) {
       std::copy(b.s.begin(), b.s.end(), b.y.begin());
       continue;

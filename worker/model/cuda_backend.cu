@@ -68,7 +68,11 @@ class DeviceBuffer {
   Status Reserve(size_t n) {
     if (n <= capacity_) return Status::Ok();
     const size_t grown = std::max(n, capacity_ + capacity_ / 2);
-    if (ptr_ != nullptr) cudaFree(ptr_);
+    if (ptr_ != nullptr) {
+      // Work queued on any stream may still read the old block; growth is rare.
+      DIN_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
+      cudaFree(ptr_);
+    }
     ptr_ = nullptr;
     capacity_ = 0;
     DIN_CUDA_RETURN_IF_ERROR(cudaMalloc(&ptr_, grown * sizeof(T)));
@@ -850,7 +854,7 @@ int CudaDeviceCount() {
   int count = 0;
   const cudaError_t err = cudaGetDeviceCount(&count);
   if (err != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky-free error state
+    cudaGetLastError();  // reset the runtime's last-error slot
     return 0;
   }
   return count;
