@@ -179,14 +179,20 @@ class LineSource {
   bool eof_ = false;
 };
 
+Status ValidateDataConfig(const config::DataConfig& cfg) {
+  if (cfg.batch_size() == 0) return Status::InvalidArgument("data: batch_size must be > 0");
+  if (cfg.shuffle_buffer() > (1u << 24))
+    return Status::InvalidArgument("data: shuffle_buffer must be at most 16777216");
+  if (cfg.max_line_bytes() == 0 || cfg.max_line_bytes() > (1u << 30))
+    return Status::InvalidArgument("data: max_line_bytes must be in 1..1073741824");
+  return Schema::FromConfig(cfg).status();
+}
+
 Result<std::unique_ptr<Reader>> Reader::Open(const config::DataConfig& cfg, Options options) {
   if (options.workers < 1 || options.worker < 0 || options.worker >= options.workers)
     return Status::InvalidArgument("reader: worker " + std::to_string(options.worker) + " of " +
                                    std::to_string(options.workers) + " is invalid");
-  if (cfg.batch_size() == 0) return Status::InvalidArgument("data: batch_size must be > 0");
-  if (cfg.shuffle_buffer() > (1u << 24))
-    return Status::InvalidArgument("data: shuffle_buffer must be at most 16777216");
-  if (cfg.max_line_bytes() == 0) return Status::InvalidArgument("data: max_line_bytes must be > 0");
+  DIN_RETURN_IF_ERROR(ValidateDataConfig(cfg));
   if (options.path.empty()) return Status::InvalidArgument("data: no input path given");
   DIN_ASSIGN_OR_RETURN(Schema schema, Schema::FromConfig(cfg));
   DIN_ASSIGN_OR_RETURN(std::vector<InputFile> files, ListInputFiles(options.path));

@@ -20,6 +20,10 @@ namespace din {
 
 class LineSource;
 
+// Checks the reading options and the schema (what Reader::Open checks before touching
+// any file), so a program can refuse a bad config at start-up.
+Status ValidateDataConfig(const config::DataConfig& cfg);
+
 // Thread safety: a Reader is used by one thread at a time.
 //
 // Epochs: NextBatch returns false once the partition is exhausted; StartNextEpoch()

@@ -327,6 +327,10 @@ TEST(ReaderTest, SchemaValidation) {
   b->set_column(2);
   cfg.set_group_field("");
   EXPECT_TRUE(Schema::FromConfig(cfg).ok());
+  EXPECT_TRUE(ValidateDataConfig(cfg).ok());
+  cfg.set_batch_size(0);
+  EXPECT_EQ(ValidateDataConfig(cfg).message(), "data: batch_size must be > 0");
+  EXPECT_TRUE(ValidateDataConfig(config::DataConfig()).ok());
 }
 
 std::string Lines(int n, int tag) {
