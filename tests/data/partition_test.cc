@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -61,6 +62,38 @@ TEST(PartitionTest, EveryLineReadByExactlyOneWorker) {
         }
       }
       EXPECT_EQ(seen, expected) << "layout " << l << " workers " << workers;
+    }
+  }
+}
+
+// One small file, every line count up to 40 and W up to 7: the byte cuts land on line
+// starts, on line breaks and inside lines, and every line is still read exactly once.
+TEST(PartitionTest, ByteRangeCutsAtEveryKindOfPosition) {
+  TempDir dir;
+  for (int n = 1; n <= 40; ++n) {
+    std::string text;
+    for (int i = 0; i < n; ++i)
+      text += "1\t" + std::to_string(1 + i * 37 % 1000) + "\t2\t3\t\t" + (i % 3 ? "\n" : "\r\n");
+    const std::string path = dir / ("f" + std::to_string(n) + ".tsv");
+    WriteFile(path, n % 2 ? text.substr(0, text.size() - 1) : text);
+    for (int workers = 1; workers <= 7; ++workers) {
+      std::multiset<uint64_t> seen;
+      for (int w = 0; w < workers; ++w) {
+        config::DataConfig cfg;
+        cfg.set_batch_size(3);
+        auto reader = Reader::Open(cfg, {path, w, workers, w % 2 == 0});
+        ASSERT_TRUE(reader.ok());
+        Batch batch;
+        for (;;) {
+          auto more = (*reader)->NextBatch(&batch);
+          ASSERT_TRUE(more.ok()) << more.status().ToString() << " n=" << n << " W=" << workers;
+          if (!*more) break;
+          seen.insert(batch.users.begin(), batch.users.end());
+        }
+      }
+      std::multiset<uint64_t> want;
+      for (int i = 0; i < n; ++i) want.insert(1 + i * 37 % 1000);
+      ASSERT_EQ(seen, want) << "n=" << n << " W=" << workers;
     }
   }
 }
