@@ -153,10 +153,11 @@ Status LineParser::Append(std::string_view line, Batch* batch) const {
     return Status::InvalidArgument("expected " + std::to_string(roles_.size()) + " columns, got " +
                                    std::to_string(columns));
   };
-  auto fail = [&](Status st) {
+  auto fail = [&](Status st) -> Status {
     rollback();
     Status count = count_error();
-    return count.ok() ? st : count;
+    if (count.ok()) return st;
+    return count;
   };
 
   float label = 0;
