@@ -5,6 +5,7 @@
 #include <gflags/gflags.h>
 #include <glog/logging.h>
 
+#include "common/allocator.h"
 #include "common/cluster.h"
 #include "common/config.h"
 #include "common/placement.h"
@@ -14,6 +15,7 @@ DEFINE_string(config, "", "training configuration (text-format TrainConfig, *.pb
 DEFINE_int32(lanes, 0, "serving threads (lanes) of this server; 0 = ps.threads from the config");
 
 int main(int argc, char** argv) {
+  din::ConfigureAllocator();
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
   gflags::SetUsageMessage("parameter server of the DIN trainer (started by mpirun)");

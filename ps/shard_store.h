@@ -94,7 +94,9 @@ class ShardStore {
   static constexpr double kMaxLoad = 0.8;
 
   static uint64_t HashOf(uint64_t key);
-  static uint32_t TagOf(uint64_t hash) { return static_cast<uint32_t>(hash >> 60); }
+  // The slot comes from the hash's top bits (fast range), so neighbouring slots share
+  // them; the tag is taken from bits 32..35, which are independent of the slot.
+  static uint32_t TagOf(uint64_t hash) { return static_cast<uint32_t>(hash >> 32) & 0xF; }
   size_t SlotOf(uint64_t hash) const {
     return static_cast<size_t>((static_cast<__uint128_t>(hash) * slots_.size()) >> 64);
   }

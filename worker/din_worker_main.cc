@@ -14,6 +14,7 @@
 #include <gflags/gflags.h>
 #include <glog/logging.h>
 
+#include "common/allocator.h"
 #include "common/cluster.h"
 #include "common/config.h"
 #include "ps/optimizer.h"
@@ -127,6 +128,7 @@ Status SelfCheck(const config::TrainConfig& cfg, Cluster& cluster) {
 }  // namespace din
 
 int main(int argc, char** argv) {
+  din::ConfigureAllocator();
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
   din::Cluster cluster(&argc, &argv);

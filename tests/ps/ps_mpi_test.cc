@@ -7,6 +7,7 @@
 #include <gflags/gflags.h>
 #include <glog/logging.h>
 
+#include "common/allocator.h"
 #include "common/cluster.h"
 #include "common/config.h"
 #include "worker/ps_client.h"
@@ -139,6 +140,7 @@ Status Run(const config::TrainConfig& cfg, Cluster& cluster) {
 }  // namespace din
 
 int main(int argc, char** argv) {
+  din::ConfigureAllocator();
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
   din::Cluster cluster(&argc, &argv);

@@ -51,7 +51,9 @@ TEST(ShardStoreTest, InsertFindAndGrowWithMillionsOfIds) {
   std::mt19937_64 other(7);
   for (int i = 0; i < 100000; ++i) {
     const uint64_t k = other();
-    if (!distinct.count(k)) ASSERT_EQ(store.Find(k), ShardStore::kNoRow);
+    if (!distinct.count(k)) {
+      ASSERT_EQ(store.Find(k), ShardStore::kNoRow);
+    }
   }
 }
 

@@ -1,0 +1,268 @@
+// ps_bench: parameter-server throughput and latency, one din_ps and one or two clients:
+//   mpirun -np 1 din_ps --config bench/ps_bench.pbtxt : -np 2 ps_bench --config
+//   bench/ps_bench.pbtxt
+// (bench/run.sh ps_bench does this). Worker 0 measures
+//   (a) 1,000,000 distinct IDs x dim 16 in one request, pull then push (median of --reps),
+//   (b) 4,096 distinct IDs per request, --requests requests, one at a time: keys/s, p50/p99,
+// and the same shapes over a raw ZeroMQ round trip (a forked echo process that answers
+// with the same bytes and does no table work): the transport limit. Then
+//   (c) both workers run (b)'s pulls at once: aggregate keys/s.
+// Prints one JSON line (worker 0).
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include <gflags/gflags.h>
+#include <glog/logging.h>
+#include <zmq.hpp>
+#include <zmq_addon.hpp>
+
+#include "common/allocator.h"
+#include "common/cluster.h"
+#include "common/config.h"
+#include "worker/ps_client.h"
+
+DEFINE_string(config, "", "config with one table 'emb' of dim 16");
+DEFINE_int32(reps, 5, "repetitions of the 1M-key requests");
+DEFINE_int32(requests, 1000, "4k-key requests per measurement");
+DEFINE_int32(big_keys, 1000000, "keys of the large request");
+DEFINE_int32(small_keys, 4096, "keys of a small request");
+
+namespace din {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double Sec(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+double Quantile(std::vector<double> v, double q) {
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(q * v.size()))];
+}
+
+// ---- The raw transport baseline: a ROUTER that answers a pull-shaped request (header +
+// keys) with header + n*dim floats + n counts, and a push-shaped one (header + keys +
+// values) with a header, without looking at the bytes.
+[[noreturn]] void RawEcho(int port_fd, int dim) {
+  zmq::context_t ctx;
+  zmq::socket_t sock(ctx, zmq::socket_type::router);
+  sock.set(zmq::sockopt::linger, 0);
+  sock.bind("tcp://127.0.0.1:*");
+  const std::string ep = sock.get(zmq::sockopt::last_endpoint);
+  (void)!write(port_fd, ep.data(), ep.size());
+  close(port_fd);
+  std::vector<zmq::message_t> frames;
+  for (;;) {
+    frames.clear();
+    if (!zmq::recv_multipart(sock, std::back_inserter(frames))) continue;
+    if (frames.size() == 1) _exit(0);  // an identity-only message: shutdown
+    const size_t n = frames[2].size() / sizeof(uint64_t);
+    sock.send(frames[0], zmq::send_flags::sndmore);
+    zmq::message_t header(16);
+    if (frames.size() == 3) {  // pull
+      sock.send(header, zmq::send_flags::sndmore);
+      zmq::message_t values(n * dim * sizeof(float)), counts(n * sizeof(uint32_t));
+      sock.send(values, zmq::send_flags::sndmore);
+      sock.send(counts, zmq::send_flags::none);
+    } else {
+      sock.send(header, zmq::send_flags::none);
+    }
+  }
+}
+
+struct RawClient {
+  zmq::context_t ctx;
+  zmq::socket_t sock{ctx, zmq::socket_type::dealer};
+  explicit RawClient(const std::string& ep) {
+    sock.set(zmq::sockopt::linger, 0);
+    sock.connect(ep);
+  }
+  // One request/reply round trip of the given shape.
+  void RoundTrip(size_t n, int dim, bool push) {
+    zmq::message_t header(24), keys(n * sizeof(uint64_t));
+    sock.send(header, zmq::send_flags::sndmore);
+    if (push) {
+      zmq::message_t grads(n * dim * sizeof(float));
+      sock.send(keys, zmq::send_flags::sndmore);
+      sock.send(grads, zmq::send_flags::none);
+    } else {
+      sock.send(keys, zmq::send_flags::none);
+    }
+    std::vector<zmq::message_t> reply;
+    (void)zmq::recv_multipart(sock, std::back_inserter(reply));
+  }
+};
+
+Status TimedPull(PsClient& c, std::span<const uint64_t> ids, TablePull* out) {
+  PullSpec spec{0, ids, out};
+  DIN_ASSIGN_OR_RETURN(auto h, c.Pull({&spec, 1}, wire::TRAIN));
+  return c.Wait(h);
+}
+Status TimedPush(PsClient& c, std::span<const uint64_t> ids, std::span<const float> g) {
+  PushSpec spec{0, ids, g};
+  DIN_ASSIGN_OR_RETURN(auto h, c.Push({&spec, 1}));
+  return c.Wait(h);
+}
+
+Status WorkerBarrier(Cluster& cluster) {
+  MPI_Request req;
+  MPI_Ibarrier(cluster.role_comm(), &req);
+  return Cluster::WaitPolling(&req);
+}
+
+Status Run(const config::TrainConfig& cfg, Cluster& cluster, const std::string& raw_ep) {
+  const int dim = static_cast<int>(cfg.tables(0).dim());
+  DIN_ASSIGN_OR_RETURN(auto client, PsClient::Connect(cfg, cluster.servers()));
+  const int w = cluster.role_rank();
+  const size_t big = FLAGS_big_keys, small = FLAGS_small_keys;
+  std::mt19937_64 rng(17 + w);
+  std::vector<uint64_t> pool(big);
+  for (size_t i = 0; i < big; ++i)
+    pool[i] = (i + 1 + (static_cast<uint64_t>(w) << 40)) * 0x9E3779B97F4A7C15ULL;
+  TablePull out;
+  DIN_RETURN_IF_ERROR(TimedPull(*client, pool, &out));  // creates the rows
+  std::vector<float> grads(big * dim, 1e-3f);
+
+  // 4k-key requests: distinct IDs, random slices of a shuffled pool.
+  std::vector<uint64_t> shuffled = pool;
+  std::shuffle(shuffled.begin(), shuffled.end(), rng);
+  auto slice = [&](int r) {
+    const size_t start = (static_cast<size_t>(r) * 7919 * small) % (big - small);
+    return std::span<const uint64_t>(shuffled.data() + start, small);
+  };
+
+  char json[2048];
+  if (w == 0) {
+    std::vector<double> pull_s, push_s;
+    for (int r = 0; r < FLAGS_reps; ++r) {
+      auto t0 = Clock::now();
+      DIN_RETURN_IF_ERROR(TimedPull(*client, pool, &out));
+      auto t1 = Clock::now();
+      DIN_RETURN_IF_ERROR(TimedPush(*client, pool, grads));
+      auto t2 = Clock::now();
+      pull_s.push_back(Sec(t0, t1));
+      push_s.push_back(Sec(t1, t2));
+    }
+    std::vector<double> pull_lat, push_lat;
+    auto a0 = Clock::now();
+    for (int r = 0; r < FLAGS_requests; ++r) {
+      auto t0 = Clock::now();
+      DIN_RETURN_IF_ERROR(TimedPull(*client, slice(r), &out));
+      pull_lat.push_back(Sec(t0, Clock::now()));
+    }
+    auto a1 = Clock::now();
+    std::span<const float> small_grads(grads.data(), small * dim);
+    for (int r = 0; r < FLAGS_requests; ++r) {
+      auto t0 = Clock::now();
+      DIN_RETURN_IF_ERROR(TimedPush(*client, slice(r), small_grads));
+      push_lat.push_back(Sec(t0, Clock::now()));
+    }
+    auto a2 = Clock::now();
+
+    RawClient raw(raw_ep);
+    std::vector<double> raw_pull_big, raw_push_big;
+    for (int r = 0; r < FLAGS_reps; ++r) {
+      auto t0 = Clock::now();
+      raw.RoundTrip(big, dim, false);
+      auto t1 = Clock::now();
+      raw.RoundTrip(big, dim, true);
+      raw_pull_big.push_back(Sec(t0, t1));
+      raw_push_big.push_back(Sec(t1, Clock::now()));
+    }
+    auto r0 = Clock::now();
+    for (int r = 0; r < FLAGS_requests; ++r) raw.RoundTrip(small, dim, false);
+    auto r1 = Clock::now();
+    for (int r = 0; r < FLAGS_requests; ++r) raw.RoundTrip(small, dim, true);
+    auto r2 = Clock::now();
+
+    const double keys_small = static_cast<double>(small) * FLAGS_requests;
+    const double pull_1m = big / Median(pull_s), push_1m = big / Median(push_s);
+    const double pull_4k = keys_small / Sec(a0, a1), push_4k = keys_small / Sec(a1, a2);
+    const double raw_pull_1m = big / Median(raw_pull_big), raw_push_1m = big / Median(raw_push_big);
+    const double raw_pull_4k = keys_small / Sec(r0, r1), raw_push_4k = keys_small / Sec(r1, r2);
+    const double bytes_per_key_pull = 8 + 4 * dim + 4;
+    std::snprintf(
+        json, sizeof(json),
+        "\"pull_keys_per_s_1m\":%.0f,\"push_keys_per_s_1m\":%.0f,\"pull_mb_per_s_1m\":%.1f,"
+        "\"push_mb_per_s_1m\":%.1f,\"pull_keys_per_s_4k\":%.0f,\"push_keys_per_s_4k\":%.0f,"
+        "\"pull_p50_us_4k\":%.0f,\"pull_p99_us_4k\":%.0f,\"push_p50_us_4k\":%.0f,"
+        "\"push_p99_us_4k\":%.0f,\"raw_pull_keys_per_s_1m\":%.0f,\"raw_push_keys_per_s_1m\":%.0f,"
+        "\"raw_pull_keys_per_s_4k\":%.0f,\"raw_push_keys_per_s_4k\":%.0f,"
+        "\"raw_ratio_pull_1m\":%.3f,\"raw_ratio_push_1m\":%.3f,\"raw_ratio_pull_4k\":%.3f,"
+        "\"raw_ratio_push_4k\":%.3f,\"raw_zmq_ratio\":%.3f",
+        pull_1m, push_1m, pull_1m * bytes_per_key_pull / 1e6, push_1m * (8 + 4 * dim) / 1e6,
+        pull_4k, push_4k, 1e6 * Quantile(pull_lat, 0.5), 1e6 * Quantile(pull_lat, 0.99),
+        1e6 * Quantile(push_lat, 0.5), 1e6 * Quantile(push_lat, 0.99), raw_pull_1m, raw_push_1m,
+        raw_pull_4k, raw_push_4k, pull_1m / raw_pull_1m, push_1m / raw_push_1m,
+        pull_4k / raw_pull_4k, push_4k / raw_push_4k,
+        // The headline ratio: the geometric mean over the four shapes.
+        std::pow((pull_1m / raw_pull_1m) * (push_1m / raw_push_1m) * (pull_4k / raw_pull_4k) *
+                     (push_4k / raw_push_4k),
+                 0.25));
+  }
+
+  // (c) both workers pull 4k-key requests at once.
+  DIN_RETURN_IF_ERROR(WorkerBarrier(cluster));
+  auto c0 = Clock::now();
+  for (int r = 0; r < FLAGS_requests; ++r) DIN_RETURN_IF_ERROR(TimedPull(*client, slice(r), &out));
+  double elapsed = Sec(c0, Clock::now()), slowest = 0;
+  MPI_Request req;
+  MPI_Iallreduce(&elapsed, &slowest, 1, MPI_DOUBLE, MPI_MAX, cluster.role_comm(), &req);
+  DIN_RETURN_IF_ERROR(Cluster::WaitPolling(&req));
+  if (w == 0) {
+    const double total_keys = static_cast<double>(small) * FLAGS_requests * cluster.num_workers();
+    std::printf(
+        "{\"bench\":\"ps_bench\",\"servers\":%d,\"clients\":%d,\"dim\":%d,%s,"
+        "\"pull_keys_per_s_4k_2clients\":%.0f}\n",
+        cluster.num_servers(), cluster.num_workers(), dim, json, total_keys / slowest);
+    std::fflush(stdout);
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+}  // namespace din
+
+int main(int argc, char** argv) {
+  din::ConfigureAllocator();
+  FLAGS_logtostderr = true;
+  google::InitGoogleLogging(argv[0]);
+  gflags::ParseCommandLineFlags(&argc, &argv, false);
+  auto cfg = din::LoadConfig(FLAGS_config);
+  CHECK(cfg.ok()) << cfg.status().ToString();
+  // The raw echo process is forked before MPI starts (forking an MPI process is unsafe).
+  int fds[2];
+  PCHECK(pipe(fds) == 0);
+  const pid_t echo = fork();
+  if (echo == 0) {
+    close(fds[0]);
+    din::RawEcho(fds[1], static_cast<int>(cfg->tables(0).dim()));
+  }
+  close(fds[1]);
+  char ep[256] = {0};
+  PCHECK(read(fds[0], ep, sizeof(ep) - 1) > 0);
+  close(fds[0]);
+
+  din::Status st;
+  {
+    din::Cluster cluster(&argc, &argv);
+    st = cluster.Rendezvous(din::Role::kWorker, "", din::TablesFingerprint(*cfg));
+    if (st.ok()) st = din::Run(*cfg, cluster, ep);
+    if (!st.ok()) cluster.Fail(st);
+    st = cluster.Barrier();
+  }
+  kill(echo, SIGTERM);
+  waitpid(echo, nullptr, 0);
+  return st.ok() ? 0 : 1;
+}

@@ -1,0 +1,95 @@
+// table_bench: one shard of dim-16 rows with Adagrad state. Inserts N distinct random IDs
+// (creating and initialising rows, as a training pull does), then looks all of them up
+// in a different random order. Prints one JSON line:
+//   rows, inserts_per_s, lookups_per_s, bytes_per_row, overhead_bytes_per_row,
+//   rss_bytes_per_row, payload_bytes_per_row, index_grow_max_ms
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <vector>
+
+#include <gflags/gflags.h>
+
+#include "common/proto/config.pb.h"
+#include "ps/optimizer.h"
+#include "ps/row_initializer.h"
+#include "ps/shard_store.h"
+
+DEFINE_uint64(rows, 10'000'000, "distinct IDs to insert (100000000 where memory allows)");
+DEFINE_uint32(dim, 16, "row width");
+
+namespace {
+
+uint64_t RssBytes() {
+  std::ifstream statm("/proc/self/statm");
+  uint64_t size = 0, resident = 0;
+  statm >> size >> resident;
+  return resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+}
+
+double Seconds(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  gflags::ParseCommandLineFlags(&argc, &argv, true);
+  const uint64_t n = FLAGS_rows;
+  const uint32_t dim = FLAGS_dim;
+  din::config::AdagradConfig ac;
+  din::AdagradOptimizer opt(ac);
+  din::config::Initializer ic;
+  din::RowInitializer init(ic, 1);
+
+  // Distinct 64-bit keys: an odd-multiplier bijection of 0..n-1.
+  std::vector<uint64_t> keys(n);
+  for (uint64_t i = 0; i < n; ++i) keys[i] = (i + 1) * 0x9E3779B97F4A7C15ULL;
+  std::shuffle(keys.begin(), keys.end(), std::mt19937_64(1));
+
+  const uint64_t rss0 = RssBytes();
+  auto store = std::make_unique<din::ShardStore>(dim, opt.StateFloats(dim));
+  double grow_max_ms = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (uint64_t i = 0; i < n; ++i) {
+    bool inserted;
+    const uint64_t cap = store->slot_capacity();
+    const auto ti = std::chrono::steady_clock::now();
+    auto row = store->FindOrInsert(keys[i], &inserted);
+    if (!row.ok()) {
+      std::fprintf(stderr, "%s\n", row.status().ToString().c_str());
+      return 1;
+    }
+    if (store->slot_capacity() != cap)
+      grow_max_ms = std::max(grow_max_ms, 1e3 * Seconds(ti, std::chrono::steady_clock::now()));
+    init.Fill(keys[i], store->Weights(*row), dim);
+    opt.InitState(store->State(*row), dim);
+  }
+  const auto t1 = std::chrono::steady_clock::now();
+  const uint64_t rss1 = RssBytes();
+
+  std::shuffle(keys.begin(), keys.end(), std::mt19937_64(2));
+  float checksum = 0;
+  const auto t2 = std::chrono::steady_clock::now();
+  for (uint64_t i = 0; i < n; ++i) {
+    const uint32_t row = store->Find(keys[i]);
+    checksum += store->Weights(row)[i % dim];
+  }
+  const auto t3 = std::chrono::steady_clock::now();
+
+  const double bytes_per_row = static_cast<double>(store->MemoryBytes()) / n;
+  const double rss_per_row = static_cast<double>(rss1 - rss0) / n;
+  std::printf(
+      "{\"bench\":\"table_bench\",\"rows\":%llu,\"dim\":%u,\"optimizer\":\"adagrad\","
+      "\"inserts_per_s\":%.0f,\"lookups_per_s\":%.0f,\"bytes_per_row\":%.2f,"
+      "\"overhead_bytes_per_row\":%.2f,\"rss_bytes_per_row\":%.2f,\"payload_bytes_per_row\":%u,"
+      "\"index_grow_max_ms\":%.1f,\"checksum\":%g}\n",
+      static_cast<unsigned long long>(n), dim, n / Seconds(t0, t1), n / Seconds(t2, t3),
+      bytes_per_row, bytes_per_row - store->payload_bytes(), rss_per_row, store->payload_bytes(),
+      grow_max_ms, checksum);
+  return 0;
+}
