@@ -167,22 +167,30 @@ void LaneHandler::Pull(const wire::RequestHeader& h, const Segments& segs,
   const bool train = h.mode() == wire::TRAIN;
   Status status;
   size_t k = 0, off = 0;
+  uint32_t rows[ShardStore::kWindow];
   for (size_t s = 0; s < segs.table.size() && status.ok(); ++s) {
     const int t = segs.table[s];
     const uint32_t dim = tables_[t].dim;
     const size_t row_bytes = dim * sizeof(float);
     ShardStore* store = shards_[t][segs.shard[s]].get();
-    for (uint64_t i = 0; i < segs.count[s]; ++i, ++k, off += row_bytes) {
-      const uint32_t row = train ? Materialize(t, store, keys[k], &status) : store->Find(keys[k]);
-      if (!status.ok()) break;
-      uint32_t count = 0;
-      if (row == ShardStore::kNoRow) {
-        std::memset(vbytes + off, 0, row_bytes);
-      } else {
-        std::memcpy(vbytes + off, store->Weights(row), row_bytes);
-        count = store->Count(row);
+    for (uint64_t base = 0; base < segs.count[s] && status.ok(); base += ShardStore::kWindow) {
+      const size_t n = std::min<uint64_t>(ShardStore::kWindow, segs.count[s] - base);
+      store->FindWindow(keys.data() + k, n, rows);
+      for (size_t i = 0; i < n; ++i, ++k, off += row_bytes) {
+        uint32_t row = rows[i];
+        if (row == ShardStore::kNoRow && train) {
+          row = Materialize(t, store, keys[k], &status);
+          if (!status.ok()) break;
+        }
+        uint32_t count = 0;
+        if (row == ShardStore::kNoRow) {
+          std::memset(vbytes + off, 0, row_bytes);
+        } else {
+          std::memcpy(vbytes + off, store->Weights(row), row_bytes);
+          count = store->Count(row);
+        }
+        std::memcpy(cbytes + k * sizeof(uint32_t), &count, sizeof(count));
       }
-      std::memcpy(cbytes + k * sizeof(uint32_t), &count, sizeof(count));
     }
   }
   if (!status.ok()) {
@@ -198,14 +206,22 @@ Status LaneHandler::Push(const Segments& segs, std::span<const uint64_t> keys,
                          std::span<const float> grads) {
   size_t k = 0, off = 0;
   Status status;
+  uint32_t rows[ShardStore::kWindow];
   for (size_t s = 0; s < segs.table.size(); ++s) {
     const int t = segs.table[s];
     const TableSpec& spec = tables_[t];
     ShardStore* store = shards_[t][segs.shard[s]].get();
-    for (uint64_t i = 0; i < segs.count[s]; ++i, ++k, off += spec.dim) {
-      const uint32_t row = Materialize(t, store, keys[k], &status);
-      if (!status.ok()) return status;
-      spec.optimizer->Apply(store->Weights(row), store->State(row), grads.data() + off, spec.dim);
+    for (uint64_t base = 0; base < segs.count[s]; base += ShardStore::kWindow) {
+      const size_t n = std::min<uint64_t>(ShardStore::kWindow, segs.count[s] - base);
+      store->FindWindow(keys.data() + k, n, rows);
+      for (size_t i = 0; i < n; ++i, ++k, off += spec.dim) {
+        uint32_t row = rows[i];
+        if (row == ShardStore::kNoRow) {
+          row = Materialize(t, store, keys[k], &status);
+          if (!status.ok()) return status;
+        }
+        spec.optimizer->Apply(store->Weights(row), store->State(row), grads.data() + off, spec.dim);
+      }
     }
   }
   return Status::Ok();

@@ -36,6 +36,42 @@ uint32_t ShardStore::Find(uint64_t key) const {
   }
 }
 
+void ShardStore::FindWindow(const uint64_t* keys, size_t n, uint32_t* rows) const {
+  uint64_t hash[kWindow];
+  size_t pos[kWindow];
+  const size_t cap = slots_.size();
+  for (size_t i = 0; i < n; ++i) {
+    hash[i] = HashOf(keys[i]);
+    pos[i] = SlotOf(hash[i]);
+    __builtin_prefetch(&slots_[pos[i]]);
+  }
+  // Second pass: the slots are arriving; prefetch each key's first candidate row.
+  for (size_t i = 0; i < n; ++i) {
+    const uint32_t tag = TagOf(hash[i]);
+    for (size_t p = pos[i];; p = (p + 1 == cap) ? 0 : p + 1) {
+      const uint32_t s = slots_[p];
+      if (s == 0) break;
+      if ((s >> kTagShift) == tag) {
+        __builtin_prefetch(RowPtr((s & kRowMask) - 1));
+        break;
+      }
+    }
+  }
+  // Third pass: the exact probe, now mostly from cache.
+  for (size_t i = 0; i < n; ++i) {
+    const uint32_t tag = TagOf(hash[i]);
+    rows[i] = kNoRow;
+    for (size_t p = pos[i];; p = (p + 1 == cap) ? 0 : p + 1) {
+      const uint32_t s = slots_[p];
+      if (s == 0) break;
+      if ((s >> kTagShift) == tag && Key((s & kRowMask) - 1) == keys[i]) {
+        rows[i] = (s & kRowMask) - 1;
+        break;
+      }
+    }
+  }
+}
+
 Result<uint32_t> ShardStore::FindOrInsert(uint64_t key, bool* inserted) {
   const uint64_t h = HashOf(key);
   const uint32_t tag = TagOf(h);
@@ -82,8 +118,18 @@ void ShardStore::PlaceInto(std::vector<uint32_t>& slots, uint64_t hash, uint32_t
 
 void ShardStore::GrowIndex() {
   std::vector<uint32_t> bigger(slots_.size() + slots_.size() / 2 + 1, 0);
-  // Arena order: sequential reads of the keys, random writes of 4-byte slots.
-  for (uint32_t r = 0; r < size_; ++r) PlaceInto(bigger, HashOf(Key(r)), r);
+  // Arena order: sequential reads of the keys, random writes of 4-byte slots, whose
+  // cache lines are prefetched a window ahead.
+  const size_t cap = bigger.size();
+  uint64_t hash[kWindow];
+  for (uint32_t base = 0; base < size_; base += kWindow) {
+    const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(kWindow, size_ - base));
+    for (uint32_t i = 0; i < n; ++i) {
+      hash[i] = HashOf(Key(base + i));
+      __builtin_prefetch(&bigger[(static_cast<__uint128_t>(hash[i]) * cap) >> 64], 1);
+    }
+    for (uint32_t i = 0; i < n; ++i) PlaceInto(bigger, hash[i], base + i);
+  }
   slots_.swap(bigger);
 }
 

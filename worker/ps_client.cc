@@ -108,8 +108,9 @@ Result<PsClient::Handle> PsClient::Pull(std::span<const PullSpec> tables, wire::
       return Status::InvalidArgument("pull: unknown table index " + std::to_string(spec.table));
     Dedup(spec.ids, spec.out);
     const uint32_t dim = cfg_.tables(spec.table).dim();
-    spec.out->values.assign(spec.out->unique_ids.size() * dim, 0.0f);
-    spec.out->counts.assign(spec.out->unique_ids.size(), 0);
+    // Every element is written by Wait(); resize keeps a reused TablePull's memory warm.
+    spec.out->values.resize(spec.out->unique_ids.size() * dim);
+    spec.out->counts.resize(spec.out->unique_ids.size());
     entries.push_back({spec.table, spec.out->unique_ids});
     outs.push_back(spec.out);
   }
