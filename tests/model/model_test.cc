@@ -258,6 +258,53 @@ TEST(CpuBackendTest, MatchesDoubleReference) {
   }
 }
 
+// Large enough for the row-chunk parallel path: two threads give what one thread and
+// the double reference give.
+TEST(CpuBackendTest, TwoThreadsMatchOneThread) {
+  ProblemOptions o;
+  o.batch = 400;
+  o.max_history = 30;
+  o.longest_list = 40;
+  o.item_rows = 300;
+  Problem pb = MakeProblem(o);
+  pb.config.clear_top_hidden();
+  pb.config.add_top_hidden(120);
+  pb.config.add_top_hidden(90);
+  pb.config.clear_attention_hidden();
+  pb.config.add_attention_hidden(64);
+  pb.config.add_attention_hidden(32);
+  auto one = CreateBackend("cpu", pb.config, pb.dims, 1).value();
+  auto two = CreateBackend("cpu", pb.config, pb.dims, 2).value();
+  for (int step = 0; step < 2; ++step) {
+    const float l1 = one->TrainStep(pb.input, pb.labels).value();
+    const float l2 = two->TrainStep(pb.input, pb.labels).value();
+    EXPECT_NEAR(l1, l2, 1e-5f * l1);
+    ExpectVectorsNear<float, float>(two->grads(), one->grads(), 1e-4, "grads");
+    ExpectVectorsNear<float, float>(two->running_stats(), one->running_stats(), 1e-5, "stats");
+    for (int t = 0; t < one->num_table_grads(); ++t)
+      ExpectVectorsNear<float, float>(two->table_grad(t), one->table_grad(t), 1e-4, "table");
+  }
+  std::vector<float> e1(pb.input.batch_size), e2(pb.input.batch_size);
+  ASSERT_TRUE(one->Predict(pb.input, e1).ok());
+  ASSERT_TRUE(two->Predict(pb.input, e2).ok());
+  ExpectVectorsNear<float, float>(e2, e1, 1e-5, "eval logits");
+  // The reference (double) in the chunked path, against finite differences on a few
+  // parameters of the first layers.
+  ReferenceModel ref(pb);
+  std::vector<double> grads;
+  std::vector<std::vector<double>> tg;
+  ref.Gradients(pb, &grads, &tg);
+  auto loss = [&] { return ref.Loss(pb); };
+  for (const char* name : {"att.0.w", "att.0.alpha", "top.0.w", "top.1.alpha"}) {
+    const ParamTensor* t = ref.layout.FindTensor(name);
+    ASSERT_NE(t, nullptr);
+    for (size_t i = t->offset; i < t->offset + 5; ++i) {
+      const double num = CentralDiff(ref.params, i, 1e-5, loss);
+      EXPECT_NEAR(grads[i], num, 1e-8 + 1e-5 * std::abs(num)) << name;
+    }
+  }
+}
+
 TEST(CpuBackendTest, TrainStepAdvancesRunningStatsAndPredictDoesNot) {
   Problem pb = MakeProblem(ProblemOptions{});
   auto backend = CreateBackend("cpu", pb.config, pb.dims).value();

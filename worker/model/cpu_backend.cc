@@ -8,14 +8,11 @@
 namespace din::model {
 
 CpuBackend::CpuBackend(ModelLayout layout, int threads)
-    : ModelBackend(std::move(layout)), engine_(&layout_) {
-  // One thread unless asked: the trainer scales over cores with worker processes, and
-  // Eigen's OpenMP GEMMs lose badly when their cores are shared with other processes.
-  Eigen::setNbThreads(threads > 0 ? threads : 1);
-}
+    : ModelBackend(std::move(layout)), engine_(&layout_), threads_(threads > 0 ? threads : 1) {}
 
 Status CpuBackend::DoTrainStep(const BatchPlan& plan, const ModelInput& input,
                                std::span<const float> labels, float* loss) {
+  Eigen::setNbThreads(threads_);
   tables_.resize(input.tables.size());
   table_grad_ptrs_.resize(input.tables.size());
   for (size_t t = 0; t < input.tables.size(); ++t) {
@@ -30,6 +27,7 @@ Status CpuBackend::DoTrainStep(const BatchPlan& plan, const ModelInput& input,
 }
 
 Status CpuBackend::DoPredict(const BatchPlan& plan, const ModelInput& input) {
+  Eigen::setNbThreads(threads_);
   tables_.resize(input.tables.size());
   for (size_t t = 0; t < input.tables.size(); ++t) tables_[t] = input.tables[t].data;
   engine_.Forward(plan, input, tables_, params_.data(), running_.data(), Mode::kEval,

@@ -12,8 +12,10 @@ namespace din::model {
 
 class CpuBackend final : public ModelBackend {
  public:
-  // Sets the number of threads Eigen's GEMMs use (a process-wide setting): `threads`, or
-  // 1 when threads <= 0.
+  // Runs on `threads` threads (1 when threads <= 0): row chunks of every layer in
+  // parallel. One by default: the trainer scales over cores with worker processes, and
+  // threads lose badly when their cores are shared with other busy processes. Sets
+  // Eigen's process-wide thread count at every call.
   CpuBackend(ModelLayout layout, int threads);
   std::string_view name() const override { return "cpu"; }
 
@@ -26,6 +28,7 @@ class CpuBackend final : public ModelBackend {
   CpuEngine<float> engine_;
   std::vector<const float*> tables_;
   std::vector<float*> table_grad_ptrs_;
+  const int threads_;
 };
 
 }  // namespace din::model

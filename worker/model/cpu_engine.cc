@@ -32,6 +32,38 @@ T* Scratch(std::vector<T>& v, size_t n) {
   return v.data();
 }
 
+// Row-parallelism: work is split into contiguous row chunks, one per thread (Eigen's
+// thread count, see CpuBackend), each chunk running single-threaded Eigen GEMMs and
+// vectorised loops; column reductions combine per-chunk partial sums in chunk order,
+// so results are deterministic for a given thread count. Small work stays serial.
+constexpr size_t kParallelWork = 1 << 15;
+
+int Chunks(int n, size_t work) {
+  const int threads = Eigen::nbThreads();
+  return threads > 1 && work >= kParallelWork ? std::min(threads, std::max(n, 1)) : 1;
+}
+
+// f(chunk, first_row, end_row) for every chunk, in parallel when chunks > 1.
+template <typename F>
+void ForChunks(int chunks, int n, const F& f) {
+  if (chunks <= 1) {
+    f(0, 0, n);
+    return;
+  }
+#pragma omp parallel for num_threads(chunks) schedule(static, 1)
+  for (int c = 0; c < chunks; ++c)
+    f(c, static_cast<int>(static_cast<int64_t>(n) * c / chunks),
+      static_cast<int>(static_cast<int64_t>(n) * (c + 1) / chunks));
+}
+
+// out[j] = Σ_c partial[c * width + j].
+template <typename T>
+void SumPartials(const T* partial, int chunks, int width, T* out) {
+  for (int j = 0; j < width; ++j) out[j] = partial[j];
+  for (int c = 1; c < chunks; ++c)
+    for (int j = 0; j < width; ++j) out[j] += partial[static_cast<size_t>(c) * width + j];
+}
+
 }  // namespace
 
 template <typename T>
@@ -39,27 +71,44 @@ void ActivationForward(Act act, Mode mode, int n, int k, const T* s, const T* al
                        T* running_mean, T* running_var, T momentum, T eps, T* y, T* p, T* mean,
                        T* inv_std) {
   if (n == 0) return;
+  const int chunks = Chunks(n, static_cast<size_t>(n) * k);
   if (act != Act::kDice) {
-    for (int r = 0; r < n; ++r)
-      for (int j = 0; j < k; ++j) {
-        const size_t i = static_cast<size_t>(r) * k + j;
-        y[i] = math::PointwiseForward(act, s[i], alpha != nullptr ? alpha[j] : T(0));
+    ForChunks(chunks, n, [&](int, int r0, int r1) {
+      for (int r = r0; r < r1; ++r) {
+        const size_t o = static_cast<size_t>(r) * k;
+#pragma omp simd
+        for (int j = 0; j < k; ++j)
+          y[o + j] = math::PointwiseForward(act, s[o + j], alpha != nullptr ? alpha[j] : T(0));
       }
+    });
     return;
   }
   if (mode == Mode::kTrain) {
     // Two passes (mean, then centred squares) for accuracy.
-    std::fill(mean, mean + k, T(0));
-    for (int r = 0; r < n; ++r)
-      for (int j = 0; j < k; ++j) mean[j] += s[static_cast<size_t>(r) * k + j];
-    for (int j = 0; j < k; ++j) mean[j] /= T(n);
-    T* var = inv_std;  // accumulate the variance in place
-    std::fill(var, var + k, T(0));
-    for (int r = 0; r < n; ++r)
-      for (int j = 0; j < k; ++j) {
-        const T d = s[static_cast<size_t>(r) * k + j] - mean[j];
-        var[j] += d * d;
+    thread_local std::vector<T> partial_buf;
+    T* partial = Scratch(partial_buf, static_cast<size_t>(chunks) * k);
+    ForChunks(chunks, n, [&](int c, int r0, int r1) {
+      T* acc = partial + static_cast<size_t>(c) * k;
+      std::fill(acc, acc + k, T(0));
+      for (int r = r0; r < r1; ++r) {
+        const T* sr = s + static_cast<size_t>(r) * k;
+#pragma omp simd
+        for (int j = 0; j < k; ++j) acc[j] += sr[j];
       }
+    });
+    SumPartials(partial, chunks, k, mean);
+    for (int j = 0; j < k; ++j) mean[j] /= T(n);
+    ForChunks(chunks, n, [&](int c, int r0, int r1) {
+      T* acc = partial + static_cast<size_t>(c) * k;
+      std::fill(acc, acc + k, T(0));
+      for (int r = r0; r < r1; ++r) {
+        const T* sr = s + static_cast<size_t>(r) * k;
+#pragma omp simd
+        for (int j = 0; j < k; ++j) acc[j] += (sr[j] - mean[j]) * (sr[j] - mean[j]);
+      }
+    });
+    T* var = inv_std;  // the variance, turned into inv_std below
+    SumPartials(partial, chunks, k, var);
     for (int j = 0; j < k; ++j) {
       const T biased = var[j] / T(n);
       if (running_mean != nullptr) {
@@ -76,18 +125,20 @@ void ActivationForward(Act act, Mode mode, int n, int k, const T* s, const T* al
       inv_std[j] = math::InvStd(running_var[j], eps);
     }
   }
-  for (int r = 0; r < n; ++r) {
-    const size_t o = static_cast<size_t>(r) * k;
-    const T* sr = s + o;
-    T* pr = p + o;
-    T* yr = y + o;
+  ForChunks(chunks, n, [&](int, int r0, int r1) {
+    for (int r = r0; r < r1; ++r) {
+      const size_t o = static_cast<size_t>(r) * k;
+      const T* sr = s + o;
+      T* pr = p + o;
+      T* yr = y + o;
 #pragma omp simd
-    for (int j = 0; j < k; ++j) {
-      const T pj = math::Sigmoid((sr[j] - mean[j]) * inv_std[j]);
-      pr[j] = pj;
-      yr[j] = math::DiceForward(sr[j], pj, alpha[j]);
+      for (int j = 0; j < k; ++j) {
+        const T pj = math::Sigmoid((sr[j] - mean[j]) * inv_std[j]);
+        pr[j] = pj;
+        yr[j] = math::DiceForward(sr[j], pj, alpha[j]);
+      }
     }
-  }
+  });
 }
 
 template <typename T>
@@ -95,59 +146,75 @@ void ActivationBackward(Act act, bool batch_stats, int n, int k, const T* s, con
                         const T* mean, const T* inv_std, const T* alpha, T* grad, T* dalpha) {
   if (HasAlpha(act)) std::fill(dalpha, dalpha + k, T(0));
   if (n == 0) return;
+  const int chunks = Chunks(n, static_cast<size_t>(n) * k);
+  // Per chunk: [dα | Σ dx̂ | Σ dx̂·x̂].
+  thread_local std::vector<T> partial_buf, sums_buf, dxhat_buf;
+  T* partial = Scratch(partial_buf, static_cast<size_t>(chunks) * 3 * k);
+  T* sums = Scratch(sums_buf, 3 * static_cast<size_t>(k));
   if (act != Act::kDice) {
-    for (int r = 0; r < n; ++r)
-      for (int j = 0; j < k; ++j) {
-        const size_t i = static_cast<size_t>(r) * k + j;
-        T da;
-        grad[i] = math::PointwiseBackward(act, grad[i], s[i], y[i],
-                                          alpha != nullptr ? alpha[j] : T(0), &da);
-        if (dalpha != nullptr) dalpha[j] += da;
+    ForChunks(chunks, n, [&](int c, int r0, int r1) {
+      T* da_acc = partial + static_cast<size_t>(c) * k;
+      std::fill(da_acc, da_acc + k, T(0));
+      for (int r = r0; r < r1; ++r) {
+        const size_t o = static_cast<size_t>(r) * k;
+#pragma omp simd
+        for (int j = 0; j < k; ++j) {
+          T da;
+          grad[o + j] = math::PointwiseBackward(act, grad[o + j], s[o + j], y[o + j],
+                                                alpha != nullptr ? alpha[j] : T(0), &da);
+          da_acc[j] += da;
+        }
       }
+    });
+    if (dalpha != nullptr) SumPartials(partial, chunks, k, dalpha);
     return;
   }
-  thread_local std::vector<T> dxhat_buf, sums_buf;
   T* dxhat = Scratch(dxhat_buf, static_cast<size_t>(n) * k);
-  T* sum_dxhat = Scratch(sums_buf, 2 * static_cast<size_t>(k));
-  T* sum_dxhat_xhat = sum_dxhat + k;
-  std::fill(sum_dxhat, sum_dxhat + 2 * k, T(0));
-  for (int r = 0; r < n; ++r) {
-    const size_t o = static_cast<size_t>(r) * k;
-    const T* sr = s + o;
-    const T* pr = p + o;
-    T* gr = grad + o;
-    T* dr = dxhat + o;
-#pragma omp simd
-    for (int j = 0; j < k; ++j) {
-      const T xhat = (sr[j] - mean[j]) * inv_std[j];
-      T da, dx;
-      gr[j] = math::DiceBackward(gr[j], sr[j], pr[j], alpha[j], &dx, &da);
-      dr[j] = dx;
-      dalpha[j] += da;
-      sum_dxhat[j] += dx;
-      sum_dxhat_xhat[j] += dx * xhat;
-    }
-  }
-  for (int j = 0; j < k; ++j) {
-    sum_dxhat[j] /= T(n);
-    sum_dxhat_xhat[j] /= T(n);
-  }
-  for (int r = 0; r < n; ++r) {
-    const size_t o = static_cast<size_t>(r) * k;
-    const T* sr = s + o;
-    const T* dr = dxhat + o;
-    T* gr = grad + o;
-    if (batch_stats) {
+  ForChunks(chunks, n, [&](int c, int r0, int r1) {
+    T* acc = partial + static_cast<size_t>(c) * 3 * k;
+    std::fill(acc, acc + 3 * k, T(0));
+    for (int r = r0; r < r1; ++r) {
+      const size_t o = static_cast<size_t>(r) * k;
+      const T* sr = s + o;
+      const T* pr = p + o;
+      T* gr = grad + o;
+      T* dr = dxhat + o;
 #pragma omp simd
       for (int j = 0; j < k; ++j) {
         const T xhat = (sr[j] - mean[j]) * inv_std[j];
-        gr[j] += math::BatchNormInputGrad(dr[j], xhat, sum_dxhat[j], sum_dxhat_xhat[j], inv_std[j]);
+        T da, dx;
+        gr[j] = math::DiceBackward(gr[j], sr[j], pr[j], alpha[j], &dx, &da);
+        dr[j] = dx;
+        acc[j] += da;
+        acc[k + j] += dx;
+        acc[2 * k + j] += dx * xhat;
       }
-    } else {
-#pragma omp simd
-      for (int j = 0; j < k; ++j) gr[j] += inv_std[j] * dr[j];
     }
-  }
+  });
+  SumPartials(partial, chunks, 3 * k, sums);
+  std::copy(sums, sums + k, dalpha);
+  const T* mean_dxhat = sums + k;
+  const T* mean_dxhat_xhat = sums + 2 * k;
+  for (int j = k; j < 3 * k; ++j) sums[j] /= T(n);
+  ForChunks(chunks, n, [&](int, int r0, int r1) {
+    for (int r = r0; r < r1; ++r) {
+      const size_t o = static_cast<size_t>(r) * k;
+      const T* sr = s + o;
+      const T* dr = dxhat + o;
+      T* gr = grad + o;
+      if (batch_stats) {
+#pragma omp simd
+        for (int j = 0; j < k; ++j) {
+          const T xhat = (sr[j] - mean[j]) * inv_std[j];
+          gr[j] +=
+              math::BatchNormInputGrad(dr[j], xhat, mean_dxhat[j], mean_dxhat_xhat[j], inv_std[j]);
+        }
+      } else {
+#pragma omp simd
+        for (int j = 0; j < k; ++j) gr[j] += inv_std[j] * dr[j];
+      }
+    }
+  });
 }
 
 template <typename T>
@@ -162,10 +229,13 @@ void CpuMlp<T>::Forward(std::span<const LayerSpec> layers, const T* params, T* r
     const size_t size = static_cast<size_t>(n) * l.out;
     b.s.resize(size);
     b.y.resize(size);
-    MatMap<T> s(b.s.data(), n, l.out);
-    // Bias first, then accumulate the product (saves Eigen zeroing the destination).
-    s.rowwise() = ConstRowVecMap<T>(params + l.bias, l.out);
-    s.noalias() += ConstMatMap<T>(in, n, l.in) * ConstMatMap<T>(params + l.weight, l.in, l.out);
+    ConstMatMap<T> w(params + l.weight, l.in, l.out);
+    ForChunks(Chunks(n, size * l.in / 16), n, [&](int, int r0, int r1) {
+      MatMap<T> s(b.s.data() + static_cast<size_t>(r0) * l.out, r1 - r0, l.out);
+      // Bias first, then accumulate the product (saves Eigen zeroing the destination).
+      s.rowwise() = ConstRowVecMap<T>(params + l.bias, l.out);
+      s.noalias() += ConstMatMap<T>(in + static_cast<size_t>(r0) * l.in, r1 - r0, l.in) * w;
+    });
     if (l.act == Act::kNone) {
       std::copy(b.s.begin(), b.s.end(), b.y.begin());
       continue;
@@ -205,17 +275,31 @@ void CpuMlp<T>::Backward(std::span<const LayerSpec> layers, const T* params, con
                             b.p.data(), b.mean.data(), b.inv_std.data(),
                             HasAlpha(l.act) ? params + l.alpha : nullptr, cur,
                             HasAlpha(l.act) ? grads + l.alpha : nullptr);
-    ConstMatMap<T> ds(cur, n, l.out);
+    // Per chunk: dW_c = x_cᵀ·dS_c and db_c (chunk 0 straight into grads, the others
+    // into partials added afterwards), dx_c = dS_c·Wᵀ.
+    const size_t wsize = static_cast<size_t>(l.in) * l.out + l.out;
+    const int chunks = Chunks(n, static_cast<size_t>(n) * l.out * l.in / 16);
+    T* partial = Scratch(partial_, static_cast<size_t>(chunks) * wsize);
     ConstMatMap<T> w(params + l.weight, l.in, l.out);
-    MatMap<T>(grads + l.weight, l.in, l.out).noalias() =
-        ConstMatMap<T>(in, n, l.in).transpose() * ds;
-    RowVecMap<T>(grads + l.bias, l.out) = ds.colwise().sum();
-    if (i > 0) {
-      MatMap<T>(next, n, l.in).noalias() = ds * w.transpose();
-      std::swap(cur, next);
-    } else if (dx != nullptr) {
-      MatMap<T>(dx, n, l.in).noalias() = ds * w.transpose();
+    T* dprev = i > 0 ? next : dx;
+    ForChunks(chunks, n, [&](int c, int r0, int r1) {
+      ConstMatMap<T> ds(cur + static_cast<size_t>(r0) * l.out, r1 - r0, l.out);
+      T* dw = c == 0 ? grads + l.weight : partial + static_cast<size_t>(c) * wsize;
+      T* db = c == 0 ? grads + l.bias : dw + static_cast<size_t>(l.in) * l.out;
+      MatMap<T>(dw, l.in, l.out).noalias() =
+          ConstMatMap<T>(in + static_cast<size_t>(r0) * l.in, r1 - r0, l.in).transpose() * ds;
+      RowVecMap<T>(db, l.out) = ds.colwise().sum();
+      if (dprev != nullptr)
+        MatMap<T>(dprev + static_cast<size_t>(r0) * l.in, r1 - r0, l.in).noalias() =
+            ds * w.transpose();
+    });
+    for (int c = 1; c < chunks; ++c) {
+      const T* dw = partial + static_cast<size_t>(c) * wsize;
+      const T* db = dw + static_cast<size_t>(l.in) * l.out;
+      for (size_t e = 0; e < static_cast<size_t>(l.in) * l.out; ++e) grads[l.weight + e] += dw[e];
+      for (int j = 0; j < l.out; ++j) grads[l.bias + j] += db[j];
     }
+    if (i > 0) std::swap(cur, next);
   }
 }
 

@@ -53,7 +53,7 @@ class CpuMlp {
     std::vector<T> s, y, p, mean, inv_std;
   };
   std::vector<Buffers> bufs_;
-  std::vector<T> g0_, g1_;
+  std::vector<T> g0_, g1_, partial_;
   Mode mode_ = Mode::kTrain;
 };
 
