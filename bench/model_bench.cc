@@ -5,7 +5,7 @@
 // the CUDA backend) and reports the model's counted GEMM FLOP rate as a ratio of it.
 //
 // The last line of output is one JSON object: backend, threads, batch, samples_per_s,
-// ms_per_batch, gflops, peak_gflops, peak_ratio.
+// ms_per_batch, gflops, peak_gflops, peak_ratio. Defaults: cpu backend, 1 thread, 5 s.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
