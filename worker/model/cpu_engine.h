@@ -42,7 +42,7 @@ class CpuMlp {
                Mode mode, bool update_running, const T* x, int n);
   // Output of the last Forward, [n x layers.back().out].
   const T* output() const { return bufs_.back().y.data(); }
-  // Backward of the last Forward (which must have been kTrain or have no Dice).
+  // Backward of the last Forward (through the batch statistics after a kTrain one).
   // dout: [n x out]. Writes (overwrites) every layer's gradients into `grads` at the
   // layers' offsets and, when dx is non-null, ∂L/∂x [n x in].
   void Backward(std::span<const LayerSpec> layers, const T* params, const T* x, int n,
@@ -57,7 +57,9 @@ class CpuMlp {
   Mode mode_ = Mode::kTrain;
 };
 
-// The whole network. Not thread-safe; buffers are reused between batches.
+// The whole network. Not thread-safe (one caller); internally the layers run on
+// Eigen::nbThreads() row chunks when the work is large enough. Buffers are reused between
+// batches.
 template <typename T>
 class CpuEngine {
  public:
