@@ -28,9 +28,9 @@ struct IdColumn {
 // One mini-batch. The field vectors follow the order of the schema (DataConfig);
 // each field's table is named there.
 struct Batch {
-  size_t size = 0;              // number of samples
-  std::vector<float> labels;    // [size], 0 or 1
-  std::vector<uint64_t> users;  // [size], the key GAUC groups by (the user column)
+  size_t size = 0;                         // number of samples
+  std::vector<float> labels;               // [size], 0 or 1
+  std::vector<uint64_t> users;             // [size], the key GAUC groups by (the user column)
   std::vector<IdColumn> user_fields;       // user-profile fields; multi-valued are sum-pooled
   std::vector<IdColumn> candidate_fields;  // candidate ad fields, one ID per sample each
   // Behaviour lists, aligned one-to-one with candidate_fields (same tables). All have the
