@@ -8,6 +8,7 @@
 #include "common/allocator.h"
 #include "common/cluster.h"
 #include "common/config.h"
+#include "common/config_override.h"
 #include "common/placement.h"
 #include "ps/server.h"
 
@@ -20,10 +21,13 @@ int main(int argc, char** argv) {
   google::InitGoogleLogging(argv[0]);
   gflags::SetUsageMessage("parameter server of the DIN trainer (started by mpirun)");
   din::Cluster cluster(&argc, &argv);
+  // `--set PATH=VALUE` overrides, the same the workers apply (common/config_override.h).
+  auto overrides = din::ExtractRepeatedFlag("set", &argc, argv);
+  if (!overrides.ok()) cluster.Fail(overrides.status());
   gflags::ParseCommandLineFlags(&argc, &argv, true);
 
   if (FLAGS_config.empty()) cluster.Fail(din::Status::InvalidArgument("--config is required"));
-  auto cfg = din::LoadConfig(FLAGS_config);
+  auto cfg = din::LoadConfigWithOverrides(FLAGS_config, *overrides);
   if (!cfg.ok()) cluster.Fail(cfg.status());
 
   const int lanes = FLAGS_lanes > 0 ? FLAGS_lanes : din::DefaultLanes(cfg->ps());

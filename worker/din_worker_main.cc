@@ -1,14 +1,25 @@
 // din_worker: one worker process, started by mpirun next to the din_ps servers.
 //
+// --mode=train (default) runs the training loop (worker/trainer.h) over this worker's
+// part of data.train_path, evaluates on data.test_path and prints one JSON line of
+// figures from worker 0 at the end. `--set PATH=VALUE` (repeatable) overrides config
+// fields (common/config_override.h); give the servers the same overrides.
+//
 // --mode=selfcheck exercises the parameter servers end to end: every worker pulls a
 // block of IDs of its own (creating the rows), pushes known gradients, pulls again and
 // checks that each row moved exactly as the table's optimizer prescribes; it also checks
 // that evaluation pulls of unknown IDs read zeros and create nothing. Prints one JSON
 // line of figures from worker 0 and exits non-zero on any mismatch.
+#include <unistd.h>
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <memory>
+#include <sstream>
+#include <string>
 #include <vector>
 
 #include <gflags/gflags.h>
@@ -17,12 +28,19 @@
 #include "common/allocator.h"
 #include "common/cluster.h"
 #include "common/config.h"
+#include "common/config_override.h"
 #include "ps/optimizer.h"
 #include "ps/row_initializer.h"
+#include "worker/collective.h"
 #include "worker/ps_client.h"
+#include "worker/trainer.h"
 
 DEFINE_string(config, "", "training configuration (text-format TrainConfig, *.pbtxt)");
-DEFINE_string(mode, "selfcheck", "selfcheck: verify pull/push against the servers");
+DEFINE_string(mode, "train",
+              "train: the training loop; selfcheck: verify pull/push against the servers");
+DEFINE_string(progress, "auto",
+              "worker 0's progress: bar (redrawn line), log (a line every "
+              "trainer.log_every_seconds) or auto (bar when stderr is a terminal)");
 DEFINE_int32(ids, 100000, "selfcheck: IDs per worker and table");
 DEFINE_int32(rounds, 3, "selfcheck: push/pull rounds");
 
@@ -124,6 +142,41 @@ Status SelfCheck(const config::TrainConfig& cfg, Cluster& cluster) {
   return Status::Ok();
 }
 
+// din_gen writes bayes.json (the test set's Bayes-optimal metrics) next to test.tsv.
+std::string ReadBayesJson(const std::string& test_path) {
+  if (test_path.empty()) return "";
+  std::filesystem::path p(test_path);
+  std::error_code ec;
+  const auto dir = std::filesystem::is_directory(p, ec) ? p : p.parent_path();
+  std::ifstream in(dir / "bayes.json");
+  if (!in) return "";
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+Status Train(const config::TrainConfig& cfg, Cluster& cluster) {
+  DIN_ASSIGN_OR_RETURN(auto client, PsClient::Connect(cfg, cluster.servers()));
+  MpiCollective collective(cluster.role_comm());
+  Trainer::Options options;
+  options.progress_bar =
+      FLAGS_progress == "bar" || (FLAGS_progress == "auto" && isatty(STDERR_FILENO));
+  DIN_ASSIGN_OR_RETURN(auto trainer, Trainer::Create(cfg, client.get(), &collective, options));
+  if (cluster.role_rank() == 0)
+    LOG(INFO) << "training on " << cluster.num_workers() << " worker(s), " << cluster.num_servers()
+              << " server(s), backend " << trainer->backend().name() << ", "
+              << trainer->backend().params().size() << " dense parameters";
+  DIN_RETURN_IF_ERROR(trainer->Train());
+  if (cluster.role_rank() == 0) {
+    const std::string line =
+        SummaryJson(trainer->summary(), cfg, cluster.num_workers(), cluster.num_servers(),
+                    ReadBayesJson(cfg.data().test_path()));
+    std::printf("%s\n", line.c_str());
+    std::fflush(stdout);
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 }  // namespace din
 
@@ -132,14 +185,18 @@ int main(int argc, char** argv) {
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
   din::Cluster cluster(&argc, &argv);
+  auto overrides = din::ExtractRepeatedFlag("set", &argc, argv);
+  if (!overrides.ok()) cluster.Fail(overrides.status());
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   if (FLAGS_config.empty()) cluster.Fail(din::Status::InvalidArgument("--config is required"));
-  auto cfg = din::LoadConfig(FLAGS_config);
+  auto cfg = din::LoadConfigWithOverrides(FLAGS_config, *overrides);
   if (!cfg.ok()) cluster.Fail(cfg.status());
   din::Status st = cluster.Rendezvous(din::Role::kWorker, "", din::TablesFingerprint(*cfg));
   if (!st.ok()) cluster.Fail(st);
   if (FLAGS_mode == "selfcheck") {
     st = din::SelfCheck(*cfg, cluster);
+  } else if (FLAGS_mode == "train") {
+    st = din::Train(*cfg, cluster);
   } else {
     st = din::Status::InvalidArgument("unknown --mode " + FLAGS_mode);
   }
