@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""End-to-end training jobs under mpirun on localhost (launch/din-train), on data that
+din_gen generates with a known Bayes-optimal ceiling.
+
+  trainer_e2e.py SCENARIO --build BUILD_DIR --work WORK_DIR
+
+Scenarios (each one ctest test):
+  quality      DIN reaches a fraction of the Bayes GAUC; the SUM-pooling BaseModel stays
+               measurably below DIN.
+  shuffled     DIN trained on shuffled labels fails the quality threshold.
+  determinism  one worker, staleness 0: two runs give identical figures and dense weights.
+  workers      1 worker and 2 workers reach GAUCs within a tolerance.
+  staleness1   staleness 1 with ONLINE counts, 3 workers (unequal partitions), periodic
+               evaluation and a metrics file.
+  failures     a missing input file and a bad --set end the job non-zero, without a hang.
+
+Thresholds were set from measurements on this data (60k training rows, 2000 users,
+20000 items, seed 7; Bayes GAUC 0.8396) on a 2-core machine, with margin:
+  DIN (4 epochs, dense Adam lr 0.003):  GAUC 0.800-0.801 = 95.4% of Bayes -> require 93.5%
+                                        (0.785; SUM pooling, 92.5%, would fail it).
+  SUM pooling, same settings:           GAUC 0.777         -> require DIN - SUM >= 0.01.
+  shuffled labels:                      GAUC ~0.50         -> must stay below 93.5% of Bayes.
+  1 vs 2 workers:                       GAUC 0.8115 vs 0.8010 -> tolerance 0.025.
+  staleness 1, ONLINE, 3 workers:       GAUC 0.789 (94% of Bayes; fewer, larger steps and
+                                        smaller n_j early in epoch 1) -> require 90%.
+"""
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIG = os.path.join(ROOT, "launch", "configs", "quickstart.pbtxt")
+GEN = ["--rows", "60000", "--test_rows", "20000", "--users", "2000", "--items", "20000",
+       "--seed", "7"]
+# The settings the thresholds were measured with.
+COMMON = ["--epochs", "4", "--set", "model.dense_adam.learning_rate=0.003",
+          "--set", "trainer.backend=cpu"]
+QUALITY_FRACTION = 0.935
+SUM_GAP = 0.01
+WORKERS_TOLERANCE = 0.025
+STALENESS1_FRACTION = 0.90
+
+
+def fail(msg):
+    print("FAIL: " + msg, flush=True)
+    sys.exit(1)
+
+
+def data_dir(args):
+    d = os.path.join(args.work, "data")
+    if not os.path.exists(os.path.join(d, "bayes.json")):
+        os.makedirs(d, exist_ok=True)
+        subprocess.check_call([os.path.join(args.build, "tools", "din_gen"), "--out", d] + GEN,
+                              stdout=subprocess.DEVNULL)
+    return d
+
+
+def bayes(d):
+    with open(os.path.join(d, "bayes.json")) as f:
+        return json.load(f)
+
+
+def run(args, extra, servers=1, workers=2, expect_ok=True, timeout=150):
+    cmd = [sys.executable, os.path.join(ROOT, "launch", "din-train"), "--config", CONFIG,
+           "--servers", str(servers), "--workers", str(workers),
+           "--build-dir", args.build] + extra
+    t0 = time.time()
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       timeout=timeout)
+    secs = time.time() - t0
+    if not expect_ok:
+        return p
+    if p.returncode != 0:
+        print(p.stderr[-4000:])
+        fail("job exited %d: %s" % (p.returncode, " ".join(extra)))
+    lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
+    if len(lines) != 1:
+        print(p.stdout)
+        fail("expected exactly one JSON line on stdout, got %d" % len(lines))
+    r = json.loads(lines[0])
+    print("%5.1fs  %s\n       -> test_auc %.4f test_gauc %.4f logloss %.4f  %.0f samples/s"
+          % (secs, " ".join(extra), r["test_auc"], r["test_gauc"], r["test_logloss"],
+             r["train_samples_per_s"]), flush=True)
+    for key in ("train_rows", "epochs", "train_seconds", "train_samples_per_s", "test_auc",
+                "test_gauc", "test_logloss", "pull_ms_p50", "push_ms_p50"):
+        if key not in r:
+            fail("result line lacks " + key)
+    return r
+
+
+def data_args(d, train="train.tsv"):
+    return ["--train", os.path.join(d, train), "--test", os.path.join(d, "test.tsv")]
+
+
+def quality(args):
+    d = data_dir(args)
+    ceiling = bayes(d)["test_gauc"]
+    din = run(args, data_args(d) + COMMON, servers=2, workers=2)
+    if din["train_rows"] != 60000 or din["epochs"] != 4 or din["test_rows"] != 20000:
+        fail("unexpected row counts: %s" % din)
+    if abs(din["bayes_test_gauc"] - ceiling) > 1e-6:
+        fail("bayes_test_gauc not reported from bayes.json")
+    need = QUALITY_FRACTION * ceiling
+    print("DIN GAUC %.4f, Bayes %.4f, threshold %.4f (%.0f%%)"
+          % (din["test_gauc"], ceiling, need, 100 * QUALITY_FRACTION))
+    if not din["test_gauc"] >= need:
+        fail("DIN GAUC %.4f below %.4f" % (din["test_gauc"], need))
+    base = run(args, data_args(d) + COMMON + ["--set", "model.pooling=SUM"], servers=2,
+               workers=2)
+    print("SUM-pooling GAUC %.4f, DIN - SUM = %.4f (need >= %.3f)"
+          % (base["test_gauc"], din["test_gauc"] - base["test_gauc"], SUM_GAP))
+    if not din["test_gauc"] - base["test_gauc"] >= SUM_GAP:
+        fail("SUM pooling is not measurably below DIN")
+
+
+def shuffled(args):
+    d = data_dir(args)
+    shuffled_path = os.path.join(d, "train_shuffled.tsv")
+    if not os.path.exists(shuffled_path):
+        with open(os.path.join(d, "train.tsv")) as f:
+            lines = f.read().splitlines()
+        labels = [l.split("\t", 1)[0] for l in lines]
+        random.Random(3).shuffle(labels)
+        with open(shuffled_path + ".tmp", "w") as f:
+            for label, line in zip(labels, lines):
+                f.write(label + "\t" + line.split("\t", 1)[1] + "\n")
+        os.replace(shuffled_path + ".tmp", shuffled_path)
+    ceiling = bayes(d)["test_gauc"]
+    r = run(args, data_args(d, "train_shuffled.tsv") + COMMON)
+    need = QUALITY_FRACTION * ceiling
+    print("shuffled-label GAUC %.4f, quality threshold %.4f" % (r["test_gauc"], need))
+    if r["test_gauc"] >= need or r["test_gauc"] > 0.6:
+        fail("a model trained on shuffled labels passed the quality threshold")
+
+
+def determinism(args):
+    d = data_dir(args)
+    extra = data_args(d) + ["--epochs", "1", "--set", "trainer.backend=cpu",
+                            "--set", "trainer.staleness=0"]
+    a = run(args, extra, servers=2, workers=1)
+    b = run(args, extra, servers=2, workers=1)
+    for key in ("test_auc", "test_gauc", "test_logloss", "final_train_loss", "dense_checksum",
+                "steps", "samples_trained"):
+        if a[key] != b[key]:
+            fail("%s differs between two identical runs: %s vs %s" % (key, a[key], b[key]))
+    print("identical: test_auc %s, dense_checksum %s" % (a["test_auc"], a["dense_checksum"]))
+
+
+def workers(args):
+    d = data_dir(args)
+    one = run(args, data_args(d) + COMMON, servers=1, workers=1)
+    two = run(args, data_args(d) + COMMON, servers=1, workers=2)
+    diff = abs(one["test_gauc"] - two["test_gauc"])
+    print("GAUC 1 worker %.4f, 2 workers %.4f, |diff| %.4f (tolerance %.3f)"
+          % (one["test_gauc"], two["test_gauc"], diff, WORKERS_TOLERANCE))
+    if diff > WORKERS_TOLERANCE:
+        fail("1 and 2 workers disagree")
+
+
+def staleness1(args):
+    d = data_dir(args)
+    ceiling = bayes(d)["test_gauc"]
+    metrics = os.path.join(args.work, "metrics_staleness1.jsonl")
+    r = run(args, data_args(d) + COMMON + [
+        "--set", "trainer.staleness=1", "--set", "trainer.mba_mode=ONLINE",
+        "--set", "trainer.eval_every_steps=100", "--metrics", metrics], servers=2, workers=3)
+    if r["staleness"] != 1 or r["mba_mode"] != "ONLINE" or r["workers"] != 3:
+        fail("settings not applied: %s" % r)
+    if r["train_rows"] != 60000 or r["samples_trained"] != 4 * 60000:
+        fail("every training row must be seen once per epoch: %s" % r)
+    need = STALENESS1_FRACTION * ceiling
+    print("staleness 1 GAUC %.4f, threshold %.4f" % (r["test_gauc"], need))
+    if not r["test_gauc"] >= need:
+        fail("staleness 1 GAUC %.4f below %.4f" % (r["test_gauc"], need))
+    steps = evals = 0
+    with open(metrics) as f:
+        for line in f:
+            m = json.loads(line)
+            if "eval" in m:
+                evals += 1
+            else:
+                steps += 1
+                for key in ("loss", "samples_per_s", "pull_ms", "push_ms"):
+                    if key not in m:
+                        fail("metrics line lacks " + key)
+    if steps != r["steps"] or evals != r["steps"] // 100 + 1:
+        fail("metrics file: %d step lines, %d evaluations for %d steps" % (steps, evals,
+                                                                          r["steps"]))
+    print("metrics file: %d steps, %d evaluations" % (steps, evals))
+
+
+def failures(args):
+    d = data_dir(args)
+    cases = [
+        (["--train", os.path.join(d, "train.tsv"), "--set", "trainer.epochs=1",
+          "--set", "data.test_path=" + os.path.join(d, "missing.tsv")], "missing test file"),
+        (data_args(d) + ["--set", "model.no_such_field=1"], "unknown field"),
+        (data_args(d) + ["--set", "tables[shop].dim=8"], "unknown table"),
+    ]
+    for extra, what in cases:
+        t0 = time.time()
+        p = run(args, extra, expect_ok=False, timeout=120)
+        if p.returncode == 0:
+            fail("%s: the job exited 0" % what)
+        print("%s: exit %d after %.1fs: %s" % (what, p.returncode, time.time() - t0,
+                                              [l for l in p.stderr.splitlines()
+                                               if "failed" in l][:1]))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("scenario", choices=["quality", "shuffled", "determinism", "workers",
+                                         "staleness1", "failures"])
+    ap.add_argument("--build", required=True)
+    ap.add_argument("--work", required=True)
+    args = ap.parse_args()
+    args.build = os.path.abspath(args.build)
+    args.work = os.path.abspath(args.work)
+    os.makedirs(args.work, exist_ok=True)
+    globals()[args.scenario](args)
+    print("PASS " + args.scenario)
+
+
+if __name__ == "__main__":
+    main()
