@@ -94,3 +94,19 @@ TEST(ConfigOverrideTest, ExtractRepeatedFlag) {
 
 }  // namespace
 }  // namespace din
+
+namespace din {
+namespace {
+
+// Every shipped config parses and validates.
+TEST(ShippedConfigsTest, Parse) {
+  for (const char* name :
+       {"quickstart", "movielens", "amazon_electronics", "reference", "ps_demo"}) {
+    const std::string path = std::string(DIN_SOURCE_DIR) + "/launch/configs/" + name + ".pbtxt";
+    auto cfg = LoadConfig(path);
+    EXPECT_TRUE(cfg.ok()) << path << ": " << cfg.status().ToString();
+  }
+}
+
+}  // namespace
+}  // namespace din
