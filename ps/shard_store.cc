@@ -12,7 +12,9 @@ ShardStore::ShardStore(uint32_t dim, uint32_t state_floats, uint64_t expected_ro
       16, static_cast<uint64_t>(static_cast<double>(std::min<uint64_t>(expected_rows, kMaxRows)) /
                                 kMaxLoad) +
               1);
-  slots_.assign(want, 0);
+  slot_memory_ = HugeBuffer(want * sizeof(uint32_t));
+  slots_ = reinterpret_cast<uint32_t*>(slot_memory_.data());
+  capacity_ = want;
 }
 
 uint64_t ShardStore::HashOf(uint64_t key) {
@@ -25,7 +27,7 @@ uint64_t ShardStore::HashOf(uint64_t key) {
 uint32_t ShardStore::Find(uint64_t key) const {
   const uint64_t h = HashOf(key);
   const uint32_t tag = TagOf(h);
-  const size_t cap = slots_.size();
+  const size_t cap = capacity_;
   for (size_t i = SlotOf(h);; i = (i + 1 == cap) ? 0 : i + 1) {
     const uint32_t s = slots_[i];
     if (s == 0) return kNoRow;
@@ -39,7 +41,7 @@ uint32_t ShardStore::Find(uint64_t key) const {
 void ShardStore::FindWindow(const uint64_t* keys, size_t n, uint32_t* rows) const {
   uint64_t hash[kWindow];
   size_t pos[kWindow];
-  const size_t cap = slots_.size();
+  const size_t cap = capacity_;
   for (size_t i = 0; i < n; ++i) {
     hash[i] = HashOf(keys[i]);
     pos[i] = SlotOf(hash[i]);
@@ -75,7 +77,7 @@ void ShardStore::FindWindow(const uint64_t* keys, size_t n, uint32_t* rows) cons
 Result<uint32_t> ShardStore::FindOrInsert(uint64_t key, bool* inserted) {
   const uint64_t h = HashOf(key);
   const uint32_t tag = TagOf(h);
-  size_t cap = slots_.size();
+  size_t cap = capacity_;
   size_t i = SlotOf(h);
   for (;; i = (i + 1 == cap) ? 0 : i + 1) {
     const uint32_t s = slots_[i];
@@ -94,7 +96,7 @@ Result<uint32_t> ShardStore::FindOrInsert(uint64_t key, bool* inserted) {
   }
   if (static_cast<double>(size_ + 1) > kMaxLoad * static_cast<double>(cap)) {
     GrowIndex();
-    cap = slots_.size();
+    cap = capacity_;
     for (i = SlotOf(h); slots_[i] != 0; i = (i + 1 == cap) ? 0 : i + 1) {
     }
   }
@@ -109,18 +111,19 @@ Result<uint32_t> ShardStore::FindOrInsert(uint64_t key, bool* inserted) {
   return row;
 }
 
-void ShardStore::PlaceInto(std::vector<uint32_t>& slots, uint64_t hash, uint32_t row) {
-  const size_t cap = slots.size();
+void ShardStore::PlaceInto(uint32_t* slots, size_t cap, uint64_t hash, uint32_t row) {
   size_t i = static_cast<size_t>((static_cast<__uint128_t>(hash) * cap) >> 64);
   while (slots[i] != 0) i = (i + 1 == cap) ? 0 : i + 1;
   slots[i] = (TagOf(hash) << kTagShift) | (row + 1);
 }
 
 void ShardStore::GrowIndex() {
-  std::vector<uint32_t> bigger(slots_.size() + slots_.size() / 2 + 1, 0);
+  const uint64_t bigger_cap = capacity_ + capacity_ / 2 + 1;
+  HugeBuffer bigger_memory(bigger_cap * sizeof(uint32_t));
+  uint32_t* bigger = reinterpret_cast<uint32_t*>(bigger_memory.data());
   // Arena order: sequential reads of the keys, random writes of 4-byte slots, whose
   // cache lines are prefetched a window ahead.
-  const size_t cap = bigger.size();
+  const size_t cap = bigger_cap;
   uint64_t hash[kWindow];
   for (uint32_t base = 0; base < size_; base += kWindow) {
     const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(kWindow, size_ - base));
@@ -128,21 +131,22 @@ void ShardStore::GrowIndex() {
       hash[i] = HashOf(Key(base + i));
       __builtin_prefetch(&bigger[(static_cast<__uint128_t>(hash[i]) * cap) >> 64], 1);
     }
-    for (uint32_t i = 0; i < n; ++i) PlaceInto(bigger, hash[i], base + i);
+    for (uint32_t i = 0; i < n; ++i) PlaceInto(bigger, cap, hash[i], base + i);
   }
-  slots_.swap(bigger);
+  slot_memory_ = std::move(bigger_memory);
+  slots_ = bigger;
+  capacity_ = bigger_cap;
 }
 
 void ShardStore::AddChunk() {
   const uint64_t rows = uint64_t{1} << (kBaseBits + chunks_.size());
-  // Default-initialised: pages are committed by the kernel only when rows are written.
-  chunks_.emplace_back(new std::byte[rows * stride_]);
+  // Pages are committed by the kernel only when rows are written.
+  chunks_.emplace_back(rows * stride_);
   arena_rows_ += rows;
 }
 
 uint64_t ShardStore::MemoryBytes() const {
-  return slots_.size() * sizeof(uint32_t) + size_ * stride_ +
-         chunks_.capacity() * sizeof(chunks_[0]);
+  return capacity_ * sizeof(uint32_t) + size_ * stride_ + chunks_.capacity() * sizeof(chunks_[0]);
 }
 
 }  // namespace din

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "ps/huge_buffer.h"
 
 namespace din {
 
@@ -84,7 +85,7 @@ class ShardStore {
   // Memory the shard holds: index slots plus the arena rows in use (untouched arena
   // pages of the last chunk are not resident and not counted).
   uint64_t MemoryBytes() const;
-  uint64_t slot_capacity() const { return slots_.size(); }
+  uint64_t slot_capacity() const { return capacity_; }
 
   // The seam for dump and checkpoint: visits every row in creation order.
   // fn(uint64_t key, uint32_t count, const float* weights, const float* state).
@@ -105,25 +106,27 @@ class ShardStore {
   // them; the tag is taken from bits 32..35, which are independent of the slot.
   static uint32_t TagOf(uint64_t hash) { return static_cast<uint32_t>(hash >> 32) & 0xF; }
   size_t SlotOf(uint64_t hash) const {
-    return static_cast<size_t>((static_cast<__uint128_t>(hash) * slots_.size()) >> 64);
+    return static_cast<size_t>((static_cast<__uint128_t>(hash) * capacity_) >> 64);
   }
   std::byte* RowPtr(uint32_t row) const {
     const uint32_t chunk = std::bit_width((row >> kBaseBits) + 1) - 1;
     const uint32_t first = ((1u << chunk) - 1) << kBaseBits;
-    return chunks_[chunk].get() + static_cast<size_t>(row - first) * stride_;
+    return chunks_[chunk].data() + static_cast<size_t>(row - first) * stride_;
   }
   void GrowIndex();
   void AddChunk();
   // Inserts a row known to be absent into `slots` (used by growth).
-  static void PlaceInto(std::vector<uint32_t>& slots, uint64_t hash, uint32_t row);
+  static void PlaceInto(uint32_t* slots, size_t capacity, uint64_t hash, uint32_t row);
 
   const uint32_t dim_;
   const uint32_t state_floats_;
   const uint32_t stride_;
   uint64_t size_ = 0;
   uint64_t arena_rows_ = 0;  // rows the allocated chunks can hold
-  std::vector<uint32_t> slots_;
-  std::vector<std::unique_ptr<std::byte[]>> chunks_;
+  HugeBuffer slot_memory_;   // capacity_ slots of uint32, zero = empty
+  uint32_t* slots_ = nullptr;
+  uint64_t capacity_ = 0;
+  std::vector<HugeBuffer> chunks_;
 };
 
 }  // namespace din
