@@ -5,7 +5,9 @@
 //   (a) 1,000,000 distinct IDs x dim 16 in one request, pull then push (median of --reps),
 //   (b) 4,096 distinct IDs per request, --requests requests, one at a time: keys/s, p50/p99,
 // and the same shapes over a raw ZeroMQ round trip (a forked echo process that answers
-// with the same bytes and does no table work): the transport limit. Then
+// with the same bytes and does no table work): the transport limit; and against a
+// ps-lite-style baseline (a forked minimal summing store: unordered_map + float arena,
+// no optimizer state, no counts, one thread) with the same keys. Then
 //   (c) both workers run (b)'s pulls at once: aggregate keys/s.
 // Prints one JSON line (worker 0).
 #include <sys/wait.h>
@@ -15,8 +17,10 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <numeric>
 #include <random>
+#include <unordered_map>
 #include <vector>
 
 #include <gflags/gflags.h>
@@ -81,6 +85,52 @@ double Quantile(std::vector<double> v, double q) {
   }
 }
 
+// ---- The ps-lite-style baseline: the minimal summing store of a ZeroMQ+Protobuf PS
+// (std::unordered_map from key to a slot of one float arena, `dim` floats per key, no
+// optimizer state, no counts), one thread. A pull creates missing keys as zeros and
+// returns their values; a push adds the values.
+[[noreturn]] void MiniStore(int port_fd, int dim) {
+  zmq::context_t ctx;
+  zmq::socket_t sock(ctx, zmq::socket_type::router);
+  sock.set(zmq::sockopt::linger, 0);
+  sock.bind("tcp://127.0.0.1:*");
+  const std::string ep = sock.get(zmq::sockopt::last_endpoint);
+  (void)!write(port_fd, ep.data(), ep.size());
+  close(port_fd);
+  std::unordered_map<uint64_t, uint32_t> index;
+  std::vector<float> arena;
+  std::vector<zmq::message_t> frames;
+  for (;;) {
+    frames.clear();
+    if (!zmq::recv_multipart(sock, std::back_inserter(frames))) continue;
+    if (frames.size() == 1) _exit(0);
+    const size_t n = frames[2].size() / sizeof(uint64_t);
+    const auto* keys = static_cast<const uint64_t*>(frames[2].data());
+    sock.send(frames[0], zmq::send_flags::sndmore);
+    zmq::message_t header(16);
+    if (frames.size() == 3) {  // pull
+      sock.send(header, zmq::send_flags::sndmore);
+      zmq::message_t values(n * dim * sizeof(float));
+      auto* out = static_cast<float*>(values.data());
+      for (size_t i = 0; i < n; ++i) {
+        auto [it, fresh] = index.try_emplace(keys[i], static_cast<uint32_t>(arena.size() / dim));
+        if (fresh) arena.resize(arena.size() + dim, 0.0f);
+        std::memcpy(out + i * dim, &arena[size_t{it->second} * dim], dim * sizeof(float));
+      }
+      sock.send(values, zmq::send_flags::none);
+    } else {
+      const auto* g = static_cast<const float*>(frames[3].data());
+      for (size_t i = 0; i < n; ++i) {
+        auto it = index.find(keys[i]);
+        if (it == index.end()) continue;
+        float* w = &arena[size_t{it->second} * dim];
+        for (int j = 0; j < dim; ++j) w[j] += g[i * dim + j];
+      }
+      sock.send(header, zmq::send_flags::none);
+    }
+  }
+}
+
 struct RawClient {
   zmq::context_t ctx;
   zmq::socket_t sock{ctx, zmq::socket_type::dealer};
@@ -88,12 +138,16 @@ struct RawClient {
     sock.set(zmq::sockopt::linger, 0);
     sock.connect(ep);
   }
-  // One request/reply round trip of the given shape.
-  void RoundTrip(size_t n, int dim, bool push) {
+  // One request/reply round trip of the given shape (keys and gradients are copied in
+  // when given, for the baseline store; the echo ignores the bytes).
+  void RoundTrip(size_t n, int dim, bool push, const uint64_t* ids = nullptr,
+                 const float* g = nullptr) {
     zmq::message_t header(24), keys(n * sizeof(uint64_t));
+    if (ids != nullptr) std::memcpy(keys.data(), ids, n * sizeof(uint64_t));
     sock.send(header, zmq::send_flags::sndmore);
     if (push) {
       zmq::message_t grads(n * dim * sizeof(float));
+      if (g != nullptr) std::memcpy(grads.data(), g, n * dim * sizeof(float));
       sock.send(keys, zmq::send_flags::sndmore);
       sock.send(grads, zmq::send_flags::none);
     } else {
@@ -121,7 +175,8 @@ Status WorkerBarrier(Cluster& cluster) {
   return Cluster::WaitPolling(&req);
 }
 
-Status Run(const config::TrainConfig& cfg, Cluster& cluster, const std::string& raw_ep) {
+Status Run(const config::TrainConfig& cfg, Cluster& cluster, const std::string& raw_ep,
+           const std::string& base_ep) {
   const int dim = static_cast<int>(cfg.tables(0).dim());
   DIN_ASSIGN_OR_RETURN(auto client, PsClient::Connect(cfg, cluster.servers()));
   const int w = cluster.role_rank();
@@ -142,7 +197,7 @@ Status Run(const config::TrainConfig& cfg, Cluster& cluster, const std::string& 
     return std::span<const uint64_t>(shuffled.data() + start, small);
   };
 
-  char json[2048];
+  char json[4096];
   if (w == 0) {
     std::vector<double> pull_s, push_s;
     for (int r = 0; r < FLAGS_reps; ++r) {
@@ -186,7 +241,29 @@ Status Run(const config::TrainConfig& cfg, Cluster& cluster, const std::string& 
     for (int r = 0; r < FLAGS_requests; ++r) raw.RoundTrip(small, dim, true);
     auto r2 = Clock::now();
 
+    // The baseline store, same shapes and keys (its rows are created by a first pull).
+    RawClient base(base_ep);
+    base.RoundTrip(big, dim, false, pool.data());
+    std::vector<double> base_pull_big, base_push_big;
+    for (int r = 0; r < FLAGS_reps; ++r) {
+      auto t0 = Clock::now();
+      base.RoundTrip(big, dim, false, pool.data());
+      auto t1 = Clock::now();
+      base.RoundTrip(big, dim, true, pool.data(), grads.data());
+      base_pull_big.push_back(Sec(t0, t1));
+      base_push_big.push_back(Sec(t1, Clock::now()));
+    }
+    auto b0 = Clock::now();
+    for (int r = 0; r < FLAGS_requests; ++r) base.RoundTrip(small, dim, false, slice(r).data());
+    auto b1 = Clock::now();
+    for (int r = 0; r < FLAGS_requests; ++r)
+      base.RoundTrip(small, dim, true, slice(r).data(), grads.data());
+    auto b2 = Clock::now();
+
     const double keys_small = static_cast<double>(small) * FLAGS_requests;
+    const double base_pull_1m = big / Median(base_pull_big),
+                 base_push_1m = big / Median(base_push_big);
+    const double base_pull_4k = keys_small / Sec(b0, b1), base_push_4k = keys_small / Sec(b1, b2);
     const double pull_1m = big / Median(pull_s), push_1m = big / Median(push_s);
     const double pull_4k = keys_small / Sec(a0, a1), push_4k = keys_small / Sec(a1, a2);
     const double raw_pull_1m = big / Median(raw_pull_big), raw_push_1m = big / Median(raw_push_big);
@@ -200,7 +277,11 @@ Status Run(const config::TrainConfig& cfg, Cluster& cluster, const std::string& 
         "\"push_p99_us_4k\":%.0f,\"raw_pull_keys_per_s_1m\":%.0f,\"raw_push_keys_per_s_1m\":%.0f,"
         "\"raw_pull_keys_per_s_4k\":%.0f,\"raw_push_keys_per_s_4k\":%.0f,"
         "\"raw_ratio_pull_1m\":%.3f,\"raw_ratio_push_1m\":%.3f,\"raw_ratio_pull_4k\":%.3f,"
-        "\"raw_ratio_push_4k\":%.3f,\"raw_zmq_ratio\":%.3f",
+        "\"raw_ratio_push_4k\":%.3f,\"raw_zmq_ratio\":%.3f,"
+        "\"baseline_pull_keys_per_s_1m\":%.0f,\"baseline_push_keys_per_s_1m\":%.0f,"
+        "\"baseline_pull_keys_per_s_4k\":%.0f,\"baseline_push_keys_per_s_4k\":%.0f,"
+        "\"vs_baseline_pull_1m\":%.2f,\"vs_baseline_push_1m\":%.2f,"
+        "\"vs_baseline_pull_4k\":%.2f,\"vs_baseline_push_4k\":%.2f",
         pull_1m, push_1m, pull_1m * bytes_per_key_pull / 1e6, push_1m * (8 + 4 * dim) / 1e6,
         pull_4k, push_4k, 1e6 * Quantile(pull_lat, 0.5), 1e6 * Quantile(pull_lat, 0.99),
         1e6 * Quantile(push_lat, 0.5), 1e6 * Quantile(push_lat, 0.99), raw_pull_1m, raw_push_1m,
@@ -209,7 +290,9 @@ Status Run(const config::TrainConfig& cfg, Cluster& cluster, const std::string& 
         // The headline ratio: the geometric mean over the four shapes.
         std::pow((pull_1m / raw_pull_1m) * (push_1m / raw_push_1m) * (pull_4k / raw_pull_4k) *
                      (push_4k / raw_push_4k),
-                 0.25));
+                 0.25),
+        base_pull_1m, base_push_1m, base_pull_4k, base_push_4k, pull_1m / base_pull_1m,
+        push_1m / base_push_1m, pull_4k / base_pull_4k, push_4k / base_push_4k);
   }
 
   // (c) both workers pull 4k-key requests at once.
@@ -241,28 +324,39 @@ int main(int argc, char** argv) {
   gflags::ParseCommandLineFlags(&argc, &argv, false);
   auto cfg = din::LoadConfig(FLAGS_config);
   CHECK(cfg.ok()) << cfg.status().ToString();
-  // The raw echo process is forked before MPI starts (forking an MPI process is unsafe).
-  int fds[2];
-  PCHECK(pipe(fds) == 0);
-  const pid_t echo = fork();
-  if (echo == 0) {
+  // The raw echo and the baseline store are forked before MPI starts (forking an MPI
+  // process is unsafe).
+  const int dim = static_cast<int>(cfg->tables(0).dim());
+  auto spawn = [dim](void (*serve)(int, int), std::string* ep) {
+    int fds[2];
+    PCHECK(pipe(fds) == 0);
+    const pid_t pid = fork();
+    if (pid == 0) {
+      close(fds[0]);
+      serve(fds[1], dim);
+    }
+    close(fds[1]);
+    char buf[256] = {0};
+    PCHECK(read(fds[0], buf, sizeof(buf) - 1) > 0);
     close(fds[0]);
-    din::RawEcho(fds[1], static_cast<int>(cfg->tables(0).dim()));
-  }
-  close(fds[1]);
-  char ep[256] = {0};
-  PCHECK(read(fds[0], ep, sizeof(ep) - 1) > 0);
-  close(fds[0]);
+    *ep = buf;
+    return pid;
+  };
+  std::string ep, base_ep;
+  const pid_t echo = spawn(din::RawEcho, &ep);
+  const pid_t base = spawn(din::MiniStore, &base_ep);
 
   din::Status st;
   {
     din::Cluster cluster(&argc, &argv);
     st = cluster.Rendezvous(din::Role::kWorker, "", din::TablesFingerprint(*cfg));
-    if (st.ok()) st = din::Run(*cfg, cluster, ep);
+    if (st.ok()) st = din::Run(*cfg, cluster, ep, base_ep);
     if (!st.ok()) cluster.Fail(st);
     st = cluster.Barrier();
   }
-  kill(echo, SIGTERM);
-  waitpid(echo, nullptr, 0);
+  for (pid_t child : {echo, base}) {
+    kill(child, SIGTERM);
+    waitpid(child, nullptr, 0);
+  }
   return st.ok() ? 0 : 1;
 }
