@@ -398,7 +398,7 @@ void Trainer::Progress(bool force) {
   const bool bar = options_.progress_bar;
   if (!force && now - (bar ? last_bar_ : last_log_) < (bar ? 0.25 : tcfg_.log_every_seconds()))
     return;
-  const double elapsed = now - train_start_;
+  const double elapsed = now - train_start_ - summary_.eval_seconds;
   const double rate = (now - window_start_) > 0 ? window_samples_ / (now - window_start_) : 0;
   const double loss = window_samples_ ? window_loss_sum_ / window_samples_ : NAN;
   double auc = NAN;
@@ -443,6 +443,8 @@ Status Trainer::MaybeEvaluate(const char* why) {
   DIN_ASSIGN_OR_RETURN(EvalMetrics m, Evaluate());
   const double secs = Now() - t0;
   summary_.eval_seconds += secs;
+  // Progress rates count training time only.
+  window_start_ += secs;
   if (coll_->rank() == 0) {
     if (options_.progress_bar) std::fputc('\n', stderr);
     LOG(INFO) << "evaluation (" << why << " " << (std::string(why) == "step" ? step_ : epoch_ + 1)
