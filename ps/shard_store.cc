@@ -24,18 +24,24 @@ uint64_t ShardStore::HashOf(uint64_t key) {
   return Mix64(key) * 0x9e3779b97f4a7c15ULL;
 }
 
-uint32_t ShardStore::Find(uint64_t key) const {
-  const uint64_t h = HashOf(key);
-  const uint32_t tag = TagOf(h);
-  const size_t cap = capacity_;
-  for (size_t i = SlotOf(h);; i = (i + 1 == cap) ? 0 : i + 1) {
-    const uint32_t s = slots_[i];
+uint32_t ShardStore::Probe(const uint32_t* slots, uint64_t cap, uint64_t hash, uint64_t key) const {
+  const uint32_t tag = TagOf(hash);
+  for (size_t i = static_cast<size_t>((static_cast<__uint128_t>(hash) * cap) >> 64);;
+       i = (i + 1 == cap) ? 0 : i + 1) {
+    const uint32_t s = slots[i];
     if (s == 0) return kNoRow;
     if ((s >> kTagShift) == tag) {
       const uint32_t row = (s & kRowMask) - 1;
       if (Key(row) == key) return row;
     }
   }
+}
+
+uint32_t ShardStore::Find(uint64_t key) const {
+  const uint64_t h = HashOf(key);
+  const uint32_t row = Probe(slots_, capacity_, h, key);
+  if (row != kNoRow || old_slots_ == nullptr) return row;
+  return Probe(old_slots_, old_capacity_, h, key);
 }
 
 void ShardStore::FindWindow(const uint64_t* keys, size_t n, uint32_t* rows) const {
@@ -59,27 +65,20 @@ void ShardStore::FindWindow(const uint64_t* keys, size_t n, uint32_t* rows) cons
       }
     }
   }
-  // Third pass: the exact probe, now mostly from cache.
+  // Third pass: the exact probe, now mostly from cache; keys not yet drained from the
+  // old index are looked up there.
   for (size_t i = 0; i < n; ++i) {
-    const uint32_t tag = TagOf(hash[i]);
-    rows[i] = kNoRow;
-    for (size_t p = pos[i];; p = (p + 1 == cap) ? 0 : p + 1) {
-      const uint32_t s = slots_[p];
-      if (s == 0) break;
-      if ((s >> kTagShift) == tag && Key((s & kRowMask) - 1) == keys[i]) {
-        rows[i] = (s & kRowMask) - 1;
-        break;
-      }
-    }
+    rows[i] = Probe(slots_, capacity_, hash[i], keys[i]);
+    if (rows[i] == kNoRow && old_slots_ != nullptr)
+      rows[i] = Probe(old_slots_, old_capacity_, hash[i], keys[i]);
   }
 }
 
 Result<uint32_t> ShardStore::FindOrInsert(uint64_t key, bool* inserted) {
   const uint64_t h = HashOf(key);
   const uint32_t tag = TagOf(h);
-  size_t cap = capacity_;
   size_t i = SlotOf(h);
-  for (;; i = (i + 1 == cap) ? 0 : i + 1) {
+  for (;; i = (i + 1 == capacity_) ? 0 : i + 1) {
     const uint32_t s = slots_[i];
     if (s == 0) break;
     if ((s >> kTagShift) == tag) {
@@ -90,52 +89,66 @@ Result<uint32_t> ShardStore::FindOrInsert(uint64_t key, bool* inserted) {
       }
     }
   }
+  if (old_slots_ != nullptr) {
+    const uint32_t row = Probe(old_slots_, old_capacity_, h, key);
+    if (row != kNoRow) {
+      *inserted = false;
+      return row;
+    }
+  }
   if (size_ >= kMaxRows) {
     return Status::ResourceExhausted("shard is full: " + std::to_string(kMaxRows) +
                                      " rows (use more shards for this table)");
   }
-  if (static_cast<double>(size_ + 1) > kMaxLoad * static_cast<double>(cap)) {
-    GrowIndex();
-    cap = capacity_;
-    for (i = SlotOf(h); slots_[i] != 0; i = (i + 1 == cap) ? 0 : i + 1) {
-    }
-  }
   if (size_ == arena_rows_) AddChunk();
   const uint32_t row = static_cast<uint32_t>(size_++);
-  slots_[i] = (tag << kTagShift) | (row + 1);
   std::byte* p = RowPtr(row);
   std::memcpy(p, &key, sizeof(key));
   const uint32_t zero = 0;
   std::memcpy(p + 8, &zero, sizeof(zero));
+  const uint32_t slot = (tag << kTagShift) | (row + 1);
+  if (static_cast<double>(size_) > kMaxLoad * static_cast<double>(capacity_)) {
+    StartGrowth();
+    PlaceInto(slots_, capacity_, h, slot);
+  } else {
+    slots_[i] = slot;
+  }
+  if (old_slots_ != nullptr) Migrate(kMigratePerInsert);
   *inserted = true;
   return row;
 }
 
-void ShardStore::PlaceInto(uint32_t* slots, size_t cap, uint64_t hash, uint32_t row) {
+void ShardStore::PlaceInto(uint32_t* slots, size_t cap, uint64_t hash, uint32_t slot) {
   size_t i = static_cast<size_t>((static_cast<__uint128_t>(hash) * cap) >> 64);
   while (slots[i] != 0) i = (i + 1 == cap) ? 0 : i + 1;
-  slots[i] = (TagOf(hash) << kTagShift) | (row + 1);
+  slots[i] = slot;
 }
 
-void ShardStore::GrowIndex() {
-  const uint64_t bigger_cap = capacity_ + capacity_ / 2 + 1;
-  HugeBuffer bigger_memory(bigger_cap * sizeof(uint32_t));
-  uint32_t* bigger = reinterpret_cast<uint32_t*>(bigger_memory.data());
-  // Arena order: sequential reads of the keys, random writes of 4-byte slots, whose
-  // cache lines are prefetched a window ahead.
-  const size_t cap = bigger_cap;
-  uint64_t hash[kWindow];
-  for (uint32_t base = 0; base < size_; base += kWindow) {
-    const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(kWindow, size_ - base));
-    for (uint32_t i = 0; i < n; ++i) {
-      hash[i] = HashOf(Key(base + i));
-      __builtin_prefetch(&bigger[(static_cast<__uint128_t>(hash[i]) * cap) >> 64], 1);
-    }
-    for (uint32_t i = 0; i < n; ++i) PlaceInto(bigger, cap, hash[i], base + i);
+void ShardStore::StartGrowth() {
+  // A drain still in progress finishes first (it cannot, with kMigratePerInsert slots
+  // per insert and 0.4x the old capacity of inserts before the next growth).
+  if (old_slots_ != nullptr) Migrate(old_capacity_);
+  old_memory_ = std::move(slot_memory_);
+  old_slots_ = slots_;
+  old_capacity_ = capacity_;
+  migrate_pos_ = 0;
+  capacity_ = capacity_ + capacity_ / 2 + 1;
+  slot_memory_ = HugeBuffer(capacity_ * sizeof(uint32_t));
+  slots_ = reinterpret_cast<uint32_t*>(slot_memory_.data());
+}
+
+void ShardStore::Migrate(uint64_t n) {
+  const uint64_t end = std::min(old_capacity_, migrate_pos_ + n);
+  for (uint64_t p = migrate_pos_; p < end; ++p) {
+    const uint32_t s = old_slots_[p];
+    if (s != 0) PlaceInto(slots_, capacity_, HashOf(Key((s & kRowMask) - 1)), s);
   }
-  slot_memory_ = std::move(bigger_memory);
-  slots_ = bigger;
-  capacity_ = bigger_cap;
+  migrate_pos_ = end;
+  if (migrate_pos_ == old_capacity_) {
+    old_memory_ = HugeBuffer();
+    old_slots_ = nullptr;
+    old_capacity_ = 0;
+  }
 }
 
 void ShardStore::AddChunk() {
@@ -146,7 +159,8 @@ void ShardStore::AddChunk() {
 }
 
 uint64_t ShardStore::MemoryBytes() const {
-  return capacity_ * sizeof(uint32_t) + size_ * stride_ + chunks_.capacity() * sizeof(chunks_[0]);
+  return (capacity_ + old_capacity_) * sizeof(uint32_t) + size_ * stride_ +
+         chunks_.capacity() * sizeof(chunks_[0]);
 }
 
 }  // namespace din

@@ -7,11 +7,14 @@
 // packed with 4-byte alignment (the key is read with memcpy). The index is an
 // open-addressing table of 4-byte slots with linear probing: a slot holds a 4-bit
 // tag of the key's hash and the row number + 1 (0 = empty), so a probe compares keys
-// in the arena only when the tags agree (1 in 16 for a foreign key). The index grows by
-// 1.5x at a load factor of 0.8, by re-inserting rows in arena order: only the slots
-// move, and only this shard stalls (a server serves its other shards meanwhile).
-// Overhead beyond the payload is the 8-byte key plus 4/load-factor bytes of index,
-// i.e. 13 to 15.5 bytes per row.
+// in the arena only when the tags agree (1 in 16 for a foreign key).
+//
+// Growth is incremental: at a load factor of 0.8 a table 1.5x larger becomes the index
+// and the old one is drained into it kMigratePerInsert slots per later insert, so no
+// single call pays for re-indexing the whole shard. While draining, lookups try the new
+// index and then the old; a key is in exactly one of them. Overhead beyond the payload
+// is the 8-byte key plus 4/load-factor bytes of index, i.e. 13 to 15.5 bytes per row
+// (plus the old index, 4/0.8 bytes per row, while a drain is in progress).
 //
 // Thread safety: none. The server holds the shard's mutex around every call.
 #pragma once
@@ -86,6 +89,12 @@ class ShardStore {
   // pages of the last chunk are not resident and not counted).
   uint64_t MemoryBytes() const;
   uint64_t slot_capacity() const { return capacity_; }
+  // True while an old index is being drained into a larger one.
+  bool migrating() const { return old_slots_ != nullptr; }
+  // Finishes a drain in progress at once (frees the old index).
+  void CompleteGrowth() {
+    if (old_slots_ != nullptr) Migrate(old_capacity_);
+  }
 
   // The seam for dump and checkpoint: visits every row in creation order.
   // fn(uint64_t key, uint32_t count, const float* weights, const float* state).
@@ -113,10 +122,17 @@ class ShardStore {
     const uint32_t first = ((1u << chunk) - 1) << kBaseBits;
     return chunks_[chunk].data() + static_cast<size_t>(row - first) * stride_;
   }
-  void GrowIndex();
+  static constexpr uint64_t kMigratePerInsert = 8;
+
+  // The row of `key` in one index (the current or the draining one), or kNoRow.
+  uint32_t Probe(const uint32_t* slots, uint64_t cap, uint64_t hash, uint64_t key) const;
+  // Makes a 1.5x larger index current; the old one starts draining.
+  void StartGrowth();
+  // Moves up to `n` slots of the draining index into the current one.
+  void Migrate(uint64_t n);
   void AddChunk();
-  // Inserts a row known to be absent into `slots` (used by growth).
-  static void PlaceInto(uint32_t* slots, size_t capacity, uint64_t hash, uint32_t row);
+  // Stores slot value `slot` (tag + row) at the first free position for `hash`.
+  static void PlaceInto(uint32_t* slots, size_t capacity, uint64_t hash, uint32_t slot);
 
   const uint32_t dim_;
   const uint32_t state_floats_;
@@ -126,6 +142,10 @@ class ShardStore {
   HugeBuffer slot_memory_;   // capacity_ slots of uint32, zero = empty
   uint32_t* slots_ = nullptr;
   uint64_t capacity_ = 0;
+  HugeBuffer old_memory_;  // the index being drained (empty when none)
+  const uint32_t* old_slots_ = nullptr;
+  uint64_t old_capacity_ = 0;
+  uint64_t migrate_pos_ = 0;  // old slots below this have been moved
   std::vector<HugeBuffer> chunks_;
 };
 

@@ -75,6 +75,42 @@ TEST(ShardStoreTest, AdjacentAndAdversarialKeys) {
   }
 }
 
+TEST(ShardStoreTest, EveryKeyStaysFindableWhileTheIndexDrains) {
+  // Check after every insert, through several growths: the newest key, a spread of older
+  // keys (some drained to the new index, some still in the old one) and FindWindow.
+  ShardStore store(2, 0);
+  std::vector<uint64_t> keys;
+  std::mt19937_64 rng(5);
+  int growths_seen_migrating = 0;
+  for (int i = 0; i < 60000; ++i) {
+    const uint64_t key = rng();
+    bool inserted;
+    auto row = store.FindOrInsert(key, &inserted);
+    ASSERT_TRUE(row.ok());
+    ASSERT_TRUE(inserted);
+    store.Weights(*row)[0] = static_cast<float>(i);
+    keys.push_back(key);
+    if (store.migrating()) ++growths_seen_migrating;
+    for (int probe = 0; probe < 8; ++probe) {
+      const size_t j = (static_cast<size_t>(i) * 7919 + probe * 104729) % keys.size();
+      const uint32_t r = store.Find(keys[j]);
+      ASSERT_NE(r, ShardStore::kNoRow) << "key " << j << " lost after insert " << i;
+      ASSERT_EQ(store.Weights(r)[0], static_cast<float>(j));
+    }
+    if (i % 97 == 0) {
+      uint32_t rows[ShardStore::kWindow];
+      const size_t start =
+          keys.size() > ShardStore::kWindow ? keys.size() - ShardStore::kWindow : 0;
+      const size_t n = keys.size() - start;
+      store.FindWindow(keys.data() + start, n, rows);
+      for (size_t k = 0; k < n; ++k) ASSERT_EQ(store.Weights(rows[k])[0], float(start + k));
+    }
+  }
+  EXPECT_GT(growths_seen_migrating, 0);
+  for (size_t j = 0; j < keys.size(); ++j)
+    ASSERT_EQ(store.Weights(store.Find(keys[j]))[0], float(j));
+}
+
 TEST(ShardStoreTest, CountsSaturate) {
   ShardStore store(2, 0);
   bool inserted;
