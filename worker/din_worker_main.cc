@@ -168,6 +168,8 @@ Status Train(const config::TrainConfig& cfg, Cluster& cluster) {
               << trainer->backend().params().size() << " dense parameters";
   DIN_RETURN_IF_ERROR(trainer->Train());
   if (cluster.role_rank() == 0) {
+    DIN_ASSIGN_OR_RETURN(auto stats, client->Stats());
+    for (const auto& s : stats) trainer->mutable_summary().server_rows += s.rows();
     const std::string line =
         SummaryJson(trainer->summary(), cfg, cluster.num_workers(), cluster.num_servers(),
                     ReadBayesJson(cfg.data().test_path()));

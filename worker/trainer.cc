@@ -584,9 +584,11 @@ std::string SummaryJson(const TrainSummary& s, const config::TrainConfig& cfg, i
        ",\"push_ms_p99\":" + Num(s.push_ms_p99, "%.3f") +
        ",\"allreduce_ms_p50\":" + Num(s.allreduce_ms_p50, "%.3f") +
        ",\"step_ms_p50\":" + Num(s.step_ms_p50, "%.3f") +
-       ",\"bad_lines\":" + std::to_string(s.bad_lines) + ",\"workers\":" + std::to_string(workers) +
-       ",\"servers\":" + std::to_string(servers) + ",\"backend\":\"" + s.backend + "\"" +
-       ",\"pooling\":\"" + config::ModelConfig::Pooling_Name(cfg.model().pooling()) + "\"" +
+       ",\"bad_lines\":" + std::to_string(s.bad_lines) +
+       ",\"server_rows\":" + std::to_string(s.server_rows) +
+       ",\"workers\":" + std::to_string(workers) + ",\"servers\":" + std::to_string(servers) +
+       ",\"backend\":\"" + s.backend + "\"" + ",\"pooling\":\"" +
+       config::ModelConfig::Pooling_Name(cfg.model().pooling()) + "\"" +
        ",\"staleness\":" + std::to_string(cfg.trainer().staleness()) + ",\"mba_mode\":\"" +
        config::TrainerConfig::MbaMode_Name(cfg.trainer().mba_mode()) + "\"" +
        ",\"batch_size\":" + std::to_string(cfg.data().batch_size()) + ",\"dense_checksum\":\"";

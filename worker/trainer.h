@@ -14,7 +14,9 @@
 //
 // Evaluation is collective: every worker predicts its part of the test set (evaluation
 // pulls create no rows), the predictions are gathered to worker 0 and the metrics are
-// computed there exactly over all of them.
+// computed there exactly over all of them. It first replaces every worker's Dice running
+// statistics (each saw only its own batches) by their mean, so they are identical from
+// then on.
 //
 // Thread safety: none; the thread that created the Trainer makes every call. The
 // Trainer does not own the PsClient or the Collective.
@@ -64,6 +66,7 @@ struct TrainSummary {
   double allreduce_ms_p50 = 0, step_ms_p50 = 0;
   uint64_t bad_lines = 0;       // skipped malformed training lines, all workers
   uint64_t dense_checksum = 0;  // of the final dense parameters and Dice statistics
+  uint64_t server_rows = 0;     // rows on all servers at the end (set by the caller)
   std::string backend;
 };
 
@@ -93,6 +96,7 @@ class Trainer {
   Result<EvalMetrics> Evaluate();
 
   const TrainSummary& summary() const { return summary_; }
+  TrainSummary& mutable_summary() { return summary_; }
   model::ModelBackend& backend() { return *backend_; }
   void set_push_observer(PushObserver observer) { push_observer_ = std::move(observer); }
 

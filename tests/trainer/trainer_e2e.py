@@ -6,7 +6,7 @@ din_gen generates with a known Bayes-optimal ceiling.
 
 Scenarios (each one ctest test):
   quality      DIN reaches a fraction of the Bayes GAUC; the SUM-pooling BaseModel stays
-               measurably below DIN.
+               measurably below DIN; the servers hold exactly the training IDs' rows.
   shuffled     DIN trained on shuffled labels fails the quality threshold.
   determinism  one worker, staleness 0: two runs give identical figures and dense weights.
   workers      1 worker and 2 workers reach GAUCs within a tolerance.
@@ -108,8 +108,21 @@ def quality(args):
         fail("unexpected row counts: %s" % din)
     if abs(din["bayes_test_gauc"] - ceiling) > 1e-6:
         fail("bayes_test_gauc not reported from bayes.json")
+    # Rows on the servers: exactly the training data's distinct IDs per table (PREPASS
+    # counts create them); evaluation pulls of test-only IDs create none.
+    distinct = [set(), set(), set()]
+    with open(os.path.join(d, "train.tsv")) as f:
+        for line in f:
+            c = line.rstrip("\n").split("\t")
+            distinct[0].add(c[1])
+            distinct[1].update([c[2]] + [x for x in c[4].split(",") if x])
+            distinct[2].update([c[3]] + [x for x in c[5].split(",") if x])
+    expect_rows = sum(len(x) for x in distinct)
+    if din["server_rows"] != expect_rows:
+        fail("servers hold %d rows, the training data has %d distinct IDs"
+             % (din["server_rows"], expect_rows))
     need = QUALITY_FRACTION * ceiling
-    print("DIN GAUC %.4f, Bayes %.4f, threshold %.4f (%.0f%%)"
+    print("DIN GAUC %.4f, Bayes %.4f, threshold %.4f (%.1f%%)"
           % (din["test_gauc"], ceiling, need, 100 * QUALITY_FRACTION))
     if not din["test_gauc"] >= need:
         fail("DIN GAUC %.4f below %.4f" % (din["test_gauc"], need))
