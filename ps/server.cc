@@ -7,6 +7,7 @@
 
 #include "common/hash.h"
 #include "common/wire.h"
+#include "ps/dump_writer.h"
 
 #include <zmq_addon.hpp>
 
@@ -68,6 +69,7 @@ size_t FramesFor(wire::Op op) {
       return 3;
     case wire::STATS:
     case wire::PING:
+    case wire::DUMP:
       return 1;
     default:
       return 0;
@@ -243,6 +245,47 @@ Status LaneHandler::PushCounts(const Segments& segs, std::span<const uint64_t> k
   return Status::Ok();
 }
 
+void LaneHandler::Dump(const wire::DumpRequest& req, wire::ReplyHeader* rh) {
+  auto fail = [&](wire::Code code, const std::string& why) {
+    rh->clear_dump_parts();
+    rh->set_code(code);
+    rh->set_error("server " + std::to_string(server_) + " lane " + std::to_string(lane_) +
+                  ": dump: " + why);
+  };
+  if (req.dir().empty()) return fail(wire::INVALID_REQUEST, "no directory given");
+  for (uint32_t t : req.text_tables())
+    if (t >= tables_.size()) return fail(wire::INVALID_REQUEST, "unknown table index");
+  for (uint32_t t : req.count_tables())
+    if (t >= tables_.size()) return fail(wire::INVALID_REQUEST, "unknown table index");
+  for (size_t t = 0; t < shards_.size(); ++t) {
+    ShardDumpSpec spec;
+    spec.dir = req.dir();
+    spec.table = tables_[t].name;
+    spec.shards = tables_[t].shards;
+    spec.text =
+        std::find(req.text_tables().begin(), req.text_tables().end(), t) != req.text_tables().end();
+    spec.counts = std::find(req.count_tables().begin(), req.count_tables().end(), t) !=
+                  req.count_tables().end();
+    for (uint32_t s = 0; s < shards_[t].size(); ++s) {
+      const ShardStore* store = shards_[t][s].get();
+      if (store == nullptr) continue;
+      spec.shard = s;
+      Result<std::vector<ManifestFile>> files = DumpShard(*store, spec);
+      if (!files.ok()) return fail(wire::INTERNAL, files.status().ToString());
+      wire::DumpPart* part = rh->add_dump_parts();
+      part->set_table(static_cast<uint32_t>(t));
+      part->set_shard(s);
+      part->set_rows(store->size());
+      for (const ManifestFile& f : *files) {
+        wire::DumpFile* df = part->add_files();
+        df->set_name(f.name);
+        df->set_bytes(f.bytes);
+        df->set_xxh64(f.xxh64);
+      }
+    }
+  }
+}
+
 std::vector<zmq::message_t> LaneHandler::Handle(std::vector<zmq::message_t>& frames) {
   wire::RequestHeader h;
   wire::ReplyHeader rh;
@@ -289,6 +332,9 @@ std::vector<zmq::message_t> LaneHandler::Handle(std::vector<zmq::message_t>& fra
           st->set_row_bytes(store->row_bytes());
         }
       }
+      break;
+    case wire::DUMP:
+      Dump(h.dump(), &rh);
       break;
     default:
       break;

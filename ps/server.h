@@ -67,6 +67,9 @@ class LaneHandler {
   Status PushCounts(const Segments& segs, std::span<const uint64_t> keys,
                     std::span<const uint32_t> counts);
   uint32_t Materialize(int table, ShardStore* store, uint64_t key, Status* status);
+  // Writes every shard of this lane as dump parts (ps/dump_writer.h) and lists them in
+  // rh->dump_parts; a failure becomes an INTERNAL reply naming the file.
+  void Dump(const wire::DumpRequest& req, wire::ReplyHeader* rh);
 
   const std::vector<TableSpec>& tables_;
   const Placement& placement_;

@@ -293,6 +293,8 @@ Status PsClient::Receive(int dest) {
   }
   if (p.stats != nullptr)
     for (const auto& st : rh.stats()) p.stats->push_back(st);
+  if (p.dump_parts != nullptr)
+    for (const auto& part : rh.dump_parts()) p.dump_parts->push_back(part);
   if (p.op == wire::PULL) {
     const DestPlan& dp = p.plans[plan];
     uint64_t floats = 0;
@@ -377,6 +379,44 @@ Result<std::vector<wire::ShardStats>> PsClient::Stats() {
   pending_.emplace(id, std::move(p));
   DIN_RETURN_IF_ERROR(Wait(id));
   return stats;
+}
+
+Result<std::vector<wire::DumpPart>> PsClient::Dump(const std::string& dir,
+                                                   const DumpOptions& options) {
+  if (dir.empty()) return Status::InvalidArgument("dump: no directory given");
+  std::vector<wire::DumpPart> parts;
+  const Handle id = next_id_++;
+  Pending p;
+  p.op = wire::DUMP;
+  p.deadline = Clock::now() + options.timeout;
+  p.dump_parts = &parts;
+  wire::RequestHeader h;
+  h.set_version(wire::CURRENT_VERSION);
+  h.set_op(wire::DUMP);
+  h.set_request_id(id);
+  h.mutable_dump()->set_dir(dir);
+  for (int t = 0; t < cfg_.tables_size(); ++t) {
+    if (cfg_.tables(t).dump_format() == config::TableConfig::TEXT)
+      h.mutable_dump()->add_text_tables(static_cast<uint32_t>(t));
+    else if (cfg_.tables(t).dump_counts())
+      h.mutable_dump()->add_count_tables(static_cast<uint32_t>(t));
+  }
+  for (int d = 0; d < placement_.num_dests(); ++d) {
+    zmq::message_t header = EncodeFrame(h);
+    if (!sockets_[d].send(header, zmq::send_flags::dontwait))
+      return Status::Unavailable("cannot send to " + DescribeDest(d));
+    p.plans.push_back(DestPlan{d, {}, {}});
+  }
+  p.remaining = static_cast<int>(p.plans.size());
+  p.done.assign(p.plans.size(), false);
+  pending_.emplace(id, std::move(p));
+  // Wait() reports a timeout with the request timeout; name the dump's own.
+  const auto saved = timeout_;
+  timeout_ = options.timeout;
+  Status st = Wait(id);
+  timeout_ = saved;
+  DIN_RETURN_IF_ERROR(st);
+  return parts;
 }
 
 }  // namespace din

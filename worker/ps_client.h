@@ -61,6 +61,12 @@ struct CountSpec {
   std::span<const uint32_t> counts;  // added to n_j, saturating
 };
 
+struct DumpOptions {
+  // How long Dump() waits for every lane to finish writing: a large table takes longer
+  // than ps.request_timeout_ms to write.
+  std::chrono::milliseconds timeout{std::chrono::hours(1)};
+};
+
 class PsClient {
  public:
   using Handle = uint64_t;
@@ -82,6 +88,14 @@ class PsClient {
   Status Wait(Handle handle);
   // Rows and bytes per shard, from every lane (synchronous).
   Result<std::vector<wire::ShardStats>> Stats();
+  // Asks every lane of every server to write the shards it serves as dump parts under
+  // `dir` (ps/dump_writer.h; NPY or TEXT and counts per table from the config's
+  // dump_format and dump_counts) and blocks until all lanes replied or options.timeout
+  // passed. `dir` is sent as given: a relative path resolves against each server's
+  // working directory. Returns one DumpPart per (table, shard), in no particular order.
+  // Writes no MANIFEST: see DumpTables (worker/dump_manifest.h).
+  Result<std::vector<wire::DumpPart>> Dump(const std::string& dir,
+                                           const DumpOptions& options = {});
 
   const Placement& placement() const { return placement_; }
   void set_timeout(std::chrono::milliseconds t) { timeout_ = t; }
@@ -108,6 +122,7 @@ class PsClient {
     Status status;
     std::chrono::steady_clock::time_point deadline;
     std::vector<wire::ShardStats>* stats = nullptr;
+    std::vector<wire::DumpPart>* dump_parts = nullptr;
   };
   // What one entry of a request contributes: its table, unique IDs and, for pushes,
   // the per-key payload (floats per key = dim, or one uint32 count).

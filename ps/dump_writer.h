@@ -1,0 +1,84 @@
+// Writing the rows of a shard as embedding-dump parts (layout: common/dump_format.h).
+//
+// A part is written streaming: the NPY headers carry the row count known up front, then
+// one pass over the shard's rows (ShardStore::ForEachRow, creation order) appends each
+// row to every file of the part through a buffered writer that also computes the file's
+// XXH64. No copy of the table is made; memory is one buffer per open file. Files are
+// fsync'ed, then their directory, before DumpShard returns.
+//
+// Thread safety: DumpShard reads the store without a lock, so the caller must be the
+// only user of the store for the duration (a server lane calls it from its own thread).
+// Different shards may be dumped from different threads at once, also into the same
+// table directory.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/dump_format.h"
+#include "common/status.h"
+#include "ps/shard_store.h"
+
+namespace din {
+
+// A file written through a buffer, checksummed (XXH64 of all bytes written) and made
+// durable by Close(). Errors name the file.
+class DumpFileWriter {
+ public:
+  static constexpr size_t kBufferBytes = 1 << 20;
+
+  // Creates or truncates `path`.
+  static Result<std::unique_ptr<DumpFileWriter>> Create(const std::string& path);
+  ~DumpFileWriter();  // closes without syncing when Close() was not called
+  DumpFileWriter(const DumpFileWriter&) = delete;
+  DumpFileWriter& operator=(const DumpFileWriter&) = delete;
+
+  // Appends n bytes. A write error is kept and returned by this and later calls.
+  Status Append(const void* data, size_t n) {
+    if (n <= kBufferBytes - used_) {
+      std::memcpy(buffer_.get() + used_, data, n);
+      used_ += n;
+      return Status::Ok();
+    }
+    return AppendSlow(data, n);
+  }
+  // Writes what is buffered, fsyncs and closes the file.
+  Status Close();
+
+  uint64_t bytes() const { return bytes_ + used_; }
+  // The checksum of the whole file; valid after Close().
+  uint64_t xxh64() const { return hash_.Digest(); }
+  const std::string& path() const { return path_; }
+
+ private:
+  DumpFileWriter(std::string path, int fd);
+  Status AppendSlow(const void* data, size_t n);
+  Status WriteOut(const char* data, size_t n);  // hashes and writes n bytes
+
+  const std::string path_;
+  int fd_;
+  std::unique_ptr<char[]> buffer_;
+  size_t used_ = 0;
+  uint64_t bytes_ = 0;  // written to the file so far
+  Xxh64 hash_;
+  Status error_;
+};
+
+struct ShardDumpSpec {
+  std::string dir;    // the dump directory; the part goes to dir/table/
+  std::string table;  // must pass CheckDumpTableName
+  uint32_t shard = 0;
+  uint32_t shards = 1;
+  bool text = false;    // part-SSSSS-of-NNNNN.txt instead of .ids.npy + .emb.npy
+  bool counts = false;  // also .count.npy (NPY only)
+};
+
+// Writes one part of `spec.table` from `store` (its dim is the table's dim) and returns
+// its files, named relative to spec.dir, with sizes and checksums. Creates dir/table.
+Result<std::vector<ManifestFile>> DumpShard(const ShardStore& store, const ShardDumpSpec& spec);
+
+}  // namespace din

@@ -1,0 +1,395 @@
+// din_dump: reads an embedding dump (layout: common/dump_format.h).
+//
+//   din_dump inspect DIR                         tables, rows, dims; verifies every file
+//   din_dump lookup DIR --table T --ids 1,2,3    prints "id<TAB>v1 v2 ..." per ID
+//   din_dump to-text DIR --table T               prints every row of T the same way
+//
+// inspect checks that _SUCCESS exists, that every file the MANIFEST lists is there with
+// its size and XXH64, that NPY headers have the dtype and shape the MANIFEST implies,
+// that text parts have one well-formed line per row, and that every ID sits in the
+// part its shard names. It exits non-zero on any problem, after listing all of them.
+// lookup finds an ID's part with ShardOf(id, shards) (common/hash.h) and exits 1 when
+// an ID is not in the table.
+#include <charconv>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "common/dump_format.h"
+#include "common/hash.h"
+#include "common/status.h"
+
+namespace din {
+namespace {
+
+constexpr size_t kChunk = 1 << 20;
+
+struct FileCloser {
+  void operator()(std::FILE* f) const {
+    if (f != nullptr) std::fclose(f);
+  }
+};
+using File = std::unique_ptr<std::FILE, FileCloser>;
+
+Result<File> Open(const std::string& path) {
+  File f(std::fopen(path.c_str(), "rb"));
+  if (!f) return Status::IoError("cannot open " + path + ": " + std::strerror(errno));
+  return f;
+}
+
+Result<Manifest> LoadDump(const std::string& dir) {
+  const std::string path = dir + "/" + kManifestName;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status::NotFound("no " + path + " (not a dump directory?)");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  DIN_ASSIGN_OR_RETURN(Manifest m, ParseManifest(ss.str(), path));
+  if (!std::filesystem::exists(dir + "/" + kSuccessName))
+    return Status::NotFound("no " + dir + "/" + kSuccessName +
+                            ": the dump is incomplete (still being written, or it failed)");
+  return m;
+}
+
+std::string Hex(uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+void AppendRow(uint64_t id, const float* w, uint32_t dim, std::string* out) {
+  char buf[32];
+  out->append(buf, std::to_chars(buf, buf + sizeof(buf), id).ptr);
+  for (uint32_t d = 0; d < dim; ++d) {
+    out->push_back(d == 0 ? '\t' : ' ');
+    out->append(buf, std::to_chars(buf, buf + sizeof(buf), w[d]).ptr);
+  }
+}
+
+// Parses one text-part line "id<TAB>v1 v2 ...".
+bool ParseTextRow(const std::string& line, uint32_t dim, uint64_t* id, std::vector<float>* w) {
+  const char* p = line.data();
+  const char* end = p + line.size();
+  auto r = std::from_chars(p, end, *id);
+  if (r.ec != std::errc() || r.ptr == end || *r.ptr != '\t') return false;
+  p = r.ptr + 1;
+  w->resize(dim);
+  for (uint32_t d = 0; d < dim; ++d) {
+    if (d > 0) {
+      if (p == end || *p != ' ') return false;
+      ++p;
+    }
+    auto f = std::from_chars(p, end, (*w)[d]);
+    if (f.ec != std::errc()) return false;
+    p = f.ptr;
+  }
+  return p == end;
+}
+
+// ---- inspect -----------------------------------------------------------------------
+
+class Inspector {
+ public:
+  explicit Inspector(std::string dir) : dir_(std::move(dir)) {}
+
+  int Run() {
+    Result<Manifest> m = LoadDump(dir_);
+    if (!m.ok()) {
+      std::fprintf(stderr, "din_dump inspect: %s\n", m.status().ToString().c_str());
+      return 1;
+    }
+    std::printf("dump %s: step %llu, %zu tables\n", dir_.c_str(),
+                static_cast<unsigned long long>(m->step), m->tables.size());
+    uint64_t files = 0;
+    for (const ManifestTable& t : m->tables) {
+      std::printf("  table %s: dim %u, shards %u, rows %llu, format %s%s\n", t.name.c_str(), t.dim,
+                  t.shards, static_cast<unsigned long long>(t.rows), t.text ? "text" : "npy",
+                  t.counts ? " + counts" : "");
+      uint64_t rows = 0;
+      for (const ManifestPart& p : t.parts) {
+        rows += p.rows;
+        CheckPart(t, p);
+        files += p.files.size();
+      }
+      if (rows != t.rows)
+        Problem("table " + t.name + ": parts hold " + std::to_string(rows) + " rows, table line " +
+                std::to_string(t.rows));
+    }
+    if (problems_ > 0) {
+      std::fprintf(stderr, "din_dump inspect: %s: %d problem(s)\n", dir_.c_str(), problems_);
+      return 1;
+    }
+    std::printf("OK: %llu files verified\n", static_cast<unsigned long long>(files));
+    return 0;
+  }
+
+ private:
+  void Problem(const std::string& what) {
+    ++problems_;
+    std::fprintf(stderr, "PROBLEM: %s\n", what.c_str());
+  }
+
+  void CheckPart(const ManifestTable& t, const ManifestPart& p) {
+    const std::string stem = t.name + "/" + DumpPartStem(p.shard, t.shards);
+    std::vector<std::string> want;
+    if (t.text) {
+      want = {stem + ".txt"};
+    } else {
+      want = {stem + ".ids.npy", stem + ".emb.npy"};
+      if (t.counts) want.push_back(stem + ".count.npy");
+    }
+    std::vector<std::string> have;
+    for (const auto& f : p.files) have.push_back(f.name);
+    if (have != want) {
+      std::string list;
+      for (const auto& w : want) list += " " + w;
+      Problem("part " + stem + ": MANIFEST lists other files than expected:" + list);
+    }
+    for (const ManifestFile& f : p.files) CheckFile(t, p, f);
+  }
+
+  void CheckFile(const ManifestTable& t, const ManifestPart& p, const ManifestFile& mf) {
+    const std::string path = dir_ + "/" + mf.name;
+    Result<File> f = Open(path);
+    if (!f.ok()) return Problem(f.status().message());
+    std::error_code ec;
+    const uint64_t size = std::filesystem::file_size(path, ec);
+    if (ec) return Problem("cannot stat " + path);
+    if (size != mf.bytes)
+      Problem(path + ": " + std::to_string(size) + " bytes, MANIFEST says " +
+              std::to_string(mf.bytes) + (size < mf.bytes ? " (truncated)" : ""));
+    const bool ids = mf.name.ends_with(".ids.npy");
+    const bool npy = mf.name.ends_with(".npy");
+    NpyInfo info;
+    if (npy) {
+      Result<NpyInfo> h = ReadNpyHeader(f->get(), path);
+      if (!h.ok()) return Problem(h.status().message());
+      info = *h;
+      std::string descr = "<u8";
+      std::vector<uint64_t> shape = {p.rows};
+      if (mf.name.ends_with(".emb.npy")) descr = "<f4", shape = {p.rows, t.dim};
+      if (mf.name.ends_with(".count.npy")) descr = "<u4";
+      if (info.descr != descr || info.shape != shape)
+        Problem(path + ": dtype " + info.descr + " shape of " + std::to_string(info.shape.size()) +
+                " dims, expected " + descr + " " + (shape.size() == 1 ? "[rows]" : "[rows, dim]") +
+                " with rows " + std::to_string(p.rows));
+      if (info.header_bytes + info.elements() * info.item_bytes() != size)
+        Problem(path + ": " + std::to_string(size) + " bytes do not hold the " +
+                std::to_string(info.elements()) + " elements its header declares");
+      std::rewind(f->get());
+    }
+    // One pass: the checksum of every byte, and for IDs and text the shard of every ID.
+    Xxh64 hash;
+    std::vector<char> buf(kChunk);
+    uint64_t offset = 0, misplaced = 0, lines = 0, bad_lines = 0;
+    std::string line;
+    std::vector<float> w;
+    for (;;) {
+      const size_t n = std::fread(buf.data(), 1, buf.size(), f->get());
+      if (n == 0) break;
+      hash.Update(buf.data(), n);
+      if (ids) {
+        // The header is 64-byte aligned and chunks are whole IDs, so IDs never straddle.
+        for (size_t i = 0; i + 8 <= n; i += 8) {
+          if (offset + i < info.header_bytes) continue;
+          uint64_t id;
+          std::memcpy(&id, buf.data() + i, 8);
+          misplaced += ShardOf(id, t.shards) != p.shard;
+        }
+      } else if (t.text) {
+        for (size_t i = 0; i < n; ++i) {
+          if (buf[i] != '\n') {
+            line.push_back(buf[i]);
+            continue;
+          }
+          uint64_t id;
+          ++lines;
+          if (!ParseTextRow(line, t.dim, &id, &w))
+            ++bad_lines;
+          else
+            misplaced += ShardOf(id, t.shards) != p.shard;
+          line.clear();
+        }
+      }
+      offset += n;
+    }
+    if (hash.Digest() != mf.xxh64)
+      Problem(path + ": checksum " + Hex(hash.Digest()) + ", MANIFEST says " + Hex(mf.xxh64));
+    if (misplaced > 0)
+      Problem(path + ": " + std::to_string(misplaced) + " IDs do not belong to shard " +
+              std::to_string(p.shard) + " of " + std::to_string(t.shards));
+    if (t.text && (lines != p.rows || bad_lines > 0 || !line.empty()))
+      Problem(path + ": " + std::to_string(lines) + " lines (" + std::to_string(bad_lines) +
+              " malformed), expected " + std::to_string(p.rows) + " rows of dim " +
+              std::to_string(t.dim));
+  }
+
+  const std::string dir_;
+  int problems_ = 0;
+};
+
+// ---- reading parts -----------------------------------------------------------------
+
+// Calls fn(id, weights, count, has_count) for every row of a part, in file order.
+template <typename Fn>
+Status ForEachPartRow(const std::string& dir, const ManifestTable& t, const ManifestPart& p,
+                      Fn&& fn) {
+  const std::string stem = dir + "/" + t.name + "/" + DumpPartStem(p.shard, t.shards);
+  if (t.text) {
+    std::ifstream in(stem + ".txt");
+    if (!in) return Status::IoError("cannot open " + stem + ".txt");
+    std::string line;
+    std::vector<float> w;
+    uint64_t id;
+    while (std::getline(in, line)) {
+      if (!ParseTextRow(line, t.dim, &id, &w))
+        return Status::InvalidArgument(stem + ".txt: malformed line");
+      fn(id, w.data(), 0u, false);
+    }
+    return Status::Ok();
+  }
+  DIN_ASSIGN_OR_RETURN(File ids, Open(stem + ".ids.npy"));
+  DIN_ASSIGN_OR_RETURN(File emb, Open(stem + ".emb.npy"));
+  File counts;
+  DIN_ASSIGN_OR_RETURN(NpyInfo ih, ReadNpyHeader(ids.get(), stem + ".ids.npy"));
+  DIN_ASSIGN_OR_RETURN(NpyInfo eh, ReadNpyHeader(emb.get(), stem + ".emb.npy"));
+  if (ih.descr != "<u8" || eh.descr != "<f4" || ih.shape != std::vector<uint64_t>{p.rows} ||
+      eh.shape != std::vector<uint64_t>{p.rows, t.dim})
+    return Status::InvalidArgument(stem + ": dtype or shape differs from the MANIFEST");
+  if (t.counts) {
+    DIN_ASSIGN_OR_RETURN(counts, Open(stem + ".count.npy"));
+    DIN_ASSIGN_OR_RETURN(NpyInfo ch, ReadNpyHeader(counts.get(), stem + ".count.npy"));
+    if (ch.descr != "<u4" || ch.shape != std::vector<uint64_t>{p.rows})
+      return Status::InvalidArgument(stem + ".count.npy: dtype or shape differs");
+  }
+  constexpr uint64_t kRows = 4096;
+  std::vector<uint64_t> idv(kRows);
+  std::vector<float> wv(kRows * t.dim);
+  std::vector<uint32_t> cv(kRows);
+  for (uint64_t base = 0; base < p.rows; base += kRows) {
+    const size_t n = std::min(kRows, p.rows - base);
+    if (std::fread(idv.data(), 8, n, ids.get()) != n ||
+        std::fread(wv.data(), 4 * size_t{t.dim}, n, emb.get()) != n ||
+        (counts && std::fread(cv.data(), 4, n, counts.get()) != n))
+      return Status::IoError(stem + ": truncated part (run din_dump inspect)");
+    for (size_t i = 0; i < n; ++i)
+      fn(idv[i], wv.data() + i * t.dim, counts ? cv[i] : 0u, static_cast<bool>(counts));
+  }
+  return Status::Ok();
+}
+
+int Fail(const Status& st) {
+  std::fprintf(stderr, "din_dump: %s\n", st.ToString().c_str());
+  return 1;
+}
+
+int Lookup(const std::string& dir, const std::string& table, const std::vector<uint64_t>& ids) {
+  Result<Manifest> m = LoadDump(dir);
+  if (!m.ok()) return Fail(m.status());
+  const ManifestTable* t = m->Find(table);
+  if (t == nullptr) return Fail(Status::NotFound("no table " + table + " in " + dir));
+  std::map<uint32_t, std::map<uint64_t, std::string>> by_shard;  // shard -> id -> line
+  for (uint64_t id : ids) by_shard[ShardOf(id, t->shards)][id];
+  for (auto& [shard, want] : by_shard) {
+    Status st = ForEachPartRow(dir, *t, t->parts[shard],
+                               [&](uint64_t id, const float* w, uint32_t count, bool has_count) {
+                                 auto it = want.find(id);
+                                 if (it == want.end()) return;
+                                 std::string line;
+                                 AppendRow(id, w, t->dim, &line);
+                                 if (has_count) line += "\tcount " + std::to_string(count);
+                                 it->second = line;
+                               });
+    if (!st.ok()) return Fail(st);
+  }
+  int missing = 0;
+  for (uint64_t id : ids) {
+    const std::string& line = by_shard[ShardOf(id, t->shards)][id];
+    if (line.empty()) {
+      ++missing;
+      std::fprintf(stderr, "id %llu: not in table %s (part %u of %u)\n",
+                   static_cast<unsigned long long>(id), table.c_str(), ShardOf(id, t->shards),
+                   t->shards);
+    } else {
+      std::printf("%s\n", line.c_str());
+    }
+  }
+  return missing > 0 ? 1 : 0;
+}
+
+int ToText(const std::string& dir, const std::string& table) {
+  Result<Manifest> m = LoadDump(dir);
+  if (!m.ok()) return Fail(m.status());
+  const ManifestTable* t = m->Find(table);
+  if (t == nullptr) return Fail(Status::NotFound("no table " + table + " in " + dir));
+  std::string out;
+  for (const ManifestPart& p : t->parts) {
+    Status st = ForEachPartRow(dir, *t, p, [&](uint64_t id, const float* w, uint32_t, bool) {
+      AppendRow(id, w, t->dim, &out);
+      out.push_back('\n');
+      if (out.size() > kChunk) {
+        std::fwrite(out.data(), 1, out.size(), stdout);
+        out.clear();
+      }
+    });
+    if (!st.ok()) return Fail(st);
+  }
+  std::fwrite(out.data(), 1, out.size(), stdout);
+  return std::fflush(stdout) == 0 ? 0 : 1;
+}
+
+int Usage() {
+  std::fprintf(stderr,
+               "usage: din_dump inspect DIR\n"
+               "       din_dump lookup DIR --table T --ids 1,2,3\n"
+               "       din_dump to-text DIR --table T\n");
+  return 2;
+}
+
+int Main(int argc, char** argv) {
+  if (argc < 3) return Usage();
+  const std::string cmd = argv[1];
+  const std::string dir = argv[2];
+  std::string table, ids_arg;
+  for (int i = 3; i < argc; ++i) {
+    std::string a = argv[i];
+    std::string* dst = nullptr;
+    if (a == "--table" || a.starts_with("--table=")) dst = &table;
+    if (a == "--ids" || a.starts_with("--ids=")) dst = &ids_arg;
+    if (dst == nullptr) return Usage();
+    const size_t eq = a.find('=');
+    if (eq != std::string::npos) {
+      *dst = a.substr(eq + 1);
+    } else if (i + 1 < argc) {
+      *dst = argv[++i];
+    } else {
+      return Usage();
+    }
+  }
+  if (cmd == "inspect") return Inspector(dir).Run();
+  if (table.empty()) return Usage();
+  if (cmd == "to-text") return ToText(dir, table);
+  if (cmd != "lookup" || ids_arg.empty()) return Usage();
+  std::vector<uint64_t> ids;
+  std::stringstream ss(ids_arg);
+  std::string tok;
+  while (std::getline(ss, tok, ',')) {
+    uint64_t id;
+    auto [p, ec] = std::from_chars(tok.data(), tok.data() + tok.size(), id);
+    if (ec != std::errc() || p != tok.data() + tok.size())
+      return Fail(Status::InvalidArgument("--ids: '" + tok + "' is not an unsigned integer"));
+    ids.push_back(id);
+  }
+  return Lookup(dir, table, ids);
+}
+
+}  // namespace
+}  // namespace din
+
+int main(int argc, char** argv) { return din::Main(argc, argv); }
