@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <limits>
 #include <string>
 #include <unordered_map>
@@ -91,6 +92,12 @@ Status Trainer::Init() {
   if (cfg_.data().train_path().empty())
     return Status::InvalidArgument("no training data: set data.train_path (or --train)");
   DIN_RETURN_IF_ERROR(ValidateDataConfig(cfg_.data()));
+  // A missing test set would otherwise surface only after training.
+  if (!cfg_.data().test_path().empty()) {
+    std::error_code ec;
+    if (!std::filesystem::exists(cfg_.data().test_path(), ec))
+      return Status::NotFound("test data " + cfg_.data().test_path() + " does not exist");
+  }
   DIN_ASSIGN_OR_RETURN(Schema schema, Schema::FromConfig(cfg_.data()));
 
   auto table_of = [&](const FieldSpec& f) -> Result<int> {
