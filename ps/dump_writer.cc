@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <filesystem>
@@ -27,53 +28,105 @@ Result<std::unique_ptr<DumpFileWriter>> DumpFileWriter::Create(const std::string
 }
 
 DumpFileWriter::DumpFileWriter(std::string path, int fd)
-    : path_(std::move(path)), fd_(fd), buffer_(new char[kBufferBytes]) {}
+    : path_(std::move(path)),
+      fd_(fd),
+      buffers_{std::make_unique<char[]>(kBufferBytes), std::make_unique<char[]>(kBufferBytes)},
+      io_([this] { IoLoop(); }) {}
 
 DumpFileWriter::~DumpFileWriter() {
+  StopIo();
   if (fd_ >= 0) ::close(fd_);
 }
 
-Status DumpFileWriter::WriteOut(const char* data, size_t n) {
-  if (!error_.ok()) return error_;
-  hash_.Update(data, n);
-  while (n > 0) {
-    const ssize_t w = ::write(fd_, data, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      error_ = Status::IoError(Errno("cannot write", path_));
-      return error_;
-    }
-    data += w;
-    n -= static_cast<size_t>(w);
-    bytes_ += static_cast<uint64_t>(w);
+void DumpFileWriter::StopIo() {
+  if (!io_.joinable()) return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
   }
+  cv_.notify_all();
+  io_.join();
+}
+
+void DumpFileWriter::IoLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    cv_.wait(lock, [&] { return job_ != nullptr || stop_; });
+    if (job_ == nullptr) return;  // stopped with nothing left to write
+    const char* data = job_;
+    size_t n = job_bytes_;
+    const bool failed = !io_error_.ok();
+    lock.unlock();
+    Status st;
+    if (!failed) {
+      hash_.Update(data, n);
+      const uint64_t start = written_;
+      const size_t len = n;
+      while (n > 0 && st.ok()) {
+        const ssize_t w = ::write(fd_, data, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) {
+          st = Status::IoError(Errno("cannot write", path_));
+        } else {
+          data += w;
+          n -= static_cast<size_t>(w);
+          written_ += static_cast<uint64_t>(w);
+        }
+      }
+      // Start the disk on this range now rather than at fsync. Advisory: a failure only
+      // loses the overlap (fsync reports real errors).
+      if (st.ok())
+        ::sync_file_range(fd_, static_cast<off_t>(start), static_cast<off_t>(len),
+                          SYNC_FILE_RANGE_WRITE);
+    }
+    lock.lock();
+    if (!st.ok() && io_error_.ok()) io_error_ = st;
+    job_ = nullptr;
+    cv_.notify_all();
+  }
+}
+
+Status DumpFileWriter::WaitIdle() {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [&] { return job_ == nullptr; });
+  return io_error_;
+}
+
+Status DumpFileWriter::HandOff() {
+  DIN_RETURN_IF_ERROR(WaitIdle());
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    job_ = buffers_[current_].get();
+    job_bytes_ = used_;
+  }
+  cv_.notify_all();
+  appended_ += used_;
+  used_ = 0;
+  current_ ^= 1;
   return Status::Ok();
 }
 
 Status DumpFileWriter::AppendSlow(const void* data, size_t n) {
   const auto* p = static_cast<const char*>(data);
-  // Fill the buffer, write it, then either write the rest directly (large appends) or
-  // buffer it.
-  const size_t take = kBufferBytes - used_;
-  std::memcpy(buffer_.get() + used_, p, take);
-  used_ = 0;
-  DIN_RETURN_IF_ERROR(WriteOut(buffer_.get(), kBufferBytes));
-  p += take;
-  n -= take;
-  if (n >= kBufferBytes) return WriteOut(p, n);
-  std::memcpy(buffer_.get(), p, n);
-  used_ = n;
+  while (n > 0) {
+    const size_t take = std::min(n, kBufferBytes - used_);
+    std::memcpy(buffers_[current_].get() + used_, p, take);
+    used_ += take;
+    p += take;
+    n -= take;
+    if (used_ == kBufferBytes) DIN_RETURN_IF_ERROR(HandOff());
+  }
   return Status::Ok();
 }
 
 Status DumpFileWriter::Close() {
-  if (fd_ < 0) return error_.ok() ? Status::Internal(path_ + ": closed twice") : error_;
-  Status st = WriteOut(buffer_.get(), used_);
-  used_ = 0;
+  if (fd_ < 0) return Status::Internal(path_ + ": closed twice");
+  Status st = used_ > 0 ? HandOff() : Status::Ok();
+  if (st.ok()) st = WaitIdle();
+  StopIo();
   if (st.ok() && ::fsync(fd_) != 0) st = Status::IoError(Errno("cannot fsync", path_));
   if (::close(fd_) != 0 && st.ok()) st = Status::IoError(Errno("cannot close", path_));
   fd_ = -1;
-  if (!st.ok()) error_ = st;
   return st;
 }
 

@@ -12,11 +12,14 @@
 // table directory.
 #pragma once
 
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/dump_format.h"
@@ -27,6 +30,12 @@ namespace din {
 
 // A file written through a buffer, checksummed (XXH64 of all bytes written) and made
 // durable by Close(). Errors name the file.
+//
+// Full buffers are handed to a thread the writer owns, which hashes and write()s them
+// and asks the kernel to start writing them back (sync_file_range) while the caller
+// fills the other buffer: filling, copying into the page cache and the disk overlap.
+// Thread safety: one thread calls Append/Close; the I/O thread touches a buffer only
+// between its hand-over and the next hand-over, which waits for it.
 class DumpFileWriter {
  public:
   static constexpr size_t kBufferBytes = 1 << 20;
@@ -37,10 +46,10 @@ class DumpFileWriter {
   DumpFileWriter(const DumpFileWriter&) = delete;
   DumpFileWriter& operator=(const DumpFileWriter&) = delete;
 
-  // Appends n bytes. A write error is kept and returned by this and later calls.
+  // Appends n bytes. A write error is kept and returned by this or a later call.
   Status Append(const void* data, size_t n) {
     if (n <= kBufferBytes - used_) {
-      std::memcpy(buffer_.get() + used_, data, n);
+      std::memcpy(buffers_[current_].get() + used_, data, n);
       used_ += n;
       return Status::Ok();
     }
@@ -49,7 +58,7 @@ class DumpFileWriter {
   // Writes what is buffered, fsyncs and closes the file.
   Status Close();
 
-  uint64_t bytes() const { return bytes_ + used_; }
+  uint64_t bytes() const { return appended_ + used_; }
   // The checksum of the whole file; valid after Close().
   uint64_t xxh64() const { return hash_.Digest(); }
   const std::string& path() const { return path_; }
@@ -57,15 +66,29 @@ class DumpFileWriter {
  private:
   DumpFileWriter(std::string path, int fd);
   Status AppendSlow(const void* data, size_t n);
-  Status WriteOut(const char* data, size_t n);  // hashes and writes n bytes
+  // Hands the current buffer to the I/O thread (after it finished the previous one) and
+  // switches to the other buffer.
+  Status HandOff();
+  Status WaitIdle();  // until the I/O thread has written what it was given
+  void IoLoop();
+  void StopIo();
 
   const std::string path_;
   int fd_;
-  std::unique_ptr<char[]> buffer_;
+  std::unique_ptr<char[]> buffers_[2];
+  int current_ = 0;
   size_t used_ = 0;
-  uint64_t bytes_ = 0;  // written to the file so far
-  Xxh64 hash_;
-  Status error_;
+  uint64_t appended_ = 0;  // bytes handed to the I/O thread
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  const char* job_ = nullptr;  // guarded by mu_: the buffer being written, or nullptr
+  size_t job_bytes_ = 0;       // guarded by mu_
+  bool stop_ = false;          // guarded by mu_
+  Status io_error_;            // guarded by mu_
+  uint64_t written_ = 0;       // I/O thread only
+  Xxh64 hash_;                 // I/O thread only (read after it is joined)
+  std::thread io_;
 };
 
 struct ShardDumpSpec {

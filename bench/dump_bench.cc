@@ -1,0 +1,117 @@
+// dump_bench: how close an embedding dump comes to the disk's sequential write speed.
+// Fills one shard with --rows rows of --dim floats, dumps it with DumpShard (ids + emb
+// .npy files, fsync'ed, as a server lane does) and, in the same run and directory, writes
+// the same number of bytes with plain 1 MiB write() calls and one fdatasync (what
+// `dd bs=1M conv=fdatasync` measures). Each is run --repeats times, alternating; the best
+// of each is reported. Files are removed afterwards. Prints one JSON line:
+//   rows, dim, bytes, dump_seconds, disk_seconds, dump_gb_per_s, disk_gb_per_s, ratio
+// (GB = 1e9 bytes; ratio = dump_gb_per_s / disk_gb_per_s).
+// --dir should be on the disk of interest (the default is under the working directory,
+// not /tmp, which may be memory-backed).
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <vector>
+
+#include <gflags/gflags.h>
+
+#include "common/hash.h"
+#include "ps/dump_writer.h"
+#include "ps/shard_store.h"
+
+DEFINE_uint64(rows, 10'000'000, "rows in the dumped shard");
+DEFINE_uint32(dim, 16, "row width");
+DEFINE_string(dir, "dump_bench.tmp", "scratch directory (created, then removed)");
+DEFINE_int32(repeats, 2, "runs of each measurement; the best is reported");
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// Sequential write of `bytes` bytes in 1 MiB blocks, then fdatasync: seconds taken.
+double DiskWrite(const std::string& path, uint64_t bytes) {
+  std::vector<char> block(1 << 20);
+  for (size_t i = 0; i < block.size(); i += 8) {
+    const uint64_t v = din::Mix64(i);
+    std::memcpy(block.data() + i, &v, 8);
+  }
+  const auto t0 = Clock::now();
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    std::perror(path.c_str());
+    std::exit(1);
+  }
+  for (uint64_t left = bytes; left > 0;) {
+    const size_t n = std::min<uint64_t>(left, block.size());
+    const ssize_t w = ::write(fd, block.data(), n);
+    if (w <= 0) {
+      std::perror(path.c_str());
+      std::exit(1);
+    }
+    left -= static_cast<uint64_t>(w);
+  }
+  if (::fdatasync(fd) != 0) std::perror("fdatasync");
+  ::close(fd);
+  const double s = Since(t0);
+  std::filesystem::remove(path);
+  return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  gflags::ParseCommandLineFlags(&argc, &argv, true);
+  const uint32_t dim = FLAGS_dim;
+  const std::string dir = FLAGS_dir;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+
+  din::ShardStore store(dim, 0, FLAGS_rows);
+  for (uint64_t i = 0; i < FLAGS_rows; ++i) {
+    bool inserted = false;
+    auto row = store.FindOrInsert(din::Mix64(i), &inserted);
+    if (!row.ok()) {
+      std::fprintf(stderr, "%s\n", row.status().ToString().c_str());
+      return 1;
+    }
+    float* w = store.Weights(*row);
+    for (uint32_t d = 0; d < dim; ++d) w[d] = static_cast<float>(i % 1000) * 1e-3f + d;
+  }
+
+  double dump_s = 1e30, disk_s = 1e30;
+  uint64_t bytes = 0;
+  for (int r = 0; r < FLAGS_repeats; ++r) {
+    const auto t0 = Clock::now();
+    auto files = din::DumpShard(store, {dir, "bench", 0, 1, false, false});
+    const double s = Since(t0);
+    if (!files.ok()) {
+      std::fprintf(stderr, "dump: %s\n", files.status().ToString().c_str());
+      return 1;
+    }
+    bytes = 0;
+    for (const auto& f : *files) bytes += f.bytes;
+    dump_s = std::min(dump_s, s);
+    std::filesystem::remove_all(dir + "/bench");
+    disk_s = std::min(disk_s, DiskWrite(dir + "/sequential.bin", bytes));
+  }
+  std::filesystem::remove_all(dir);
+
+  const double dump_gbs = bytes / dump_s / 1e9;
+  const double disk_gbs = bytes / disk_s / 1e9;
+  std::printf(
+      "{\"bench\": \"dump_bench\", \"rows\": %llu, \"dim\": %u, \"bytes\": %llu, "
+      "\"dump_seconds\": %.3f, \"disk_seconds\": %.3f, \"dump_gb_per_s\": %.3f, "
+      "\"disk_gb_per_s\": %.3f, \"ratio\": %.3f}\n",
+      static_cast<unsigned long long>(FLAGS_rows), dim, static_cast<unsigned long long>(bytes),
+      dump_s, disk_s, dump_gbs, disk_gbs, dump_gbs / disk_gbs);
+  return 0;
+}
