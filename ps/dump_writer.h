@@ -3,8 +3,8 @@
 // A part is written streaming: the NPY headers carry the row count known up front, then
 // one pass over the shard's rows (ShardStore::ForEachRow, creation order) appends each
 // row to every file of the part through a buffered writer that also computes the file's
-// XXH64. No copy of the table is made; memory is one buffer per open file. Files are
-// fsync'ed, then their directory, before DumpShard returns.
+// XXH64. No copy of the table is made; memory is two 1 MiB buffers per open file. Files
+// are fsync'ed, then their directory, before DumpShard returns.
 //
 // Thread safety: DumpShard reads the store without a lock, so the caller must be the
 // only user of the store for the duration (a server lane calls it from its own thread).
