@@ -194,11 +194,15 @@ Result<std::vector<ManifestFile>> DumpShard(const ShardStore& store, const Shard
     DumpFileWriter& emb = *outs[1].writer;
     DumpFileWriter* counts = spec.counts ? outs[2].writer.get() : nullptr;
     const size_t row_bytes = size_t{dim} * sizeof(float);
+    // After a failure the buffers stay full, so every TryAppend fails and the rest of
+    // the pass costs little.
+    auto put = [&st](DumpFileWriter& f, const void* data, size_t n) {
+      if (!f.TryAppend(data, n) && st.ok()) st = f.Append(data, n);
+    };
     store.ForEachRow([&](uint64_t key, uint32_t count, const float* w, const float*) {
-      if (!st.ok()) return;
-      st = ids.Append(&key, sizeof(key));
-      if (st.ok()) st = emb.Append(w, row_bytes);
-      if (st.ok() && counts != nullptr) st = counts->Append(&count, sizeof(count));
+      put(ids, &key, sizeof(key));
+      put(emb, w, row_bytes);
+      if (counts != nullptr) put(*counts, &count, sizeof(count));
     });
   }
   DIN_RETURN_IF_ERROR(st);

@@ -48,12 +48,15 @@ class DumpFileWriter {
 
   // Appends n bytes. A write error is kept and returned by this or a later call.
   Status Append(const void* data, size_t n) {
-    if (n <= kBufferBytes - used_) {
-      std::memcpy(buffers_[current_].get() + used_, data, n);
-      used_ += n;
-      return Status::Ok();
-    }
-    return AppendSlow(data, n);
+    return TryAppend(data, n) ? Status::Ok() : AppendSlow(data, n);
+  }
+  // Append() when the bytes fit in the buffer (the per-row fast path, without a
+  // Status); false, with nothing appended, when Append() is needed.
+  bool TryAppend(const void* data, size_t n) {
+    if (n > kBufferBytes - used_) return false;
+    std::memcpy(buffers_[current_].get() + used_, data, n);
+    used_ += n;
+    return true;
   }
   // Writes what is buffered, fsyncs and closes the file.
   Status Close();

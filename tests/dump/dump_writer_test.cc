@@ -195,5 +195,17 @@ TEST(DumpShardTest, UnwritableDirectoryNamesThePath) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(DumpFileWriterTest, WriteErrorsSurfaceWithThePath) {
+  if (!std::filesystem::exists("/dev/full")) GTEST_SKIP() << "no /dev/full";
+  auto writer = DumpFileWriter::Create("/dev/full");
+  ASSERT_TRUE(writer.ok()) << writer.status().ToString();
+  std::vector<char> block(DumpFileWriter::kBufferBytes / 3 + 5, 'x');
+  Status st;
+  for (int i = 0; i < 12 && st.ok(); ++i) st = (*writer)->Append(block.data(), block.size());
+  if (st.ok()) st = (*writer)->Close();
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("/dev/full"), std::string::npos) << st.ToString();
+}
+
 }  // namespace
 }  // namespace din
