@@ -148,7 +148,7 @@ class DumpTest : public ::testing::Test {
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
   std::string Tool(const std::string& args) const {
-    return std::string(DIN_DUMP_TOOL) + " " + args + " 2>/dev/null";
+    return std::string(DIN_DUMP_TOOL) + " " + args + " 2>&1";
   }
   std::string Copy(const std::string& name) const {
     const std::string copy = dir_ + "_" + name;
@@ -236,7 +236,8 @@ TEST_F(DumpTest, InspectPassesOnAGoodDumpAndFailsOnDamage) {
   const std::string emb = "/item/part-00001-of-00005.emb.npy";
   const std::string truncated = Copy("truncated");
   std::filesystem::resize_file(truncated + emb, std::filesystem::file_size(truncated + emb) - 4);
-  EXPECT_EQ(Shell(Tool("inspect " + truncated)), 1);
+  EXPECT_EQ(Shell(Tool("inspect " + truncated), &out), 1);
+  EXPECT_NE(out.find("(truncated)"), std::string::npos) << out;
 
   const std::string flipped = Copy("flipped");
   {
@@ -247,7 +248,8 @@ TEST_F(DumpTest, InspectPassesOnAGoodDumpAndFailsOnDamage) {
     f.seekp(200);
     f.put(static_cast<char>(c ^ 0x10));
   }
-  EXPECT_EQ(Shell(Tool("inspect " + flipped)), 1);
+  EXPECT_EQ(Shell(Tool("inspect " + flipped), &out), 1);
+  EXPECT_NE(out.find("checksum"), std::string::npos) << out;
 
   const std::string flipped_text = Copy("flipped_text");
   {
@@ -256,15 +258,18 @@ TEST_F(DumpTest, InspectPassesOnAGoodDumpAndFailsOnDamage) {
     f.seekp(3);
     f.put('#');
   }
-  EXPECT_EQ(Shell(Tool("inspect " + flipped_text)), 1);
+  EXPECT_EQ(Shell(Tool("inspect " + flipped_text), &out), 1);
+  EXPECT_NE(out.find("checksum"), std::string::npos) << out;
 
   const std::string unfinished = Copy("unfinished");
   std::filesystem::remove(unfinished + "/_SUCCESS");
-  EXPECT_EQ(Shell(Tool("inspect " + unfinished)), 1);
+  EXPECT_EQ(Shell(Tool("inspect " + unfinished), &out), 1);
+  EXPECT_NE(out.find("_SUCCESS"), std::string::npos) << out;
 
   const std::string missing = Copy("missing");
   std::filesystem::remove(missing + "/item/part-00004-of-00005.count.npy");
-  EXPECT_EQ(Shell(Tool("inspect " + missing)), 1);
+  EXPECT_EQ(Shell(Tool("inspect " + missing), &out), 1);
+  EXPECT_NE(out.find("cannot open"), std::string::npos) << out;
 
   for (const char* name : {"truncated", "flipped", "flipped_text", "unfinished", "missing"})
     std::filesystem::remove_all(dir_ + "_" + name);
