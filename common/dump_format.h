@@ -11,7 +11,7 @@
 // Part SSSSS of NNNNN holds exactly the IDs with ShardOf(id, NNNNN) == SSSSS
 // (common/hash.h), in the order the shard created them. Every file's checksum is
 // XXH64 with seed 0 over all its bytes (the xxHash specification, Collet), so
-// `xxhsum -H64 FILE` prints the same value.
+// `xxhsum -H1 FILE` (XXH64) prints the same value.
 #pragma once
 
 #include <cstddef>
