@@ -403,22 +403,38 @@ void PsServer::LaneLoop(int lane) {
   zmq::socket_t& sock = sockets_[lane];
   LaneHandler& handler = *handlers_[lane];
   std::vector<zmq::message_t> frames;
-  try {
-    for (;;) {
+  // A lane only stops when the context is shut down (ETERM). Anything else that goes
+  // wrong with one request is answered or logged, and the lane keeps serving.
+  for (;;) {
+    try {
       frames.clear();
       if (!zmq::recv_multipart(sock, std::back_inserter(frames))) continue;
       if (frames.empty()) continue;
       zmq::message_t identity = std::move(frames.front());
       frames.erase(frames.begin());
-      std::vector<zmq::message_t> reply = handler.Handle(frames);
+      std::vector<zmq::message_t> reply;
+      try {
+        reply = handler.Handle(frames);
+      } catch (const std::exception& e) {  // e.g. no memory for a reply
+        wire::RequestHeader h;
+        wire::ReplyHeader rh;
+        if (!frames.empty() && DecodeFrame(frames[0], &h)) rh.set_request_id(h.request_id());
+        rh.set_version(wire::CURRENT_VERSION);
+        rh.set_server_rank(static_cast<uint32_t>(rank_));
+        rh.set_code(wire::INTERNAL);
+        rh.set_error(std::string("server failed to handle the request: ") + e.what());
+        reply.clear();
+        reply.push_back(EncodeFrame(rh));
+      }
       sock.send(identity, zmq::send_flags::sndmore);
       for (size_t i = 0; i < reply.size(); ++i) {
         sock.send(reply[i],
                   i + 1 < reply.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
       }
+    } catch (const zmq::error_t& e) {
+      if (e.num() == ETERM) return;
+      LOG(ERROR) << "server " << rank_ << " lane " << lane << ": " << e.what();
     }
-  } catch (const zmq::error_t& e) {
-    if (e.num() != ETERM) LOG(ERROR) << "server " << rank_ << " lane " << lane << ": " << e.what();
   }
 }
 
