@@ -60,8 +60,6 @@ void DumpFileWriter::IoLoop() {
     Status st;
     if (!failed) {
       hash_.Update(data, n);
-      const uint64_t start = written_;
-      const size_t len = n;
       while (n > 0 && st.ok()) {
         const ssize_t w = ::write(fd_, data, n);
         if (w < 0 && errno == EINTR) continue;
@@ -70,14 +68,8 @@ void DumpFileWriter::IoLoop() {
         } else {
           data += w;
           n -= static_cast<size_t>(w);
-          written_ += static_cast<uint64_t>(w);
         }
       }
-      // Start the disk on this range now rather than at fsync. Advisory: a failure only
-      // loses the overlap (fsync reports real errors).
-      if (st.ok())
-        ::sync_file_range(fd_, static_cast<off_t>(start), static_cast<off_t>(len),
-                          SYNC_FILE_RANGE_WRITE);
     }
     lock.lock();
     if (!st.ok() && io_error_.ok()) io_error_ = st;

@@ -32,8 +32,9 @@ namespace din {
 // durable by Close(). Errors name the file.
 //
 // Full buffers are handed to a thread the writer owns, which hashes and write()s them
-// and asks the kernel to start writing them back (sync_file_range) while the caller
-// fills the other buffer: filling, copying into the page cache and the disk overlap.
+// while the caller fills the other buffer, so that filling, hashing and copying into the
+// page cache overlap. (Starting writeback per buffer with sync_file_range measured no
+// faster than the kernel's own writeback plus the final fsync.)
 // Thread safety: one thread calls Append/Close; the I/O thread touches a buffer only
 // between its hand-over and the next hand-over, which waits for it.
 class DumpFileWriter {
@@ -89,7 +90,6 @@ class DumpFileWriter {
   size_t job_bytes_ = 0;       // guarded by mu_
   bool stop_ = false;          // guarded by mu_
   Status io_error_;            // guarded by mu_
-  uint64_t written_ = 0;       // I/O thread only
   Xxh64 hash_;                 // I/O thread only (read after it is joined)
   std::thread io_;
 };
