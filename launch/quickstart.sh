@@ -3,8 +3,8 @@
 # generates a synthetic click log with din_gen (200k training rows, 20k test rows, with
 # its Bayes-optimal ceiling), trains DIN with 2 parameter servers and 2 workers under
 # mpirun (loopback only) and prints the test metrics next to the ceiling (on stderr).
-# stdout holds the trainer's one JSON line of figures. The embedding dump is not written
-# yet (the servers of this build cannot dump).
+# stdout holds the trainer's one JSON line of figures. The trained embeddings are dumped
+# to DATA_DIR/dump (TABLE/part-*.npy, MANIFEST, _SUCCESS) and checked with din_dump.
 #
 # Environment: BUILD_DIR (default build/), DATA_DIR (default data/quickstart/), ROWS,
 # SERVERS, WORKERS, CONFIG; extra arguments go to launch/din-train (e.g. --set ...).
@@ -16,7 +16,7 @@ build="${BUILD_DIR:-build}"
 if [ ! -f "$build/build.ninja" ]; then
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release
 fi
-cmake --build "$build" -j "$(nproc)" --target din_ps din_worker din_gen
+cmake --build "$build" -j "$(nproc)" --target din_ps din_worker din_gen din_dump
 
 data="${DATA_DIR:-data/quickstart}"
 rows="${ROWS:-200000}"
@@ -34,7 +34,7 @@ BUILD_DIR="$build" ./launch/din-train \
   --config "${CONFIG:-launch/configs/quickstart.pbtxt}" \
   --train "$data/train.tsv" --test "$data/test.tsv" \
   --servers "${SERVERS:-2}" --workers "${WORKERS:-2}" \
-  --metrics "$data/metrics.jsonl" "$@" | tee "$out"
+  --metrics "$data/metrics.jsonl" --dump "$data/dump" "$@" | tee "$out"
 
 python3 - "$out" <<'PY'
 import json, sys
@@ -50,3 +50,5 @@ for k in ("auc", "gauc", "logloss"):
     print("%-8s %8.4f %14.4f" % (k, r["test_" + k], r.get("bayes_test_" + k, float("nan"))),
           file=sys.stderr)
 PY
+"$build/tools/din_dump" inspect "$data/dump" >&2
+echo "quickstart: embeddings dumped to $data/dump" >&2

@@ -17,6 +17,7 @@
 #include "common/data/schema.h"
 #include "common/hash.h"
 #include "common/proto/model_config.pb.h"
+#include "worker/dump_manifest.h"
 
 namespace din {
 namespace {
@@ -556,6 +557,17 @@ Status Trainer::Train() {
   h = Mix64(h ^ HashToken(std::string_view(reinterpret_cast<const char*>(running.data()),
                                            running.size_bytes())));
   summary_.dense_checksum = h;
+  if (!tcfg_.dump_dir().empty()) {
+    // Every push is applied before any lane starts writing its shards.
+    DIN_RETURN_IF_ERROR(WaitPush());
+    DIN_RETURN_IF_ERROR(coll_->Barrier());
+    const double t0 = Now();
+    if (coll_->rank() == 0)
+      DIN_RETURN_IF_ERROR(DumpTables(*client_, cfg_, tcfg_.dump_dir(), step_));
+    DIN_RETURN_IF_ERROR(coll_->Barrier());
+    summary_.dump_dir = tcfg_.dump_dir();
+    summary_.dump_seconds = Now() - t0;
+  }
   if (metrics_) std::fflush(metrics_);
   return Status::Ok();
 }
@@ -593,6 +605,9 @@ std::string SummaryJson(const TrainSummary& s, const config::TrainConfig& cfg, i
        ",\"step_ms_p50\":" + Num(s.step_ms_p50, "%.3f") +
        ",\"bad_lines\":" + std::to_string(s.bad_lines) +
        ",\"server_rows\":" + std::to_string(s.server_rows) +
+       (s.dump_dir.empty() ? std::string()
+                           : ",\"dump_dir\":\"" + s.dump_dir +
+                                 "\",\"dump_seconds\":" + Num(s.dump_seconds, "%.3f")) +
        ",\"workers\":" + std::to_string(workers) + ",\"servers\":" + std::to_string(servers) +
        ",\"backend\":\"" + s.backend + "\"" + ",\"pooling\":\"" +
        config::ModelConfig::Pooling_Name(cfg.model().pooling()) + "\"" +

@@ -55,6 +55,8 @@ struct TrainSummary {
   uint64_t samples_trained = 0;  // all epochs, all workers
   uint32_t epochs = 0;
   uint64_t steps = 0;
+  std::string dump_dir;  // where the tables were dumped (empty: no dump)
+  double dump_seconds = 0;
   double prepass_seconds = 0;
   double train_seconds = 0;     // the training steps, without PREPASS and evaluations
   double eval_seconds = 0;      // all evaluations

@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -167,10 +168,55 @@ def determinism(args):
     print("identical: test_auc %s, dense_checksum %s" % (a["test_auc"], a["dense_checksum"]))
 
 
+def check_dump(args, dump, result):
+    # The end-of-training dump: complete (din_dump inspect verifies _SUCCESS, every
+    # checksum, dtype and shape) and holding every row the servers have.
+    if result.get("dump_dir") != os.path.abspath(dump):
+        fail("result line does not report the dump: %s" % result.get("dump_dir"))
+    p = subprocess.run([os.path.join(args.build, "tools", "din_dump"), "inspect", dump],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if p.returncode != 0:
+        print(p.stdout)
+        fail("din_dump inspect rejected the training dump")
+    # numpy comes from Debian's python3-numpy (launch/install-deps.sh): /usr/bin/python3.
+    reader = """
+import numpy, os, sys
+d, rows = sys.argv[1], 0
+for table in sorted(os.listdir(d)):
+    t = os.path.join(d, table)
+    if not os.path.isdir(t):
+        continue
+    for name in os.listdir(t):
+        if name.endswith(".ids.npy"):
+            ids = numpy.load(os.path.join(t, name))
+            emb = numpy.load(os.path.join(t, name.replace(".ids.", ".emb.")))
+            assert ids.dtype == numpy.uint64 and emb.dtype == numpy.float32, name
+            assert emb.ndim == 2 and emb.shape[0] == ids.shape[0], name
+            rows += ids.shape[0]
+print(rows)
+"""
+    python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+    p = subprocess.run([python, "-c", reader, dump], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True)
+    if p.returncode != 0:
+        if "No module named 'numpy'" in p.stderr:
+            print("dump: numpy not available, npy parts checked by din_dump only")
+            return
+        print(p.stderr)
+        fail("numpy cannot read the dump")
+    rows = int(p.stdout.strip())
+    print("dump: %d rows in %s, server_rows %d" % (rows, dump, result["server_rows"]))
+    if rows != result["server_rows"]:
+        fail("dump holds %d rows, the servers %d" % (rows, result["server_rows"]))
+
+
 def workers(args):
     d = data_dir(args)
     one = run(args, data_args(d) + COMMON, servers=1, workers=1)
-    two = run(args, data_args(d) + COMMON, servers=1, workers=2)
+    dump = os.path.join(args.work, "dump_workers")
+    shutil.rmtree(dump, ignore_errors=True)
+    two = run(args, data_args(d) + COMMON + ["--dump", dump], servers=2, workers=2)
+    check_dump(args, dump, two)
     diff = abs(one["test_gauc"] - two["test_gauc"])
     print("GAUC 1 worker %.4f, 2 workers %.4f, |diff| %.4f (tolerance %.3f)"
           % (one["test_gauc"], two["test_gauc"], diff, WORKERS_TOLERANCE))
