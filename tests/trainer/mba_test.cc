@@ -135,7 +135,9 @@ TEST_P(MbaTest, PushedGradientIsModelGradientPlusLambdaWOverN) {
         EXPECT_EQ(p.model[e], grad[e]) << "model gradient of id " << p.ids[i];
         const float expect = grad[e] + lambda * rows[t][e] / n;
         EXPECT_FLOAT_EQ(p.pushed[e], expect) << "id " << p.ids[i] << " coordinate " << k;
-        if (lambda == 0.0f) EXPECT_EQ(p.pushed[e], grad[e]) << "no MBA term when lambda = 0";
+        if (lambda == 0.0f) {
+          EXPECT_EQ(p.pushed[e], grad[e]) << "no MBA term when lambda = 0";
+        }
       }
     }
     // SGD applied exactly the pushed gradient to exactly these rows.
