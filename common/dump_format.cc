@@ -268,7 +268,9 @@ std::string FormatManifest(const Manifest& m) {
   out << "step " << m.step << "\n";
   for (const auto& t : m.tables) {
     out << "table " << t.name << " dim " << t.dim << " shards " << t.shards << " rows " << t.rows
-        << " format " << (t.text ? "text" : "npy") << " counts " << (t.counts ? 1 : 0) << "\n";
+        << " format " << (t.text ? "text" : "npy") << " counts " << (t.counts ? 1 : 0);
+    if (t.checkpoint()) out << " state " << t.state_floats << " optimizer " << t.optimizer;
+    out << "\n";
   }
   for (const auto& t : m.tables) {
     for (const auto& p : t.parts) {
@@ -320,6 +322,12 @@ Result<Manifest> ParseManifest(const std::string& text, const std::string& origi
         return bad("bad table line");
       t.text = format == "text";
       t.counts = counts != 0;
+      std::string k_state, k_optimizer;
+      if (ls >> k_state) {
+        if (k_state != "state" || !(ls >> t.state_floats >> k_optimizer >> t.optimizer) ||
+            k_optimizer != "optimizer" || t.text)
+          return bad("bad table line");
+      }
       m.tables.push_back(std::move(t));
     } else if (kind == "part") {
       std::string name, k_rows;
@@ -359,6 +367,40 @@ Result<Manifest> ParseManifest(const std::string& text, const std::string& origi
                                      std::to_string(t.shards));
   }
   return m;
+}
+
+Result<std::string> ReadVerifiedFile(const std::string& dir, const ManifestFile& file) {
+  const std::string path = dir + "/" + file.name;
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) return Status::IoError("cannot open " + path + ": " + std::strerror(errno));
+  std::string data;
+  char buf[1 << 16];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) data.append(buf, n);
+  const bool failed = std::ferror(f) != 0;
+  std::fclose(f);
+  if (failed) return Status::IoError("cannot read " + path);
+  if (data.size() != file.bytes)
+    return Status::InvalidArgument(path + ": " + std::to_string(data.size()) +
+                                   " bytes, the MANIFEST says " + std::to_string(file.bytes));
+  if (Xxh64::Of(data.data(), data.size()) != file.xxh64)
+    return Status::InvalidArgument(path + ": checksum mismatch (XXH64 differs from the MANIFEST)");
+  return data;
+}
+
+Result<Manifest> ReadCompleteManifest(const std::string& dir) {
+  const std::string success = dir + "/" + kSuccessName;
+  if (!std::filesystem::exists(success))
+    return Status::InvalidArgument(success + " is missing: not a complete dump");
+  const std::string path = dir + "/" + kManifestName;
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) return Status::IoError("cannot open " + path + ": " + std::strerror(errno));
+  std::string text;
+  char buf[1 << 16];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) text.append(buf, n);
+  std::fclose(f);
+  return ParseManifest(text, path);
 }
 
 // ---- durable files -----------------------------------------------------------------

@@ -70,6 +70,7 @@ Result<NpyInfo> ReadNpyHeader(std::FILE* f, const std::string& origin);
 //   din-dump 1
 //   step STEP
 //   table NAME dim DIM shards SHARDS rows ROWS format npy|text counts 0|1
+//         [state STATE_FLOATS optimizer NAME]     (checkpoints: parts have .state.npy)
 //   part NAME SHARD rows ROWS
 //   file RELATIVE_PATH BYTES XXH64_HEX          (the files of the part line above)
 //   config                                     (the rest of the file is the TrainConfig
@@ -92,6 +93,11 @@ struct ManifestTable {
   uint64_t rows = 0;
   bool text = false;
   bool counts = false;
+  // Checkpoints (a dump with optimizer state): every part also has .state.npy
+  // (float32 [n, state_floats]) and .count.npy; `optimizer` is non-empty.
+  uint32_t state_floats = 0;
+  std::string optimizer;
+  bool checkpoint() const { return !optimizer.empty(); }
   std::vector<ManifestPart> parts;  // [shards], in shard order
 };
 struct Manifest {
@@ -102,6 +108,12 @@ struct Manifest {
 };
 std::string FormatManifest(const Manifest& m);
 Result<Manifest> ParseManifest(const std::string& text, const std::string& origin);
+
+// Reads dir/file.name whole and checks its size and XXH64 against the manifest's; the
+// error names the file.
+Result<std::string> ReadVerifiedFile(const std::string& dir, const ManifestFile& file);
+// The MANIFEST of a complete dump in `dir`: refuses a directory without _SUCCESS.
+Result<Manifest> ReadCompleteManifest(const std::string& dir);
 
 // fsyncs a directory, so that the entries created in it survive a crash.
 Status SyncDirectory(const std::string& dir);

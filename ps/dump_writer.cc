@@ -9,6 +9,8 @@
 #include <filesystem>
 #include <system_error>
 
+#include "common/hash.h"
+
 namespace din {
 
 namespace {
@@ -181,20 +183,26 @@ Result<std::vector<ManifestFile>> DumpShard(const ShardStore& store, const Shard
   } else {
     DIN_RETURN_IF_ERROR(open(".ids.npy", NpyHeader("<u8", {rows})));
     DIN_RETURN_IF_ERROR(open(".emb.npy", NpyHeader("<f4", {rows, dim})));
-    if (spec.counts) DIN_RETURN_IF_ERROR(open(".count.npy", NpyHeader("<u4", {rows})));
+    const bool with_counts = spec.counts || spec.state;
+    if (with_counts) DIN_RETURN_IF_ERROR(open(".count.npy", NpyHeader("<u4", {rows})));
+    const uint32_t state_floats = store.state_floats();
+    if (spec.state) DIN_RETURN_IF_ERROR(open(".state.npy", NpyHeader("<f4", {rows, state_floats})));
     DumpFileWriter& ids = *outs[0].writer;
     DumpFileWriter& emb = *outs[1].writer;
-    DumpFileWriter* counts = spec.counts ? outs[2].writer.get() : nullptr;
+    DumpFileWriter* counts = with_counts ? outs[2].writer.get() : nullptr;
+    DumpFileWriter* state = spec.state ? outs[3].writer.get() : nullptr;
     const size_t row_bytes = size_t{dim} * sizeof(float);
+    const size_t state_bytes = size_t{state_floats} * sizeof(float);
     // After a failure the buffers stay full, so every TryAppend fails and the rest of
     // the pass costs little.
     auto put = [&st](DumpFileWriter& f, const void* data, size_t n) {
       if (!f.TryAppend(data, n) && st.ok()) st = f.Append(data, n);
     };
-    store.ForEachRow([&](uint64_t key, uint32_t count, const float* w, const float*) {
+    store.ForEachRow([&](uint64_t key, uint32_t count, const float* w, const float* s) {
       put(ids, &key, sizeof(key));
       put(emb, w, row_bytes);
       if (counts != nullptr) put(*counts, &count, sizeof(count));
+      if (state != nullptr && state_bytes > 0) put(*state, s, state_bytes);
     });
   }
   DIN_RETURN_IF_ERROR(st);
@@ -207,6 +215,75 @@ Result<std::vector<ManifestFile>> DumpShard(const ShardStore& store, const Shard
   DIN_RETURN_IF_ERROR(SyncDirectory(table_dir.string()));
   DIN_RETURN_IF_ERROR(SyncDirectory(spec.dir));
   return files;
+}
+
+Result<uint64_t> LoadCheckpointPart(const std::string& dir, const ManifestTable& table,
+                                    const ManifestPart& part,
+                                    const std::vector<ShardStore*>& stores) {
+  if (!table.checkpoint())
+    return Status::InvalidArgument(dir + ": table " + table.name +
+                                   " has no optimizer state (a dump, not a checkpoint)");
+  const std::string stem = table.name + "/" + DumpPartStem(part.shard, table.shards);
+  struct Array {
+    const char* suffix;
+    const char* descr;
+    uint64_t cols;  // 0: one-dimensional
+    std::string data;
+    NpyInfo info;
+  };
+  Array arrays[4] = {{".ids.npy", "<u8", 0, {}, {}},
+                     {".emb.npy", "<f4", table.dim, {}, {}},
+                     {".state.npy", "<f4", table.state_floats, {}, {}},
+                     {".count.npy", "<u4", 0, {}, {}}};
+  for (Array& a : arrays) {
+    const std::string name = stem + a.suffix;
+    const ManifestFile* file = nullptr;
+    for (const ManifestFile& f : part.files)
+      if (f.name == name) file = &f;
+    if (file == nullptr)
+      return Status::InvalidArgument(dir + "/" + kManifestName + ": part lists no " + name);
+    DIN_ASSIGN_OR_RETURN(a.data, ReadVerifiedFile(dir, *file));
+    const std::string origin = dir + "/" + name;
+    DIN_ASSIGN_OR_RETURN(a.info, ParseNpyHeader(a.data, origin));
+    const std::vector<uint64_t> want_shape =
+        std::string(a.suffix) == ".emb.npy" || std::string(a.suffix) == ".state.npy"
+            ? std::vector<uint64_t>{part.rows, a.cols}
+            : std::vector<uint64_t>{part.rows};
+    if (a.info.descr != a.descr || a.info.shape != want_shape ||
+        a.info.header_bytes + a.info.elements() * a.info.item_bytes() != a.data.size())
+      return Status::InvalidArgument(origin + ": unexpected type or shape");
+  }
+  const uint32_t shards = static_cast<uint32_t>(stores.size());
+  for (const ShardStore* store : stores) {
+    if (store == nullptr) continue;
+    if (store->dim() != table.dim || store->state_floats() != table.state_floats)
+      return Status::InvalidArgument(
+          dir + ": table " + table.name + " has dim " + std::to_string(table.dim) + " and " +
+          std::to_string(table.state_floats) + " optimizer state floats, the config " +
+          std::to_string(store->dim()) + " and " + std::to_string(store->state_floats()));
+  }
+  const char* ids = arrays[0].data.data() + arrays[0].info.header_bytes;
+  const char* emb = arrays[1].data.data() + arrays[1].info.header_bytes;
+  const char* state = arrays[2].data.data() + arrays[2].info.header_bytes;
+  const char* counts = arrays[3].data.data() + arrays[3].info.header_bytes;
+  const size_t row_bytes = size_t{table.dim} * sizeof(float);
+  const size_t state_bytes = size_t{table.state_floats} * sizeof(float);
+  uint64_t loaded = 0;
+  for (uint64_t i = 0; i < part.rows; ++i) {
+    uint64_t key;
+    std::memcpy(&key, ids + i * sizeof(key), sizeof(key));
+    ShardStore* store = stores[ShardOf(key, shards)];
+    if (store == nullptr) continue;
+    bool inserted = false;
+    DIN_ASSIGN_OR_RETURN(const uint32_t row, store->FindOrInsert(key, &inserted));
+    std::memcpy(store->Weights(row), emb + i * row_bytes, row_bytes);
+    if (state_bytes > 0) std::memcpy(store->State(row), state + i * state_bytes, state_bytes);
+    uint32_t count;
+    std::memcpy(&count, counts + i * sizeof(count), sizeof(count));
+    store->SetCount(row, count);
+    ++loaded;
+  }
+  return loaded;
 }
 
 }  // namespace din

@@ -101,10 +101,23 @@ struct ShardDumpSpec {
   uint32_t shards = 1;
   bool text = false;    // part-SSSSS-of-NNNNN.txt instead of .ids.npy + .emb.npy
   bool counts = false;  // also .count.npy (NPY only)
+  // A checkpoint part: also .state.npy (float32 [n, state_floats], the optimizer state
+  // bytes as stored) and always .count.npy (NPY only).
+  bool state = false;
 };
 
 // Writes one part of `spec.table` from `store` (its dim is the table's dim) and returns
 // its files, named relative to spec.dir, with sizes and checksums. Creates dir/table.
 Result<std::vector<ManifestFile>> DumpShard(const ShardStore& store, const ShardDumpSpec& spec);
+
+// Inserts the rows of one checkpoint part (`table` and `part` from a complete MANIFEST
+// in `dir`) whose ShardOf(id, stores.size()) names a non-null store: key, weights,
+// optimizer state and count, byte for byte (an existing row is overwritten). Every file
+// is read whole and checked against the MANIFEST's size and XXH64, and the shapes
+// against the stores, before any row is inserted; errors name the file. Returns the
+// number of rows inserted. Same thread safety as DumpShard, for every store.
+Result<uint64_t> LoadCheckpointPart(const std::string& dir, const ManifestTable& table,
+                                    const ManifestPart& part,
+                                    const std::vector<ShardStore*>& stores);
 
 }  // namespace din

@@ -70,6 +70,7 @@ size_t FramesFor(wire::Op op) {
     case wire::STATS:
     case wire::PING:
     case wire::DUMP:
+    case wire::LOAD:
       return 1;
     default:
       return 0;
@@ -266,6 +267,8 @@ void LaneHandler::Dump(const wire::DumpRequest& req, wire::ReplyHeader* rh) {
         std::find(req.text_tables().begin(), req.text_tables().end(), t) != req.text_tables().end();
     spec.counts = std::find(req.count_tables().begin(), req.count_tables().end(), t) !=
                   req.count_tables().end();
+    spec.state = req.with_state();
+    if (spec.state) spec.text = false;
     for (uint32_t s = 0; s < shards_[t].size(); ++s) {
       const ShardStore* store = shards_[t][s].get();
       if (store == nullptr) continue;
@@ -276,6 +279,10 @@ void LaneHandler::Dump(const wire::DumpRequest& req, wire::ReplyHeader* rh) {
       part->set_table(static_cast<uint32_t>(t));
       part->set_shard(s);
       part->set_rows(store->size());
+      if (req.with_state()) {
+        part->set_state_floats(store->state_floats());
+        part->set_optimizer(tables_[t].optimizer->Name());
+      }
       for (const ManifestFile& f : *files) {
         wire::DumpFile* df = part->add_files();
         df->set_name(f.name);
@@ -284,6 +291,63 @@ void LaneHandler::Dump(const wire::DumpRequest& req, wire::ReplyHeader* rh) {
       }
     }
   }
+}
+
+void LaneHandler::Load(const wire::LoadRequest& req, wire::ReplyHeader* rh) {
+  auto fail = [&](wire::Code code, const Status& why) {
+    rh->set_code(code);
+    rh->set_error("server " + std::to_string(server_) + " lane " + std::to_string(lane_) +
+                  ": load: " + why.ToString());
+  };
+  if (req.dir().empty())
+    return fail(wire::INVALID_REQUEST, Status::InvalidArgument("no directory given"));
+  Result<Manifest> manifest = ReadCompleteManifest(req.dir());
+  if (!manifest.ok()) return fail(wire::INVALID_REQUEST, manifest.status());
+  // Check everything before inserting anything.
+  std::vector<const ManifestTable*> sources(tables_.size(), nullptr);
+  for (size_t t = 0; t < tables_.size(); ++t) {
+    const TableSpec& spec = tables_[t];
+    const ManifestTable* mt = manifest->Find(spec.name);
+    const std::string where = req.dir() + "/" + kManifestName + ": table " + spec.name;
+    if (mt == nullptr)
+      return fail(wire::INVALID_REQUEST, Status::InvalidArgument(where + " is missing"));
+    if (!mt->checkpoint())
+      return fail(wire::INVALID_REQUEST,
+                  Status::InvalidArgument(where + " has no optimizer state (not a checkpoint)"));
+    const uint32_t state_floats = spec.optimizer->StateFloats(spec.dim);
+    if (mt->dim != spec.dim || mt->state_floats != state_floats ||
+        mt->optimizer != spec.optimizer->Name())
+      return fail(
+          wire::INVALID_REQUEST,
+          Status::InvalidArgument(where + " has dim " + std::to_string(mt->dim) + ", optimizer " +
+                                  mt->optimizer + " with " + std::to_string(mt->state_floats) +
+                                  " state floats; the config has dim " + std::to_string(spec.dim) +
+                                  ", optimizer " + spec.optimizer->Name() + " with " +
+                                  std::to_string(state_floats)));
+    for (const ManifestPart& part : mt->parts) {
+      for (const ManifestFile& f : part.files) {
+        Result<std::string> data = ReadVerifiedFile(req.dir(), f);
+        if (!data.ok()) return fail(wire::INVALID_REQUEST, data.status());
+      }
+    }
+    sources[t] = mt;
+  }
+  uint64_t loaded = 0;
+  for (size_t t = 0; t < tables_.size(); ++t) {
+    std::vector<ShardStore*> stores(shards_[t].size());
+    bool any = false;
+    for (size_t s = 0; s < stores.size(); ++s) {
+      stores[s] = shards_[t][s].get();
+      any = any || stores[s] != nullptr;
+    }
+    if (!any) continue;
+    for (const ManifestPart& part : sources[t]->parts) {
+      Result<uint64_t> rows = LoadCheckpointPart(req.dir(), *sources[t], part, stores);
+      if (!rows.ok()) return fail(wire::INTERNAL, rows.status());
+      loaded += *rows;
+    }
+  }
+  rh->set_loaded_rows(loaded);
 }
 
 std::vector<zmq::message_t> LaneHandler::Handle(std::vector<zmq::message_t>& frames) {
@@ -335,6 +399,9 @@ std::vector<zmq::message_t> LaneHandler::Handle(std::vector<zmq::message_t>& fra
       break;
     case wire::DUMP:
       Dump(h.dump(), &rh);
+      break;
+    case wire::LOAD:
+      Load(h.load(), &rh);
       break;
     default:
       break;

@@ -70,6 +70,11 @@ class LaneHandler {
   // Writes every shard of this lane as dump parts (ps/dump_writer.h) and lists them in
   // rh->dump_parts; a failure becomes an INTERNAL reply naming the file.
   void Dump(const wire::DumpRequest& req, wire::ReplyHeader* rh);
+  // Inserts the rows of a checkpoint (written with any number of servers and shards)
+  // that belong to this lane's shards under the current config; every file is verified
+  // against the MANIFEST first, so a refused checkpoint loads nothing. A failure becomes
+  // an INVALID_REQUEST (bad checkpoint) or INTERNAL reply naming the file.
+  void Load(const wire::LoadRequest& req, wire::ReplyHeader* rh);
 
   const std::vector<TableSpec>& tables_;
   const Placement& placement_;

@@ -40,6 +40,12 @@ Status WriteDumpManifest(const std::string& dir, const config::TrainConfig& cfg,
     mp.rows = p.rows();
     t.rows += p.rows();
     for (const auto& f : p.files()) mp.files.push_back({f.name(), f.bytes(), f.xxh64()});
+    if (p.has_optimizer()) {
+      t.text = false;
+      t.counts = true;
+      t.optimizer = p.optimizer();
+      t.state_floats = p.state_floats();
+    }
   }
   for (size_t t = 0; t < m.tables.size(); ++t)
     for (uint32_t s = 0; s < m.tables[t].shards; ++s)
@@ -71,6 +77,35 @@ Status DumpTables(PsClient& client, const config::TrainConfig& cfg, const std::s
   DIN_RETURN_IF_ERROR(SyncDirectory(abs));
   DIN_ASSIGN_OR_RETURN(std::vector<wire::DumpPart> parts, client.Dump(abs, options));
   return WriteDumpManifest(abs, cfg, step, parts).WithContext("dump to " + abs);
+}
+
+Status SaveTables(PsClient& client, const config::TrainConfig& cfg, const std::string& dir,
+                  uint64_t step, DumpOptions options) {
+  options.with_state = true;
+  return DumpTables(client, cfg, dir, step, options);
+}
+
+Result<uint64_t> LoadTables(PsClient& client, const config::TrainConfig& cfg,
+                            const std::string& dir, const LoadOptions& options) {
+  if (dir.empty()) return Status::InvalidArgument("load: no directory given");
+  std::error_code ec;
+  const std::string abs = std::filesystem::absolute(dir, ec).lexically_normal().string();
+  if (ec) return Status::IoError("load: cannot resolve " + dir + ": " + ec.message());
+  // The cheap checks here, with one clear message; the lanes verify every file.
+  Result<Manifest> m = ReadCompleteManifest(abs);
+  if (!m.ok()) return m.status().WithContext("load from " + abs);
+  for (const auto& t : cfg.tables()) {
+    const ManifestTable* mt = m->Find(t.name());
+    const std::string where = abs + "/" + kManifestName + ": table " + t.name();
+    if (mt == nullptr) return Status::InvalidArgument("load: " + where + " is missing");
+    if (!mt->checkpoint())
+      return Status::InvalidArgument("load: " + where +
+                                     " has no optimizer state (a dump, not a checkpoint)");
+    if (mt->dim != t.dim())
+      return Status::InvalidArgument("load: " + where + " has dim " + std::to_string(mt->dim) +
+                                     ", the config " + std::to_string(t.dim()));
+  }
+  return client.Load(abs, options);
 }
 
 }  // namespace din

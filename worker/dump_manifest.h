@@ -27,6 +27,22 @@ namespace din {
 Status DumpTables(PsClient& client, const config::TrainConfig& cfg, const std::string& dir,
                   uint64_t step, const DumpOptions& options = {});
 
+// A checkpoint of every table: DumpTables with options.with_state (ids, weights,
+// optimizer state and counts of every row, byte for byte; the MANIFEST records each
+// table's optimizer and state size). LoadTables restores it into servers of any number
+// and shard counts.
+Status SaveTables(PsClient& client, const config::TrainConfig& cfg, const std::string& dir,
+                  uint64_t step, DumpOptions options = {});
+
+// Inserts into the servers the rows of the checkpoint in `dir` that belong to each
+// lane's shards under `cfg` (the config the servers run). Refuses, naming the file, a
+// directory without _SUCCESS, a file whose size or XXH64 differs from the MANIFEST, a
+// dump without optimizer state, a missing table, or a dim, optimizer or state size other
+// than the config's; a refused checkpoint loads nothing. Call before training starts,
+// while no other request is in flight. Returns the rows inserted (over all lanes).
+Result<uint64_t> LoadTables(PsClient& client, const config::TrainConfig& cfg,
+                            const std::string& dir, const LoadOptions& options = {});
+
 // Checks that `parts` (the servers' DUMP replies) cover every (table, shard) of `cfg`
 // exactly once, then writes dir/MANIFEST (durably, via a temporary name) and then
 // dir/_SUCCESS.

@@ -295,6 +295,7 @@ Status PsClient::Receive(int dest) {
     for (const auto& st : rh.stats()) p.stats->push_back(st);
   if (p.dump_parts != nullptr)
     for (const auto& part : rh.dump_parts()) p.dump_parts->push_back(part);
+  if (p.loaded_rows != nullptr) *p.loaded_rows += rh.loaded_rows();
   if (p.op == wire::PULL) {
     const DestPlan& dp = p.plans[plan];
     uint64_t floats = 0;
@@ -395,7 +396,8 @@ Result<std::vector<wire::DumpPart>> PsClient::Dump(const std::string& dir,
   h.set_op(wire::DUMP);
   h.set_request_id(id);
   h.mutable_dump()->set_dir(dir);
-  for (int t = 0; t < cfg_.tables_size(); ++t) {
+  if (options.with_state) h.mutable_dump()->set_with_state(true);
+  for (int t = 0; t < cfg_.tables_size() && !options.with_state; ++t) {
     if (cfg_.tables(t).dump_format() == config::TableConfig::TEXT)
       h.mutable_dump()->add_text_tables(static_cast<uint32_t>(t));
     else if (cfg_.tables(t).dump_counts())
@@ -417,6 +419,36 @@ Result<std::vector<wire::DumpPart>> PsClient::Dump(const std::string& dir,
   timeout_ = saved;
   DIN_RETURN_IF_ERROR(st);
   return parts;
+}
+
+Result<uint64_t> PsClient::Load(const std::string& dir, const LoadOptions& options) {
+  if (dir.empty()) return Status::InvalidArgument("load: no directory given");
+  uint64_t loaded = 0;
+  const Handle id = next_id_++;
+  Pending p;
+  p.op = wire::LOAD;
+  p.deadline = Clock::now() + options.timeout;
+  p.loaded_rows = &loaded;
+  wire::RequestHeader h;
+  h.set_version(wire::CURRENT_VERSION);
+  h.set_op(wire::LOAD);
+  h.set_request_id(id);
+  h.mutable_load()->set_dir(dir);
+  for (int d = 0; d < placement_.num_dests(); ++d) {
+    zmq::message_t header = EncodeFrame(h);
+    if (!sockets_[d].send(header, zmq::send_flags::dontwait))
+      return Status::Unavailable("cannot send to " + DescribeDest(d));
+    p.plans.push_back(DestPlan{d, {}, {}});
+  }
+  p.remaining = static_cast<int>(p.plans.size());
+  p.done.assign(p.plans.size(), false);
+  pending_.emplace(id, std::move(p));
+  const auto saved = timeout_;
+  timeout_ = options.timeout;
+  Status st = Wait(id);
+  timeout_ = saved;
+  DIN_RETURN_IF_ERROR(st);
+  return loaded;
 }
 
 }  // namespace din

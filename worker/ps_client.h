@@ -65,6 +65,14 @@ struct DumpOptions {
   // How long Dump() waits for every lane to finish writing: a large table takes longer
   // than ps.request_timeout_ms to write.
   std::chrono::milliseconds timeout{std::chrono::hours(1)};
+  // A checkpoint: every table as NPY with counts and optimizer state (.state.npy), for
+  // Load(); the config's dump_format and dump_counts are ignored.
+  bool with_state = false;
+};
+
+struct LoadOptions {
+  // How long Load() waits for every lane to finish reading.
+  std::chrono::milliseconds timeout{std::chrono::hours(1)};
 };
 
 class PsClient {
@@ -94,8 +102,15 @@ class PsClient {
   // passed. `dir` is sent as given: a relative path resolves against each server's
   // working directory. Returns one DumpPart per (table, shard), in no particular order.
   // Writes no MANIFEST: see DumpTables (worker/dump_manifest.h).
-  Result<std::vector<wire::DumpPart>> Dump(const std::string& dir,
-                                           const DumpOptions& options = {});
+  Result<std::vector<wire::DumpPart>> Dump(const std::string& dir, const DumpOptions& options = {});
+  // Asks every lane of every server to insert, from the complete checkpoint in `dir`
+  // (written by Dump with with_state, by any number of servers and shards), the rows of
+  // the shards it serves under this config, and blocks until all lanes replied or
+  // options.timeout passed. Every lane verifies the whole checkpoint (_SUCCESS, sizes,
+  // XXH64, dims, optimizer and its state size) before inserting anything. `dir` is sent
+  // as given. Returns the number of rows inserted. See LoadTables
+  // (worker/dump_manifest.h).
+  Result<uint64_t> Load(const std::string& dir, const LoadOptions& options = {});
 
   const Placement& placement() const { return placement_; }
   void set_timeout(std::chrono::milliseconds t) { timeout_ = t; }
@@ -123,6 +138,7 @@ class PsClient {
     std::chrono::steady_clock::time_point deadline;
     std::vector<wire::ShardStats>* stats = nullptr;
     std::vector<wire::DumpPart>* dump_parts = nullptr;
+    uint64_t* loaded_rows = nullptr;
   };
   // What one entry of a request contributes: its table, unique IDs and, for pushes,
   // the per-key payload (floats per key = dim, or one uint32 count).
