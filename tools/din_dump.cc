@@ -142,7 +142,8 @@ class Inspector {
       want = {stem + ".txt"};
     } else {
       want = {stem + ".ids.npy", stem + ".emb.npy"};
-      if (t.counts) want.push_back(stem + ".count.npy");
+      if (t.counts || t.checkpoint()) want.push_back(stem + ".count.npy");
+      if (t.checkpoint()) want.push_back(stem + ".state.npy");
     }
     std::vector<std::string> have;
     for (const auto& f : p.files) have.push_back(f.name);
@@ -175,9 +176,13 @@ class Inspector {
       std::vector<uint64_t> shape = {p.rows};
       if (mf.name.ends_with(".emb.npy")) descr = "<f4", shape = {p.rows, t.dim};
       if (mf.name.ends_with(".count.npy")) descr = "<u4";
+      // Checkpoint state: float32 [rows, state_floats] (Adam's step count is a uint32 kept
+      // in the bits of its float slot).
+      if (mf.name.ends_with(".state.npy")) descr = "<f4", shape = {p.rows, t.state_floats};
       if (info.descr != descr || info.shape != shape)
         Problem(path + ": dtype " + info.descr + " shape of " + std::to_string(info.shape.size()) +
-                " dims, expected " + descr + " " + (shape.size() == 1 ? "[rows]" : "[rows, dim]") +
+                " dims, expected " + descr + " " +
+                (shape.size() == 1 ? "[rows]" : "[rows, " + std::to_string(shape[1]) + "]") +
                 " with rows " + std::to_string(p.rows));
       if (info.header_bytes + info.elements() * info.item_bytes() != size)
         Problem(path + ": " + std::to_string(size) + " bytes do not hold the " +

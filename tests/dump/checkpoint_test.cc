@@ -3,6 +3,7 @@
 // weights, optimizer state and count come back byte for byte; a corrupted or incomplete
 // checkpoint, or one of another shape, is refused and loads nothing; training goes on
 // identically from the restored rows.
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -158,6 +159,9 @@ TEST_F(CheckpointTest, ReshardsExactlyAndRefusesBadCheckpoints) {
   ASSERT_TRUE(SaveTables(*ca, cfg_a, saved, 4).ok());
   const Snapshot before = ReadCheckpoint(saved);
   ASSERT_EQ(before.at("item").size(), 300u);
+  // din_dump inspect verifies checkpoints too (state parts included).
+  EXPECT_EQ(
+      std::system((std::string(DIN_DUMP_TOOL) + " inspect " + saved + " > /dev/null").c_str()), 0);
   // Adam's per-row step counts are in the state; they differ between rows.
   {
     auto m = ReadCompleteManifest(saved);
