@@ -358,17 +358,12 @@ Status PsClient::Wait(Handle handle) {
   return st;
 }
 
-Result<std::vector<wire::ShardStats>> PsClient::Stats() {
-  std::vector<wire::ShardStats> stats;
+Status PsClient::Broadcast(wire::RequestHeader h, Pending p, std::chrono::milliseconds timeout) {
   const Handle id = next_id_++;
-  Pending p;
-  p.op = wire::STATS;
-  p.deadline = Clock::now() + timeout_;
-  p.stats = &stats;
-  wire::RequestHeader h;
   h.set_version(wire::CURRENT_VERSION);
-  h.set_op(wire::STATS);
+  h.set_op(p.op);
   h.set_request_id(id);
+  p.deadline = Clock::now() + timeout;
   for (int d = 0; d < placement_.num_dests(); ++d) {
     zmq::message_t header = EncodeFrame(h);
     if (!sockets_[d].send(header, zmq::send_flags::dontwait))
@@ -378,7 +373,20 @@ Result<std::vector<wire::ShardStats>> PsClient::Stats() {
   p.remaining = static_cast<int>(p.plans.size());
   p.done.assign(p.plans.size(), false);
   pending_.emplace(id, std::move(p));
-  DIN_RETURN_IF_ERROR(Wait(id));
+  // Wait() names the timeout it waited for in its error; make that this request's.
+  const auto saved = timeout_;
+  timeout_ = timeout;
+  Status st = Wait(id);
+  timeout_ = saved;
+  return st;
+}
+
+Result<std::vector<wire::ShardStats>> PsClient::Stats() {
+  std::vector<wire::ShardStats> stats;
+  Pending p;
+  p.op = wire::STATS;
+  p.stats = &stats;
+  DIN_RETURN_IF_ERROR(Broadcast(wire::RequestHeader(), std::move(p), timeout_));
   return stats;
 }
 
@@ -386,15 +394,10 @@ Result<std::vector<wire::DumpPart>> PsClient::Dump(const std::string& dir,
                                                    const DumpOptions& options) {
   if (dir.empty()) return Status::InvalidArgument("dump: no directory given");
   std::vector<wire::DumpPart> parts;
-  const Handle id = next_id_++;
   Pending p;
   p.op = wire::DUMP;
-  p.deadline = Clock::now() + options.timeout;
   p.dump_parts = &parts;
   wire::RequestHeader h;
-  h.set_version(wire::CURRENT_VERSION);
-  h.set_op(wire::DUMP);
-  h.set_request_id(id);
   h.mutable_dump()->set_dir(dir);
   if (options.with_state) h.mutable_dump()->set_with_state(true);
   for (int t = 0; t < cfg_.tables_size() && !options.with_state; ++t) {
@@ -403,51 +406,19 @@ Result<std::vector<wire::DumpPart>> PsClient::Dump(const std::string& dir,
     else if (cfg_.tables(t).dump_counts())
       h.mutable_dump()->add_count_tables(static_cast<uint32_t>(t));
   }
-  for (int d = 0; d < placement_.num_dests(); ++d) {
-    zmq::message_t header = EncodeFrame(h);
-    if (!sockets_[d].send(header, zmq::send_flags::dontwait))
-      return Status::Unavailable("cannot send to " + DescribeDest(d));
-    p.plans.push_back(DestPlan{d, {}, {}});
-  }
-  p.remaining = static_cast<int>(p.plans.size());
-  p.done.assign(p.plans.size(), false);
-  pending_.emplace(id, std::move(p));
-  // Wait() reports a timeout with the request timeout; name the dump's own.
-  const auto saved = timeout_;
-  timeout_ = options.timeout;
-  Status st = Wait(id);
-  timeout_ = saved;
-  DIN_RETURN_IF_ERROR(st);
+  DIN_RETURN_IF_ERROR(Broadcast(std::move(h), std::move(p), options.timeout));
   return parts;
 }
 
 Result<uint64_t> PsClient::Load(const std::string& dir, const LoadOptions& options) {
   if (dir.empty()) return Status::InvalidArgument("load: no directory given");
   uint64_t loaded = 0;
-  const Handle id = next_id_++;
   Pending p;
   p.op = wire::LOAD;
-  p.deadline = Clock::now() + options.timeout;
   p.loaded_rows = &loaded;
   wire::RequestHeader h;
-  h.set_version(wire::CURRENT_VERSION);
-  h.set_op(wire::LOAD);
-  h.set_request_id(id);
   h.mutable_load()->set_dir(dir);
-  for (int d = 0; d < placement_.num_dests(); ++d) {
-    zmq::message_t header = EncodeFrame(h);
-    if (!sockets_[d].send(header, zmq::send_flags::dontwait))
-      return Status::Unavailable("cannot send to " + DescribeDest(d));
-    p.plans.push_back(DestPlan{d, {}, {}});
-  }
-  p.remaining = static_cast<int>(p.plans.size());
-  p.done.assign(p.plans.size(), false);
-  pending_.emplace(id, std::move(p));
-  const auto saved = timeout_;
-  timeout_ = options.timeout;
-  Status st = Wait(id);
-  timeout_ = saved;
-  DIN_RETURN_IF_ERROR(st);
+  DIN_RETURN_IF_ERROR(Broadcast(std::move(h), std::move(p), options.timeout));
   return loaded;
 }
 

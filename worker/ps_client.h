@@ -153,6 +153,8 @@ class PsClient {
   Result<Handle> Send(wire::Op op, wire::PullMode mode, std::span<const Entry> entries,
                       std::vector<TablePull*> outs);
   Status Receive(int dest);
+  // Sends `h` (op taken from `p`) to every lane and waits up to `timeout` for all replies.
+  Status Broadcast(wire::RequestHeader h, Pending p, std::chrono::milliseconds timeout);
   void Complete(Pending& p, size_t plan, const Status& status);
   std::string DescribeDest(int dest) const;
   void Dedup(std::span<const uint64_t> ids, TablePull* out);
