@@ -169,12 +169,6 @@ Status TimedPush(PsClient& c, std::span<const uint64_t> ids, std::span<const flo
   return c.Wait(h);
 }
 
-Status WorkerBarrier(Cluster& cluster) {
-  MPI_Request req;
-  MPI_Ibarrier(cluster.role_comm(), &req);
-  return Cluster::WaitPolling(&req);
-}
-
 Status Run(const config::TrainConfig& cfg, Cluster& cluster, const std::string& raw_ep,
            const std::string& base_ep) {
   const int dim = static_cast<int>(cfg.tables(0).dim());
@@ -296,7 +290,7 @@ Status Run(const config::TrainConfig& cfg, Cluster& cluster, const std::string& 
   }
 
   // (c) both workers pull 4k-key requests at once.
-  DIN_RETURN_IF_ERROR(WorkerBarrier(cluster));
+  DIN_RETURN_IF_ERROR(cluster.RoleBarrier());
   auto c0 = Clock::now();
   for (int r = 0; r < FLAGS_requests; ++r) DIN_RETURN_IF_ERROR(TimedPull(*client, slice(r), &out));
   double elapsed = Sec(c0, Clock::now()), slowest = 0;

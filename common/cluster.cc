@@ -135,12 +135,17 @@ Status Cluster::WaitPolling(MPI_Request* request) {
   }
 }
 
-Status Cluster::Barrier() {
+namespace {
+Status PollingBarrier(MPI_Comm comm) {
   MPI_Request request;
-  if (MPI_Ibarrier(MPI_COMM_WORLD, &request) != MPI_SUCCESS)
-    return Status::Unavailable("MPI barrier failed");
-  return WaitPolling(&request);
+  if (MPI_Ibarrier(comm, &request) != MPI_SUCCESS) return Status::Unavailable("MPI barrier failed");
+  return Cluster::WaitPolling(&request);
 }
+}  // namespace
+
+Status Cluster::Barrier() { return PollingBarrier(MPI_COMM_WORLD); }
+
+Status Cluster::RoleBarrier() { return PollingBarrier(role_comm_); }
 
 void Cluster::Fail(const Status& status) const {
   LOG(ERROR) << RoleName(role_) << " " << role_rank_ << " (world rank " << world_rank_ << " on "

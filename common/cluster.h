@@ -64,6 +64,8 @@ class Cluster {
   // A barrier over all processes that sleeps while it waits instead of spinning a core
   // (Open MPI's blocking calls busy-poll, which starves the servers on small machines).
   Status Barrier();
+  // The same, over the processes of this process's role only (e.g. all workers).
+  Status RoleBarrier();
   // Waits for a non-blocking MPI request the same way.
   static Status WaitPolling(MPI_Request* request);
 

@@ -23,12 +23,6 @@ Status Check(bool ok, const std::string& what) {
   return ok ? Status::Ok() : Status::Internal("check failed: " + what);
 }
 
-Status WorkerBarrier(Cluster& cluster) {
-  MPI_Request req;
-  MPI_Ibarrier(cluster.role_comm(), &req);
-  return Cluster::WaitPolling(&req);
-}
-
 Result<TablePull> Pull(PsClient& c, int table, const std::vector<uint64_t>& ids,
                        wire::PullMode mode = wire::TRAIN) {
   TablePull out;
@@ -58,7 +52,7 @@ Status Run(const config::TrainConfig& cfg, Cluster& cluster) {
   // 1. Both workers create the same rows; all hold the constant initial value.
   DIN_ASSIGN_OR_RETURN(TablePull first, Pull(*client, 0, shared));
   for (float v : first.values) DIN_RETURN_IF_ERROR(Check(v == 0.25f, "initial value 0.25"));
-  DIN_RETURN_IF_ERROR(WorkerBarrier(cluster));
+  DIN_RETURN_IF_ERROR(cluster.RoleBarrier());
 
   // 2. Both push to the same IDs concurrently; every push lands. Gradients are multiples
   //    of 1/8 and lr = 0.5, so sums are exact in any order.
@@ -70,7 +64,7 @@ Status Run(const config::TrainConfig& cfg, Cluster& cluster) {
     DIN_ASSIGN_OR_RETURN(auto h, client->Push({&push, 1}));
     DIN_RETURN_IF_ERROR(client->Wait(h));
   }
-  DIN_RETURN_IF_ERROR(WorkerBarrier(cluster));
+  DIN_RETURN_IF_ERROR(cluster.RoleBarrier());
   DIN_ASSIGN_OR_RETURN(TablePull after, Pull(*client, 0, shared));
   for (size_t i = 0; i < shared.size(); ++i) {
     for (int j = 0; j < 8; ++j) {
@@ -91,14 +85,14 @@ Status Run(const config::TrainConfig& cfg, Cluster& cluster) {
   }
   DIN_ASSIGN_OR_RETURN(TablePull watched_before, Pull(*client, 1, watched));
   DIN_ASSIGN_OR_RETURN(TablePull pushed_before, Pull(*client, 1, pushed));
-  DIN_RETURN_IF_ERROR(WorkerBarrier(cluster));
+  DIN_RETURN_IF_ERROR(cluster.RoleBarrier());
   {
     std::vector<float> g(pushed_before.values.size(), 0.01f);
     PushSpec push{1, pushed_before.unique_ids, g};
     DIN_ASSIGN_OR_RETURN(auto h, client->Push({&push, 1}));
     DIN_RETURN_IF_ERROR(client->Wait(h));
   }
-  DIN_RETURN_IF_ERROR(WorkerBarrier(cluster));
+  DIN_RETURN_IF_ERROR(cluster.RoleBarrier());
   DIN_ASSIGN_OR_RETURN(TablePull watched_after, Pull(*client, 1, watched));
   DIN_RETURN_IF_ERROR(Check(std::memcmp(watched_before.values.data(), watched_after.values.data(),
                                         watched_before.values.size() * sizeof(float)) == 0,
@@ -109,13 +103,13 @@ Status Run(const config::TrainConfig& cfg, Cluster& cluster) {
         Check(pushed_after.values[k] < pushed_before.values[k], "pushed rows moved"));
 
   // 4. Evaluation pulls never create rows.
-  DIN_RETURN_IF_ERROR(WorkerBarrier(cluster));
+  DIN_RETURN_IF_ERROR(cluster.RoleBarrier());
   DIN_ASSIGN_OR_RETURN(uint64_t rows_before, Rows(*client));
   std::vector<uint64_t> unknown;
   for (uint64_t i = 0; i < 500; ++i) unknown.push_back((static_cast<uint64_t>(7 + w) << 56) + i);
   DIN_ASSIGN_OR_RETURN(TablePull eval, Pull(*client, 1, unknown, wire::EVAL));
   for (float v : eval.values) DIN_RETURN_IF_ERROR(Check(v == 0.0f, "unknown rows read as zero"));
-  DIN_RETURN_IF_ERROR(WorkerBarrier(cluster));
+  DIN_RETURN_IF_ERROR(cluster.RoleBarrier());
   DIN_ASSIGN_OR_RETURN(uint64_t rows_after, Rows(*client));
   DIN_RETURN_IF_ERROR(Check(rows_before == rows_after, "evaluation pulls created rows"));
   DIN_RETURN_IF_ERROR(
@@ -128,7 +122,7 @@ Status Run(const config::TrainConfig& cfg, Cluster& cluster) {
     DIN_ASSIGN_OR_RETURN(auto h, client->PushCounts({&spec, 1}));
     DIN_RETURN_IF_ERROR(client->Wait(h));
   }
-  DIN_RETURN_IF_ERROR(WorkerBarrier(cluster));
+  DIN_RETURN_IF_ERROR(cluster.RoleBarrier());
   DIN_ASSIGN_OR_RETURN(TablePull counted, Pull(*client, 0, shared));
   for (uint32_t c : counted.counts)
     DIN_RETURN_IF_ERROR(Check(c == 4, "n_j = 2 workers x 2 pushes"));
