@@ -2,19 +2,26 @@
 
 #include <algorithm>
 
+#include <glog/logging.h>
+
 #include "common/hash.h"
 
 namespace din {
 
-ShardStore::ShardStore(uint32_t dim, uint32_t state_floats, uint64_t expected_rows)
-    : dim_(dim), state_floats_(state_floats), stride_(kHeaderBytes + 4 * (dim + state_floats)) {
+ShardStore::ShardStore(uint32_t dim, uint32_t state_floats, uint64_t expected_rows,
+                       uint64_t max_rows)
+    : dim_(dim),
+      state_floats_(state_floats),
+      stride_(kHeaderBytes + 4 * (dim + state_floats)),
+      max_rows_(max_rows == 0 ? kMaxRows : std::min<uint64_t>(max_rows, kMaxRows)),
+      max_capacity_(SlotsFor(max_rows_)) {
   const uint64_t want = std::max<uint64_t>(
-      16, static_cast<uint64_t>(static_cast<double>(std::min<uint64_t>(expected_rows, kMaxRows)) /
+      16, static_cast<uint64_t>(static_cast<double>(std::min(expected_rows, max_rows_)) /
                                 kMaxLoad) +
               1);
-  slot_memory_ = HugeBuffer(want * sizeof(uint32_t));
+  capacity_ = std::min(want, max_capacity_);
+  slot_memory_ = HugeBuffer(capacity_ * sizeof(uint32_t));
   slots_ = reinterpret_cast<uint32_t*>(slot_memory_.data());
-  capacity_ = want;
 }
 
 uint64_t ShardStore::HashOf(uint64_t key) {
@@ -96,7 +103,10 @@ Result<uint32_t> ShardStore::FindOrInsert(uint64_t key, bool* inserted) {
       return row;
     }
   }
-  if (size_ >= kMaxRows) {
+  if (size_ >= max_rows_) {
+    if (max_rows_ < kMaxRows)
+      return Status::ResourceExhausted("shard is full: it holds its cap of " +
+                                       std::to_string(max_rows_) + " rows");
     return Status::ResourceExhausted("shard is full: " + std::to_string(kMaxRows) +
                                      " rows (use more shards for this table)");
   }
@@ -132,7 +142,9 @@ void ShardStore::StartGrowth() {
   old_slots_ = slots_;
   old_capacity_ = capacity_;
   migrate_pos_ = 0;
-  capacity_ = capacity_ + capacity_ / 2 + 1;
+  // Growth only starts while size_ < 0.8 * max_capacity_, so the index still grows here.
+  capacity_ = std::min(capacity_ + capacity_ / 2 + 1, max_capacity_);
+  DCHECK_GT(capacity_, old_capacity_);
   slot_memory_ = HugeBuffer(capacity_ * sizeof(uint32_t));
   slots_ = reinterpret_cast<uint32_t*>(slot_memory_.data());
 }
@@ -152,7 +164,10 @@ void ShardStore::Migrate(uint64_t n) {
 }
 
 void ShardStore::AddChunk() {
-  const uint64_t rows = uint64_t{1} << (kBaseBits + chunks_.size());
+  // The last chunk a cap allows ends at row max_rows_ (RowPtr only needs the chunks'
+  // first rows, which cutting the last one does not move).
+  const uint64_t rows =
+      std::min(uint64_t{1} << (kBaseBits + chunks_.size()), max_rows_ - arena_rows_);
   // Pages are committed by the kernel only when rows are written.
   chunks_.emplace_back(rows * stride_);
   arena_rows_ += rows;

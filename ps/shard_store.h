@@ -16,6 +16,12 @@
 // is the 8-byte key plus 4/load-factor bytes of index, i.e. 13 to 15.5 bytes per row
 // (plus the old index, 4/0.8 bytes per row, while a drain is in progress).
 //
+// Cap. A store built with max_rows > 0 never holds more rows, and never maps more than
+// they need: the index stops growing at the size max_rows fits in below the load factor,
+// and the last arena chunk is cut to end at row max_rows. Without a cap the only limit
+// is kMaxRows, and the cost of the cap on the insert path is the one compare that the
+// kMaxRows check already was.
+//
 // Thread safety: none. The server holds the shard's mutex around every call.
 #pragma once
 
@@ -37,8 +43,11 @@ class ShardStore {
   // Row numbers use 28 bits of a slot.
   static constexpr uint32_t kMaxRows = (1u << 28) - 1;
 
-  // `state_floats` floats of optimizer state follow the `dim` weights of each row.
-  ShardStore(uint32_t dim, uint32_t state_floats, uint64_t expected_rows = 0);
+  // `state_floats` floats of optimizer state follow the `dim` weights of each row. The
+  // index is sized for `expected_rows` up front; `max_rows` caps the rows (0 = kMaxRows,
+  // also the most a larger value gives).
+  ShardStore(uint32_t dim, uint32_t state_floats, uint64_t expected_rows = 0,
+             uint64_t max_rows = 0);
   ShardStore(const ShardStore&) = delete;
   ShardStore& operator=(const ShardStore&) = delete;
 
@@ -52,8 +61,11 @@ class ShardStore {
   // Brings row `row` towards the cache ahead of use.
   void PrefetchRow(uint32_t row) const { __builtin_prefetch(RowPtr(row)); }
   // The row of `key`, created (uninitialised: the caller fills it) when absent, with
-  // *inserted telling which. Fails with ResourceExhausted when the shard is full.
+  // *inserted telling which. Fails with ResourceExhausted when the key is absent and the
+  // shard is full() (nothing changes then).
   Result<uint32_t> FindOrInsert(uint64_t key, bool* inserted);
+  // True when no further row can be created (size() has reached max_rows()).
+  bool full() const { return size_ >= max_rows_; }
 
   uint64_t Key(uint32_t row) const {
     uint64_t k;
@@ -81,6 +93,8 @@ class ShardStore {
   uint32_t dim() const { return dim_; }
   uint32_t state_floats() const { return state_floats_; }
   uint64_t size() const { return size_; }
+  // The cap on size(): the constructor's max_rows, or kMaxRows when none was given.
+  uint64_t max_rows() const { return max_rows_; }
   // Bytes of one row in the arena (key + count + weights + state).
   uint32_t row_bytes() const { return stride_; }
   // Payload bytes of one row: weights + optimizer state + count (what a row must hold).
@@ -89,6 +103,8 @@ class ShardStore {
   // pages of the last chunk are not resident and not counted).
   uint64_t MemoryBytes() const;
   uint64_t slot_capacity() const { return capacity_; }
+  // Rows the arena chunks mapped so far can hold (never more than max_rows()).
+  uint64_t arena_rows() const { return arena_rows_; }
   // True while an old index is being drained into a larger one.
   bool migrating() const { return old_slots_ != nullptr; }
   // Finishes a drain in progress at once (frees the old index).
@@ -123,6 +139,9 @@ class ShardStore {
     return chunks_[chunk].data() + static_cast<size_t>(row - first) * stride_;
   }
   static constexpr uint64_t kMigratePerInsert = 8;
+  // Index slots that hold `rows` rows strictly below the load factor:
+  // 0.8 * (n + n/4 + 2) >= n + 1 for every n, in integers (no rounding at the boundary).
+  static uint64_t SlotsFor(uint64_t rows) { return rows + rows / 4 + 2; }
 
   // The row of `key` in one index (the current or the draining one), or kNoRow.
   uint32_t Probe(const uint32_t* slots, uint64_t cap, uint64_t hash, uint64_t key) const;
@@ -137,6 +156,8 @@ class ShardStore {
   const uint32_t dim_;
   const uint32_t state_floats_;
   const uint32_t stride_;
+  const uint64_t max_rows_;      // size_ never exceeds it
+  const uint64_t max_capacity_;  // SlotsFor(max_rows_): the index never grows past it
   uint64_t size_ = 0;
   uint64_t arena_rows_ = 0;  // rows the allocated chunks can hold
   HugeBuffer slot_memory_;   // capacity_ slots of uint32, zero = empty

@@ -1,7 +1,9 @@
 #include "ps/shard_store.h"
 
 #include <random>
+#include <string>
 #include <unordered_set>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -142,6 +144,68 @@ TEST(ShardStoreTest, OverheadPerRowIsBounded) {
     ++visited;
   });
   EXPECT_EQ(visited, store.size());
+}
+
+// Fills `store` with distinct keys 1, 2, ... until an insert fails; returns the keys
+// that got a row.
+std::vector<uint64_t> FillUntilFull(ShardStore* store, uint64_t attempts) {
+  std::vector<uint64_t> stored;
+  for (uint64_t key = 1; key <= attempts; ++key) {
+    bool inserted = false;
+    auto row = store->FindOrInsert(key, &inserted);
+    if (!row.ok()) {
+      EXPECT_EQ(row.status().code(), StatusCode::kResourceExhausted);
+      EXPECT_NE(row.status().message().find("cap of " + std::to_string(store->max_rows())),
+                std::string::npos)
+          << row.status().ToString();
+      continue;
+    }
+    EXPECT_TRUE(inserted);
+    store->Weights(*row)[0] = static_cast<float>(key);
+    stored.push_back(key);
+  }
+  return stored;
+}
+
+TEST(ShardStoreTest, CapHoldsExactlyMaxRows) {
+  for (uint64_t cap : {1u, 5u, 1023u, 1024u, 1025u, 3000u}) {
+    SCOPED_TRACE("cap " + std::to_string(cap));
+    ShardStore store(4, 2, /*expected_rows=*/0, /*max_rows=*/cap);
+    EXPECT_EQ(store.max_rows(), cap);
+    const std::vector<uint64_t> stored = FillUntilFull(&store, cap + 500);
+    ASSERT_EQ(stored.size(), cap);
+    EXPECT_EQ(store.size(), cap);
+    EXPECT_TRUE(store.full());
+    // Nothing was mapped beyond what `cap` rows need: the arena ends at row `cap`, the
+    // index holds `cap` rows below the load factor (cap + cap/4 + 2 slots at most).
+    store.CompleteGrowth();
+    EXPECT_EQ(store.arena_rows(), cap);
+    EXPECT_LE(store.slot_capacity(), cap + cap / 4 + 2);
+    EXPECT_GT(0.8 * static_cast<double>(store.slot_capacity()), static_cast<double>(cap));
+    // Existing rows are still found, unchanged, and FindOrInsert of them still works.
+    for (uint64_t key : stored) {
+      bool inserted = true;
+      auto row = store.FindOrInsert(key, &inserted);
+      ASSERT_TRUE(row.ok());
+      EXPECT_FALSE(inserted);
+      EXPECT_EQ(store.Weights(*row)[0], static_cast<float>(key));
+    }
+    EXPECT_EQ(store.Find(cap + 1), ShardStore::kNoRow);
+  }
+}
+
+TEST(ShardStoreTest, CapBoundsTheInitialIndex) {
+  // A capacity hint beyond the cap sizes the index for the cap only.
+  ShardStore store(4, 2, /*expected_rows=*/10'000'000, /*max_rows=*/1000);
+  EXPECT_LE(store.slot_capacity(), 1000u + 250u + 2u);
+  EXPECT_EQ(store.arena_rows(), 0u);
+  EXPECT_EQ(FillUntilFull(&store, 2000).size(), 1000u);
+  EXPECT_EQ(store.arena_rows(), 1000u);
+  // Without a cap the hint is honoured and the limit is kMaxRows.
+  ShardStore uncapped(4, 2, /*expected_rows=*/100'000);
+  EXPECT_GE(uncapped.slot_capacity(), 125'000u);
+  EXPECT_EQ(uncapped.max_rows(), ShardStore::kMaxRows);
+  EXPECT_FALSE(uncapped.full());
 }
 
 }  // namespace
