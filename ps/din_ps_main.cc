@@ -2,6 +2,8 @@
 //   mpirun -np S din_ps --config job.pbtxt : -np W din_worker --config job.pbtxt ...
 // Binds its lanes on ephemeral ports of ps.interface, publishes them through the MPI
 // rendezvous, serves until every worker has reached the final barrier, then exits 0.
+#include <csignal>
+
 #include <gflags/gflags.h>
 #include <glog/logging.h>
 
@@ -20,6 +22,9 @@ int main(int argc, char** argv) {
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
   gflags::SetUsageMessage("parameter server of the DIN trainer (started by mpirun)");
+  // SIGUSR1 asks the workers to checkpoint and stop (mpirun passes it to every process);
+  // a server just keeps serving until the workers are done.
+  std::signal(SIGUSR1, SIG_IGN);
   din::Cluster cluster(&argc, &argv);
   // `--set PATH=VALUE` overrides, the same the workers apply (common/config_override.h).
   auto overrides = din::ExtractRepeatedFlag("set", &argc, argv);

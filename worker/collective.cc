@@ -92,4 +92,20 @@ Status MpiCollective::GatherToRoot(std::span<const std::byte> local, std::vector
   return Wait(&req, "gather");
 }
 
+Status MpiCollective::Broadcast(std::string* data) {
+  if (size_ == 1) return Status::Ok();
+  if (data->size() > static_cast<size_t>(std::numeric_limits<int>::max()))
+    return Status::ResourceExhausted("broadcast of more than 2 GiB");
+  int n = static_cast<int>(data->size());
+  MPI_Request req;
+  if (MPI_Ibcast(&n, 1, MPI_INT, 0, comm_, &req) != MPI_SUCCESS)
+    return Status::Unavailable("MPI broadcast failed to start");
+  DIN_RETURN_IF_ERROR(Wait(&req, "broadcast"));
+  data->resize(static_cast<size_t>(n));
+  if (n == 0) return Status::Ok();
+  if (MPI_Ibcast(data->data(), n, MPI_BYTE, 0, comm_, &req) != MPI_SUCCESS)
+    return Status::Unavailable("MPI broadcast failed to start");
+  return Wait(&req, "broadcast");
+}
+
 }  // namespace din

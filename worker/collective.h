@@ -32,6 +32,8 @@ class Collective {
   // Concatenates every worker's bytes in rank order into *all on worker 0 (left empty
   // elsewhere). At most 2 GiB per worker.
   virtual Status GatherToRoot(std::span<const std::byte> local, std::vector<std::byte>* all) = 0;
+  // Worker 0's *data replaces every other worker's. At most 2 GiB.
+  virtual Status Broadcast(std::string* data) = 0;
 };
 
 class SoloCollective final : public Collective {
@@ -45,6 +47,7 @@ class SoloCollective final : public Collective {
     all->assign(local.begin(), local.end());
     return Status::Ok();
   }
+  Status Broadcast(std::string*) override { return Status::Ok(); }
 };
 
 // Over `comm` (Cluster::role_comm() of a worker), which it does not own.
@@ -57,6 +60,7 @@ class MpiCollective final : public Collective {
   Status AllReduceSum(std::span<double> data) override;
   Status Barrier() override;
   Status GatherToRoot(std::span<const std::byte> local, std::vector<std::byte>* all) override;
+  Status Broadcast(std::string* data) override;
 
  private:
   MPI_Comm comm_;

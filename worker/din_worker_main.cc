@@ -12,6 +12,8 @@
 // line of figures from worker 0 and exits non-zero on any mismatch.
 #include <unistd.h>
 
+#include <csignal>
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -46,6 +48,13 @@ DEFINE_int32(rounds, 3, "selfcheck: push/pull rounds");
 
 namespace din {
 namespace {
+
+// Training stopped early on request (SIGUSR1: launch/din-train forwards SIGTERM/SIGINT
+// this way, through mpirun, which passes SIGUSR1 on to every process).
+bool g_stopped = false;
+constexpr int kExitStopped = 75;
+
+extern "C" void OnStopSignal(int) { RequestStop(); }
 
 double Ms(std::chrono::steady_clock::duration d) {
   return std::chrono::duration<double, std::milli>(d).count();
@@ -161,12 +170,27 @@ Status Train(const config::TrainConfig& cfg, Cluster& cluster) {
   Trainer::Options options;
   options.progress_bar =
       FLAGS_progress == "bar" || (FLAGS_progress == "auto" && isatty(STDERR_FILENO));
+  options.num_servers = cluster.num_servers();
   DIN_ASSIGN_OR_RETURN(auto trainer, Trainer::Create(cfg, client.get(), &collective, options));
   if (cluster.role_rank() == 0)
     LOG(INFO) << "training on " << cluster.num_workers() << " worker(s), " << cluster.num_servers()
               << " server(s), backend " << trainer->backend().name() << ", "
               << trainer->backend().params().size() << " dense parameters";
   DIN_RETURN_IF_ERROR(trainer->Train());
+  if (trainer->summary().stopped) {
+    g_stopped = true;
+    if (cluster.role_rank() == 0) {
+      const auto& s = trainer->summary();
+      if (s.stopped_checkpoint.empty())
+        LOG(WARNING) << "training stopped on request at step " << s.steps
+                     << " without a checkpoint (trainer.checkpoint.dir is not set)";
+      else
+        LOG(WARNING) << "training stopped on request at step " << s.steps << "; checkpoint "
+                     << s.stopped_checkpoint << " holds the state; continue with --resume "
+                     << s.stopped_checkpoint;
+    }
+    return Status::Ok();
+  }
   if (cluster.role_rank() == 0) {
     DIN_ASSIGN_OR_RETURN(auto stats, client->Stats());
     for (const auto& s : stats) trainer->mutable_summary().server_rows += s.rows();
@@ -186,6 +210,7 @@ int main(int argc, char** argv) {
   din::ConfigureAllocator();
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
+  std::signal(SIGUSR1, din::OnStopSignal);
   din::Cluster cluster(&argc, &argv);
   auto overrides = din::ExtractRepeatedFlag("set", &argc, argv);
   if (!overrides.ok()) cluster.Fail(overrides.status());
@@ -205,5 +230,5 @@ int main(int argc, char** argv) {
   if (!st.ok()) cluster.Fail(st);
   st = cluster.Barrier();
   if (!st.ok()) cluster.Fail(st);
-  return 0;
+  return din::g_stopped ? din::kExitStopped : 0;
 }

@@ -1,10 +1,14 @@
 #include "worker/trainer.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <limits>
 #include <string>
 #include <unordered_map>
@@ -13,10 +17,12 @@
 #include <glog/logging.h>
 
 #include "common/config.h"
+#include "common/dump_format.h"
 #include "common/data/id_counts.h"
 #include "common/data/schema.h"
 #include "common/hash.h"
 #include "common/proto/model_config.pb.h"
+#include "worker/checkpoint.h"
 #include "worker/dump_manifest.h"
 
 namespace din {
@@ -52,8 +58,39 @@ static_assert(sizeof(Prediction) == 16);
 
 constexpr size_t kRecent = 50000;          // training predictions behind the running AUC
 constexpr uint64_t kCountChunk = 1 << 20;  // IDs per PREPASS count request
+// The per-step all-reduce carries, after the dense gradients: has_batch, loss sum,
+// samples, "checkpoint now" (worker 0's clock) and "stop requested" (any worker).
+constexpr size_t kReduceExtras = 5;
+
+// Set by RequestStop (a signal handler may call it).
+std::atomic<int> g_stop_requested{0};
+static_assert(std::atomic<int>::is_always_lock_free);
+
+std::string FloatBytes(std::span<const float> v) {
+  return std::string(reinterpret_cast<const char*>(v.data()), v.size_bytes());
+}
+
+Status RestoreFloats(const std::string& bytes, std::span<float> out, const char* what,
+                     const std::string& file) {
+  if (bytes.size() != out.size_bytes())
+    return Status::InvalidArgument(file + ": " + what + " has " +
+                                   std::to_string(bytes.size() / sizeof(float)) +
+                                   " values, the model has " + std::to_string(out.size()) +
+                                   " (the checkpoint is of another model configuration)");
+  std::memcpy(out.data(), bytes.data(), bytes.size());
+  return Status::Ok();
+}
+
+// Checkpoint bookkeeping gathered to worker 0: the size and XXH64 (hex) of a state file.
+struct StateFileInfo {
+  uint64_t bytes;
+  char xxh64[16];
+};
+static_assert(sizeof(StateFileInfo) == 24);
 
 }  // namespace
+
+void RequestStop() { g_stop_requested.store(1, std::memory_order_relaxed); }
 
 void AddMbaTerm(float lambda, int dim, std::span<const float> rows,
                 std::span<const uint32_t> counts, std::span<float> grads) {
@@ -135,12 +172,17 @@ Status Trainer::Init() {
     s.pulls.resize(cfg_.tables_size());
   }
   push_grads_.resize(cfg_.tables_size());
-  reduce_buf_.resize(backend_->grads().size() + 3);
+  reduce_buf_.resize(backend_->grads().size() + kReduceExtras);
   summary_.backend = std::string(backend_->name());
   summary_.epochs = tcfg_.epochs();
 
+  const auto& ck = tcfg_.checkpoint();
+  if (ck.keep() < 1) return Status::InvalidArgument("trainer.checkpoint.keep must be >= 1");
+  if (!(ck.every_minutes() >= 0))
+    return Status::InvalidArgument("trainer.checkpoint.every_minutes must be >= 0");
   if (coll_->rank() == 0 && !tcfg_.metrics_path().empty()) {
-    metrics_ = std::fopen(tcfg_.metrics_path().c_str(), "w");
+    // A resumed run continues the file of the run it resumes.
+    metrics_ = std::fopen(tcfg_.metrics_path().c_str(), tcfg_.resume_from().empty() ? "w" : "a");
     if (!metrics_)
       return Status::IoError("cannot create metrics file " + tcfg_.metrics_path() + ": " +
                              std::strerror(errno));
@@ -298,10 +340,15 @@ Status Trainer::AverageRunningStats() {
   return Status::Ok();
 }
 
-Status Trainer::RunEpoch(uint32_t epoch, Reader* reader) {
+Status Trainer::RunEpoch(uint32_t epoch, Reader* reader, bool resumed) {
   epoch_ = epoch;
-  epoch_loss_sum_ = 0;
-  epoch_samples_ = 0;
+  if (!resumed) {
+    epoch_loss_sum_ = 0;
+    epoch_samples_ = 0;
+  }
+  const auto& ck = tcfg_.checkpoint();
+  const bool ckpt_on = !ck.dir().empty();
+  std::string reader_state;  // staleness 1: the position before `next` was read
   bool exhausted = false;
   Slot* cur = &slots_[0];
   Slot* next = &slots_[1];
@@ -314,6 +361,7 @@ Status Trainer::RunEpoch(uint32_t epoch, Reader* reader) {
     if (tcfg_.staleness() == 1) {
       // Batch t+1's pull may miss batch t's push, but not batch t-1's.
       DIN_RETURN_IF_ERROR(WaitPush());
+      if (ckpt_on) reader_state = reader->SaveState();
       DIN_RETURN_IF_ERROR(Prepare(next, reader, &exhausted));
     }
     float loss = 0;
@@ -341,6 +389,11 @@ Status Trainer::RunEpoch(uint32_t epoch, Reader* reader) {
     reduce_buf_[n] = cur->has_batch ? 1.0f : 0.0f;
     reduce_buf_[n + 1] = cur->has_batch ? loss * static_cast<float>(cur->batch.size) : 0.0f;
     reduce_buf_[n + 2] = cur->has_batch ? static_cast<float>(cur->batch.size) : 0.0f;
+    reduce_buf_[n + 3] = coll_->rank() == 0 && ckpt_on && ck.every_minutes() > 0 &&
+                                 Now() - last_ckpt_time_ >= ck.every_minutes() * 60
+                             ? 1.0f
+                             : 0.0f;
+    reduce_buf_[n + 4] = g_stop_requested.load(std::memory_order_relaxed) ? 1.0f : 0.0f;
     // The push travels while the dense gradients are averaged; its latency is taken
     // when it is seen complete.
     const double ar_start = Now();
@@ -360,11 +413,25 @@ Status Trainer::RunEpoch(uint32_t epoch, Reader* reader) {
     window_samples_ += samples;
     summary_.samples_trained += samples;
 
+    const bool stop = reduce_buf_[n + 4] > 0.5f;
+    const bool checkpoint =
+        ckpt_on && (stop || reduce_buf_[n + 3] > 0.5f ||
+                    (ck.every_steps() > 0 && step_ % ck.every_steps() == 0));
+    const bool evaluate = tcfg_.eval_every_steps() > 0 && step_ % tcfg_.eval_every_steps() == 0;
+    const double aside_start = Now();  // evaluation and checkpoint time is not step time
     if (tcfg_.staleness() == 0) {
       DIN_RETURN_IF_ERROR(WaitPush());
-      DIN_RETURN_IF_ERROR(Prepare(next, reader, &exhausted));
+      // The evaluation (which averages the Dice statistics) comes before the checkpoint,
+      // so a run resumed from it continues from the state this run continues from.
+      if (evaluate) DIN_RETURN_IF_ERROR(MaybeEvaluate("step"));
+      if (checkpoint) DIN_RETURN_IF_ERROR(WriteCheckpoint(reader->SaveState()));
+      if (!stop) DIN_RETURN_IF_ERROR(Prepare(next, reader, &exhausted));
+    } else {
+      if (evaluate) DIN_RETURN_IF_ERROR(MaybeEvaluate("step"));
+      if (checkpoint) DIN_RETURN_IF_ERROR(WriteCheckpoint(reader_state));
     }
-    const double step_s = Now() - step_start;
+    const double aside = evaluate || checkpoint ? Now() - aside_start : 0.0;
+    const double step_s = Now() - step_start - aside;
     step_ms_.push_back(step_s * 1e3);
     if (metrics_) {
       std::string line =
@@ -379,8 +446,9 @@ Status Trainer::RunEpoch(uint32_t epoch, Reader* reader) {
       WriteMetrics(line);
     }
     Progress(false);
-    if (tcfg_.eval_every_steps() > 0 && step_ % tcfg_.eval_every_steps() == 0) {
-      DIN_RETURN_IF_ERROR(MaybeEvaluate("step"));
+    if (stop) {
+      stop_ = true;
+      break;
     }
     std::swap(cur, next);
   }
@@ -519,14 +587,166 @@ Result<EvalMetrics> Trainer::Evaluate() {
   return m;
 }
 
+Status Trainer::WriteCheckpoint(const std::string& reader_state) {
+  const double t0 = Now();
+  namespace fs = std::filesystem;
+  // Every worker's pushes are applied before the tables are saved.
+  DIN_RETURN_IF_ERROR(WaitPush());
+  DIN_RETURN_IF_ERROR(coll_->Barrier());
+  std::error_code ec;
+  const fs::path root = fs::absolute(tcfg_.checkpoint().dir(), ec);
+  if (ec) return Status::IoError("checkpoint: cannot resolve " + tcfg_.checkpoint().dir());
+  const std::string tmp = (root / (CheckpointName(step_) + ".tmp")).string();
+  if (coll_->rank() == 0) {
+    fs::remove_all(tmp, ec);
+    fs::create_directories(tmp, ec);
+    if (ec) return Status::IoError("checkpoint: cannot create " + tmp + ": " + ec.message());
+  }
+  DIN_RETURN_IF_ERROR(coll_->Barrier());
+
+  ckpt::WorkerState ws;
+  ws.set_worker(static_cast<uint32_t>(coll_->rank()));
+  ws.set_workers(static_cast<uint32_t>(coll_->size()));
+  ws.set_step(step_);
+  ws.set_epoch(epoch_);
+  ws.set_reader(reader_state);
+  ws.set_params(FloatBytes(backend_->params()));
+  ws.set_adam_m(FloatBytes(adam_->first_moment()));
+  ws.set_adam_v(FloatBytes(adam_->second_moment()));
+  ws.set_adam_step(adam_->step());
+  ws.set_running(FloatBytes(backend_->running_stats()));
+  ws.set_epoch_loss_sum(epoch_loss_sum_);
+  ws.set_epoch_samples(epoch_samples_);
+  ws.set_samples_trained(summary_.samples_trained);
+  ws.set_train_rows(summary_.train_rows);
+  ws.set_backend(summary_.backend);
+  std::string bytes;
+  if (!ws.SerializeToString(&bytes)) return Status::Internal("checkpoint: cannot serialize");
+  auto written = WriteCheckpointFile(tmp, WorkerStateName(coll_->rank()), bytes);
+  if (!written.ok())
+    return written.status().WithContext("checkpoint of worker " + std::to_string(coll_->rank()));
+  const ckpt::CheckpointFile& file = *written;
+  StateFileInfo info{file.bytes(), {}};
+  std::memcpy(info.xxh64, file.xxh64().data(), sizeof(info.xxh64));
+  std::vector<std::byte> all;
+  DIN_RETURN_IF_ERROR(
+      coll_->GatherToRoot(std::as_bytes(std::span<const StateFileInfo>(&info, 1)), &all));
+
+  std::string final_path = (root / CheckpointName(step_)).string();
+  if (coll_->rank() == 0) {
+    DIN_RETURN_IF_ERROR(SaveTables(*client_, cfg_, tmp + "/tables", step_));
+    ckpt::CheckpointManifest m;
+    m.set_version(1);
+    m.set_step(step_);
+    m.set_epoch(epoch_);
+    m.set_workers(static_cast<uint32_t>(coll_->size()));
+    m.set_servers(static_cast<uint32_t>(options_.num_servers));
+    m.set_unix_time(static_cast<int64_t>(std::time(nullptr)));
+    for (int w = 0; w < coll_->size(); ++w) {
+      StateFileInfo wi;
+      std::memcpy(&wi, all.data() + static_cast<size_t>(w) * sizeof(wi), sizeof(wi));
+      auto* f = m.add_files();
+      f->set_name(WorkerStateName(w));
+      f->set_bytes(wi.bytes);
+      f->set_xxh64(std::string(wi.xxh64, sizeof(wi.xxh64)));
+    }
+    *m.mutable_config() = cfg_;
+    DIN_ASSIGN_OR_RETURN(final_path, FinishCheckpoint(tmp, m, tcfg_.checkpoint().keep()));
+  }
+  // Nobody pushes again before the tables are on disk.
+  DIN_RETURN_IF_ERROR(coll_->Barrier());
+  last_ckpt_step_ = step_;
+  last_ckpt_time_ = Now();
+  const double secs = Now() - t0;
+  ++summary_.checkpoints;
+  summary_.checkpoint_seconds += secs;
+  summary_.last_checkpoint = final_path;
+  window_start_ += secs;
+  if (coll_->rank() == 0)
+    LOG(INFO) << "checkpoint " << final_path << " (step " << step_ << ", epoch " << epoch_ + 1
+              << ") written in " << Num(secs, "%.2f") << " s";
+  return Status::Ok();
+}
+
+Status Trainer::Resume(Reader* reader) {
+  // Worker 0 picks the checkpoint and loads the tables; every worker then restores its
+  // own state file.
+  std::string chosen;
+  if (coll_->rank() == 0) {
+    std::vector<std::string> refused;
+    auto found = FindCheckpoint(tcfg_.resume_from(), &refused);
+    Status st = found.status();
+    if (st.ok()) {
+      auto m = VerifyCheckpoint(*found);
+      st = m.status();
+      if (st.ok() && m->workers() != static_cast<uint32_t>(coll_->size()))
+        st = Status::InvalidArgument(
+            "resume: checkpoint " + *found + " was written by " + std::to_string(m->workers()) +
+            " workers; resume it with the same number of workers (--workers " +
+            std::to_string(m->workers()) + "); the servers may differ");
+    }
+    chosen = st.ok() ? "+" + *found : "-" + st.message();
+  }
+  DIN_RETURN_IF_ERROR(coll_->Broadcast(&chosen));
+  if (chosen.empty() || chosen[0] != '+') return Status::InvalidArgument(chosen.substr(1));
+  const std::string dir = chosen.substr(1);
+  if (coll_->rank() == 0) {
+    const double t0 = Now();
+    DIN_ASSIGN_OR_RETURN(uint64_t rows, LoadTables(*client_, cfg_, dir + "/tables"));
+    LOG(INFO) << "resume: loaded " << rows << " rows from " << dir << "/tables in "
+              << Num(Now() - t0, "%.2f") << " s";
+  }
+  const std::string file = dir + "/" + WorkerStateName(coll_->rank());
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return Status::NotFound("resume: cannot open " + file);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ckpt::WorkerState ws;
+  if (!ws.ParseFromString(bytes)) return Status::InvalidArgument(file + ": cannot parse");
+  if (ws.worker() != static_cast<uint32_t>(coll_->rank()) ||
+      ws.workers() != static_cast<uint32_t>(coll_->size()))
+    return Status::InvalidArgument(file + ": state of worker " + std::to_string(ws.worker()) +
+                                   " of " + std::to_string(ws.workers()));
+  DIN_RETURN_IF_ERROR(RestoreFloats(ws.params(), backend_->params(), "params", file));
+  DIN_RETURN_IF_ERROR(RestoreFloats(ws.adam_m(), adam_->first_moment(), "adam_m", file));
+  DIN_RETURN_IF_ERROR(RestoreFloats(ws.adam_v(), adam_->second_moment(), "adam_v", file));
+  DIN_RETURN_IF_ERROR(RestoreFloats(ws.running(), backend_->running_stats(), "running", file));
+  adam_->set_step(ws.adam_step());
+  DIN_RETURN_IF_ERROR(reader->RestoreState(ws.reader()).WithContext(file));
+  step_ = ws.step();
+  epoch_ = ws.epoch();
+  epoch_loss_sum_ = ws.epoch_loss_sum();
+  epoch_samples_ = ws.epoch_samples();
+  summary_.samples_trained = ws.samples_trained();
+  summary_.train_rows = ws.train_rows();
+  summary_.resumed_step = step_;
+  summary_.resumed_from = dir;
+  if (epoch_ >= tcfg_.epochs() && coll_->rank() == 0)
+    LOG(INFO) << "resume: the checkpoint is at epoch " << epoch_ + 1 << " of " << tcfg_.epochs()
+              << "; nothing left to train";
+  // Rows are in place on every server before anyone pulls.
+  DIN_RETURN_IF_ERROR(coll_->Barrier());
+  if (coll_->rank() == 0)
+    LOG(INFO) << "resumed from " << dir << " at step " << step_ << ", epoch " << epoch_ + 1;
+  return Status::Ok();
+}
+
 Status Trainer::Train() {
-  if (tcfg_.mba_mode() == config::TrainerConfig::PREPASS) DIN_RETURN_IF_ERROR(Prepass());
-  train_start_ = window_start_ = last_log_ = Now();
-  double eval_before = summary_.eval_seconds;
   DIN_ASSIGN_OR_RETURN(auto reader, Reader::OpenTrain(cfg_.data(), coll_->rank(), coll_->size()));
-  for (uint32_t e = 0; e < tcfg_.epochs(); ++e) {
-    if (e > 0) reader->StartNextEpoch();
-    DIN_RETURN_IF_ERROR(RunEpoch(e, reader.get()));
+  const bool resumed = !tcfg_.resume_from().empty();
+  if (resumed) {
+    DIN_RETURN_IF_ERROR(Resume(reader.get()));
+  } else if (tcfg_.mba_mode() == config::TrainerConfig::PREPASS) {
+    DIN_RETURN_IF_ERROR(Prepass());
+  }
+  train_start_ = window_start_ = last_log_ = last_ckpt_time_ = Now();
+  last_ckpt_step_ = step_;
+  double eval_before = summary_.eval_seconds;
+  const uint32_t first_epoch = epoch_;
+  for (uint32_t e = first_epoch; e < tcfg_.epochs(); ++e) {
+    const bool continued = resumed && e == first_epoch;
+    if (e > 0 && !continued) reader->StartNextEpoch();
+    DIN_RETURN_IF_ERROR(RunEpoch(e, reader.get(), continued));
+    if (stop_) break;
     if (tcfg_.max_steps() > 0 && step_ >= tcfg_.max_steps()) {
       summary_.epochs = e + 1;
       break;
@@ -536,8 +756,20 @@ Status Trainer::Train() {
   }
   Progress(true);
   if (options_.progress_bar && coll_->rank() == 0) std::fputc('\n', stderr);
-  summary_.train_seconds = Now() - train_start_ - (summary_.eval_seconds - eval_before);
+  summary_.train_seconds = Now() - train_start_ - (summary_.eval_seconds - eval_before) -
+                           summary_.checkpoint_seconds;
   summary_.steps = step_;
+  if (stop_) {
+    // Stopped on request: the checkpoint just written holds everything; no evaluation
+    // or dump (the run is not finished).
+    summary_.stopped = true;
+    summary_.stopped_checkpoint = summary_.last_checkpoint;
+    if (metrics_) std::fflush(metrics_);
+    return Status::Ok();
+  }
+  if (!tcfg_.checkpoint().dir().empty() && tcfg_.checkpoint().at_end() &&
+      (step_ != last_ckpt_step_ || (summary_.checkpoints == 0 && !resumed)))
+    DIN_RETURN_IF_ERROR(WriteCheckpoint(reader->SaveState()));
   double bad = static_cast<double>(reader->bad_lines());
   DIN_RETURN_IF_ERROR(coll_->AllReduceSum(std::span<double>(&bad, 1)));
   summary_.bad_lines = static_cast<uint64_t>(bad);
@@ -605,6 +837,13 @@ std::string SummaryJson(const TrainSummary& s, const config::TrainConfig& cfg, i
        ",\"step_ms_p50\":" + Num(s.step_ms_p50, "%.3f") +
        ",\"bad_lines\":" + std::to_string(s.bad_lines) +
        ",\"server_rows\":" + std::to_string(s.server_rows) +
+       ",\"checkpoints\":" + std::to_string(s.checkpoints) +
+       ",\"checkpoint_seconds\":" + Num(s.checkpoint_seconds, "%.3f") +
+       (s.last_checkpoint.empty() ? std::string()
+                                  : ",\"last_checkpoint\":\"" + s.last_checkpoint + "\"") +
+       (s.resumed_from.empty() ? std::string()
+                               : ",\"resumed_from\":\"" + s.resumed_from +
+                                     "\",\"resumed_step\":" + std::to_string(s.resumed_step)) +
        (s.dump_dir.empty() ? std::string()
                            : ",\"dump_dir\":\"" + s.dump_dir +
                                  "\",\"dump_seconds\":" + Num(s.dump_seconds, "%.3f")) +

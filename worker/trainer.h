@@ -18,8 +18,20 @@
 // statistics (each saw only its own batches) by their mean, so they are identical from
 // then on.
 //
+// Checkpoints (TrainerConfig.checkpoint; layout in worker/checkpoint.h) are taken at a
+// step boundary every worker agrees on: every `every_steps` steps, when worker 0's
+// clock says `every_minutes` have passed, after the last step (at_end), and when any
+// worker got a stop request (RequestStop, e.g. from SIGUSR1): then training stops right
+// after that checkpoint and summary().stopped_checkpoint names it. The agreement rides
+// on the per-step all-reduce, so it costs no extra message. With staleness 0 a
+// checkpoint captures the state exactly: resuming from it (resume_from) and training on
+// gives bit-identical tables, dense weights and metrics to a run that never stopped.
+// With staleness 1 the pull sent ahead is re-sent after resuming, so the resumed run
+// sees fresher rows than the original would have (same data, same order).
+//
 // Thread safety: none; the thread that created the Trainer makes every call. The
-// Trainer does not own the PsClient or the Collective.
+// Trainer does not own the PsClient or the Collective. RequestStop is the exception: it
+// is async-signal-safe and may be called from a signal handler.
 #pragma once
 
 #include <cstdint>
@@ -70,13 +82,26 @@ struct TrainSummary {
   uint64_t dense_checksum = 0;  // of the final dense parameters and Dice statistics
   uint64_t server_rows = 0;     // rows on all servers at the end (set by the caller)
   std::string backend;
+  uint64_t resumed_step = 0;       // the step the run resumed from (0: a fresh start)
+  std::string resumed_from;        // that checkpoint's directory
+  std::string last_checkpoint;     // the newest checkpoint this run wrote
+  uint32_t checkpoints = 0;        // how many this run wrote
+  double checkpoint_seconds = 0;   // time spent writing them
+  bool stopped = false;            // a stop request ended training early
+  std::string stopped_checkpoint;  // the checkpoint written then (empty: none configured)
 };
+
+// Asks the Trainers of this process to stop after the next step with a checkpoint
+// (without a checkpoint directory: to stop without one). Async-signal-safe.
+void RequestStop();
 
 class Trainer {
  public:
   struct Options {
     // Worker 0 draws a progress bar on stderr (for a terminal) instead of log lines.
     bool progress_bar = false;
+    // Parameter servers of the job (recorded in checkpoints).
+    int num_servers = 0;
   };
   // Sees every push before it is sent: the table, the unique IDs, the model's gradient
   // (without the MBA term) and the gradient pushed. For tests.
@@ -125,7 +150,13 @@ class Trainer {
   Status WaitPush();
   // Sends the counts of the batch's samples per unique ID (ONLINE mode) and waits.
   Status PushBatchCounts(const Slot& slot);
-  Status RunEpoch(uint32_t epoch, Reader* reader);
+  // `resumed`: the epoch continues from a restored reader position and counters.
+  Status RunEpoch(uint32_t epoch, Reader* reader, bool resumed);
+  // Restores the state of the checkpoint that resume_from designates (collective).
+  Status Resume(Reader* reader);
+  // Writes a checkpoint of the state after step_ (collective); `reader_state` is the
+  // training reader's position at that point.
+  Status WriteCheckpoint(const std::string& reader_state);
   Status PushGradients(Slot* slot);
   Status AverageRunningStats();
   void Progress(bool force);
@@ -163,6 +194,10 @@ class Trainer {
   std::vector<float> recent_labels_, recent_probs_;  // worker 0's last training predictions
   size_t recent_pos_ = 0;
   std::FILE* metrics_ = nullptr;
+  // Checkpoints.
+  uint64_t last_ckpt_step_ = 0;
+  double last_ckpt_time_ = 0;
+  bool stop_ = false;
 };
 
 // The one JSON line din_worker prints at the end (from worker 0). `bayes_json`: the
