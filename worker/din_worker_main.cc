@@ -12,7 +12,10 @@
 // line of figures from worker 0 and exits non-zero on any mismatch.
 #include <unistd.h>
 
+#include <pthread.h>
+
 #include <csignal>
+#include <thread>
 
 #include <chrono>
 #include <cmath>
@@ -54,7 +57,20 @@ namespace {
 bool g_stopped = false;
 constexpr int kExitStopped = 75;
 
-extern "C" void OnStopSignal(int) { RequestStop(); }
+// SIGUSR1 is blocked in every thread (so no system call of the training thread or of
+// ZeroMQ's threads is interrupted) and taken by this thread with sigwait.
+void StartStopSignalThread() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGUSR1);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  std::thread([set] {
+    for (;;) {
+      int sig = 0;
+      if (sigwait(&set, &sig) == 0 && sig == SIGUSR1) RequestStop();
+    }
+  }).detach();
+}
 
 double Ms(std::chrono::steady_clock::duration d) {
   return std::chrono::duration<double, std::milli>(d).count();
@@ -210,7 +226,7 @@ int main(int argc, char** argv) {
   din::ConfigureAllocator();
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
-  std::signal(SIGUSR1, din::OnStopSignal);
+  din::StartStopSignalThread();  // before any other thread exists
   din::Cluster cluster(&argc, &argv);
   auto overrides = din::ExtractRepeatedFlag("set", &argc, argv);
   if (!overrides.ok()) cluster.Fail(overrides.status());

@@ -1,0 +1,425 @@
+#!/usr/bin/env python3
+"""Checkpoints, resume, graceful stops and dead processes, with real jobs under mpirun on
+localhost (launch/din-train) on a small din_gen data set.
+
+  resume_e2e.py SCENARIO --build BUILD_DIR --work WORK_DIR
+
+Scenarios (each one ctest test):
+  exact     one worker, staleness 0, a checkpoint every 40 steps: resuming from a
+            checkpoint of epoch 1 and from one of epoch 2 (fresh processes) ends with
+            dumps identical byte for byte to the uninterrupted run's (every part file,
+            and the MANIFEST up to its config section, which records the run's own
+            paths), and identical figures (loss, test AUC/GAUC/logloss, dense checksum).
+            din_dump inspect verifies the checkpoint's tables.
+  corrupt   the newest checkpoints are damaged (a flipped byte in a worker state, a
+            truncated table part, a missing _SUCCESS): --resume refuses each, naming
+            the file, and continues from the newest intact one -- and still ends with
+            the uninterrupted run's dump. With none intact it fails non-zero.
+  sigterm   SIGTERM to the launcher mid-training: the job writes a checkpoint and exits
+            75 naming it; --resume from it completes the run, with the uninterrupted
+            run's dump (one worker, staleness 0). Then the same with 2 servers and 2
+            workers: stop, resume, complete.
+  kill      kill -9 of a server rank, then of a worker rank, mid-training (2 servers,
+            2 workers): the job ends non-zero within 30 s, Open MPI names the dead rank
+            and its host, and no process of the job is left.
+  restart   --max-restarts 2 and a kill -9 of the worker after step 130 (checkpoints
+            every 40 steps): the launcher relaunches from the latest checkpoint and the
+            run completes, with the uninterrupted run's dump.
+"""
+import argparse
+import filecmp
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIG = os.path.join(ROOT, "launch", "configs", "quickstart.pbtxt")
+GEN = ["--rows", "20000", "--test_rows", "4000", "--users", "500", "--items", "5000",
+       "--seed", "3"]
+# 20000 rows / batch 256 = 79 steps per epoch.
+COMMON = ["--backend", "cpu", "--set", "trainer.staleness=0"]
+FIGURES = ["steps", "samples_trained", "final_train_loss", "test_auc", "test_gauc",
+           "test_logloss", "dense_checksum", "server_rows"]
+
+
+def fail(msg):
+    print("FAIL: " + msg, flush=True)
+    sys.exit(1)
+
+
+def data_dir(args):
+    d = os.path.join(args.work, "data")
+    if not os.path.exists(os.path.join(d, "bayes.json")):
+        os.makedirs(d, exist_ok=True)
+        subprocess.check_call([os.path.join(args.build, "tools", "din_gen"), "--out", d] + GEN,
+                              stdout=subprocess.DEVNULL)
+    return d
+
+
+def launcher(args, extra, servers=1, workers=1):
+    d = data_dir(args)
+    return [sys.executable, os.path.join(ROOT, "launch", "din-train"), "--config", CONFIG,
+            "--train", os.path.join(d, "train.tsv"), "--test", os.path.join(d, "test.tsv"),
+            "--servers", str(servers), "--workers", str(workers),
+            "--build-dir", args.build] + COMMON + extra
+
+
+def run(args, extra, servers=1, workers=1, expect_rc=0, timeout=200):
+    cmd = launcher(args, extra, servers, workers)
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       timeout=timeout)
+    if p.returncode != expect_rc:
+        print(p.stderr[-4000:])
+        fail("exit %d, expected %d: %s" % (p.returncode, expect_rc, " ".join(extra)))
+    result = None
+    if p.returncode == 0:
+        lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
+        if not lines:
+            fail("no JSON line on stdout")
+        result = json.loads(lines[-1])
+    return result, p.stderr
+
+
+def fresh(args, name):
+    path = os.path.join(args.work, name)
+    shutil.rmtree(path, ignore_errors=True)
+    return path
+
+
+def baseline(args, epochs):
+    """The uninterrupted run every scenario compares with (cached per epoch count)."""
+    dump = os.path.join(args.work, "base-e%d" % epochs, "dump")
+    res_file = os.path.join(args.work, "base-e%d" % epochs, "result.json")
+    if os.path.exists(res_file) and os.path.exists(os.path.join(dump, "_SUCCESS")):
+        with open(res_file) as f:
+            return json.load(f), dump
+    fresh(args, "base-e%d" % epochs)
+    ckpt = os.path.join(args.work, "base-e%d" % epochs, "ckpt")
+    res, _ = run(args, ["--epochs", str(epochs), "--dump", dump, "--checkpoint-dir", ckpt,
+                        "--checkpoint-every-steps", "40", "--set", "trainer.checkpoint.keep=10"])
+    with open(res_file, "w") as f:
+        json.dump(res, f)
+    return res, dump
+
+
+def manifest_head(path):
+    with open(os.path.join(path, "MANIFEST")) as f:
+        text = f.read()
+    return text.split("\nconfig\n")[0]
+
+
+def same_dump(a, b, what):
+    files = []
+    for dirpath, _, names in os.walk(a):
+        for n in names:
+            files.append(os.path.relpath(os.path.join(dirpath, n), a))
+    parts = [f for f in files if f not in ("MANIFEST", "_SUCCESS")]
+    if not parts:
+        fail("no part files in " + a)
+    for f in sorted(parts):
+        if not os.path.exists(os.path.join(b, f)):
+            fail("%s: %s missing" % (what, f))
+        if not filecmp.cmp(os.path.join(a, f), os.path.join(b, f), shallow=False):
+            fail("%s: %s differs from the uninterrupted run's" % (what, f))
+    if not os.path.exists(os.path.join(b, "_SUCCESS")):
+        fail(what + ": no _SUCCESS")
+    if manifest_head(a) != manifest_head(b):
+        fail(what + ": MANIFEST differs (before its config section)")
+    print("%s: %d part files identical byte for byte" % (what, len(parts)))
+
+
+def same_figures(a, b, what):
+    for k in FIGURES:
+        if a.get(k) != b.get(k):
+            fail("%s: %s is %r, the uninterrupted run's %r" % (what, k, b.get(k), a.get(k)))
+    print("%s: figures identical (%s)" % (what, ", ".join("%s %s" % (k, a[k]) for k in FIGURES)))
+
+
+def checkpoints(root):
+    return sorted(n for n in os.listdir(root) if n.startswith("ckpt-") and "." not in n)
+
+
+def exact(args):
+    base, base_dump = baseline(args, 2)
+    ckpt = os.path.join(args.work, "base-e2", "ckpt")
+    names = checkpoints(ckpt)
+    if names != ["ckpt-%012d" % s for s in (40, 80, 120, 158)]:
+        fail("checkpoints %s" % names)
+    subprocess.check_call([os.path.join(args.build, "tools", "din_dump"), "inspect",
+                           os.path.join(ckpt, "ckpt-000000000040", "tables")],
+                          stdout=subprocess.DEVNULL)
+    for step in (40, 120):  # epoch 1 and epoch 2
+        dump = fresh(args, "exact-dump-%d" % step)
+        res, err = run(args, ["--epochs", "2", "--dump", dump,
+                              "--resume", os.path.join(ckpt, "ckpt-%012d" % step),
+                              "--checkpoint-dir", fresh(args, "exact-ckpt-%d" % step)])
+        if res.get("resumed_step") != step:
+            fail("resumed_step %r, expected %d" % (res.get("resumed_step"), step))
+        same_dump(base_dump, dump, "resumed from step %d" % step)
+        same_figures(base, res, "resumed from step %d" % step)
+
+
+def corrupt(args):
+    base, base_dump = baseline(args, 2)
+    src = os.path.join(args.work, "base-e2", "ckpt")
+    root = fresh(args, "corrupt-ckpt")
+    shutil.copytree(src, root)
+    # Newest (158): a flipped byte in the worker state.
+    state = os.path.join(root, "ckpt-000000000158", "worker-00000.state")
+    with open(state, "r+b") as f:
+        f.seek(100)
+        b = f.read(1)
+        f.seek(100)
+        f.write(bytes([b[0] ^ 0x40]))
+    # 120: a truncated table part.
+    part = os.path.join(root, "ckpt-000000000120", "tables", "item", "part-00001-of-00004.emb.npy")
+    with open(part, "r+b") as f:
+        f.truncate(os.path.getsize(part) - 64)
+    # 80: no _SUCCESS (an interrupted write).
+    os.remove(os.path.join(root, "ckpt-000000000080", "_SUCCESS"))
+    dump = fresh(args, "corrupt-dump")
+    res, err = run(args, ["--epochs", "2", "--dump", dump, "--resume", root,
+                          "--checkpoint-dir", fresh(args, "corrupt-out")])
+    for needle in ("refusing checkpoint " + os.path.join(root, "ckpt-000000000158"),
+                   "worker-00000.state: XXH64",
+                   "refusing checkpoint " + os.path.join(root, "ckpt-000000000120"),
+                   "part-00001-of-00004.emb.npy",
+                   "refusing checkpoint " + os.path.join(root, "ckpt-000000000080"),
+                   "no _SUCCESS"):
+        if needle not in err:
+            print(err[-3000:])
+            fail("stderr does not say: " + needle)
+    if res.get("resumed_step") != 40:
+        fail("resumed from step %r, expected the newest intact one, 40" % res.get("resumed_step"))
+    same_dump(base_dump, dump, "resumed past 3 damaged checkpoints")
+    same_figures(base, res, "resumed past 3 damaged checkpoints")
+    # Nothing intact: a clear failure, not a fresh start.
+    shutil.rmtree(os.path.join(root, "ckpt-000000000040", "tables", "user"))
+    _, err = run(args, ["--epochs", "2", "--resume", root], expect_rc=1)
+    if "no complete, intact checkpoint in " + root not in err:
+        print(err[-3000:])
+        fail("no clear error when every checkpoint is damaged")
+    # A checkpoint named explicitly must be intact.
+    _, err = run(args, ["--epochs", "2", "--resume", os.path.join(root, "ckpt-000000000158")],
+                 expect_rc=1)
+    if "refusing checkpoint" not in err:
+        fail("a damaged checkpoint given by name was not refused")
+    print("corrupt: every damaged checkpoint refused with its reason")
+
+
+def descendants(pid):
+    """PIDs of every process below `pid` (from /proc)."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                stat = f.read()
+            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        except (OSError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        for c in children.get(p, []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def cmdline(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read().split(b"\0")
+    except OSError:
+        return []
+
+
+def world_rank(pid):
+    with open("/proc/%d/environ" % pid, "rb") as f:
+        for var in f.read().split(b"\0"):
+            if var.startswith(b"OMPI_COMM_WORLD_RANK="):
+                return int(var.split(b"=")[1])
+    fail("no OMPI_COMM_WORLD_RANK in the environment of %d" % pid)
+
+
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def start(args, extra, servers, workers, metrics):
+    if os.path.exists(metrics):
+        os.remove(metrics)
+    cmd = launcher(args, extra + ["--metrics", metrics], servers, workers)
+    log = open(metrics + ".stderr", "w")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
+    return proc, log
+
+
+def wait_steps(metrics, steps, proc, timeout=120):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc.poll() is not None:
+            fail("the job ended before step %d (exit %d)" % (steps, proc.returncode))
+        try:
+            with open(metrics) as f:
+                n = sum(1 for l in f if l.startswith('{"step"'))
+            if n >= steps:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    fail("no step %d within %d s" % (steps, timeout))
+
+
+def stderr_of(metrics):
+    with open(metrics + ".stderr") as f:
+        return f.read()
+
+
+def sigterm(args):
+    base, base_dump = baseline(args, 4)
+    # One worker: the resumed run must end exactly where the uninterrupted one does.
+    ckpt = fresh(args, "sigterm-ckpt")
+    metrics = os.path.join(args.work, "sigterm-metrics.jsonl")
+    proc, log = start(args, ["--epochs", "4", "--checkpoint-dir", ckpt], 1, 1, metrics)
+    wait_steps(metrics, 100, proc)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    log.close()
+    err = stderr_of(metrics)
+    if proc.returncode != 75:
+        print(err[-3000:])
+        fail("exit %d after SIGTERM, expected 75" % proc.returncode)
+    names = checkpoints(ckpt)
+    if len(names) != 1:
+        fail("checkpoints after the stop: %s" % names)
+    where = os.path.join(ckpt, names[0])
+    if "the state is in checkpoint " + where not in err:
+        print(err[-3000:])
+        fail("the launcher does not say where the checkpoint is")
+    step = int(names[0][5:])
+    print("sigterm: stopped at step %d with checkpoint %s" % (step, where))
+    dump = fresh(args, "sigterm-dump")
+    res, _ = run(args, ["--epochs", "4", "--dump", dump, "--resume", ckpt])
+    same_dump(base_dump, dump, "stopped at step %d and resumed" % step)
+    same_figures(base, res, "stopped at step %d and resumed" % step)
+
+    # Two servers, two workers: stop, resume, complete.
+    ckpt = fresh(args, "sigterm-ckpt-2x2")
+    metrics = os.path.join(args.work, "sigterm-2x2-metrics.jsonl")
+    proc, log = start(args, ["--epochs", "4", "--checkpoint-dir", ckpt], 2, 2, metrics)
+    wait_steps(metrics, 30, proc)
+    t0 = time.time()
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    log.close()
+    if proc.returncode != 75 or len(checkpoints(ckpt)) != 1:
+        print(stderr_of(metrics)[-3000:])
+        fail("2x2: exit %d, checkpoints %s" % (proc.returncode, checkpoints(ckpt)))
+    print("sigterm 2x2: stopped in %.1f s at %s" % (time.time() - t0, checkpoints(ckpt)[0]))
+    res, _ = run(args, ["--epochs", "4", "--resume", ckpt], servers=2, workers=2)
+    if res["samples_trained"] != base["samples_trained"] or res["test_auc"] is None:
+        fail("2x2 resumed run: %s" % res)
+    print("sigterm 2x2: resumed from step %d, finished %d steps, test AUC %.4f"
+          % (res["resumed_step"], res["steps"], res["test_auc"]))
+
+
+def kill(args):
+    host = socket.gethostname()
+    for role, exe in (("server", b"din_ps"), ("worker", b"din_worker")):
+        metrics = os.path.join(args.work, "kill-%s-metrics.jsonl" % role)
+        proc, log = start(args, ["--epochs", "20"], 2, 2, metrics)
+        wait_steps(metrics, 20, proc)
+        job = descendants(proc.pid)
+        ranks = [p for p in job if any(a.endswith(exe) for a in cmdline(p)[:1])]
+        if len(ranks) != 2:
+            fail("found %d %s processes of the job" % (len(ranks), exe.decode()))
+        victim = ranks[-1]
+        rank = world_rank(victim)
+        t0 = time.time()
+        os.kill(victim, signal.SIGKILL)
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            fail("the job did not end within 30 s of a kill -9 of a %s" % role)
+        secs = time.time() - t0
+        log.close()
+        err = stderr_of(metrics)
+        if proc.returncode == 0:
+            fail("the job exited 0 after a %s was killed" % role)
+        # Open MPI names the rank and host (its PID field is not always filled in).
+        needle = re.compile(r"process rank %d with PID \d+ on node %s exited on signal 9"
+                            % (rank, re.escape(host)))
+        found = [l.strip() for l in err.splitlines() if needle.search(l)]
+        if not found:
+            print(err[-3000:])
+            fail("no message naming the dead %s (rank %d, host %s)" % (role, rank, host))
+        line = found[0]
+        time.sleep(0.5)
+        left = [p for p in job if alive(p)]
+        if left:
+            fail("processes left after the job ended: %s" % left)
+        print("kill -9 %s: exit %d after %.1f s; %s; no process left"
+              % (role, proc.returncode, secs, line))
+
+
+def restart(args):
+    base, base_dump = baseline(args, 4)
+    ckpt = fresh(args, "restart-ckpt")
+    dump = fresh(args, "restart-dump")
+    metrics = os.path.join(args.work, "restart-metrics.jsonl")
+    proc, log = start(args, ["--epochs", "4", "--dump", dump, "--checkpoint-dir", ckpt,
+                             "--checkpoint-every-steps", "40", "--max-restarts", "2"],
+                      1, 1, metrics)
+    wait_steps(metrics, 130, proc)
+    workers = [p for p in descendants(proc.pid) if cmdline(p)[:1] and
+               cmdline(p)[0].endswith(b"din_worker")]
+    if len(workers) != 1:
+        fail("found %d workers" % len(workers))
+    os.kill(workers[0], signal.SIGKILL)
+    out, _ = proc.communicate(timeout=200)
+    log.close()
+    err = stderr_of(metrics)
+    if proc.returncode != 0:
+        print(err[-3000:])
+        fail("exit %d after a restart" % proc.returncode)
+    if "restart 1 of 2 from checkpoint " + os.path.join(ckpt, "ckpt-") not in err:
+        print(err[-3000:])
+        fail("the launcher did not restart from a checkpoint")
+    res = json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
+    what = "killed at step >= 130, restarted from step %d" % res["resumed_step"]
+    if res["resumed_step"] < 120:
+        fail(what + ": not the latest checkpoint")
+    same_dump(base_dump, dump, what)
+    same_figures(base, res, what)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("scenario", choices=["exact", "corrupt", "sigterm", "kill", "restart"])
+    p.add_argument("--build", required=True)
+    p.add_argument("--work", required=True)
+    args = p.parse_args()
+    args.build = os.path.abspath(args.build)
+    args.work = os.path.abspath(args.work)
+    os.makedirs(args.work, exist_ok=True)
+    globals()[args.scenario](args)
+    print("PASS " + args.scenario)
+
+
+if __name__ == "__main__":
+    main()
