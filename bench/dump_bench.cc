@@ -3,9 +3,12 @@
 // .npy files, fsync'ed, as a server lane does) and, in the same run and directory, writes
 // the same number of bytes with plain 1 MiB write() calls and one fdatasync (what
 // `dd bs=1M conv=fdatasync` measures). Each is run --repeats times, alternating; the best
-// of each is reported. Files are removed afterwards. Prints one JSON line:
-//   rows, dim, bytes, dump_seconds, disk_seconds, dump_gb_per_s, disk_gb_per_s, ratio
-// (GB = 1e9 bytes; ratio = dump_gb_per_s / disk_gb_per_s).
+// of each is reported. The same for a checkpoint of the shard (ids, weights, Adagrad
+// state and counts, as SaveTables has a lane write them). Files are removed afterwards.
+// Prints one JSON line:
+//   rows, dim, bytes, dump_seconds, disk_seconds, dump_gb_per_s, disk_gb_per_s, ratio,
+//   checkpoint_bytes, checkpoint_gb_per_s, checkpoint_disk_gb_per_s, checkpoint_ratio
+// (GB = 1e9 bytes; ratio = dump_gb_per_s / disk_gb_per_s for the same byte count).
 // --dir should be on the disk of interest (the default is under the working directory,
 // not /tmp, which may be memory-backed).
 #include <fcntl.h>
@@ -75,7 +78,8 @@ int main(int argc, char** argv) {
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
 
-  din::ShardStore store(dim, 0, FLAGS_rows);
+  // Adagrad keeps one accumulator per weight: state_floats = dim.
+  din::ShardStore store(dim, dim, FLAGS_rows);
   for (uint64_t i = 0; i < FLAGS_rows; ++i) {
     bool inserted = false;
     auto row = store.FindOrInsert(din::Mix64(i), &inserted);
@@ -85,33 +89,50 @@ int main(int argc, char** argv) {
     }
     float* w = store.Weights(*row);
     for (uint32_t d = 0; d < dim; ++d) w[d] = static_cast<float>(i % 1000) * 1e-3f + d;
+    float* st = store.State(*row);
+    for (uint32_t d = 0; d < dim; ++d) st[d] = 0.1f + static_cast<float>(d);
   }
 
-  double dump_s = 1e30, disk_s = 1e30;
-  uint64_t bytes = 0;
-  for (int r = 0; r < FLAGS_repeats; ++r) {
+  // One timed write of the shard (dump or checkpoint) and the plain write of as many
+  // bytes; keeps the best of each.
+  auto measure = [&](bool checkpoint, double* write_s, double* disk_s, uint64_t* bytes) {
+    din::ShardDumpSpec spec{dir, "bench", 0, 1, false, false};
+    spec.counts = checkpoint;
+    spec.state = checkpoint;
     const auto t0 = Clock::now();
-    auto files = din::DumpShard(store, {dir, "bench", 0, 1, false, false});
+    auto files = din::DumpShard(store, spec);
     const double s = Since(t0);
     if (!files.ok()) {
       std::fprintf(stderr, "dump: %s\n", files.status().ToString().c_str());
-      return 1;
+      std::exit(1);
     }
-    bytes = 0;
-    for (const auto& f : *files) bytes += f.bytes;
-    dump_s = std::min(dump_s, s);
+    *bytes = 0;
+    for (const auto& f : *files) *bytes += f.bytes;
+    *write_s = std::min(*write_s, s);
     std::filesystem::remove_all(dir + "/bench");
-    disk_s = std::min(disk_s, DiskWrite(dir + "/sequential.bin", bytes));
+    *disk_s = std::min(*disk_s, DiskWrite(dir + "/sequential.bin", *bytes));
+  };
+  double dump_s = 1e30, disk_s = 1e30, ckpt_s = 1e30, ckpt_disk_s = 1e30;
+  uint64_t bytes = 0, ckpt_bytes = 0;
+  for (int r = 0; r < FLAGS_repeats; ++r) {
+    measure(false, &dump_s, &disk_s, &bytes);
+    measure(true, &ckpt_s, &ckpt_disk_s, &ckpt_bytes);
   }
   std::filesystem::remove_all(dir);
+  const double ckpt_gbs = ckpt_bytes / ckpt_s / 1e9;
+  const double ckpt_disk_gbs = ckpt_bytes / ckpt_disk_s / 1e9;
 
   const double dump_gbs = bytes / dump_s / 1e9;
   const double disk_gbs = bytes / disk_s / 1e9;
   std::printf(
       "{\"bench\": \"dump_bench\", \"rows\": %llu, \"dim\": %u, \"bytes\": %llu, "
       "\"dump_seconds\": %.3f, \"disk_seconds\": %.3f, \"dump_gb_per_s\": %.3f, "
-      "\"disk_gb_per_s\": %.3f, \"ratio\": %.3f}\n",
+      "\"disk_gb_per_s\": %.3f, \"ratio\": %.3f, \"checkpoint_bytes\": %llu, "
+      "\"checkpoint_seconds\": %.3f, \"checkpoint_gb_per_s\": %.3f, "
+      "\"checkpoint_disk_gb_per_s\": %.3f, \"checkpoint_ratio\": %.3f}\n",
       static_cast<unsigned long long>(FLAGS_rows), dim, static_cast<unsigned long long>(bytes),
-      dump_s, disk_s, dump_gbs, disk_gbs, dump_gbs / disk_gbs);
+      dump_s, disk_s, dump_gbs, disk_gbs, dump_gbs / disk_gbs,
+      static_cast<unsigned long long>(ckpt_bytes), ckpt_s, ckpt_gbs, ckpt_disk_gbs,
+      ckpt_gbs / ckpt_disk_gbs);
   return 0;
 }
