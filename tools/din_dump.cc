@@ -8,9 +8,13 @@
 // its size and XXH64, that NPY headers have the dtype and shape the MANIFEST implies,
 // that text parts have one well-formed line per row, and that every ID sits in the
 // part its shard names. It exits non-zero on any problem, after listing all of them.
+// Given a checkpoint (ckpt-STEP, worker/checkpoint.h), inspect also verifies CHECKPOINT,
+// _SUCCESS and every worker state, then inspects its tables/ as a dump; lookup and
+// to-text read its tables/.
 // lookup finds an ID's part with ShardOf(id, shards) (common/hash.h) and exits 1 when
 // an ID is not in the table.
 #include <charconv>
+#include <system_error>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -25,6 +29,7 @@
 #include "common/dump_format.h"
 #include "common/hash.h"
 #include "common/status.h"
+#include "worker/checkpoint.h"
 
 namespace din {
 namespace {
@@ -377,9 +382,24 @@ int Main(int argc, char** argv) {
       return Usage();
     }
   }
-  if (cmd == "inspect") return Inspector(dir).Run();
+  std::error_code ec;
+  const bool checkpoint = std::filesystem::exists(dir + "/" + kCheckpointManifestName, ec);
+  const std::string tables = checkpoint ? dir + "/tables" : dir;
+  if (cmd == "inspect") {
+    if (checkpoint) {
+      auto m = VerifyCheckpoint(dir);
+      if (!m.ok()) {
+        std::fprintf(stderr, "din_dump inspect: %s\n", m.status().ToString().c_str());
+        return 1;
+      }
+      std::printf("checkpoint %s: step %llu, epoch %u, %u worker state(s) verified\n",
+                  dir.c_str(), static_cast<unsigned long long>(m->step()), m->epoch() + 1,
+                  m->workers());
+    }
+    return Inspector(tables).Run();
+  }
   if (table.empty()) return Usage();
-  if (cmd == "to-text") return ToText(dir, table);
+  if (cmd == "to-text") return ToText(tables, table);
   if (cmd != "lookup" || ids_arg.empty()) return Usage();
   std::vector<uint64_t> ids;
   std::stringstream ss(ids_arg);
@@ -391,7 +411,7 @@ int Main(int argc, char** argv) {
       return Fail(Status::InvalidArgument("--ids: '" + tok + "' is not an unsigned integer"));
     ids.push_back(id);
   }
-  return Lookup(dir, table, ids);
+  return Lookup(tables, table, ids);
 }
 
 }  // namespace

@@ -10,11 +10,12 @@ Scenarios (each one ctest test):
             dumps identical byte for byte to the uninterrupted run's (every part file,
             and the MANIFEST up to its config section, which records the run's own
             paths), and identical figures (loss, test AUC/GAUC/logloss, dense checksum).
-            din_dump inspect verifies the checkpoint's tables.
+            din_dump inspect verifies the checkpoint (worker states and tables).
   corrupt   the newest checkpoints are damaged (a flipped byte in a worker state, a
             truncated table part, a missing _SUCCESS): --resume refuses each, naming
             the file, and continues from the newest intact one -- and still ends with
-            the uninterrupted run's dump. With none intact it fails non-zero.
+            the uninterrupted run's dump. din_dump inspect fails on each damaged one.
+            With none intact the job fails non-zero.
   sigterm   SIGTERM to the launcher mid-training: the job writes a checkpoint and exits
             75 naming it; --resume from it completes the run, with the uninterrupted
             run's dump (one worker, staleness 0). Then the same with 2 servers and 2
@@ -152,8 +153,7 @@ def exact(args):
     if names != ["ckpt-%012d" % s for s in (40, 80, 120, 158)]:
         fail("checkpoints %s" % names)
     subprocess.check_call([os.path.join(args.build, "tools", "din_dump"), "inspect",
-                           os.path.join(ckpt, "ckpt-000000000040", "tables")],
-                          stdout=subprocess.DEVNULL)
+                           os.path.join(ckpt, "ckpt-000000000040")], stdout=subprocess.DEVNULL)
     for step in (40, 120):  # epoch 1 and epoch 2
         dump = fresh(args, "exact-dump-%d" % step)
         res, err = run(args, ["--epochs", "2", "--dump", dump,
@@ -183,6 +183,12 @@ def corrupt(args):
         f.truncate(os.path.getsize(part) - 64)
     # 80: no _SUCCESS (an interrupted write).
     os.remove(os.path.join(root, "ckpt-000000000080", "_SUCCESS"))
+    for step in (158, 120, 80):
+        p = subprocess.run([os.path.join(args.build, "tools", "din_dump"), "inspect",
+                            os.path.join(root, "ckpt-%012d" % step)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if p.returncode == 0:
+            fail("din_dump inspect passes the damaged checkpoint of step %d" % step)
     dump = fresh(args, "corrupt-dump")
     res, err = run(args, ["--epochs", "2", "--dump", dump, "--resume", root,
                           "--checkpoint-dir", fresh(args, "corrupt-out")])
