@@ -11,6 +11,8 @@ Scenarios (each one ctest test):
             and the MANIFEST up to its config section, which records the run's own
             paths), and identical figures (loss, test AUC/GAUC/logloss, dense checksum).
             din_dump inspect verifies the checkpoint (worker states and tables).
+            Resuming on 3 servers instead of 1 gives the same dump; checkpoints by
+            time (every 0.3 s) are all intact; keep=2 leaves the newest two.
   corrupt   the newest checkpoints are damaged (a flipped byte in a worker state, a
             truncated table part, a missing _SUCCESS): --resume refuses each, naming
             the file, and continues from the newest intact one -- and still ends with
@@ -163,6 +165,31 @@ def exact(args):
             fail("resumed_step %r, expected %d" % (res.get("resumed_step"), step))
         same_dump(base_dump, dump, "resumed from step %d" % step)
         same_figures(base, res, "resumed from step %d" % step)
+    # The tables load into another number of servers (shards stay, lanes move).
+    dump = fresh(args, "exact-dump-3servers")
+    res, _ = run(args, ["--epochs", "2", "--dump", dump, "--resume",
+                        os.path.join(ckpt, "ckpt-%012d" % 80)], servers=3)
+    same_dump(base_dump, dump, "resumed from step 80 on 3 servers")
+    same_figures(base, res, "resumed from step 80 on 3 servers")
+    # By time: every 0.005 minutes (0.3 s) gives several, and each verifies.
+    tck = fresh(args, "exact-timed")
+    res, _ = run(args, ["--epochs", "2", "--checkpoint-dir", tck,
+                        "--checkpoint-every-minutes", "0.005",
+                        "--set", "trainer.checkpoint.keep=1000"])
+    names = checkpoints(tck)
+    if len(names) < 3 or res["checkpoints"] != len(names):
+        fail("timed checkpoints: %s (summary says %d)" % (names, res["checkpoints"]))
+    for n in names:
+        subprocess.check_call([os.path.join(args.build, "tools", "din_dump"), "inspect",
+                               os.path.join(tck, n)], stdout=subprocess.DEVNULL)
+    print("every 0.3 s: %d checkpoints, all intact" % len(names))
+    # Retention: keep 2.
+    kck = fresh(args, "exact-keep")
+    run(args, ["--epochs", "1", "--checkpoint-dir", kck, "--checkpoint-every-steps", "10",
+               "--set", "trainer.checkpoint.keep=2"])
+    if checkpoints(kck) != ["ckpt-%012d" % 70, "ckpt-%012d" % 79] or \
+            [n for n in os.listdir(kck) if n.endswith(".tmp")]:
+        fail("keep=2 left %s" % sorted(os.listdir(kck)))
 
 
 def corrupt(args):
