@@ -4,10 +4,12 @@
 #include <bit>
 #include <cstring>
 #include <numeric>
+#include <optional>
 
 #include <glog/logging.h>
 #include <zmq_addon.hpp>
 
+#include "common/curve_keys.h"
 #include "common/hash.h"
 #include "common/wire.h"
 
@@ -18,6 +20,10 @@ using Clock = std::chrono::steady_clock;
 Result<std::unique_ptr<PsClient>> PsClient::Connect(const config::TrainConfig& cfg,
                                                     const std::vector<PeerInfo>& servers) {
   if (servers.empty()) return Status::InvalidArgument("no servers to connect to");
+  std::optional<ClientCurveKeys> curve;  // security.curve: the job's keys
+  if (cfg.security().curve()) {
+    DIN_ASSIGN_OR_RETURN(curve, LoadClientCurveKeys(cfg.security()));
+  }
   Placement placement(cfg, LaneCounts(servers));
   std::unique_ptr<PsClient> client(new PsClient(cfg, servers, std::move(placement)));
   for (int d = 0; d < client->placement_.num_dests(); ++d) {
@@ -28,6 +34,11 @@ Result<std::unique_ptr<PsClient>> PsClient::Connect(const config::TrainConfig& c
     sock.set(zmq::sockopt::linger, 0);
     sock.set(zmq::sockopt::sndhwm, 0);
     sock.set(zmq::sockopt::rcvhwm, 0);
+    if (curve) {
+      sock.set(zmq::sockopt::curve_serverkey, curve->server_public_key);
+      sock.set(zmq::sockopt::curve_publickey, curve->client.public_key);
+      sock.set(zmq::sockopt::curve_secretkey, curve->client.secret_key);
+    }
     try {
       sock.connect(endpoint);
     } catch (const zmq::error_t& e) {

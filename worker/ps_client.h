@@ -79,7 +79,9 @@ class PsClient {
  public:
   using Handle = uint64_t;
 
-  // Connects to every lane of `servers` (from Cluster::servers()).
+  // Connects to every lane of `servers` (from Cluster::servers()). With security.curve
+  // every connection is CURVE-encrypted and authenticated with the job's client key pair
+  // (common/curve_keys.h); a missing, malformed or too open key file fails here.
   static Result<std::unique_ptr<PsClient>> Connect(const config::TrainConfig& cfg,
                                                    const std::vector<PeerInfo>& servers);
   ~PsClient();
