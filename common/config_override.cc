@@ -195,8 +195,12 @@ Status ApplyOverrides(const std::vector<std::string>& assignments, config::Train
 
 Result<config::TrainConfig> LoadConfigWithOverrides(const std::string& path,
                                                     const std::vector<std::string>& assignments) {
-  DIN_ASSIGN_OR_RETURN(config::TrainConfig cfg, LoadConfig(path));
-  DIN_RETURN_IF_ERROR(ApplyOverrides(assignments, &cfg));
+  // Validated once, after the overrides: they may supply what the file leaves out (the
+  // launcher sets security.key_dir, data.train_path...).
+  DIN_ASSIGN_OR_RETURN(config::TrainConfig cfg, ReadConfigFile(path));
+  for (const auto& a : assignments) DIN_RETURN_IF_ERROR(ApplyOverride(&cfg, a));
+  DIN_RETURN_IF_ERROR(ValidateConfig(&cfg).WithContext(
+      "config " + path + (assignments.empty() ? "" : " (with --set overrides)")));
   return cfg;
 }
 

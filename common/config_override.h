@@ -32,7 +32,8 @@ Status ApplyOverride(google::protobuf::Message* root, std::string_view assignmen
 // Applies every assignment in order, then validates the result (ValidateConfig).
 Status ApplyOverrides(const std::vector<std::string>& assignments, config::TrainConfig* cfg);
 
-// LoadConfig(path) followed by ApplyOverrides(assignments).
+// Reads the file, applies every assignment in order, then validates the result once
+// (a config the overrides complete is accepted).
 Result<config::TrainConfig> LoadConfigWithOverrides(const std::string& path,
                                                     const std::vector<std::string>& assignments);
 

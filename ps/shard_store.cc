@@ -4,9 +4,13 @@
 
 #include <glog/logging.h>
 
+#include "common/config.h"
 #include "common/hash.h"
 
 namespace din {
+
+static_assert(ShardStore::kMaxRows == kMaxRowsPerShard,
+              "ValidateConfig bounds max_rows_per_shard by what a shard can hold");
 
 ShardStore::ShardStore(uint32_t dim, uint32_t state_floats, uint64_t expected_rows,
                        uint64_t max_rows)

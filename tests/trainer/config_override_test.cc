@@ -12,6 +12,7 @@ config::TrainConfig Base() {
   auto cfg = ParseConfig(R"pb(
                            tables { name: "user" dim: 8 }
                            tables { name: "item" dim: 16 shards: 4 mba_lambda: 0.5 }
+                           tables { name: "cate" dim: 4 }
                            model { pooling: ATTENTION }
                          )pb",
                          "base");
