@@ -168,7 +168,8 @@ def exact(args):
     # The tables load into another number of servers (shards stay, lanes move).
     dump = fresh(args, "exact-dump-3servers")
     res, _ = run(args, ["--epochs", "2", "--dump", dump, "--resume",
-                        os.path.join(ckpt, "ckpt-%012d" % 80)], servers=3)
+                        os.path.join(ckpt, "ckpt-%012d" % 80),
+                        "--checkpoint-dir", fresh(args, "exact-ckpt-3servers")], servers=3)
     same_dump(base_dump, dump, "resumed from step 80 on 3 servers")
     same_figures(base, res, "resumed from step 80 on 3 servers")
     # By time: every 0.005 minutes (0.3 s) gives several, and each verifies.
