@@ -199,14 +199,16 @@ Status ValidateTrainer(const config::TrainerConfig& t) {
   if (t.eval_batch_size() < 1) return Bad(where, "eval_batch_size must be >= 1, got 0");
   if (t.backend() != "auto" && t.backend() != "cpu" && t.backend() != "cuda")
     return Bad(where, "backend must be \"auto\", \"cpu\" or \"cuda\", got \"" + t.backend() + "\"");
-  if (t.threads() < 1) return Bad(where, "threads must be >= 1, got " + std::to_string(t.threads()));
+  if (t.threads() < 1)
+    return Bad(where, "threads must be >= 1, got " + std::to_string(t.threads()));
   DIN_RETURN_IF_ERROR(Positive(where, "log_every_seconds", t.log_every_seconds()));
   const auto& c = t.checkpoint();
   if (c.keep() < 1) return Bad(where, "checkpoint.keep must be >= 1, got 0");
   DIN_RETURN_IF_ERROR(NonNegative(where, "checkpoint.every_minutes", c.every_minutes()));
   if (c.dir().empty() && (c.every_steps() > 0 || c.every_minutes() > 0))
-    return Bad(where, "checkpoint.every_steps or checkpoint.every_minutes is set but "
-                      "checkpoint.dir is empty (no checkpoints would be written)");
+    return Bad(where,
+               "checkpoint.every_steps or checkpoint.every_minutes is set but "
+               "checkpoint.dir is empty (no checkpoints would be written)");
   return Status::Ok();
 }
 
@@ -266,9 +268,10 @@ Status ValidateConfig(config::TrainConfig* cfg) {
   DIN_RETURN_IF_ERROR(ValidateModel(cfg->model()));
   DIN_RETURN_IF_ERROR(ValidateTrainer(cfg->trainer()));
   if (cfg->security().curve() && cfg->security().key_dir().empty())
-    return Bad("security", "curve is true but key_dir is empty (launch/din-train creates the "
-                           "keys and sets it; elsewhere set security.key_dir to a directory "
-                           "of key files)");
+    return Bad("security",
+               "curve is true but key_dir is empty (launch/din-train creates the "
+               "keys and sets it; elsewhere set security.key_dir to a directory "
+               "of key files)");
   return Status::Ok();
 }
 

@@ -20,9 +20,9 @@ ShardStore::ShardStore(uint32_t dim, uint32_t state_floats, uint64_t expected_ro
       max_rows_(max_rows == 0 ? kMaxRows : std::min<uint64_t>(max_rows, kMaxRows)),
       max_capacity_(SlotsFor(max_rows_)) {
   const uint64_t want = std::max<uint64_t>(
-      16, static_cast<uint64_t>(static_cast<double>(std::min(expected_rows, max_rows_)) /
-                                kMaxLoad) +
-              1);
+      16,
+      static_cast<uint64_t>(static_cast<double>(std::min(expected_rows, max_rows_)) / kMaxLoad) +
+          1);
   capacity_ = std::min(want, max_capacity_);
   slot_memory_ = HugeBuffer(capacity_ * sizeof(uint32_t));
   slots_ = reinterpret_cast<uint32_t*>(slot_memory_.data());

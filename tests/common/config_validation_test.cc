@@ -94,10 +94,11 @@ TEST(ConfigValidationTest, Tables) {
 
 TEST(ConfigValidationTest, DataFieldsReadDeclaredTables) {
   // din-tsv reads user, item and cate.
-  ExpectError("tables { name: \"user\" dim: 8 }\ntables { name: \"item\" dim: 8 }\n"
-              "data { train_path: \"t\" }",
-              "config job.pbtxt: data: din-tsv field 'cate': reads table 'cate', which the "
-              "config does not declare (tables { name: \"cate\" ... })");
+  ExpectError(
+      "tables { name: \"user\" dim: 8 }\ntables { name: \"item\" dim: 8 }\n"
+      "data { train_path: \"t\" }",
+      "config job.pbtxt: data: din-tsv field 'cate': reads table 'cate', which the "
+      "config does not declare (tables { name: \"cate\" ... })");
   // A schema field reads its `table`, or the table of its own name.
   const std::string schema = R"pb(
     tables { name: "user" dim: 8 }
@@ -114,10 +115,11 @@ TEST(ConfigValidationTest, DataFieldsReadDeclaredTables) {
               "config job.pbtxt: data.fields[3] (hour): reads table 'hours', which the config "
               "does not declare (tables { name: \"hours\" ... })");
   EXPECT_EQ(ErrorOf(schema + "tables { name: \"hours\" dim: 2 }"), "");
-  ExpectError("tables { name: \"user\" dim: 8 }\n"
-              "data { train_path: \"t\" fields { name: \"user\" column: 1 } }",
-              "config job.pbtxt: data: fields are given but format is DIN_TSV; set format: "
-              "SCHEMA to use them");
+  ExpectError(
+      "tables { name: \"user\" dim: 8 }\n"
+      "data { train_path: \"t\" fields { name: \"user\" column: 1 } }",
+      "config job.pbtxt: data: fields are given but format is DIN_TSV; set format: "
+      "SCHEMA to use them");
   // A config without a data section (servers-only tests and tools) is not checked.
   EXPECT_EQ(ErrorOf("tables { name: \"emb\" dim: 8 }"), "");
 }
@@ -199,7 +201,8 @@ TEST(ConfigValidationTest, PsModelTrainerCheckpointSecurity) {
   ExpectError(c + "trainer { backend: \"gpu\" }",
               "config job.pbtxt: trainer: backend must be \"auto\", \"cpu\" or \"cuda\", got "
               "\"gpu\"");
-  ExpectError(c + "trainer { threads: 0 }", "config job.pbtxt: trainer: threads must be >= 1, got 0");
+  ExpectError(c + "trainer { threads: 0 }",
+              "config job.pbtxt: trainer: threads must be >= 1, got 0");
   ExpectError(c + "trainer { log_every_seconds: 0 }",
               "config job.pbtxt: trainer: log_every_seconds must be > 0, got 0");
   ExpectError(c + "trainer { checkpoint { dir: \"/ckpt\" keep: 0 } }",
@@ -209,8 +212,7 @@ TEST(ConfigValidationTest, PsModelTrainerCheckpointSecurity) {
   ExpectError(c + "trainer { checkpoint { every_steps: 100 } }",
               "config job.pbtxt: trainer: checkpoint.every_steps or checkpoint.every_minutes is "
               "set but checkpoint.dir is empty (no checkpoints would be written)");
-  EXPECT_EQ(ErrorOf(c + "trainer { checkpoint { dir: \"/ckpt\" every_steps: 100 keep: 1 } }"),
-            "");
+  EXPECT_EQ(ErrorOf(c + "trainer { checkpoint { dir: \"/ckpt\" every_steps: 100 keep: 1 } }"), "");
   ExpectError(c + "security { curve: true }",
               "config job.pbtxt: security: curve is true but key_dir is empty (launch/din-train "
               "creates the keys and sets it; elsewhere set security.key_dir to a directory of "
