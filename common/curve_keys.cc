@@ -123,8 +123,7 @@ Result<std::string> ReadCurveKeyFile(const std::string& path) {
   if (!S_ISREG(st.st_mode))
     return Status::InvalidArgument("CURVE key file " + path + " is not a regular file");
   if ((st.st_mode & 077) != 0)
-    return Status::InvalidArgument("CURVE key file " + path + " has mode " +
-                                   OctalMode(st.st_mode) +
+    return Status::InvalidArgument("CURVE key file " + path + " has mode " + OctalMode(st.st_mode) +
                                    ": group or others may access it (it must be 0600)");
   // A key file is 40 characters and a newline; anything much longer is not one.
   char buf[128];

@@ -61,8 +61,8 @@ TEST(CurveKeysTest, CreateWritesPrivateFilesThatLoad) {
   const std::string dir = tmp / "keys";
   ASSERT_TRUE(CreateCurveKeyFiles(dir).ok());
   EXPECT_EQ(ModeOf(dir), 0700u);
-  for (const char* f : {kServerPublicKeyFile, kServerSecretKeyFile, kClientPublicKeyFile,
-                        kClientSecretKeyFile}) {
+  for (const char* f :
+       {kServerPublicKeyFile, kServerSecretKeyFile, kClientPublicKeyFile, kClientSecretKeyFile}) {
     EXPECT_EQ(ModeOf(dir + "/" + f), 0600u) << f;
   }
   auto server = LoadServerCurveKeys(Security(dir));
@@ -156,9 +156,8 @@ TEST(CurveKeysTest, MalformedFilesAreRefused) {
   const std::string good = *ReadCurveKeyFile(pub);
   std::string comma = good;
   comma[7] = ',';
-  for (const std::string& text :
-       {std::string(), std::string("hello\n"), good.substr(0, 39) + "\n", good + good + "\n",
-        comma + "\n", std::string(1000, 'a')}) {
+  for (const std::string& text : {std::string(), std::string("hello\n"), good.substr(0, 39) + "\n",
+                                  good + good + "\n", comma + "\n", std::string(1000, 'a')}) {
     WriteFile(pub, text, 0600);
     auto keys = LoadClientCurveKeys(Security(dir));
     ASSERT_FALSE(keys.ok()) << text;
