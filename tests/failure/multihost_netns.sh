@@ -26,6 +26,19 @@
 #      either namespace (only this script starts processes there), none in mpirun's
 #      session.
 #
+# Measured on a 2-core VM (8 runs): run 1 takes 6-14 s. Run 2 ends one of two ways,
+# depending on where worker 0 is at the cut, and every process is gone by the time
+# mpirun has exited:
+#   - worker 0 waits on server 1: our PsClient error ~3 s after the cut ("TIMEOUT: PULL
+#     request #N: no reply within 3000 ms from server 1 (world rank 1, host din-b-PID,
+#     lane 0) at tcp://10.231.77.2:PORT; ..."), MPI_Abort, exit 1 19-20 s after the cut
+#     (once TCP gives up on the far daemon, see tcp_retries2 below);
+#   - worker 0 is inside the workers' dense all-reduce (no timeout): Open MPI's "ORTE
+#     has lost communication with a remote daemon ... Remote daemon ... on node
+#     din-b-PID" when its oob keepalive gives up, exit 205 11-14 s after the cut (with
+#     Open MPI's default keepalive: 500 s).
+# Messages of the processes on host B cannot reach mpirun through the cut link.
+#
 # Exit 77 (ctest skip) when the machine does not allow network namespaces (not root,
 # no `ip`/`unshare`, `ip netns add` or veth refused). Namespaces, their veth pair and
 # /etc/netns/NS are removed on every exit path; only processes in those namespaces or
@@ -118,6 +131,17 @@ for ns_addr in "$NS_A $ADDR_A" "$NS_B $ADDR_B"; do
          ip -n "$ns" link set "$IFACE" up; }; then
     fail "cannot configure $IFACE in $ns"
   fi
+done
+# How long a TCP connection with unacknowledged data survives an unreachable peer (Linux
+# default 15 retransmissions, about 15 minutes), per namespace. Open MPI's daemons have
+# no timeout of their own: after MPI_Abort, mpirun's kill order to the far daemon sits
+# unacknowledged until this gives up, so with the default the job of step 2 outlives
+# the cut by about 15 minutes (measured: still running after 60 s, server 1 and its
+# daemon alive). 5 retransmissions give up after about 13 s, as a cluster tuned for
+# fast failure detection would. The machine's own setting is not touched.
+for ns in "$NS_A" "$NS_B"; do
+  ip netns exec "$ns" sh -c 'echo 5 > /proc/sys/net/ipv4/tcp_retries2' ||
+    fail "cannot set net.ipv4.tcp_retries2 in $ns"
 done
 [ -d /etc/netns ] || created_etc=1
 for ns in "$NS_A" "$NS_B"; do
