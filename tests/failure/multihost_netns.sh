@@ -187,7 +187,7 @@ fi
 # line) and WORK/NAME.err. Open MPI's daemons and TCP connections use the veth subnet
 # only. Its oob keepalive (default: first probe after 300 s idle, 9 probes 20 s apart)
 # is how mpirun learns that a daemon became unreachable; with the defaults a job whose
-# link is cut waits about 8 minutes before it ends, so the test (as a cluster would)
+# link is cut waits about 8 minutes before it ends, so launch/din-train --hostfile
 # shortens it to 5 s + 3 probes 2 s apart.
 start_job() {  # start_job NAME din-train-args...
   local name="$1"
@@ -203,9 +203,6 @@ start_job() {  # start_job NAME din-train-args...
     --mpirun-arg=--mca --mpirun-arg=oob_tcp_if_include --mpirun-arg="$SUBNET" \
     --mpirun-arg=--mca --mpirun-arg=btl --mpirun-arg=self,vader,tcp \
     --mpirun-arg=--mca --mpirun-arg=btl_tcp_if_include --mpirun-arg="$SUBNET" \
-    --mpirun-arg=--mca --mpirun-arg=oob_tcp_keepalive_time --mpirun-arg=5 \
-    --mpirun-arg=--mca --mpirun-arg=oob_tcp_keepalive_intvl --mpirun-arg=2 \
-    --mpirun-arg=--mca --mpirun-arg=oob_tcp_keepalive_probes --mpirun-arg=3 \
     --set "ps.interface=$IFACE" --set trainer.backend=cpu --set trainer.log_every_seconds=1 \
     "$@" --progress=log > "$WORK/$name.out" 2> "$WORK/$name.err" &
   JOB_PID=$!
