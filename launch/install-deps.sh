@@ -11,6 +11,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-numpy
   clang-format
+  clang libclang-rt-dev llvm  # tests/run.sh: libFuzzer (libclang_rt.fuzzer), llvm-symbolizer
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
