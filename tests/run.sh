@@ -34,7 +34,6 @@ cmake --build "$build" -j "$jobs"
 # A sanitizer report ends the test process with a non-zero status.
 export ASAN_OPTIONS="abort_on_error=1:detect_leaks=1:strict_string_checks=1"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
-export LSAN_OPTIONS="suppressions=$root/tests/lsan.supp"
 
 if [ "$sanitizers" = 1 ]; then
   stage "ASan+UBSan: unit tests"
