@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cerrno>
 #include <cstring>
 #include <numeric>
 #include <optional>
@@ -293,7 +294,9 @@ Status PsClient::Receive(int dest) {
   Pending& p = it->second;
   size_t plan = 0;
   while (plan < p.plans.size() && p.plans[plan].dest != dest) ++plan;
-  if (plan == p.plans.size()) return Status::Ok();
+  // Not a destination of this request, or a second reply to a part already complete
+  // (which must not overwrite what the first one delivered).
+  if (plan == p.plans.size() || p.done[plan]) return Status::Ok();
   if (rh.code() != wire::OK) {
     Complete(p, plan,
              Status(rh.code() == wire::RESOURCE_EXHAUSTED ? StatusCode::kResourceExhausted
@@ -353,12 +356,23 @@ Status PsClient::Wait(Handle handle) {
       pending_.erase(it);
       return st;
     }
-    zmq::poll(items, left);
+    try {
+      zmq::poll(items, left);
+    } catch (const zmq::error_t& e) {
+      if (e.num() == EINTR) continue;  // a signal arrived; the deadline still holds
+      pending_.erase(it);
+      return Status::Unavailable(std::string("polling the servers failed: ") + e.what());
+    }
     for (size_t d = 0; d < items.size(); ++d) {
       if (items[d].revents & ZMQ_POLLIN) {
         // Drain what is there; replies to other requests are filed under their handles.
         for (int n = 0; n < 64; ++n) {
-          DIN_RETURN_IF_ERROR(Receive(static_cast<int>(d)));
+          Status st = Receive(static_cast<int>(d));
+          if (!st.ok()) {
+            // The caller's outputs of this request are not written after it returns.
+            pending_.erase(it);
+            return st;
+          }
           if (!(sockets_[d].get(zmq::sockopt::events) & ZMQ_POLLIN)) break;
         }
       }
