@@ -83,6 +83,7 @@ class DumpFileWriter {
   int current_ = 0;
   size_t used_ = 0;
   uint64_t appended_ = 0;  // bytes handed to the I/O thread
+  uint64_t written_ = 0;   // bytes written (I/O thread only)
 
   std::mutex mu_;
   std::condition_variable cv_;
