@@ -79,6 +79,7 @@ Cluster::~Cluster() {
 
 Status Cluster::Rendezvous(Role role, const std::string& endpoint, uint64_t fingerprint) {
   role_ = role;
+  role_known_ = true;
   WireRecord mine{};
   mine.role = static_cast<int32_t>(role);
   mine.fingerprint = fingerprint;
@@ -148,8 +149,13 @@ Status Cluster::Barrier() { return PollingBarrier(MPI_COMM_WORLD); }
 Status Cluster::RoleBarrier() { return PollingBarrier(role_comm_); }
 
 void Cluster::Fail(const Status& status) const {
-  LOG(ERROR) << RoleName(role_) << " " << role_rank_ << " (world rank " << world_rank_ << " on "
-             << host_ << ") failed: " << status.ToString();
+  // Before the rendezvous the role is not known yet: the program names the process.
+  if (!role_known_)
+    LOG(ERROR) << google::ProgramInvocationShortName() << " (world rank " << world_rank_ << " on "
+               << host_ << ") failed: " << status.ToString();
+  else
+    LOG(ERROR) << RoleName(role_) << " " << role_rank_ << " (world rank " << world_rank_ << " on "
+               << host_ << ") failed: " << status.ToString();
   google::FlushLogFiles(google::GLOG_INFO);
   std::fflush(stderr);
   MPI_Abort(MPI_COMM_WORLD, 1);

@@ -77,6 +77,7 @@ class Cluster {
   int world_rank_ = 0;
   int world_size_ = 1;
   Role role_ = Role::kWorker;
+  bool role_known_ = false;  // set by Rendezvous
   int role_rank_ = 0;
   std::string host_;
   std::vector<PeerInfo> servers_;
