@@ -5,6 +5,7 @@
 
 #include <glog/logging.h>
 
+#include "common/curve_keys.h"
 #include "common/hash.h"
 #include "common/wire.h"
 #include "ps/dump_writer.h"
@@ -18,6 +19,8 @@ TableSpec::TableSpec(const config::TableConfig& cfg)
       dim(cfg.dim()),
       shards(cfg.shards()),
       expected_rows(cfg.expected_rows_per_shard()),
+      max_rows(cfg.max_rows_per_shard()),
+      when_full(cfg.when_full()),
       optimizer(SparseOptimizer::Create(cfg.optimizer())),
       initializer(cfg.initializer(), cfg.seed()) {}
 
@@ -45,14 +48,19 @@ LaneHandler::LaneHandler(const std::vector<TableSpec>& tables, const Placement& 
       lane_(lane),
       max_request_keys_(max_request_keys) {
   shards_.resize(tables.size());
+  skipped_.resize(tables.size());
+  pending_keys_.resize(tables.size());
+  full_logged_.assign(tables.size(), false);
   for (size_t t = 0; t < tables.size(); ++t) {
     shards_[t].resize(tables[t].shards);
+    skipped_[t].assign(tables[t].shards, 0);
+    pending_keys_[t].assign(tables[t].shards, 0);
     for (uint32_t s = 0; s < tables[t].shards; ++s) {
       const uint32_t g = placement.GlobalShard(static_cast<int>(t), s);
       if (placement.ServerOf(g) == server && placement.LaneOf(g) == lane) {
         shards_[t][s] = std::make_unique<ShardStore>(
-            tables[t].dim, tables[t].optimizer->StateFloats(tables[t].dim),
-            tables[t].expected_rows);
+            tables[t].dim, tables[t].optimizer->StateFloats(tables[t].dim), tables[t].expected_rows,
+            tables[t].max_rows);
       }
     }
   }
@@ -144,15 +152,93 @@ Status LaneHandler::Validate(const wire::RequestHeader& h, std::vector<zmq::mess
   return Status::Ok();
 }
 
-uint32_t LaneHandler::Materialize(int table, ShardStore* store, uint64_t key, Status* status) {
+Status LaneHandler::CapError(int table, uint32_t shard, uint64_t adding) const {
+  const TableSpec& spec = tables_[table];
+  const ShardStore* store = shards_[table][shard].get();
+  return Status::ResourceExhausted(
+      "table " + spec.name + " shard " + std::to_string(shard) + " on server " +
+      std::to_string(server_) + " is full: max_rows_per_shard = " + std::to_string(spec.max_rows) +
+      " rows (when_full: FAIL), and a request would add " + std::to_string(adding) +
+      " new rows to its " + std::to_string(store->size()) +
+      "; raise max_rows_per_shard or shards, or set when_full: SKIP_NEW");
+}
+
+Status LaneHandler::CheckCaps(const Segments& segs, std::span<const uint64_t> keys) {
+  // Cheap unless the request could fill a shard: a shard is looked at only when its
+  // rows plus all the request's keys for it exceed the cap (a shard may be named by
+  // more than one segment, so the keys are summed per shard first).
+  auto capped = [&](size_t s) {
+    const TableSpec& spec = tables_[segs.table[s]];
+    return spec.max_rows != 0 && spec.when_full == config::TableConfig::FAIL;
+  };
+  bool near = false;
+  for (size_t s = 0; s < segs.table.size(); ++s) {
+    if (!capped(s)) continue;
+    uint64_t& pending = pending_keys_[segs.table[s]][segs.shard[s]];
+    pending += segs.count[s];
+    near = near || shards_[segs.table[s]][segs.shard[s]]->size() + pending >
+                       tables_[segs.table[s]].max_rows;
+  }
+  for (size_t s = 0; s < segs.table.size(); ++s)
+    if (capped(s)) pending_keys_[segs.table[s]][segs.shard[s]] = 0;
+  if (!near) return Status::Ok();
+
+  // Exact check: the distinct absent keys per capped shard must fit.
+  new_keys_.clear();
+  uint32_t rows[ShardStore::kWindow];
+  size_t k = 0;
+  for (size_t s = 0; s < segs.table.size(); k += segs.count[s], ++s) {
+    if (!capped(s)) continue;
+    const int t = segs.table[s];
+    const ShardStore* store = shards_[t][segs.shard[s]].get();
+    for (uint64_t base = 0; base < segs.count[s]; base += ShardStore::kWindow) {
+      const size_t n = std::min<uint64_t>(ShardStore::kWindow, segs.count[s] - base);
+      store->FindWindow(keys.data() + k + base, n, rows);
+      for (size_t i = 0; i < n; ++i)
+        if (rows[i] == ShardStore::kNoRow)
+          new_keys_.push_back({static_cast<uint32_t>(t), segs.shard[s], keys[k + base + i]});
+    }
+  }
+  std::sort(new_keys_.begin(), new_keys_.end());
+  new_keys_.erase(std::unique(new_keys_.begin(), new_keys_.end()), new_keys_.end());
+  for (size_t i = 0; i < new_keys_.size();) {
+    size_t j = i;
+    while (j < new_keys_.size() && new_keys_[j].table == new_keys_[i].table &&
+           new_keys_[j].shard == new_keys_[i].shard)
+      ++j;
+    const int t = static_cast<int>(new_keys_[i].table);
+    const ShardStore* store = shards_[t][new_keys_[i].shard].get();
+    if (store->size() + (j - i) > tables_[t].max_rows)
+      return CapError(t, new_keys_[i].shard, j - i);
+    i = j;
+  }
+  return Status::Ok();
+}
+
+uint32_t LaneHandler::Materialize(int table, uint32_t shard, ShardStore* store, uint64_t key,
+                                  Status* status) {
+  const TableSpec& spec = tables_[table];
+  if (store->full() && spec.when_full == config::TableConfig::SKIP_NEW && spec.max_rows != 0) {
+    const uint32_t row = store->Find(key);
+    if (row != ShardStore::kNoRow) return row;
+    ++skipped_[table][shard];
+    if (!full_logged_[table]) {
+      full_logged_[table] = true;
+      LOG(WARNING) << "server " << server_ << " lane " << lane_ << ": table " << spec.name
+                   << " shard " << shard << " holds max_rows_per_shard = " << spec.max_rows
+                   << " rows; new IDs get no row (when_full: SKIP_NEW), counted in STATS "
+                      "skipped_keys (logged once per table and lane)";
+    }
+    return ShardStore::kNoRow;
+  }
   bool inserted = false;
   Result<uint32_t> row = store->FindOrInsert(key, &inserted);
   if (!row.ok()) {
-    *status = row.status().WithContext("table " + tables_[table].name);
+    *status = spec.max_rows != 0 ? CapError(table, shard, 1)
+                                 : row.status().WithContext("table " + spec.name);
     return ShardStore::kNoRow;
   }
   if (inserted) {
-    const TableSpec& spec = tables_[table];
     spec.initializer.Fill(key, store->Weights(*row), spec.dim);
     spec.optimizer->InitState(store->State(*row), spec.dim);
   }
@@ -182,7 +268,7 @@ void LaneHandler::Pull(const wire::RequestHeader& h, const Segments& segs,
       for (size_t i = 0; i < n; ++i, ++k, off += row_bytes) {
         uint32_t row = rows[i];
         if (row == ShardStore::kNoRow && train) {
-          row = Materialize(t, store, keys[k], &status);
+          row = Materialize(t, segs.shard[s], store, keys[k], &status);
           if (!status.ok()) break;
         }
         uint32_t count = 0;
@@ -220,8 +306,9 @@ Status LaneHandler::Push(const Segments& segs, std::span<const uint64_t> keys,
       for (size_t i = 0; i < n; ++i, ++k, off += spec.dim) {
         uint32_t row = rows[i];
         if (row == ShardStore::kNoRow) {
-          row = Materialize(t, store, keys[k], &status);
+          row = Materialize(t, segs.shard[s], store, keys[k], &status);
           if (!status.ok()) return status;
+          if (row == ShardStore::kNoRow) continue;  // SKIP_NEW: dropped
         }
         spec.optimizer->Apply(store->Weights(row), store->State(row), grads.data() + off, spec.dim);
       }
@@ -238,9 +325,9 @@ Status LaneHandler::PushCounts(const Segments& segs, std::span<const uint64_t> k
     const int t = segs.table[s];
     ShardStore* store = shards_[t][segs.shard[s]].get();
     for (uint64_t i = 0; i < segs.count[s]; ++i, ++k) {
-      const uint32_t row = Materialize(t, store, keys[k], &status);
+      const uint32_t row = Materialize(t, segs.shard[s], store, keys[k], &status);
       if (!status.ok()) return status;
-      store->AddCount(row, counts[k]);
+      if (row != ShardStore::kNoRow) store->AddCount(row, counts[k]);
     }
   }
   return Status::Ok();
@@ -343,7 +430,8 @@ void LaneHandler::Load(const wire::LoadRequest& req, wire::ReplyHeader* rh) {
     if (!any) continue;
     for (const ManifestPart& part : sources[t]->parts) {
       Result<uint64_t> rows = LoadCheckpointPart(req.dir(), *sources[t], part, stores);
-      if (!rows.ok()) return fail(wire::INTERNAL, rows.status());
+      if (!rows.ok())
+        return fail(wire::INTERNAL, rows.status().WithContext("table " + tables_[t].name));
       loaded += *rows;
     }
   }
@@ -373,6 +461,17 @@ std::vector<zmq::message_t> LaneHandler::Handle(std::vector<zmq::message_t>& fra
 
   std::span<const uint64_t> keys;
   if (frames.size() > 1) keys = FrameAs<uint64_t>(frames[1], &key_scratch_);
+  const bool creates_rows = h.op() == wire::PUSH || h.op() == wire::PUSH_COUNTS ||
+                            (h.op() == wire::PULL && h.mode() == wire::TRAIN);
+  if (creates_rows) {
+    status = CheckCaps(segs, keys);
+    if (!status.ok()) {
+      rh.set_code(wire::RESOURCE_EXHAUSTED);
+      rh.set_error(status.message());
+      reply[0] = EncodeFrame(rh);
+      return reply;
+    }
+  }
   switch (h.op()) {
     case wire::PULL:
       Pull(h, segs, keys, &reply, &rh);
@@ -394,6 +493,8 @@ std::vector<zmq::message_t> LaneHandler::Handle(std::vector<zmq::message_t>& fra
           st->set_rows(store->size());
           st->set_bytes(store->MemoryBytes());
           st->set_row_bytes(store->row_bytes());
+          st->set_max_rows(tables_[t].max_rows);
+          st->set_skipped_keys(skipped_[t][s]);
         }
       }
       break;
@@ -425,12 +526,27 @@ Result<std::unique_ptr<PsServer>> PsServer::Create(const config::TrainConfig& cf
   const int64_t max_bytes = static_cast<int64_t>(std::min<uint64_t>(
       cfg.ps().max_request_keys() * (sizeof(uint64_t) + sizeof(float) * max_dim) + (1 << 20),
       INT64_MAX / 2));
+  std::string curve_secret_key;  // empty: no CURVE
+  if (cfg.security().curve()) {
+    DIN_ASSIGN_OR_RETURN(ServerCurveKeys keys, LoadServerCurveKeys(cfg.security()));
+    // CURVE encrypts and decrypts in the context's I/O threads, one connection on one
+    // thread: one I/O thread per lane keeps the crypto of the lanes in parallel.
+    server->ctx_.set(zmq::ctxopt::io_threads, lanes);
+    // Bound before any lane so that no connection is ever accepted without asking it.
+    DIN_ASSIGN_OR_RETURN(server->zap_, ZapHandler::Start(server->ctx_, keys.client_public_key));
+    curve_secret_key = keys.server.secret_key;
+  }
   for (int l = 0; l < lanes; ++l) {
     zmq::socket_t sock(server->ctx_, zmq::socket_type::router);
     sock.set(zmq::sockopt::linger, 0);
     sock.set(zmq::sockopt::maxmsgsize, max_bytes);
     sock.set(zmq::sockopt::rcvhwm, 0);
     sock.set(zmq::sockopt::sndhwm, 0);
+    if (!curve_secret_key.empty()) {
+      sock.set(zmq::sockopt::curve_server, true);
+      sock.set(zmq::sockopt::curve_secretkey, curve_secret_key);
+      sock.set(zmq::sockopt::zap_domain, kZapDomain);
+    }
     const std::string addr = "tcp://" + cfg.ps().interface() + ":*";
     try {
       sock.bind(addr);

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <atomic>
+#include <compare>
 #include <memory>
 #include <span>
 #include <string>
@@ -26,6 +27,7 @@
 #include "ps/optimizer.h"
 #include "ps/row_initializer.h"
 #include "ps/shard_store.h"
+#include "ps/zap_handler.h"
 
 namespace din {
 
@@ -36,6 +38,8 @@ struct TableSpec {
   uint32_t dim;
   uint32_t shards;
   uint64_t expected_rows;
+  uint64_t max_rows;  // max_rows_per_shard; 0 = no cap
+  config::TableConfig::WhenFull when_full;
   std::unique_ptr<SparseOptimizer> optimizer;
   RowInitializer initializer;
 };
@@ -51,7 +55,11 @@ class LaneHandler {
 
   // Processes one request (the frames after the ROUTER identity) and returns the reply
   // frames. Never throws on bad input: a malformed request gets an INVALID_REQUEST reply
-  // and changes nothing.
+  // and changes nothing. So does a training request that would take a shard of a
+  // `when_full: FAIL` table past max_rows_per_shard (RESOURCE_EXHAUSTED, naming table,
+  // shard, cap and server). Under SKIP_NEW such IDs get no row instead: a pull reads
+  // zeros with count 0 for them, a push or push_counts to them is dropped, and each such
+  // key is counted in the shard's STATS (skipped_keys).
   std::vector<zmq::message_t> Handle(std::vector<zmq::message_t>& request);
 
   // The store of (table, shard), or nullptr when this lane does not serve it.
@@ -66,7 +74,14 @@ class LaneHandler {
   Status Push(const Segments& segs, std::span<const uint64_t> keys, std::span<const float> grads);
   Status PushCounts(const Segments& segs, std::span<const uint64_t> keys,
                     std::span<const uint32_t> counts);
-  uint32_t Materialize(int table, ShardStore* store, uint64_t key, Status* status);
+  // Rejects a request that would create rows past the cap of a `when_full: FAIL` shard,
+  // before any of it is applied.
+  Status CheckCaps(const Segments& segs, std::span<const uint64_t> keys);
+  // The row of `key`, created and initialised when absent; kNoRow when the shard is full
+  // (under SKIP_NEW the key is counted as skipped, otherwise *status tells why).
+  uint32_t Materialize(int table, uint32_t shard, ShardStore* store, uint64_t key, Status* status);
+  // The FAIL policy's error for a request that would add `adding` rows to the shard.
+  Status CapError(int table, uint32_t shard, uint64_t adding) const;
   // Writes every shard of this lane as dump parts (ps/dump_writer.h) and lists them in
   // rh->dump_parts; a failure becomes an INTERNAL reply naming the file.
   void Dump(const wire::DumpRequest& req, wire::ReplyHeader* rh);
@@ -82,6 +97,20 @@ class LaneHandler {
   const int lane_;
   const uint64_t max_request_keys_;
   std::vector<std::vector<std::unique_ptr<ShardStore>>> shards_;  // [table][shard]
+  // SKIP_NEW: keys refused a row, per [table][shard]; and whether the table's first full
+  // shard of this lane was logged.
+  std::vector<std::vector<uint64_t>> skipped_;
+  std::vector<bool> full_logged_;
+  // CheckCaps scratch: keys per [table][shard] of one request (all 0 between requests),
+  // and the absent keys of shards near their cap.
+  std::vector<std::vector<uint64_t>> pending_keys_;
+  struct NewKey {
+    uint32_t table;
+    uint32_t shard;
+    uint64_t key;
+    auto operator<=>(const NewKey&) const = default;
+  };
+  std::vector<NewKey> new_keys_;
   std::vector<uint64_t> key_scratch_;
   std::vector<float> float_scratch_;
   std::vector<uint32_t> count_scratch_;
@@ -89,7 +118,9 @@ class LaneHandler {
 
 class PsServer {
  public:
-  // Binds `lanes` ROUTER sockets on ps.interface with kernel-chosen ports.
+  // Binds `lanes` ROUTER sockets on ps.interface with kernel-chosen ports. With
+  // security.curve they are CURVE servers behind a ZapHandler that admits only the job's
+  // client key; a missing, malformed or too open key file fails here, naming the file.
   static Result<std::unique_ptr<PsServer>> Create(const config::TrainConfig& cfg, int lanes);
   ~PsServer();
   PsServer(const PsServer&) = delete;
@@ -103,6 +134,8 @@ class PsServer {
   void Stop();
   // For tests and tools after Stop(): the lane handler serving (table, shard).
   LaneHandler* handler(int lane) { return handlers_[lane].get(); }
+  // With security.curve, the ZAP handler (what it admitted and refused); else nullptr.
+  const ZapHandler* zap() const { return zap_.get(); }
 
  private:
   explicit PsServer(const config::TrainConfig& cfg) : cfg_(cfg) {}
@@ -113,6 +146,9 @@ class PsServer {
   std::vector<TableSpec> tables_;
   std::unique_ptr<Placement> placement_;
   zmq::context_t ctx_;
+  // With security.curve: admits the job's client key on every lane (destroyed before
+  // ctx_, whose sockets it uses).
+  std::unique_ptr<ZapHandler> zap_;
   std::vector<zmq::socket_t> sockets_;
   std::vector<std::string> endpoints_;
   std::vector<std::unique_ptr<LaneHandler>> handlers_;

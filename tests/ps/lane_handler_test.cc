@@ -160,5 +160,205 @@ TEST_F(LaneHandlerTest, RequestIdIsEchoed) {
   EXPECT_EQ(rh.request_id(), 123456u);
 }
 
+// ---- max_rows_per_shard ------------------------------------------------------------
+
+// One lane serving three one-shard tables: "f" (cap 5, FAIL), "s" (cap 5, SKIP_NEW) and
+// "u" (no cap). Rows start at 0.5 and SGD with lr 1 subtracts the gradient.
+constexpr char kCapConfig[] = R"pb(
+  tables {
+    name: "f"
+    dim: 2
+    max_rows_per_shard: 5
+    initializer { kind: CONSTANT value: 0.5 }
+    optimizer { sgd { learning_rate: 1 } }
+  }
+  tables {
+    name: "s"
+    dim: 2
+    max_rows_per_shard: 5
+    when_full: SKIP_NEW
+    initializer { kind: CONSTANT value: 0.5 }
+    optimizer { sgd { learning_rate: 1 } }
+  }
+  tables {
+    name: "u"
+    dim: 2
+    initializer { kind: CONSTANT value: 0.5 }
+    optimizer { sgd { learning_rate: 1 } }
+  }
+)pb";
+
+class CapTest : public ::testing::Test {
+ protected:
+  static constexpr uint32_t kF = 0, kS = 1, kU = 2;
+
+  CapTest() : cfg_(testing::MustParse(kCapConfig)), placement_(cfg_, {1}) {
+    for (const auto& t : cfg_.tables()) tables_.emplace_back(t);
+    lane_ = std::make_unique<LaneHandler>(tables_, placement_, 0, 0, 1000);
+  }
+
+  // Keys 1..n of one table (every key is in shard 0 of a one-shard table).
+  static std::vector<uint64_t> Keys(uint64_t first, uint64_t n) {
+    std::vector<uint64_t> keys(n);
+    for (uint64_t i = 0; i < n; ++i) keys[i] = first + i;
+    return keys;
+  }
+
+  // One segment per (table, keys) pair; frame 2 is `floats` (PUSH) or `counts`
+  // (PUSH_COUNTS).
+  wire::ReplyHeader Send(wire::Op op,
+                         const std::vector<std::pair<uint32_t, std::vector<uint64_t>>>& segs,
+                         std::vector<zmq::message_t>* reply_out = nullptr,
+                         wire::PullMode mode = wire::TRAIN, float grad = 0.25f,
+                         uint32_t count = 3) {
+    wire::RequestHeader h;
+    h.set_version(wire::CURRENT_VERSION);
+    h.set_op(op);
+    h.set_mode(mode);
+    std::vector<uint64_t> keys;
+    for (const auto& [table, ks] : segs) {
+      wire::Segment* seg = h.add_segments();
+      seg->set_table(table);
+      seg->set_shard(0);
+      seg->set_count(ks.size());
+      keys.insert(keys.end(), ks.begin(), ks.end());
+    }
+    std::vector<zmq::message_t> frames;
+    frames.push_back(EncodeFrame(h));
+    frames.push_back(ArrayFrame<uint64_t>(keys));
+    if (op == wire::PUSH)
+      frames.push_back(ArrayFrame<float>(std::vector<float>(keys.size() * 2, grad)));
+    if (op == wire::PUSH_COUNTS)
+      frames.push_back(ArrayFrame<uint32_t>(std::vector<uint32_t>(keys.size(), count)));
+    std::vector<zmq::message_t> reply = lane_->Handle(frames);
+    wire::ReplyHeader rh;
+    EXPECT_TRUE(DecodeFrame(reply[0], &rh));
+    if (reply_out) *reply_out = std::move(reply);
+    return rh;
+  }
+
+  // Evaluation pull (creates nothing): per key, its two weights and its count.
+  struct Row {
+    float w0, w1;
+    uint32_t count;
+    bool operator==(const Row&) const = default;
+  };
+  std::vector<Row> Read(uint32_t table, const std::vector<uint64_t>& keys) {
+    std::vector<zmq::message_t> reply;
+    EXPECT_EQ(Send(wire::PULL, {{table, keys}}, &reply, wire::EVAL).code(), wire::OK);
+    return Parse(reply, keys.size());
+  }
+  static std::vector<Row> Parse(const std::vector<zmq::message_t>& reply, size_t n) {
+    std::vector<Row> rows(n);
+    if (reply.size() != 3) return rows;
+    for (size_t i = 0; i < n; ++i) {
+      std::memcpy(&rows[i].w0, static_cast<const char*>(reply[1].data()) + 8 * i, 4);
+      std::memcpy(&rows[i].w1, static_cast<const char*>(reply[1].data()) + 8 * i + 4, 4);
+      std::memcpy(&rows[i].count, static_cast<const char*>(reply[2].data()) + 4 * i, 4);
+    }
+    return rows;
+  }
+  uint64_t Size(uint32_t table) { return lane_->store(static_cast<int>(table), 0)->size(); }
+
+  void ExpectFull(const wire::ReplyHeader& rh) {
+    EXPECT_EQ(rh.code(), wire::RESOURCE_EXHAUSTED);
+    for (const char* needle :
+         {"table f shard 0", "on server 0", "max_rows_per_shard = 5", "when_full: FAIL"})
+      EXPECT_NE(rh.error().find(needle), std::string::npos) << needle << " in: " << rh.error();
+  }
+
+  config::TrainConfig cfg_;
+  Placement placement_;
+  std::vector<TableSpec> tables_;
+  std::unique_ptr<LaneHandler> lane_;
+};
+
+TEST_F(CapTest, FailFillsExactlyToTheCap) {
+  ASSERT_EQ(Send(wire::PULL, {{kF, Keys(1, 3)}}).code(), wire::OK);
+  EXPECT_EQ(Size(kF), 3u);
+  // Two known keys, two new ones and one new key twice: 3 + 2 distinct new = 5, the cap.
+  ASSERT_EQ(Send(wire::PUSH, {{kF, {1, 2, 4, 5, 5}}}).code(), wire::OK);
+  EXPECT_EQ(Size(kF), 5u);
+  // Known keys keep working at the cap.
+  ASSERT_EQ(Send(wire::PUSH_COUNTS, {{kF, Keys(1, 5)}}).code(), wire::OK);
+  ASSERT_EQ(Send(wire::PULL, {{kF, Keys(1, 5)}}).code(), wire::OK);
+  EXPECT_EQ(Size(kF), 5u);
+  // An evaluation pull of an unknown key reads zeros and creates nothing.
+  EXPECT_EQ(Read(kF, {99}), (std::vector<Row>{{0, 0, 0}}));
+  EXPECT_EQ(Size(kF), 5u);
+}
+
+TEST_F(CapTest, FailRejectsTheWholeRequestBeforeApplyingAnything) {
+  ASSERT_EQ(Send(wire::PULL, {{kF, Keys(1, 4)}, {kU, Keys(1, 2)}}).code(), wire::OK);
+  ASSERT_EQ(Send(wire::PUSH_COUNTS, {{kF, Keys(1, 4)}, {kU, Keys(1, 2)}}).code(), wire::OK);
+  const std::vector<Row> f_before = Read(kF, Keys(1, 4));
+  const std::vector<Row> u_before = Read(kU, Keys(1, 2));
+  ASSERT_EQ(f_before[0], (Row{0.5f, 0.5f, 3}));
+
+  // Each of these would make row 6 of "f" (4 rows + 2 new). The keys of "f" come after
+  // known keys and after keys of an uncapped table that would create rows: none lands.
+  const std::vector<std::pair<uint32_t, std::vector<uint64_t>>> over = {{kU, {1, 2, 50, 51}},
+                                                                        {kF, {1, 2, 3, 4, 10, 11}}};
+  ExpectFull(Send(wire::PUSH, over));
+  ExpectFull(Send(wire::PUSH_COUNTS, over));
+  ExpectFull(Send(wire::PULL, over));
+  // The shard named twice: each segment alone fits, together they do not.
+  ExpectFull(Send(wire::PUSH, {{kF, {1, 20}}, {kU, {1}}, {kF, {2, 21}}}));
+
+  EXPECT_EQ(Size(kF), 4u);
+  EXPECT_EQ(Size(kU), 2u);
+  EXPECT_EQ(Read(kF, Keys(1, 4)), f_before);
+  EXPECT_EQ(Read(kU, Keys(1, 2)), u_before);
+
+  // One new key still fits, and then the shard is at its cap.
+  ASSERT_EQ(Send(wire::PUSH, {{kF, {1, 10}}}, nullptr, wire::TRAIN, 0.5f).code(), wire::OK);
+  EXPECT_EQ(Size(kF), 5u);
+  EXPECT_EQ(Read(kF, {1, 10}), (std::vector<Row>{{0, 0, 3}, {0, 0, 0}}));
+  ExpectFull(Send(wire::PULL, {{kF, {11}}}));
+}
+
+TEST_F(CapTest, SkipNewAdmitsUpToTheCapAndDropsTheRest) {
+  ASSERT_EQ(Send(wire::PULL, {{kU, Keys(1, 3)}}).code(), wire::OK);
+  // A training pull of 7 new IDs: the first 5 get rows (initialised to 0.5), the other
+  // two read zeros with count 0, as an evaluation pull of unknown IDs does.
+  std::vector<zmq::message_t> reply;
+  ASSERT_EQ(Send(wire::PULL, {{kS, Keys(1, 7)}}, &reply).code(), wire::OK);
+  EXPECT_EQ(Size(kS), 5u);
+  const std::vector<Row> pulled = Parse(reply, 7);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(pulled[i], (Row{0.5f, 0.5f, 0})) << i;
+  for (int i = 5; i < 7; ++i) EXPECT_EQ(pulled[i], (Row{0, 0, 0})) << i;
+
+  // Pushes and counts to IDs 6, 7 (and a new 8) are dropped; 1..5 get theirs.
+  ASSERT_EQ(Send(wire::PUSH, {{kS, Keys(1, 8)}}, nullptr, wire::TRAIN, 0.25f).code(), wire::OK);
+  ASSERT_EQ(Send(wire::PUSH_COUNTS, {{kS, Keys(1, 8)}}, nullptr, wire::TRAIN, 0, 2).code(),
+            wire::OK);
+  EXPECT_EQ(Size(kS), 5u);
+  const std::vector<Row> after = Read(kS, Keys(1, 8));
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(after[i], (Row{0.25f, 0.25f, 2})) << i;
+  for (int i = 5; i < 8; ++i) EXPECT_EQ(after[i], (Row{0, 0, 0})) << i;
+
+  // The uncapped table in the same request is unaffected; its rows are unchanged.
+  ASSERT_EQ(Send(wire::PULL, {{kS, {9}}, {kU, Keys(1, 4)}}, &reply).code(), wire::OK);
+  EXPECT_EQ(Size(kU), 4u);
+  EXPECT_EQ(Read(kU, Keys(1, 4)), (std::vector<Row>(4, Row{0.5f, 0.5f, 0})));
+
+  // STATS: the cap and the skipped keys (2 pulled + 3 pushed + 3 counted + 1 pulled).
+  wire::RequestHeader h;
+  h.set_version(wire::CURRENT_VERSION);
+  h.set_op(wire::STATS);
+  std::vector<zmq::message_t> frames;
+  frames.push_back(EncodeFrame(h));
+  std::vector<zmq::message_t> stats_reply = lane_->Handle(frames);
+  wire::ReplyHeader rh;
+  ASSERT_TRUE(DecodeFrame(stats_reply[0], &rh));
+  ASSERT_EQ(rh.stats_size(), 3);
+  for (const auto& st : rh.stats()) {
+    SCOPED_TRACE("table " + std::to_string(st.table()));
+    EXPECT_EQ(st.max_rows(), st.table() == kU ? 0u : 5u);
+    EXPECT_EQ(st.skipped_keys(), st.table() == kS ? 9u : 0u);
+    EXPECT_EQ(st.rows(), st.table() == kU ? 4u : st.table() == kS ? 5u : 0u);
+  }
+}
+
 }  // namespace
 }  // namespace din
