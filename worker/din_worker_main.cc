@@ -209,7 +209,10 @@ Status Train(const config::TrainConfig& cfg, Cluster& cluster) {
   }
   if (cluster.role_rank() == 0) {
     DIN_ASSIGN_OR_RETURN(auto stats, client->Stats());
-    for (const auto& s : stats) trainer->mutable_summary().server_rows += s.rows();
+    for (const auto& s : stats) {
+      trainer->mutable_summary().server_rows += s.rows();
+      trainer->mutable_summary().skipped_keys += s.skipped_keys();
+    }
     const std::string line =
         SummaryJson(trainer->summary(), cfg, cluster.num_workers(), cluster.num_servers(),
                     ReadBayesJson(cfg.data().test_path()));

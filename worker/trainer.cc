@@ -837,6 +837,7 @@ std::string SummaryJson(const TrainSummary& s, const config::TrainConfig& cfg, i
        ",\"step_ms_p50\":" + Num(s.step_ms_p50, "%.3f") +
        ",\"bad_lines\":" + std::to_string(s.bad_lines) +
        ",\"server_rows\":" + std::to_string(s.server_rows) +
+       ",\"skipped_keys\":" + std::to_string(s.skipped_keys) +
        ",\"checkpoints\":" + std::to_string(s.checkpoints) +
        ",\"checkpoint_seconds\":" + Num(s.checkpoint_seconds, "%.3f") +
        (s.last_checkpoint.empty() ? std::string()

@@ -81,6 +81,9 @@ struct TrainSummary {
   uint64_t bad_lines = 0;       // skipped malformed training lines, all workers
   uint64_t dense_checksum = 0;  // of the final dense parameters and Dice statistics
   uint64_t server_rows = 0;     // rows on all servers at the end (set by the caller)
+  // Keys that got no row because their shard was full (when_full: SKIP_NEW; set by the
+  // caller).
+  uint64_t skipped_keys = 0;
   std::string backend;
   uint64_t resumed_step = 0;       // the step the run resumed from (0: a fresh start)
   std::string resumed_from;        // that checkpoint's directory

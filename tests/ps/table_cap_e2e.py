@@ -95,6 +95,8 @@ def scenario_skip_new(args):
     if r.get("server_rows") != CAP * SHARDS:
         fail("servers hold %s rows, expected exactly %d (%d shards at the cap of %d)"
              % (r.get("server_rows"), CAP * SHARDS, SHARDS, CAP))
+    if not r.get("skipped_keys", 0) > 0:
+        fail("the summary reports %r skipped keys" % r.get("skipped_keys"))
     if not 0.0 <= r["test_auc"] <= 1.0:
         fail("test_auc out of range: %s" % r["test_auc"])
     warned = [l for l in p.stderr.splitlines() if "new IDs get no row (when_full: SKIP_NEW)" in l]
@@ -102,8 +104,8 @@ def scenario_skip_new(args):
     if not 3 <= len(warned) <= SHARDS:
         print(p.stderr[-4000:])
         fail("expected one SKIP_NEW warning per table and lane, got %d" % len(warned))
-    print("server_rows %d, test_auc %.4f, %d warning(s)" % (r["server_rows"], r["test_auc"],
-                                                           len(warned)))
+    print("server_rows %d, skipped_keys %d, test_auc %.4f, %d warning(s)"
+          % (r["server_rows"], r["skipped_keys"], r["test_auc"], len(warned)))
 
 
 def main():
