@@ -14,6 +14,9 @@
 //
 // Input: op byte, flags byte (bit 0: give a decodable fuzz header the request's id),
 // two id-count bytes, then the reply frames.
+#include <pthread.h>
+#include <signal.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -130,9 +133,18 @@ class FakeLane {
 };
 
 FakeLane& GetLane() {
-  // libFuzzer's -timeout watchdog is a periodic SIGALRM: PsClient::Wait must go on
-  // polling after a signal interrupts it.
-  static FakeLane* lane = new FakeLane();
+  static FakeLane* lane = [] {
+    auto* l = new FakeLane();
+    // libFuzzer's -timeout watchdog is a periodic SIGALRM. PsClient::Wait goes on after a
+    // signal interrupts its poll, but this fake lane's own blocking receives would throw,
+    // so the alarm is kept off this thread (ZeroMQ's I/O threads, started above with the
+    // signal unblocked, take it).
+    sigset_t alarm;
+    sigemptyset(&alarm);
+    sigaddset(&alarm, SIGALRM);
+    pthread_sigmask(SIG_BLOCK, &alarm, nullptr);
+    return l;
+  }();
   return *lane;
 }
 
