@@ -75,8 +75,9 @@ void DumpFileWriter::IoLoop() {
       }
       // Start writing this block to the disk now, while the next ones are produced, so
       // the final fsync finds little left to do (it still waits for all of it).
-      if (st.ok()) ::sync_file_range(fd_, static_cast<off64_t>(written_), static_cast<off64_t>(job),
-                                     SYNC_FILE_RANGE_WRITE);
+      if (st.ok())
+        ::sync_file_range(fd_, static_cast<off64_t>(written_), static_cast<off64_t>(job),
+                          SYNC_FILE_RANGE_WRITE);
       written_ += job;
     }
     lock.lock();

@@ -14,7 +14,6 @@
 // lookup finds an ID's part with ShardOf(id, shards) (common/hash.h) and exits 1 when
 // an ID is not in the table.
 #include <charconv>
-#include <system_error>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -24,6 +23,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "common/dump_format.h"
@@ -392,9 +392,8 @@ int Main(int argc, char** argv) {
         std::fprintf(stderr, "din_dump inspect: %s\n", m.status().ToString().c_str());
         return 1;
       }
-      std::printf("checkpoint %s: step %llu, epoch %u, %u worker state(s) verified\n",
-                  dir.c_str(), static_cast<unsigned long long>(m->step()), m->epoch() + 1,
-                  m->workers());
+      std::printf("checkpoint %s: step %llu, epoch %u, %u worker state(s) verified\n", dir.c_str(),
+                  static_cast<unsigned long long>(m->step()), m->epoch() + 1, m->workers());
     }
     return Inspector(tables).Run();
   }

@@ -30,8 +30,7 @@ std::string Hex(uint64_t v) {
 }
 
 // Size and XXH64 of dir/name against the expected ones, reading 1 MiB at a time.
-Status VerifyFile(const std::string& dir, const std::string& name, uint64_t bytes,
-                  uint64_t xxh64) {
+Status VerifyFile(const std::string& dir, const std::string& name, uint64_t bytes, uint64_t xxh64) {
   const std::string path = dir + "/" + name;
   std::FILE* f = std::fopen(path.c_str(), "rb");
   if (!f) return Status::NotFound(path + ": cannot open: " + std::strerror(errno));
@@ -48,11 +47,12 @@ Status VerifyFile(const std::string& dir, const std::string& name, uint64_t byte
   std::fclose(f);
   if (err) return Status::IoError(path + ": read error");
   if (total != bytes)
-    return Status::InvalidArgument(path + ": " + std::to_string(total) + " bytes, the manifest says " +
-                            std::to_string(bytes) + " (truncated or replaced)");
+    return Status::InvalidArgument(path + ": " + std::to_string(total) +
+                                   " bytes, the manifest says " + std::to_string(bytes) +
+                                   " (truncated or replaced)");
   if (h.Digest() != xxh64)
-    return Status::InvalidArgument(path + ": XXH64 " + Hex(h.Digest()) + " differs from the manifest's " +
-                            Hex(xxh64) + " (corrupt)");
+    return Status::InvalidArgument(path + ": XXH64 " + Hex(h.Digest()) +
+                                   " differs from the manifest's " + Hex(xxh64) + " (corrupt)");
   return Status::Ok();
 }
 
@@ -85,7 +85,7 @@ Result<ckpt::CheckpointManifest> VerifyCheckpoint(const std::string& dir) {
   if (!fs::is_directory(dir, ec)) return Status::NotFound(dir + " is not a directory");
   if (!fs::exists(fs::path(dir) / kSuccessName, ec))
     return Status::InvalidArgument(dir + ": no " + std::string(kSuccessName) +
-                            " (the checkpoint was not completed)");
+                                   " (the checkpoint was not completed)");
   std::ifstream in(fs::path(dir) / kCheckpointManifestName);
   if (!in)
     return Status::InvalidArgument(dir + ": no " + std::string(kCheckpointManifestName) + " file");
@@ -96,20 +96,19 @@ Result<ckpt::CheckpointManifest> VerifyCheckpoint(const std::string& dir) {
     return Status::InvalidArgument(dir + "/" + kCheckpointManifestName + ": cannot parse");
   if (m.version() != 1)
     return Status::InvalidArgument(dir + "/" + kCheckpointManifestName + ": unknown version " +
-                            std::to_string(m.version()));
+                                   std::to_string(m.version()));
   if (static_cast<uint32_t>(m.files_size()) != m.workers())
     return Status::InvalidArgument(dir + "/" + kCheckpointManifestName + ": " +
-                            std::to_string(m.files_size()) + " worker states for " +
-                            std::to_string(m.workers()) + " workers");
+                                   std::to_string(m.files_size()) + " worker states for " +
+                                   std::to_string(m.workers()) + " workers");
   for (const auto& f : m.files()) {
     uint64_t want = 0;
-    if (f.xxh64().size() != 16 ||
-        std::sscanf(f.xxh64().c_str(), "%16" SCNx64, &want) != 1)
+    if (f.xxh64().size() != 16 || std::sscanf(f.xxh64().c_str(), "%16" SCNx64, &want) != 1)
       return Status::InvalidArgument(dir + "/" + kCheckpointManifestName + ": bad checksum of " +
-                              f.name());
+                                     f.name());
     if (f.name().find('/') != std::string::npos)
       return Status::InvalidArgument(dir + "/" + kCheckpointManifestName + ": bad file name " +
-                              f.name());
+                                     f.name());
     DIN_RETURN_IF_ERROR(VerifyFile(dir, f.name(), f.bytes(), want));
   }
   const std::string tables = dir + "/tables";
@@ -118,7 +117,8 @@ Result<ckpt::CheckpointManifest> VerifyCheckpoint(const std::string& dir) {
     if (!t.checkpoint())
       return Status::InvalidArgument(tables + ": table " + t.name + " has no optimizer state");
     for (const auto& p : t.parts)
-      for (const auto& f : p.files) DIN_RETURN_IF_ERROR(VerifyFile(tables, f.name, f.bytes, f.xxh64));
+      for (const auto& f : p.files)
+        DIN_RETURN_IF_ERROR(VerifyFile(tables, f.name, f.bytes, f.xxh64));
   }
   return m;
 }
@@ -153,11 +153,12 @@ Result<std::string> FindCheckpoint(const std::string& path, std::vector<std::str
     auto m = VerifyCheckpoint(it->second);
     if (m.ok()) return it->second;
     const std::string why = "refusing checkpoint " + it->second + ": " + m.status().message();
-    LOG(WARNING) << "resume: " << why << (std::next(it) != all.rend() ? "; trying the one before it" : "");
+    LOG(WARNING) << "resume: " << why
+                 << (std::next(it) != all.rend() ? "; trying the one before it" : "");
     if (refused) refused->push_back(why);
   }
   return Status::InvalidArgument("resume: no complete, intact checkpoint in " + path + " (" +
-                          std::to_string(all.size()) + " refused)");
+                                 std::to_string(all.size()) + " refused)");
 }
 
 Result<ckpt::CheckpointFile> WriteCheckpointFile(const std::string& dir, const std::string& name,
@@ -187,7 +188,8 @@ Result<std::string> FinishCheckpoint(const std::string& tmp_dir,
   if (fs::exists(final_path, ec)) {
     fs::remove_all(old, ec);
     fs::rename(final_path, old, ec);
-    if (ec) return Status::IoError("cannot move " + final_path.string() + " aside: " + ec.message());
+    if (ec)
+      return Status::IoError("cannot move " + final_path.string() + " aside: " + ec.message());
   }
   fs::rename(tmp, final_path, ec);
   if (ec)

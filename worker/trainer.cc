@@ -17,9 +17,9 @@
 #include <glog/logging.h>
 
 #include "common/config.h"
-#include "common/dump_format.h"
 #include "common/data/id_counts.h"
 #include "common/data/schema.h"
+#include "common/dump_format.h"
 #include "common/hash.h"
 #include "common/proto/model_config.pb.h"
 #include "worker/checkpoint.h"
@@ -414,9 +414,8 @@ Status Trainer::RunEpoch(uint32_t epoch, Reader* reader, bool resumed) {
     summary_.samples_trained += samples;
 
     const bool stop = reduce_buf_[n + 4] > 0.5f;
-    const bool checkpoint =
-        ckpt_on && (stop || reduce_buf_[n + 3] > 0.5f ||
-                    (ck.every_steps() > 0 && step_ % ck.every_steps() == 0));
+    const bool checkpoint = ckpt_on && (stop || reduce_buf_[n + 3] > 0.5f ||
+                                        (ck.every_steps() > 0 && step_ % ck.every_steps() == 0));
     const bool evaluate = tcfg_.eval_every_steps() > 0 && step_ % tcfg_.eval_every_steps() == 0;
     const double aside_start = Now();  // evaluation and checkpoint time is not step time
     if (tcfg_.staleness() == 0) {
@@ -756,8 +755,8 @@ Status Trainer::Train() {
   }
   Progress(true);
   if (options_.progress_bar && coll_->rank() == 0) std::fputc('\n', stderr);
-  summary_.train_seconds = Now() - train_start_ - (summary_.eval_seconds - eval_before) -
-                           summary_.checkpoint_seconds;
+  summary_.train_seconds =
+      Now() - train_start_ - (summary_.eval_seconds - eval_before) - summary_.checkpoint_seconds;
   summary_.steps = step_;
   if (stop_) {
     // Stopped on request: the checkpoint just written holds everything; no evaluation

@@ -28,15 +28,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   CHECK(google::protobuf::TextFormat::PrintToString(*cfg, &printed));
   auto again = ParseConfig(printed, "printed.pbtxt");
   CHECK(again.ok()) << "a validated config, printed, is refused: " << again.status().ToString()
-                    << "\n" << printed;
+                    << "\n"
+                    << printed;
   google::protobuf::util::DefaultFieldComparator floats;
   floats.set_treat_nan_as_equal(true);  // ValidateConfig lets some NaN fields through
   google::protobuf::util::MessageDifferencer differ;
   differ.set_field_comparator(&floats);
   CHECK(differ.Compare(*cfg, *again)) << "validating twice changes the config:\n" << printed;
   CHECK_EQ(TablesFingerprint(*cfg), TablesFingerprint(*again));
-  for (int t = 0; t < cfg->tables_size(); ++t)
-    CHECK_EQ(FindTable(*cfg, cfg->tables(t).name()), t);
+  for (int t = 0; t < cfg->tables_size(); ++t) CHECK_EQ(FindTable(*cfg, cfg->tables(t).name()), t);
 
   if (ValidateDataConfig(cfg->data()).ok()) CHECK(Schema::FromConfig(cfg->data()).ok());
 

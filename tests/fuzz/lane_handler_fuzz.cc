@@ -134,7 +134,8 @@ void Populate(LaneHandler& lane, const Fixture& f) {
   std::vector<uint64_t> keys = {1, 2, 3};
   keys.insert(keys.end(), f.a1_keys.begin(), f.a1_keys.end());
   h.set_op(wire::PUSH_COUNTS);
-  MustHandle(lane, Frames(h, {Bytes(keys), Bytes(std::vector<uint32_t>{1, 5, 0xfffffff0u, 2, 3, 4})}));
+  MustHandle(lane,
+             Frames(h, {Bytes(keys), Bytes(std::vector<uint32_t>{1, 5, 0xfffffff0u, 2, 3, 4})}));
   h.set_op(wire::PUSH);
   std::vector<float> grads(3 * 2 + 3 * 4);
   for (size_t i = 0; i < grads.size(); ++i) grads[i] = 0.125f * static_cast<float>(i) - 1.0f;
@@ -262,7 +263,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const Fixture& f = GetFixture();
   FuzzInput in(data, size);
   std::vector<zmq::message_t> request;
-  for (const std::string& frame : SplitFrames(&in, 0, 4)) request.emplace_back(frame.data(), frame.size());
+  for (const std::string& frame : SplitFrames(&in, 0, 4))
+    request.emplace_back(frame.data(), frame.size());
 
   wire::RequestHeader h;
   const bool decoded = !request.empty() && DecodeFrame(request[0], &h);

@@ -60,7 +60,8 @@ constexpr uint32_t kDims[2] = {8, 4};
 // server interleaves their requests.
 std::vector<uint64_t> ClientIds(int c) {
   std::vector<uint64_t> ids;
-  for (int j = 0; j < kIdsPerClient; ++j) ids.push_back(static_cast<uint64_t>(j * kClients + c) * 7919 + 1);
+  for (int j = 0; j < kIdsPerClient; ++j)
+    ids.push_back(static_cast<uint64_t>(j * kClients + c) * 7919 + 1);
   return ids;
 }
 
@@ -147,7 +148,9 @@ class GarbageSender {
  private:
   using Frames = std::vector<std::string>;
 
-  static std::string Bytes(const void* p, size_t n) { return std::string(static_cast<const char*>(p), n); }
+  static std::string Bytes(const void* p, size_t n) {
+    return std::string(static_cast<const char*>(p), n);
+  }
 
   // A valid request of `op` for `n` training IDs of one shard that lane `lane` serves.
   Frames ValidRequest(int lane, wire::Op op, size_t n, uint32_t* table_out, uint32_t* shard_out) {
@@ -354,12 +357,13 @@ Rows TrainAndRead(bool garbage) {
     EXPECT_GT(during, 1u);
     EXPECT_EQ(sender->accepted(), 0u);
     EXPECT_GT(sender->raw_connections(), 0u);
-    std::printf("garbage: %llu messages sent, %llu refused (%llu while training), %llu raw "
-                "connections\n",
-                static_cast<unsigned long long>(sender->sent()),
-                static_cast<unsigned long long>(sender->rejected()),
-                static_cast<unsigned long long>(during),
-                static_cast<unsigned long long>(sender->raw_connections()));
+    std::printf(
+        "garbage: %llu messages sent, %llu refused (%llu while training), %llu raw "
+        "connections\n",
+        static_cast<unsigned long long>(sender->sent()),
+        static_cast<unsigned long long>(sender->rejected()),
+        static_cast<unsigned long long>(during),
+        static_cast<unsigned long long>(sender->raw_connections()));
   }
   return ReadRows(&cluster);
 }

@@ -95,7 +95,8 @@ void LaneHandler() {
 // ps_reply_fuzz.cc: op, flags, id-count bytes, then reply frames (at least one).
 std::vector<uint64_t> ReplyIds(int t, int n) {
   std::vector<uint64_t> ids;
-  for (int i = 0; i < n; ++i) ids.push_back(static_cast<uint64_t>(i % (n / 2 + 1)) * 1000003 + 17 + t);
+  for (int i = 0; i < n; ++i)
+    ids.push_back(static_cast<uint64_t>(i % (n / 2 + 1)) * 1000003 + 17 + t);
   return ids;
 }
 
@@ -134,7 +135,8 @@ void PsReply() {
   {
     wire::ReplyHeader other = reply(wire::OK);
     other.set_request_id(123456);
-    w("pull_other_id", kPullTrain, 0, n0, n1, {other.SerializeAsString(), Raw(values), Raw(counts)});
+    w("pull_other_id", kPullTrain, 0, n0, n1,
+      {other.SerializeAsString(), Raw(values), Raw(counts)});
   }
   w("push_ok", kPush, 1, n0, n1, {ok});
   w("push_internal", kPush, 1, n0, n1, {reply(wire::INTERNAL).SerializeAsString()});
@@ -229,7 +231,8 @@ void Config(const std::vector<std::string>& files) {
         "data { format: SCHEMA label_column: 0 group_field: \"uid\" column_separator: \",\"\n"
         "  fields { name: \"uid\" column: 1 kind: USER hash: true }\n"
         "  fields { name: \"item\" column: 2 kind: CANDIDATE }\n"
-        "  fields { name: \"hist\" column: 3 kind: BEHAVIOR aligned_with: \"item\" separator: \"|\" }\n"
+        "  fields { name: \"hist\" column: 3 kind: BEHAVIOR aligned_with: \"item\" separator: "
+        "\"|\" }\n"
         "}\n");
   Write("config", "bad_dim", "tables { name: \"t\" dim: 0 }\n");
   Write("config", "duplicate", "tables { name: \"t\" dim: 1 }\ntables { name: \"t\" dim: 2 }\n");

@@ -151,7 +151,8 @@ FakeLane& GetLane() {
 // IDs of table t: n occurrences, about half of them repeats.
 std::vector<uint64_t> Ids(int t, int n) {
   std::vector<uint64_t> ids;
-  for (int i = 0; i < n; ++i) ids.push_back(static_cast<uint64_t>(i % (n / 2 + 1)) * 1000003 + 17 + t);
+  for (int i = 0; i < n; ++i)
+    ids.push_back(static_cast<uint64_t>(i % (n / 2 + 1)) * 1000003 + 17 + t);
   return ids;
 }
 
@@ -293,8 +294,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       CHECK(st.message().find("malformed") != std::string::npos) << st.ToString();
       return 0;
     case Outcome::kRefused:
-      CHECK(st.code() == (fuzz_rh.code() == wire::RESOURCE_EXHAUSTED ? StatusCode::kResourceExhausted
-                                                                     : StatusCode::kInternal))
+      CHECK(st.code() == (fuzz_rh.code() == wire::RESOURCE_EXHAUSTED
+                              ? StatusCode::kResourceExhausted
+                              : StatusCode::kInternal))
           << st.ToString();
       return 0;
     case Outcome::kGood:
