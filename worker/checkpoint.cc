@@ -211,8 +211,7 @@ Result<std::string> FinishCheckpoint(const std::string& tmp_dir,
   // .tmp directories are left by writers that died; none is being written now.
   for (fs::directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string name = it->path().filename().string();
-    if (name.rfind(kPrefix, 0) == 0 && name.size() > 4 &&
-        name.compare(name.size() - 4, 4, kTmpSuffix) == 0 && it->path() != tmp) {
+    if (name.starts_with(kPrefix) && name.ends_with(kTmpSuffix) && it->path() != tmp) {
       std::error_code ec2;
       fs::remove_all(it->path(), ec2);
     }
