@@ -28,12 +28,10 @@
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
-#include "common/allocator.h"
-#include "common/cluster.h"
 #include "common/config.h"
+#include "common/net/job_process.h"
 #include "worker/ps_client.h"
 
-DEFINE_string(config, "", "config with one table 'emb' of dim 16");
 DEFINE_int32(reps, 5, "repetitions of the 1M-key requests");
 DEFINE_int32(requests, 1000, "4k-key requests per measurement");
 DEFINE_int32(big_keys, 1000000, "keys of the large request");
@@ -312,14 +310,13 @@ Status Run(const config::TrainConfig& cfg, Cluster& cluster, const std::string& 
 }  // namespace din
 
 int main(int argc, char** argv) {
-  din::ConfigureAllocator();
-  FLAGS_logtostderr = true;
-  google::InitGoogleLogging(argv[0]);
+  din::InitProcess(argv[0], "parameter-server throughput (bench/run.sh ps_bench)");
+  // The raw echo and the baseline store are forked before MPI starts (forking an MPI
+  // process is unsafe); they need the table's dim from --config (a config with one table
+  // 'emb' of dim 16), read here once without consuming the flags.
   gflags::ParseCommandLineFlags(&argc, &argv, false);
   auto cfg = din::LoadConfig(FLAGS_config);
   CHECK(cfg.ok()) << cfg.status().ToString();
-  // The raw echo and the baseline store are forked before MPI starts (forking an MPI
-  // process is unsafe).
   const int dim = static_cast<int>(cfg->tables(0).dim());
   auto spawn = [dim](void (*serve)(int, int), std::string* ep) {
     int fds[2];
@@ -342,9 +339,10 @@ int main(int argc, char** argv) {
 
   din::Status st;
   {
-    din::Cluster cluster(&argc, &argv);
-    st = cluster.Rendezvous(din::Role::kWorker, "", din::TablesFingerprint(*cfg));
-    if (st.ok()) st = din::Run(*cfg, cluster, ep, base_ep);
+    din::JobProcess job = din::StartJob(&argc, &argv);
+    din::Cluster& cluster = *job.cluster;
+    st = cluster.Rendezvous(din::Role::kWorker, "", din::TablesFingerprint(job.config));
+    if (st.ok()) st = din::Run(job.config, cluster, ep, base_ep);
     if (!st.ok()) cluster.Fail(st);
     st = cluster.Barrier();
   }

@@ -17,9 +17,9 @@
 
 #include <gflags/gflags.h>
 
+#include "common/optim/optimizer.h"
+#include "common/optim/row_initializer.h"
 #include "common/proto/config.pb.h"
-#include "ps/optimizer.h"
-#include "ps/row_initializer.h"
 #include "ps/shard_store.h"
 
 DEFINE_uint64(rows, 10'000'000, "distinct IDs to insert (100000000 where memory allows)");

@@ -1,9 +1,7 @@
 # e2e: end-to-end training throughput (bench/e2e.sh), reachable as build/bench/e2e so that
 # `bench/run.sh e2e` builds what it needs (target e2e) and runs it.
-if(TARGET din_worker AND TARGET din_gen)
-  set(din_e2e ${CMAKE_CURRENT_BINARY_DIR}/e2e)
-  file(WRITE ${din_e2e} "#!/usr/bin/env bash\nDIN_SOURCE_DIR=${PROJECT_SOURCE_DIR} BUILD_DIR=${PROJECT_BINARY_DIR} exec ${CMAKE_CURRENT_SOURCE_DIR}/e2e.sh \"$@\"\n")
-  file(CHMOD ${din_e2e} PERMISSIONS OWNER_READ OWNER_WRITE OWNER_EXECUTE GROUP_READ
-       GROUP_EXECUTE WORLD_READ WORLD_EXECUTE)
-  add_custom_target(e2e DEPENDS din_ps din_worker din_gen)
-endif()
+set(din_e2e ${CMAKE_CURRENT_BINARY_DIR}/e2e)
+file(WRITE ${din_e2e} "#!/usr/bin/env bash\nDIN_SOURCE_DIR=${PROJECT_SOURCE_DIR} BUILD_DIR=${PROJECT_BINARY_DIR} exec ${CMAKE_CURRENT_SOURCE_DIR}/e2e.sh \"$@\"\n")
+file(CHMOD ${din_e2e} PERMISSIONS OWNER_READ OWNER_WRITE OWNER_EXECUTE GROUP_READ
+     GROUP_EXECUTE WORLD_READ WORLD_EXECUTE)
+add_custom_target(e2e DEPENDS din_ps din_worker din_gen)

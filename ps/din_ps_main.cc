@@ -7,44 +7,32 @@
 #include <gflags/gflags.h>
 #include <glog/logging.h>
 
-#include "common/allocator.h"
-#include "common/cluster.h"
 #include "common/config.h"
-#include "common/config_override.h"
+#include "common/net/job_process.h"
 #include "common/placement.h"
 #include "ps/server.h"
 
-DEFINE_string(config, "", "training configuration (text-format TrainConfig, *.pbtxt)");
 DEFINE_int32(lanes, 0, "serving threads (lanes) of this server; 0 = ps.threads from the config");
 
 int main(int argc, char** argv) {
-  din::ConfigureAllocator();
-  FLAGS_logtostderr = true;
-  google::InitGoogleLogging(argv[0]);
-  gflags::SetUsageMessage("parameter server of the DIN trainer (started by mpirun)");
+  din::InitProcess(argv[0], "parameter server of the DIN trainer (started by mpirun)");
   // SIGUSR1 asks the workers to checkpoint and stop (mpirun passes it to every process);
   // a server just keeps serving until the workers are done.
   std::signal(SIGUSR1, SIG_IGN);
-  din::Cluster cluster(&argc, &argv);
-  // `--set PATH=VALUE` overrides, the same the workers apply (common/config_override.h).
-  auto overrides = din::ExtractRepeatedFlag("set", &argc, argv);
-  if (!overrides.ok()) cluster.Fail(overrides.status());
-  gflags::ParseCommandLineFlags(&argc, &argv, true);
+  din::JobProcess job = din::StartJob(&argc, &argv);
+  din::Cluster& cluster = *job.cluster;
+  const din::config::TrainConfig& cfg = job.config;
 
-  if (FLAGS_config.empty()) cluster.Fail(din::Status::InvalidArgument("--config is required"));
-  auto cfg = din::LoadConfigWithOverrides(FLAGS_config, *overrides);
-  if (!cfg.ok()) cluster.Fail(cfg.status());
-
-  const int lanes = FLAGS_lanes > 0 ? FLAGS_lanes : din::DefaultLanes(cfg->ps());
-  auto server = din::PsServer::Create(*cfg, lanes);
+  const int lanes = FLAGS_lanes > 0 ? FLAGS_lanes : din::DefaultLanes(cfg.ps());
+  auto server = din::PsServer::Create(cfg, lanes);
   if (!server.ok()) cluster.Fail(server.status());
 
   din::Status st = cluster.Rendezvous(
-      din::Role::kServer, din::JoinEndpoints((*server)->endpoints()), din::TablesFingerprint(*cfg));
+      din::Role::kServer, din::JoinEndpoints((*server)->endpoints()), din::TablesFingerprint(cfg));
   if (!st.ok()) cluster.Fail(st);
 
-  din::Placement placement(*cfg, din::LaneCounts(cluster.servers()));
-  if (cluster.role_rank() == 0) LOG(INFO) << placement.Describe(*cfg);
+  din::Placement placement(cfg, din::LaneCounts(cluster.servers()));
+  if (cluster.role_rank() == 0) LOG(INFO) << placement.Describe(cfg);
   (*server)->Start(placement, cluster.role_rank());
   LOG(INFO) << "server " << cluster.role_rank() << " on " << cluster.host() << " serving " << lanes
             << " lane(s) at " << din::JoinEndpoints((*server)->endpoints());

@@ -5,9 +5,9 @@
 
 #include <glog/logging.h>
 
-#include "common/curve_keys.h"
 #include "common/hash.h"
-#include "common/wire.h"
+#include "common/net/curve_keys.h"
+#include "common/net/wire.h"
 #include "ps/dump_writer.h"
 
 #include <zmq_addon.hpp>

@@ -20,12 +20,12 @@
 
 #include <zmq.hpp>
 
+#include "common/optim/optimizer.h"
+#include "common/optim/row_initializer.h"
 #include "common/placement.h"
 #include "common/proto/config.pb.h"
 #include "common/proto/wire.pb.h"
 #include "common/status.h"
-#include "ps/optimizer.h"
-#include "ps/row_initializer.h"
 #include "ps/shard_store.h"
 #include "ps/zap_handler.h"
 

@@ -4,7 +4,7 @@
 // libzmq asks the handler bound at inproc://zeromq.zap.01 of a context about every
 // connection a CURVE server socket of that context accepts, after the client proved it
 // holds the secret key of the public key it presents. The handler admits exactly one
-// client public key, the job's (common/curve_keys.h), and rejects every other key,
+// client public key, the job's (common/net/curve_keys.h), and rejects every other key,
 // mechanism and ZAP domain. A rejected peer is logged by address: its first rejection
 // at once, later ones at most once a minute per address with a count.
 //

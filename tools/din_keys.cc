@@ -1,4 +1,4 @@
-// din_keys: creates the key files of a job's ZeroMQ CURVE security (common/curve_keys.h).
+// din_keys: creates the key files of a job's ZeroMQ CURVE security (common/net/curve_keys.h).
 //
 //   din_keys DIR
 //
@@ -13,7 +13,7 @@
 #include <filesystem>
 #include <string>
 
-#include "common/curve_keys.h"
+#include "common/net/curve_keys.h"
 
 int main(int argc, char** argv) {
   if (argc != 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {

@@ -1,3 +1,3 @@
-# din_keys: creates a job's CURVE key files (common/curve_keys.h).
+# din_keys: creates a job's CURVE key files (common/net/curve_keys.h).
 add_executable(din_keys ${CMAKE_CURRENT_LIST_DIR}/din_keys.cc)
-target_link_libraries(din_keys PRIVATE din_common)
+target_link_libraries(din_keys PRIVATE din_net)

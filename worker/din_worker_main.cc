@@ -5,11 +5,8 @@
 // figures from worker 0 at the end. `--set PATH=VALUE` (repeatable) overrides config
 // fields (common/config_override.h); give the servers the same overrides.
 //
-// --mode=selfcheck exercises the parameter servers end to end: every worker pulls a
-// block of IDs of its own (creating the rows), pushes known gradients, pulls again and
-// checks that each row moved exactly as the table's optimizer prescribes; it also checks
-// that evaluation pulls of unknown IDs read zeros and create nothing. Prints one JSON
-// line of figures from worker 0 and exits non-zero on any mismatch.
+// --mode=selfcheck exercises the parameter servers end to end (worker/selfcheck.h) and
+// exits non-zero on any mismatch.
 #include <unistd.h>
 
 #include <pthread.h>
@@ -17,8 +14,6 @@
 #include <csignal>
 #include <thread>
 
-#include <chrono>
-#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -30,17 +25,13 @@
 #include <gflags/gflags.h>
 #include <glog/logging.h>
 
-#include "common/allocator.h"
-#include "common/cluster.h"
 #include "common/config.h"
-#include "common/config_override.h"
-#include "ps/optimizer.h"
-#include "ps/row_initializer.h"
+#include "common/net/job_process.h"
 #include "worker/collective.h"
 #include "worker/ps_client.h"
+#include "worker/selfcheck.h"
 #include "worker/trainer.h"
 
-DEFINE_string(config, "", "training configuration (text-format TrainConfig, *.pbtxt)");
 DEFINE_string(mode, "train",
               "train: the training loop; selfcheck: verify pull/push against the servers");
 DEFINE_string(progress, "auto",
@@ -70,101 +61,6 @@ void StartStopSignalThread() {
       if (sigwait(&set, &sig) == 0 && sig == SIGUSR1) RequestStop();
     }
   }).detach();
-}
-
-double Ms(std::chrono::steady_clock::duration d) {
-  return std::chrono::duration<double, std::milli>(d).count();
-}
-
-Status SelfCheck(const config::TrainConfig& cfg, Cluster& cluster) {
-  DIN_ASSIGN_OR_RETURN(auto client, PsClient::Connect(cfg, cluster.servers()));
-  const int w = cluster.role_rank();
-  const int n = FLAGS_ids;
-  double pull_ms = 0, push_ms = 0;
-  uint64_t keys_moved = 0;
-  for (int t = 0; t < cfg.tables_size(); ++t) {
-    const auto& table = cfg.tables(t);
-    const uint32_t dim = table.dim();
-    // IDs of this worker only (a sparse, large ID space), each listed twice so the
-    // client's deduplication is exercised.
-    std::vector<uint64_t> ids;
-    for (int i = 0; i < n; ++i) ids.push_back((uint64_t{1} << 40) * (w + 1) + 7919ull * i);
-    for (int i = 0; i < n; ++i) ids.push_back(ids[i]);
-
-    TablePull before;
-    PullSpec pull{t, ids, &before};
-    auto t0 = std::chrono::steady_clock::now();
-    DIN_ASSIGN_OR_RETURN(auto h, client->Pull({&pull, 1}, wire::TRAIN));
-    DIN_RETURN_IF_ERROR(client->Wait(h));
-    pull_ms += Ms(std::chrono::steady_clock::now() - t0);
-    if (before.unique_ids.size() != static_cast<size_t>(n))
-      return Status::Internal("dedup returned " + std::to_string(before.unique_ids.size()) +
-                              " ids");
-    RowInitializer init(table.initializer(), table.seed());
-    std::vector<float> expect(dim);
-    for (int i = 0; i < n; ++i) {
-      init.Fill(before.unique_ids[i], expect.data(), dim);
-      for (uint32_t j = 0; j < dim; ++j)
-        if (before.values[static_cast<size_t>(i) * dim + j] != expect[j])
-          return Status::Internal("table " + table.name() + ": row " +
-                                  std::to_string(before.unique_ids[i]) +
-                                  " does not hold its initial value");
-    }
-
-    auto opt = SparseOptimizer::Create(table.optimizer());
-    std::vector<float> model = before.values;
-    std::vector<float> state(static_cast<size_t>(n) * opt->StateFloats(dim));
-    for (int i = 0; i < n; ++i)
-      opt->InitState(state.data() + static_cast<size_t>(i) * opt->StateFloats(dim), dim);
-    std::vector<float> grads(static_cast<size_t>(n) * dim);
-    for (int r = 0; r < FLAGS_rounds; ++r) {
-      for (size_t k = 0; k < grads.size(); ++k)
-        grads[k] = 0.001f * static_cast<float>((k * 31 + r * 7) % 97) - 0.05f;
-      PushSpec push{t, before.unique_ids, grads};
-      t0 = std::chrono::steady_clock::now();
-      DIN_ASSIGN_OR_RETURN(auto ph, client->Push({&push, 1}));
-      DIN_RETURN_IF_ERROR(client->Wait(ph));
-      push_ms += Ms(std::chrono::steady_clock::now() - t0);
-      for (int i = 0; i < n; ++i)
-        opt->Apply(model.data() + static_cast<size_t>(i) * dim,
-                   state.data() + static_cast<size_t>(i) * opt->StateFloats(dim),
-                   grads.data() + static_cast<size_t>(i) * dim, dim);
-      keys_moved += 2ull * n;
-    }
-    TablePull after;
-    PullSpec again{t, before.unique_ids, &after};
-    DIN_ASSIGN_OR_RETURN(auto h2, client->Pull({&again, 1}, wire::TRAIN));
-    DIN_RETURN_IF_ERROR(client->Wait(h2));
-    if (after.values != model)
-      return Status::Internal("table " + table.name() + ": rows after " +
-                              std::to_string(FLAGS_rounds) + " pushes differ from the " +
-                              opt->Name() + " reference");
-
-    // Evaluation pulls of unknown IDs read zeros and create nothing.
-    std::vector<uint64_t> unknown{(uint64_t{1} << 62) + w, (uint64_t{1} << 62) + 1000 + w};
-    TablePull eval;
-    PullSpec ep{t, unknown, &eval};
-    DIN_ASSIGN_OR_RETURN(auto h3, client->Pull({&ep, 1}, wire::EVAL));
-    DIN_RETURN_IF_ERROR(client->Wait(h3));
-    for (float v : eval.values)
-      if (v != 0.0f) return Status::Internal("evaluation pull of an unknown ID is not zero");
-  }
-  DIN_ASSIGN_OR_RETURN(auto stats, client->Stats());
-  uint64_t rows = 0, bytes = 0;
-  for (const auto& s : stats) {
-    rows += s.rows();
-    bytes += s.bytes();
-  }
-  if (w == 0) {
-    std::printf(
-        "{\"mode\":\"selfcheck\",\"workers\":%d,\"servers\":%d,\"tables\":%d,\"rows\":%llu,"
-        "\"bytes\":%llu,\"pull_ms\":%.2f,\"push_ms\":%.2f,\"keys_moved\":%llu,\"ok\":true}\n",
-        cluster.num_workers(), cluster.num_servers(), cfg.tables_size(),
-        static_cast<unsigned long long>(rows), static_cast<unsigned long long>(bytes), pull_ms,
-        push_ms, static_cast<unsigned long long>(keys_moved));
-    std::fflush(stdout);
-  }
-  return Status::Ok();
 }
 
 // din_gen writes bayes.json (the test set's Bayes-optimal metrics) next to test.tsv.
@@ -226,23 +122,17 @@ Status Train(const config::TrainConfig& cfg, Cluster& cluster) {
 }  // namespace din
 
 int main(int argc, char** argv) {
-  din::ConfigureAllocator();
-  FLAGS_logtostderr = true;
-  google::InitGoogleLogging(argv[0]);
+  din::InitProcess(argv[0], "worker of the DIN trainer (started by mpirun)");
   din::StartStopSignalThread();  // before any other thread exists
-  din::Cluster cluster(&argc, &argv);
-  auto overrides = din::ExtractRepeatedFlag("set", &argc, argv);
-  if (!overrides.ok()) cluster.Fail(overrides.status());
-  gflags::ParseCommandLineFlags(&argc, &argv, true);
-  if (FLAGS_config.empty()) cluster.Fail(din::Status::InvalidArgument("--config is required"));
-  auto cfg = din::LoadConfigWithOverrides(FLAGS_config, *overrides);
-  if (!cfg.ok()) cluster.Fail(cfg.status());
-  din::Status st = cluster.Rendezvous(din::Role::kWorker, "", din::TablesFingerprint(*cfg));
+  din::JobProcess job = din::StartJob(&argc, &argv);
+  din::Cluster& cluster = *job.cluster;
+  const din::config::TrainConfig& cfg = job.config;
+  din::Status st = cluster.Rendezvous(din::Role::kWorker, "", din::TablesFingerprint(cfg));
   if (!st.ok()) cluster.Fail(st);
   if (FLAGS_mode == "selfcheck") {
-    st = din::SelfCheck(*cfg, cluster);
+    st = din::SelfCheck(cfg, cluster, {.ids = FLAGS_ids, .rounds = FLAGS_rounds});
   } else if (FLAGS_mode == "train") {
-    st = din::Train(*cfg, cluster);
+    st = din::Train(cfg, cluster);
   } else {
     st = din::Status::InvalidArgument("unknown --mode " + FLAGS_mode);
   }

@@ -10,9 +10,9 @@
 #include <glog/logging.h>
 #include <zmq_addon.hpp>
 
-#include "common/curve_keys.h"
 #include "common/hash.h"
-#include "common/wire.h"
+#include "common/net/curve_keys.h"
+#include "common/net/wire.h"
 
 namespace din {
 

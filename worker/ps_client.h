@@ -26,7 +26,7 @@
 
 #include <zmq.hpp>
 
-#include "common/cluster.h"
+#include "common/net/cluster.h"
 #include "common/placement.h"
 #include "common/proto/config.pb.h"
 #include "common/proto/wire.pb.h"
@@ -81,7 +81,7 @@ class PsClient {
 
   // Connects to every lane of `servers` (from Cluster::servers()). With security.curve
   // every connection is CURVE-encrypted and authenticated with the job's client key pair
-  // (common/curve_keys.h); a missing, malformed or too open key file fails here.
+  // (common/net/curve_keys.h); a missing, malformed or too open key file fails here.
   static Result<std::unique_ptr<PsClient>> Connect(const config::TrainConfig& cfg,
                                                    const std::vector<PeerInfo>& servers);
   ~PsClient();

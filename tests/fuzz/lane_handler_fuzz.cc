@@ -25,8 +25,8 @@
 
 #include "common/config.h"
 #include "common/hash.h"
+#include "common/net/wire.h"
 #include "common/placement.h"
-#include "common/wire.h"
 #include "ps/server.h"
 #include "tests/fuzz/fuzz_input.h"
 

@@ -24,7 +24,7 @@
 #include <zmq_addon.hpp>
 
 #include "common/hash.h"
-#include "common/wire.h"
+#include "common/net/wire.h"
 #include "tests/ps/local_cluster.h"
 
 namespace din {

@@ -31,9 +31,9 @@
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
-#include "common/cluster.h"
 #include "common/config.h"
-#include "common/wire.h"
+#include "common/net/cluster.h"
+#include "common/net/wire.h"
 #include "tests/fuzz/fuzz_input.h"
 #include "worker/ps_client.h"
 

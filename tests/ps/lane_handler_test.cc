@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "common/hash.h"
-#include "common/wire.h"
+#include "common/net/wire.h"
 #include "ps/server.h"
 #include "tests/ps/local_cluster.h"
 

@@ -7,8 +7,8 @@
 
 #include <gtest/gtest.h>
 
-#include "common/cluster.h"
 #include "common/config.h"
+#include "common/net/cluster.h"
 #include "common/placement.h"
 #include "ps/server.h"
 #include "worker/ps_client.h"

@@ -1,5 +1,5 @@
 // Each sparse optimizer against its closed form, computed in double, over several steps.
-#include "ps/optimizer.h"
+#include "common/optim/optimizer.h"
 
 #include <cmath>
 #include <vector>

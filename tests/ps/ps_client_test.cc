@@ -7,7 +7,7 @@
 
 #include <gtest/gtest.h>
 
-#include "ps/row_initializer.h"
+#include "common/optim/row_initializer.h"
 #include "tests/ps/local_cluster.h"
 
 namespace din {

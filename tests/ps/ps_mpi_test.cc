@@ -7,12 +7,9 @@
 #include <gflags/gflags.h>
 #include <glog/logging.h>
 
-#include "common/allocator.h"
-#include "common/cluster.h"
 #include "common/config.h"
+#include "common/net/job_process.h"
 #include "worker/ps_client.h"
-
-DEFINE_string(config, "", "the test's config");
 
 namespace din {
 namespace {
@@ -134,15 +131,11 @@ Status Run(const config::TrainConfig& cfg, Cluster& cluster) {
 }  // namespace din
 
 int main(int argc, char** argv) {
-  din::ConfigureAllocator();
-  FLAGS_logtostderr = true;
-  google::InitGoogleLogging(argv[0]);
-  din::Cluster cluster(&argc, &argv);
-  gflags::ParseCommandLineFlags(&argc, &argv, true);
-  auto cfg = din::LoadConfig(FLAGS_config);
-  if (!cfg.ok()) cluster.Fail(cfg.status());
-  din::Status st = cluster.Rendezvous(din::Role::kWorker, "", din::TablesFingerprint(*cfg));
-  if (st.ok()) st = din::Run(*cfg, cluster);
+  din::InitProcess(argv[0], "distributed parameter-server test (started by mpirun)");
+  din::JobProcess job = din::StartJob(&argc, &argv);
+  din::Cluster& cluster = *job.cluster;
+  din::Status st = cluster.Rendezvous(din::Role::kWorker, "", din::TablesFingerprint(job.config));
+  if (st.ok()) st = din::Run(job.config, cluster);
   if (!st.ok()) cluster.Fail(st);
   st = cluster.Barrier();
   if (!st.ok()) cluster.Fail(st);

@@ -1,6 +1,6 @@
-// The CURVE key files (common/curve_keys.h): creation by CreateCurveKeyFiles (din_keys)
+// The CURVE key files (common/net/curve_keys.h): creation by CreateCurveKeyFiles (din_keys)
 // and every way loading them is refused, each with a message naming the file.
-#include "common/curve_keys.h"
+#include "common/net/curve_keys.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>

@@ -15,7 +15,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "common/curve_keys.h"
+#include "common/net/curve_keys.h"
 #include "tests/ps/local_cluster.h"
 
 namespace din {

@@ -16,7 +16,7 @@
 
 #include "common/data/reader.h"
 #include "common/data/schema.h"
-#include "ps/row_initializer.h"
+#include "common/optim/row_initializer.h"
 #include "tests/ps/local_cluster.h"
 #include "worker/collective.h"
 #include "worker/model/backend.h"

@@ -1,4 +1,4 @@
-#include "ps/optimizer.h"
+#include "common/optim/optimizer.h"
 
 #include <cmath>
 #include <cstring>

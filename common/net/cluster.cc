@@ -1,4 +1,4 @@
-#include "common/cluster.h"
+#include "common/net/cluster.h"
 
 #include <unistd.h>
 

@@ -1,4 +1,4 @@
-#include "ps/row_initializer.h"
+#include "common/optim/row_initializer.h"
 
 #include <cmath>
 #include <numbers>
