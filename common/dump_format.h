@@ -1,4 +1,4 @@
-// The on-disk layout of an embedding dump (DESIGN §6), shared by the servers that
+// The on-disk layout of an embedding dump (docs/design.md §12), shared by the servers that
 // write the parts, worker 0 that writes the manifest, and tools/din_dump that reads it.
 //
 //   DIR/MANIFEST                               text, see Manifest below

@@ -18,7 +18,7 @@ constexpr uint64_t Mix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-// shard(id) = Mix64(id) mod shards (DESIGN §7).
+// shard(id) = Mix64(id) mod shards (docs/design.md §3).
 constexpr uint32_t ShardOf(uint64_t id, uint32_t shards) {
   return static_cast<uint32_t>(Mix64(id) % shards);
 }

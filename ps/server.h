@@ -132,7 +132,7 @@ class PsServer {
   void Start(const Placement& placement, int rank);
   // Stops the lanes (pending requests are dropped) and joins their threads.
   void Stop();
-  // For tests and tools after Stop(): the lane handler serving (table, shard).
+  // For tests and tools after Stop(): the handler of lane `lane`.
   LaneHandler* handler(int lane) { return handlers_[lane].get(); }
   // With security.curve, the ZAP handler (what it admitted and refused); else nullptr.
   const ZapHandler* zap() const { return zap_.get(); }

@@ -1,7 +1,7 @@
 // ShardStore: the rows of one shard of one embedding table.
 //
 // Layout. Rows live in an arena of geometrically growing chunks (chunk c holds
-// kBaseRows << c rows), so a row never moves once created and growing the arena never
+// 2^(kBaseBits + c) rows), so a row never moves once created and growing the arena never
 // copies rows. A row is
 //     [key: uint64][count n_j: uint32][weights: dim floats][optimizer state floats]
 // packed with 4-byte alignment (the key is read with memcpy). The index is an
@@ -22,7 +22,8 @@
 // is kMaxRows, and the cost of the cap on the insert path is the one compare that the
 // kMaxRows check already was.
 //
-// Thread safety: none. The server holds the shard's mutex around every call.
+// Thread safety: none, and no lock is needed: a shard belongs to one server lane, and only
+// that lane's thread calls it (ps/server.h).
 #pragma once
 
 #include <bit>

@@ -1,4 +1,4 @@
-// din_convert: real datasets -> din-tsv (DESIGN §5), OUT/train.tsv and OUT/test.tsv.
+// din_convert: real datasets -> din-tsv (docs/design.md §7), OUT/train.tsv and OUT/test.tsv.
 //
 //   din_convert movielens DIR OUT [--seed 1] [--test-fraction 0.2] [--max-history 50]
 //     DIR holds ml-latest(-small) (ratings.csv, movies.csv), ml-1m (ratings.dat,

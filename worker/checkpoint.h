@@ -1,4 +1,4 @@
-// Checkpoint directories (DESIGN §6): finding, verifying, finishing and pruning them.
+// Checkpoint directories (docs/design.md §13): finding, verifying, finishing and pruning them.
 //
 // Layout of one checkpoint, ROOT/ckpt-SSSSSSSSSSSS (S = the step, 12 digits, so names
 // sort by step):

@@ -1,4 +1,4 @@
-// The worker side of an embedding dump (DESIGN §6; layout in common/dump_format.h):
+// The worker side of an embedding dump (docs/design.md §12; layout in common/dump_format.h):
 // every server lane writes its own shards in parallel, then worker 0 writes MANIFEST
 // and, last, _SUCCESS. A directory without _SUCCESS is not a complete dump.
 //

@@ -1,7 +1,7 @@
 // PsClient: a worker's connection to every lane of every parameter server.
 //
 // Pull(): per table, the IDs of a batch (with repeats) are deduplicated, routed by
-// shard (DESIGN §7: shard = Mix64(id) mod shards) to the lane serving it, and sent to
+// shard (docs/design.md §3: shard = Mix64(id) mod shards) to the lane serving it, and sent to
 // all lanes involved at once; the call returns a Handle without waiting. Wait(handle)
 // gathers the replies into the caller's TablePull: rows aligned with the unique IDs,
 // plus the index mapping each occurrence to its unique row. Push() and PushCounts()

@@ -1,6 +1,7 @@
-// The training loop of one worker (DESIGN §1–§4): read → batch → unique IDs per table →
-// pull → DIN forward/backward → per-unique-ID gradient plus the mini-batch aware L2
-// term → push → all-reduce of the dense gradients over the workers → dense Adam step.
+// The training loop of one worker (docs/design.md §10; MBA §9, evaluation §11): read →
+// batch → unique IDs per table → pull → DIN forward/backward → per-unique-ID gradient plus
+// the mini-batch aware L2 term → push → all-reduce of the dense gradients over the workers
+// → dense Adam step.
 //
 // Every worker runs one Trainer over its own partition of the training data; together
 // they advance in lock-step, one all-reduce per step. A worker whose partition runs out
@@ -55,7 +56,7 @@
 
 namespace din {
 
-// Adds the mini-batch aware L2 term (DESIGN §3) to the gradients of one table's unique
+// Adds the mini-batch aware L2 term (docs/design.md §9) to the gradients of one table's unique
 // rows: grads[i] += lambda * rows[i] / n_i, row-major [counts.size() x dim]. A count of 0
 // (an ID the counts never reached) is taken as 1. Only the given rows are touched.
 void AddMbaTerm(float lambda, int dim, std::span<const float> rows,

@@ -1,4 +1,4 @@
-// PREPASS for mini-batch aware regularization (DESIGN §3): per table, the number of
+// PREPASS for mini-batch aware regularization (docs/design.md §9): per table, the number of
 // training samples in which each ID occurs.
 #pragma once
 

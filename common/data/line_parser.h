@@ -1,4 +1,4 @@
-// Parses one text line of the input into a row of a Batch (DESIGN §5).
+// Parses one text line of the input into a row of a Batch (docs/design.md §7).
 #pragma once
 
 #include <cstdint>

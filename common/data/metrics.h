@@ -1,4 +1,4 @@
-// Evaluation metrics (DESIGN §4): AUC with ties counted 1/2, the paper's user-weighted
+// Evaluation metrics (docs/design.md §11): AUC with ties counted 1/2, the paper's user-weighted
 // GAUC, and logloss.
 #pragma once
 

@@ -1,4 +1,4 @@
-// Which bytes of the input each of W workers reads (DESIGN §5).
+// Which bytes of the input each of W workers reads (docs/design.md §7).
 #pragma once
 
 #include <cstdint>

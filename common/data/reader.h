@@ -1,6 +1,6 @@
 // Reads this worker's part of a din-tsv (or schema-described) input into Batches:
 // partitioning, block shuffling, epochs, bad-line policy and a position that
-// checkpoints can save and restore (DESIGN §5, §6).
+// checkpoints can save and restore (docs/design.md §7, §13).
 #pragma once
 
 #include <cstdint>

@@ -1,5 +1,5 @@
 // The input layout a reader parses: which column is the label and which columns hold
-// which ID fields (DESIGN §5). Built from DataConfig; din-tsv when no fields are given.
+// which ID fields (docs/design.md §7). Built from DataConfig; din-tsv when no fields are given.
 #pragma once
 
 #include <cstdint>

@@ -1,4 +1,4 @@
-// AUC (ties 1/2), GAUC (DESIGN §4) and logloss against hand-computed cases.
+// AUC (ties 1/2), GAUC (docs/design.md §11) and logloss against hand-computed cases.
 #include "common/data/metrics.h"
 
 #include <cmath>

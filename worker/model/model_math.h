@@ -1,4 +1,4 @@
-// Per-element math of the DIN layers (DESIGN §2), shared by the CPU backend and the CUDA
+// Per-element math of the DIN layers (docs/design.md §8), shared by the CPU backend and the CUDA
 // kernels: both backends call these functions, so they differ only in launch, indexing
 // and reduction code, and the CPU tests exercise the same formulas the GPU runs.
 //
