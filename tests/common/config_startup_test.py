@@ -11,14 +11,15 @@ Checks, each with its own config file:
   - a whole job through launch/din-train (1 server, 1 worker): a zero shard count, and an
     unknown field (reported as FILE:LINE:COLUMN).
 """
-import argparse
 import os
 import re
 import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "testing"))
+import din_e2e  # noqa: E402
+from din_e2e import fail  # noqa: E402
 # Measured 1-3 s on a 2-core machine (mpirun start-up); the limit leaves margin for a busy
 # machine but is far below any request or barrier timeout.
 WITHIN_S = 30
@@ -28,10 +29,6 @@ tables { name: "item" dim: 8 shards: 2 }
 tables { name: "cate" dim: 4 }
 """
 
-
-def fail(msg):
-    print("FAIL: " + msg, flush=True)
-    sys.exit(1)
 
 
 def write(path, text):
@@ -58,13 +55,9 @@ def expect_refused(what, cmd, pattern):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--build", required=True)
-    ap.add_argument("--work", required=True)
-    args = ap.parse_args()
-    os.makedirs(args.work, exist_ok=True)
+    args = din_e2e.parse_args(None)
     din_ps = os.path.join(args.build, "ps", "din_ps")
-    mpirun = os.path.join(ROOT, "tests", "mpirun.sh")
+    mpirun = din_e2e.MPIRUN
 
     zero_dim = write(os.path.join(args.work, "zero_dim.pbtxt"),
                      TABLES.replace('dim: 4', 'dim: 0'))
@@ -80,9 +73,7 @@ def main():
                              "the config does not declare" % no_cate))
 
     train = write(os.path.join(args.work, "train.tsv"), "1\t1\t2\t3\t\t\n")
-    launch = [sys.executable, os.path.join(ROOT, "launch", "din-train"), "--build-dir",
-              args.build, "--servers", "1", "--workers", "1", "--train", train,
-              "--backend", "cpu"]
+    launch = din_e2e.din_train(args.build, ["--train", train, "--backend", "cpu"], config=None)
     zero_shards = write(os.path.join(args.work, "zero_shards.pbtxt"),
                         TABLES.replace("shards: 2", "shards: 0"))
     expect_refused("din-train, zero shards", launch + ["--config", zero_shards],

@@ -12,15 +12,14 @@ Scenarios (each one ctest test):
             data has far more IDs per shard than the cap), and each server lane logs
             once per table that new IDs are skipped.
 """
-import argparse
-import json
 import os
 import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIG = os.path.join(ROOT, "launch", "configs", "quickstart.pbtxt")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "testing"))
+import din_e2e  # noqa: E402
+from din_e2e import fail  # noqa: E402
 # 500 users over 2 shards, 5000 items over 4, 100 categories over 2: each shard sees well
 # over CAP distinct IDs.
 GEN = ["--rows", "20000", "--test_rows", "2000", "--users", "500", "--items", "5000",
@@ -32,26 +31,16 @@ SHARDS = 2 + 4 + 2  # user, item, cate in quickstart.pbtxt
 FAIL_WITHIN_S = 30
 
 
-def fail(msg):
-    print("FAIL: " + msg, flush=True)
-    sys.exit(1)
-
 
 def data_dir(args):
-    d = os.path.join(args.work, "data")
-    if not os.path.exists(os.path.join(d, "bayes.json")):
-        os.makedirs(d, exist_ok=True)
-        subprocess.check_call([os.path.join(args.build, "tools", "din_gen"), "--out", d] + GEN,
-                              stdout=subprocess.DEVNULL)
-    return d
+    return din_e2e.gen_data(args.build, os.path.join(args.work, "data"), GEN)
 
 
 def run(args, when_full):
     d = data_dir(args)
-    cmd = [sys.executable, os.path.join(ROOT, "launch", "din-train"), "--config", CONFIG,
-           "--servers", "1", "--workers", "1", "--build-dir", args.build,
-           "--train", os.path.join(d, "train.tsv"), "--test", os.path.join(d, "test.tsv"),
-           "--epochs", "1", "--backend", "cpu"]
+    cmd = din_e2e.din_train(args.build, [
+        "--train", os.path.join(d, "train.tsv"), "--test", os.path.join(d, "test.tsv"),
+        "--epochs", "1", "--backend", "cpu"])
     for table in ("user", "item", "cate"):
         cmd += ["--set", "tables[%s].max_rows_per_shard=%d" % (table, CAP),
                 "--set", "tables[%s].when_full=%s" % (table, when_full)]
@@ -87,11 +76,11 @@ def scenario_skip_new(args):
     if p.returncode != 0:
         print(p.stderr[-4000:])
         fail("a job with when_full: SKIP_NEW failed")
-    results = [l for l in p.stdout.splitlines() if l.startswith("{")]
+    results = din_e2e.result_lines(p.stdout)
     if len(results) != 1:
         print(p.stdout)
         fail("expected one JSON line on stdout, got %d" % len(results))
-    r = json.loads(results[0])
+    r = results[0]
     if r.get("server_rows") != CAP * SHARDS:
         fail("servers hold %s rows, expected exactly %d (%d shards at the cap of %d)"
              % (r.get("server_rows"), CAP * SHARDS, SHARDS, CAP))
@@ -109,12 +98,7 @@ def scenario_skip_new(args):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("scenario", choices=["fail", "skip_new"])
-    ap.add_argument("--build", required=True)
-    ap.add_argument("--work", required=True)
-    args = ap.parse_args()
-    os.makedirs(args.work, exist_ok=True)
+    args = din_e2e.parse_args(["fail", "skip_new"])
     {"fail": scenario_fail, "skip_new": scenario_skip_new}[args.scenario](args)
     print("PASS")
 

@@ -29,7 +29,6 @@ Scenarios (each one ctest test):
             every 40 steps): the launcher relaunches from the latest checkpoint and the
             run completes, with the uninterrupted run's dump.
 """
-import argparse
 import filecmp
 import json
 import os
@@ -41,8 +40,9 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIG = os.path.join(ROOT, "launch", "configs", "quickstart.pbtxt")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "testing"))
+import din_e2e  # noqa: E402
+from din_e2e import fail  # noqa: E402
 GEN = ["--rows", "20000", "--test_rows", "4000", "--users", "500", "--items", "5000",
        "--seed", "3"]
 # 20000 rows / batch 256 = 79 steps per epoch.
@@ -51,26 +51,16 @@ FIGURES = ["steps", "samples_trained", "final_train_loss", "test_auc", "test_gau
            "test_logloss", "dense_checksum", "server_rows"]
 
 
-def fail(msg):
-    print("FAIL: " + msg, flush=True)
-    sys.exit(1)
-
 
 def data_dir(args):
-    d = os.path.join(args.work, "data")
-    if not os.path.exists(os.path.join(d, "bayes.json")):
-        os.makedirs(d, exist_ok=True)
-        subprocess.check_call([os.path.join(args.build, "tools", "din_gen"), "--out", d] + GEN,
-                              stdout=subprocess.DEVNULL)
-    return d
+    return din_e2e.gen_data(args.build, os.path.join(args.work, "data"), GEN)
 
 
 def launcher(args, extra, servers=1, workers=1):
     d = data_dir(args)
-    return [sys.executable, os.path.join(ROOT, "launch", "din-train"), "--config", CONFIG,
-            "--train", os.path.join(d, "train.tsv"), "--test", os.path.join(d, "test.tsv"),
-            "--servers", str(servers), "--workers", str(workers),
-            "--build-dir", args.build] + COMMON + extra
+    return din_e2e.din_train(args.build, ["--train", os.path.join(d, "train.tsv"),
+                                          "--test", os.path.join(d, "test.tsv")] + COMMON + extra,
+                             servers, workers)
 
 
 def run(args, extra, servers=1, workers=1, expect_rc=0, timeout=200):
@@ -82,10 +72,10 @@ def run(args, extra, servers=1, workers=1, expect_rc=0, timeout=200):
         fail("exit %d, expected %d: %s" % (p.returncode, expect_rc, " ".join(extra)))
     result = None
     if p.returncode == 0:
-        lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
+        lines = din_e2e.result_lines(p.stdout)
         if not lines:
             fail("no JSON line on stdout")
-        result = json.loads(lines[-1])
+        result = lines[-1]
     return result, p.stderr
 
 
@@ -154,7 +144,7 @@ def exact(args):
     names = checkpoints(ckpt)
     if names != ["ckpt-%012d" % s for s in (40, 80, 120, 158)]:
         fail("checkpoints %s" % names)
-    subprocess.check_call([os.path.join(args.build, "tools", "din_dump"), "inspect",
+    subprocess.check_call([din_e2e.tool(args.build, "din_dump"), "inspect",
                            os.path.join(ckpt, "ckpt-000000000040")], stdout=subprocess.DEVNULL)
     for step in (40, 120):  # epoch 1 and epoch 2
         dump = fresh(args, "exact-dump-%d" % step)
@@ -181,7 +171,7 @@ def exact(args):
     if len(names) < 3 or res["checkpoints"] != len(names):
         fail("timed checkpoints: %s (summary says %d)" % (names, res["checkpoints"]))
     for n in names:
-        subprocess.check_call([os.path.join(args.build, "tools", "din_dump"), "inspect",
+        subprocess.check_call([din_e2e.tool(args.build, "din_dump"), "inspect",
                                os.path.join(tck, n)], stdout=subprocess.DEVNULL)
     print("every 0.3 s: %d checkpoints, all intact" % len(names))
     # Retention: keep 2.
@@ -212,7 +202,7 @@ def corrupt(args):
     # 80: no _SUCCESS (an interrupted write).
     os.remove(os.path.join(root, "ckpt-000000000080", "_SUCCESS"))
     for step in (158, 120, 80):
-        p = subprocess.run([os.path.join(args.build, "tools", "din_dump"), "inspect",
+        p = subprocess.run([din_e2e.tool(args.build, "din_dump"), "inspect",
                             os.path.join(root, "ckpt-%012d" % step)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if p.returncode == 0:
@@ -434,7 +424,7 @@ def restart(args):
     if "restart 1 of 2 from checkpoint " + os.path.join(ckpt, "ckpt-") not in err:
         print(err[-3000:])
         fail("the launcher did not restart from a checkpoint")
-    res = json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
+    res = din_e2e.result_lines(out)[-1]
     what = "killed at step >= 130, restarted from step %d" % res["resumed_step"]
     if res["resumed_step"] < 120:
         fail(what + ": not the latest checkpoint")
@@ -443,14 +433,7 @@ def restart(args):
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("scenario", choices=["exact", "corrupt", "sigterm", "kill", "restart"])
-    p.add_argument("--build", required=True)
-    p.add_argument("--work", required=True)
-    args = p.parse_args()
-    args.build = os.path.abspath(args.build)
-    args.work = os.path.abspath(args.work)
-    os.makedirs(args.work, exist_ok=True)
+    args = din_e2e.parse_args(["exact", "corrupt", "sigterm", "kill", "restart"])
     globals()[args.scenario](args)
     print("PASS " + args.scenario)
 

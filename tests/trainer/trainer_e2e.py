@@ -30,7 +30,6 @@ Thresholds were set from measurements on this data (60k training rows, 2000 user
   staleness 1, ONLINE, 3 workers:       GAUC 0.789 (94% of Bayes; fewer, larger steps and
                                         smaller n_j early in epoch 1) -> require 90%.
 """
-import argparse
 import json
 import os
 import random
@@ -40,8 +39,9 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIG = os.path.join(ROOT, "launch", "configs", "quickstart.pbtxt")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "testing"))
+import din_e2e  # noqa: E402
+from din_e2e import ROOT, fail  # noqa: E402
 GEN = ["--rows", "60000", "--test_rows", "20000", "--users", "2000", "--items", "20000",
        "--seed", "7"]
 # The settings the thresholds were measured with.
@@ -53,29 +53,13 @@ WORKERS_TOLERANCE = 0.025
 STALENESS1_FRACTION = 0.90
 
 
-def fail(msg):
-    print("FAIL: " + msg, flush=True)
-    sys.exit(1)
-
 
 def data_dir(args):
-    d = os.path.join(args.work, "data")
-    if not os.path.exists(os.path.join(d, "bayes.json")):
-        os.makedirs(d, exist_ok=True)
-        subprocess.check_call([os.path.join(args.build, "tools", "din_gen"), "--out", d] + GEN,
-                              stdout=subprocess.DEVNULL)
-    return d
-
-
-def bayes(d):
-    with open(os.path.join(d, "bayes.json")) as f:
-        return json.load(f)
+    return din_e2e.gen_data(args.build, os.path.join(args.work, "data"), GEN)
 
 
 def run(args, extra, servers=1, workers=2, expect_ok=True, timeout=150):
-    cmd = [sys.executable, os.path.join(ROOT, "launch", "din-train"), "--config", CONFIG,
-           "--servers", str(servers), "--workers", str(workers),
-           "--build-dir", args.build] + extra
+    cmd = din_e2e.din_train(args.build, extra, servers, workers)
     t0 = time.time()
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                        timeout=timeout)
@@ -85,11 +69,11 @@ def run(args, extra, servers=1, workers=2, expect_ok=True, timeout=150):
     if p.returncode != 0:
         print(p.stderr[-4000:])
         fail("job exited %d: %s" % (p.returncode, " ".join(extra)))
-    lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
+    lines = din_e2e.result_lines(p.stdout)
     if len(lines) != 1:
         print(p.stdout)
         fail("expected exactly one JSON line on stdout, got %d" % len(lines))
-    r = json.loads(lines[0])
+    r = lines[0]
     print("%5.1fs  %s\n       -> test_auc %.4f test_gauc %.4f logloss %.4f  %.0f samples/s"
           % (secs, " ".join(extra), r["test_auc"], r["test_gauc"], r["test_logloss"],
              r["train_samples_per_s"]), flush=True)
@@ -106,7 +90,7 @@ def data_args(d, train="train.tsv"):
 
 def quality(args):
     d = data_dir(args)
-    ceiling = bayes(d)["test_gauc"]
+    ceiling = din_e2e.bayes(d)["test_gauc"]
     din = run(args, data_args(d) + COMMON, servers=2, workers=2)
     if din["train_rows"] != 60000 or din["epochs"] != 4 or din["test_rows"] != 20000:
         fail("unexpected row counts: %s" % din)
@@ -150,7 +134,7 @@ def shuffled(args):
             for label, line in zip(labels, lines):
                 f.write(label + "\t" + line.split("\t", 1)[1] + "\n")
         os.replace(shuffled_path + ".tmp", shuffled_path)
-    ceiling = bayes(d)["test_gauc"]
+    ceiling = din_e2e.bayes(d)["test_gauc"]
     r = run(args, data_args(d, "train_shuffled.tsv") + COMMON)
     need = QUALITY_FRACTION * ceiling
     print("shuffled-label GAUC %.4f, quality threshold %.4f" % (r["test_gauc"], need))
@@ -176,7 +160,7 @@ def check_dump(args, dump, result):
     # checksum, dtype and shape) and holding every row the servers have.
     if result.get("dump_dir") != os.path.abspath(dump):
         fail("result line does not report the dump: %s" % result.get("dump_dir"))
-    p = subprocess.run([os.path.join(args.build, "tools", "din_dump"), "inspect", dump],
+    p = subprocess.run([din_e2e.tool(args.build, "din_dump"), "inspect", dump],
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if p.returncode != 0:
         print(p.stdout)
@@ -229,7 +213,7 @@ def workers(args):
 
 def staleness1(args):
     d = data_dir(args)
-    ceiling = bayes(d)["test_gauc"]
+    ceiling = din_e2e.bayes(d)["test_gauc"]
     metrics = os.path.join(args.work, "metrics_staleness1.jsonl")
     r = run(args, data_args(d) + COMMON + [
         "--set", "trainer.staleness=1", "--set", "trainer.mba_mode=ONLINE",
@@ -284,15 +268,14 @@ def curve(args):
     d = data_dir(args)
     extra = data_args(d) + ["--epochs", "1", "--set", "trainer.backend=cpu"]
     plain = run(args, extra, servers=2, workers=1)
-    cmd = [sys.executable, os.path.join(ROOT, "launch", "din-train"), "--config", CONFIG,
-           "--servers", "2", "--workers", "1", "--build-dir", args.build,
-           "--set", "security.curve=true"] + extra
+    cmd = din_e2e.din_train(args.build, ["--set", "security.curve=true"] + extra, servers=2,
+                            workers=1)
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                        timeout=150)
     if p.returncode != 0:
         print(p.stderr[-4000:])
         fail("the CURVE job exited %d" % p.returncode)
-    secure = json.loads([l for l in p.stdout.splitlines() if l.startswith("{")][-1])
+    secure = din_e2e.result_lines(p.stdout)[-1]
     key_dirs = set(re.findall(r"security\.key_dir=(\S+)", p.stderr))
     if len(key_dirs) != 1:
         fail("the launcher passed %d key directories" % len(key_dirs))
@@ -313,7 +296,7 @@ def movielens(args):
         return
     d = os.path.join(args.work, "movielens")
     if not os.path.exists(os.path.join(d, "test.tsv")):
-        subprocess.check_call([os.path.join(args.build, "tools", "din_convert"), "movielens",
+        subprocess.check_call([din_e2e.tool(args.build, "din_convert"), "movielens",
                                src, d], stdout=subprocess.DEVNULL)
     cmd_config = os.path.join(ROOT, "launch", "configs", "movielens.pbtxt")
     r = run(args, ["--config", cmd_config] + data_args(d) + ["--backend", "cpu"])
@@ -326,15 +309,8 @@ def movielens(args):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("scenario", choices=["quality", "shuffled", "determinism", "workers",
+    args = din_e2e.parse_args(["quality", "shuffled", "determinism", "workers",
                                          "staleness1", "failures", "curve", "movielens"])
-    ap.add_argument("--build", required=True)
-    ap.add_argument("--work", required=True)
-    args = ap.parse_args()
-    args.build = os.path.abspath(args.build)
-    args.work = os.path.abspath(args.work)
-    os.makedirs(args.work, exist_ok=True)
     globals()[args.scenario](args)
     print("PASS " + args.scenario)
 
