@@ -5,6 +5,7 @@
 #                                  the extra stages then run only when asked for)
 # BUILD_DIR (default build/) and JOBS (default: cores) can be set in the environment.
 #
+# First, formatting: any C++ file that clang-format (.clang-format) would change fails the run.
 # Extra stages, after the main build and tests (each in its own build tree):
 #   DIN_CI_SANITIZERS=1  build-asan/ (ASan+UBSan): every unit test; build-tsan/ (TSan): the
 #                        parameter-server concurrency tests. Any sanitizer report fails.
@@ -25,6 +26,18 @@ fuzz="${DIN_CI_FUZZ:-$extra_default}"
 fuzz_seconds="${DIN_FUZZ_SECONDS:-60}"
 
 stage() { echo "==== $1 ($(date +%T))"; }
+# The names of the ctest tests of build tree $1 that carry label $2.
+labelled_tests() {
+  (cd "$1" && ctest -N -L "$2") | sed -n 's/^ *Test *#[0-9]*: *\([^ ]*\).*/\1/p'
+}
+
+stage "format: clang-format --dry-run over every C++ and CUDA file"
+if git rev-parse --git-dir >/dev/null 2>&1; then
+  git ls-files '*.cc' '*.h' '*.cu' | xargs clang-format --dry-run -Werror
+else
+  find common ps worker tools bench tests \( -name '*.cc' -o -name '*.h' -o -name '*.cu' \) \
+    -print0 | xargs -0 clang-format --dry-run -Werror
+fi
 
 stage "main build and tests"
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDIN_BUILD_TESTS=ON ${CMAKE_ARGS:-}
@@ -42,21 +55,24 @@ if [ "$sanitizers" = 1 ]; then
   cmake --build build-asan -j "$jobs"
   (cd build-asan && ctest --output-on-failure -j 1 -L unit)
 
-  stage "TSan: parameter-server concurrency tests"
-  tsan_tests=(lane_handler_test ps_client_test live_server_garbage_test)
+  stage "TSan: parameter-server concurrency tests (ctest label tsan)"
   cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDIN_CUDA=OFF \
     -DDIN_BUILD_BENCH=OFF -DDIN_BUILD_TESTS=ON -DDIN_SANITIZE=thread
+  # Each such test is a gtest binary of the same name (din_add_test).
+  mapfile -t tsan_tests < <(labelled_tests build-tsan tsan)
+  [ ${#tsan_tests[@]} -gt 0 ] || { echo "no test carries the label tsan" >&2; exit 1; }
   cmake --build build-tsan -j "$jobs" --target "${tsan_tests[@]}"
-  regex="^($(IFS='|'; echo "${tsan_tests[*]}"))\$"
   (cd build-tsan && TSAN_OPTIONS="halt_on_error=1:suppressions=$root/tests/tsan.supp" \
-     ctest --output-on-failure -j 1 -R "$regex")
+     ctest --output-on-failure -j 1 -L tsan)
 fi
 
 if [ "$fuzz" = 1 ]; then
   stage "libFuzzer: ${fuzz_seconds} s per fuzzer"
-  fuzzers=(lane_handler ps_reply line_parser reader config)
   CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DDIN_CUDA=OFF -DDIN_BUILD_BENCH=OFF -DDIN_BUILD_TESTS=ON -DDIN_FUZZ=ON
+  # Every harness registers its corpus test fuzz_NAME_corpus with the label fuzzer.
+  mapfile -t fuzzers < <(labelled_tests build-fuzz fuzzer | sed -n 's/^fuzz_\(.*\)_corpus$/\1/p')
+  [ ${#fuzzers[@]} -gt 0 ] || { echo "no test carries the label fuzzer" >&2; exit 1; }
   cmake --build build-fuzz -j "$jobs" --target "${fuzzers[@]/#/fuzz_}"
   mkdir -p build-fuzz/artifacts
   for f in "${fuzzers[@]}"; do

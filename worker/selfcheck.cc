@@ -30,6 +30,7 @@ Status SelfCheck(const config::TrainConfig& cfg, Cluster& cluster, SelfCheckOpti
     // IDs of this worker only (a sparse, large ID space), each listed twice so the
     // client's deduplication is exercised.
     std::vector<uint64_t> ids;
+    ids.reserve(2 * static_cast<size_t>(n));
     for (int i = 0; i < n; ++i) ids.push_back((uint64_t{1} << 40) * (w + 1) + 7919ull * i);
     for (int i = 0; i < n; ++i) ids.push_back(ids[i]);
 
