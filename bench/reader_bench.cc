@@ -15,7 +15,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -25,6 +24,7 @@
 
 #include "common/data/reader.h"
 #include "common/hash.h"
+#include "common/tsv_writer.h"
 
 namespace {
 
@@ -38,39 +38,22 @@ void Die(const std::string& what) {
 }
 
 void WriteSynthetic(const std::string& path, uint64_t rows) {
-  FILE* f = std::fopen(path.c_str(), "wb");
-  if (!f) Die("cannot create " + path);
-  std::string buf;
-  char tmp[24];
-  auto num = [&](uint64_t v) { buf.append(tmp, std::to_chars(tmp, tmp + sizeof(tmp), v).ptr); };
+  din::TsvWriter out;
+  if (const din::Status st = out.Open(path); !st.ok()) Die(st.message());
+  std::vector<uint64_t> items, cates;
   for (uint64_t r = 0; r < rows; ++r) {
     const uint64_t h = din::Mix64(r);
     const int len = static_cast<int>(h % 51);
-    num(h & 1);
-    buf += '\t';
-    num(1 + (h >> 8) % 100000);
-    buf += '\t';
-    num(din::Mix64(h) >> 1);
-    buf += '\t';
-    num(1 + (h >> 20) % 200);
-    buf += '\t';
+    items.clear();
+    cates.clear();
     for (int j = 0; j < len; ++j) {
-      if (j) buf += ',';
-      num(din::Mix64(h + j + 1) >> 1);
+      items.push_back(din::Mix64(h + j + 1) >> 1);
+      cates.push_back(1 + din::Mix64(h ^ (j + 7)) % 200);
     }
-    buf += '\t';
-    for (int j = 0; j < len; ++j) {
-      if (j) buf += ',';
-      num(1 + din::Mix64(h ^ (j + 7)) % 200);
-    }
-    buf += '\n';
-    if (buf.size() > (1 << 20)) {
-      std::fwrite(buf.data(), 1, buf.size(), f);
-      buf.clear();
-    }
+    out.DinTsvRow(h & 1, 1 + (h >> 8) % 100000, din::Mix64(h) >> 1, 1 + (h >> 20) % 200, items,
+                  cates);
   }
-  std::fwrite(buf.data(), 1, buf.size(), f);
-  if (std::fclose(f) != 0) Die("cannot write " + path);
+  if (const din::Status st = out.Close(); !st.ok()) Die(st.message());
 }
 
 // Raw floor: read the file and find every line break; returns seconds.

@@ -1,12 +1,13 @@
 // din_convert: real datasets -> din-tsv (docs/design.md §7), OUT/train.tsv and OUT/test.tsv.
 //
 //   din_convert movielens DIR OUT [--seed 1] [--test-fraction 0.2] [--max-history 50]
-//     DIR holds ml-latest(-small) (ratings.csv, movies.csv), ml-1m (ratings.dat,
-//     movies.dat) or ml-100k (u.data, u.item). The paper's protocol: label = rating >= 4;
-//     one row per rating; behaviours = the user's movies rated before it, in time order
-//     (ties by movie ID); category = the movie's first genre, a fixed ID per genre name
-//     (kGenres below; other names hash to 1000 + HashToken(name) % 10^9); users go to the
-//     test split with probability --test-fraction, decided by (seed, user) alone.
+//     DIR holds one release of kMovieLensFormats below: ml-latest(-small) (ratings.csv,
+//     movies.csv), ml-1m (ratings.dat, movies.dat) or ml-100k (u.data, u.item). The
+//     paper's protocol: label = rating >= 4; one row per rating; behaviours = the user's
+//     movies rated before it, in time order (ties by movie ID); category = the movie's
+//     first genre, a fixed ID per genre name (kGenres below; other names hash to
+//     1000 + HashToken(name) % 10^9); users go to the test split with probability
+//     --test-fraction, decided by (seed, user) alone.
 //
 //   din_convert amazon REVIEWS META OUT [--seed 1] [--max-history 50]
 //     REVIEWS: the 5-core review file, one JSON object per line (reviewerID, asin,
@@ -23,13 +24,12 @@
 // --max-history newest behaviours per row (0 = all), and print a JSON summary line.
 #include <algorithm>
 #include <charconv>
-#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <numeric>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -40,7 +40,10 @@
 #include <glog/logging.h>
 
 #include "common/hash.h"
+#include "common/rng.h"
 #include "common/status.h"
+#include "common/tsv_writer.h"
+#include "tools/literal_parser.h"
 
 DEFINE_uint64(seed, 1, "random seed (test users, negatives, shuffling)");
 DEFINE_double(test_fraction, 0.2, "movielens: fraction of users in the test split");
@@ -48,15 +51,14 @@ DEFINE_uint32(max_history, 50, "newest behaviours kept per row; 0 = all");
 
 namespace {
 
+using din::LiteralValue;
+using din::ParseLiteral;
 using din::Result;
+using din::SplitMix64;
 using din::Status;
+using din::TsvWriter;
 
 // ---- small helpers ------------------------------------------------------------------
-
-struct Rng {
-  uint64_t s;
-  uint64_t Next() { return din::Mix64(s += 0x9e3779b97f4a7c15ULL); }
-};
 
 // Calls fn(line, line_number) for every line of `path` (a trailing '\r' removed).
 template <typename Fn>
@@ -100,57 +102,6 @@ bool ParseNumber(std::string_view s, T* out) {
 Status Bad(const std::string& path, uint64_t line, const std::string& why) {
   return Status::InvalidArgument(path + ":" + std::to_string(line) + ": " + why);
 }
-
-// Buffered din-tsv writer.
-class TsvWriter {
- public:
-  explicit TsvWriter(const std::string& path) : path_(path), f_(std::fopen(path.c_str(), "wb")) {
-    if (!f_) LOG(FATAL) << "cannot create " << path << ": " << std::strerror(errno);
-  }
-  ~TsvWriter() {
-    Flush();
-    if (std::fclose(f_) != 0) LOG(FATAL) << "cannot write " << path_;
-  }
-  void Row(int label, uint64_t user, uint64_t item, uint64_t cate, const uint64_t* hist_items,
-           const uint64_t* hist_cates, size_t n) {
-    Num(label);
-    buf_ += '\t';
-    Num(user);
-    buf_ += '\t';
-    Num(item);
-    buf_ += '\t';
-    Num(cate);
-    buf_ += '\t';
-    for (size_t j = 0; j < n; ++j) {
-      if (j) buf_ += ',';
-      Num(hist_items[j]);
-    }
-    buf_ += '\t';
-    for (size_t j = 0; j < n; ++j) {
-      if (j) buf_ += ',';
-      Num(hist_cates[j]);
-    }
-    buf_ += '\n';
-    ++rows_;
-    if (buf_.size() > (1 << 20)) Flush();
-  }
-  uint64_t rows() const { return rows_; }
-
- private:
-  void Num(uint64_t v) {
-    char tmp[24];
-    buf_.append(tmp, std::to_chars(tmp, tmp + sizeof(tmp), v).ptr);
-  }
-  void Flush() {
-    if (std::fwrite(buf_.data(), 1, buf_.size(), f_) != buf_.size())
-      LOG(FATAL) << "cannot write " << path_ << ": " << std::strerror(errno);
-    buf_.clear();
-  }
-  std::string path_;
-  FILE* f_;
-  std::string buf_;
-  uint64_t rows_ = 0;
-};
 
 // One history window: the newest `max_history` of items[0..i).
 size_t HistoryStart(size_t i) {
@@ -204,96 +155,116 @@ struct Rating {
   int64_t time;
 };
 
-Status ReadMovieLens(const std::string& dir, std::vector<Rating>* ratings,
-                     std::unordered_map<uint64_t, uint64_t>* movie_cate, std::string* variant) {
-  namespace fs = std::filesystem;
-  if (fs::exists(dir + "/ratings.csv")) {
-    *variant = "ml-latest";
-    const std::string rpath = dir + "/ratings.csv", mpath = dir + "/movies.csv";
-    DIN_RETURN_IF_ERROR(ForEachLine(rpath, [&](std::string_view line, uint64_t n) -> Status {
-      if (n == 1 || line.empty()) return Status::Ok();  // header
-      auto f = Split(line, ",");
-      Rating r;
-      if (f.size() != 4 || !ParseNumber(f[0], &r.user) || !ParseNumber(f[1], &r.movie) ||
-          !ParseNumber(f[2], &r.rating) || !ParseNumber(f[3], &r.time))
-        return Bad(rpath, n, "expected userId,movieId,rating,timestamp");
-      ratings->push_back(r);
-      return Status::Ok();
-    }));
-    // movieId,title,genres: the title may be quoted and hold commas; genres never do.
-    return ForEachLine(mpath, [&](std::string_view line, uint64_t n) -> Status {
-      if (n == 1 || line.empty()) return Status::Ok();
-      const size_t first = line.find(','), last = line.rfind(',');
-      uint64_t movie;
-      if (first == std::string_view::npos || first == last ||
-          !ParseNumber(line.substr(0, first), &movie))
-        return Bad(mpath, n, "expected movieId,title,genres");
-      const std::string_view genres = line.substr(last + 1);
-      (*movie_cate)[movie] = GenreId(genres.substr(0, genres.find('|')));
-      return Status::Ok();
-    });
-  }
-  if (fs::exists(dir + "/ratings.dat")) {
-    *variant = "ml-1m";
-    const std::string rpath = dir + "/ratings.dat", mpath = dir + "/movies.dat";
-    DIN_RETURN_IF_ERROR(ForEachLine(rpath, [&](std::string_view line, uint64_t n) -> Status {
-      if (line.empty()) return Status::Ok();
-      auto f = Split(line, "::");
-      Rating r;
-      if (f.size() != 4 || !ParseNumber(f[0], &r.user) || !ParseNumber(f[1], &r.movie) ||
-          !ParseNumber(f[2], &r.rating) || !ParseNumber(f[3], &r.time))
-        return Bad(rpath, n, "expected UserID::MovieID::Rating::Timestamp");
-      ratings->push_back(r);
-      return Status::Ok();
-    }));
-    return ForEachLine(mpath, [&](std::string_view line, uint64_t n) -> Status {
-      if (line.empty()) return Status::Ok();
-      auto f = Split(line, "::");
-      uint64_t movie;
-      if (f.size() < 3 || !ParseNumber(f[0], &movie))
-        return Bad(mpath, n, "expected MovieID::Title::Genres");
-      (*movie_cate)[movie] = GenreId(f.back().substr(0, f.back().find('|')));
-      return Status::Ok();
-    });
-  }
-  if (fs::exists(dir + "/u.data")) {
-    *variant = "ml-100k";
-    const std::string rpath = dir + "/u.data", mpath = dir + "/u.item";
-    DIN_RETURN_IF_ERROR(ForEachLine(rpath, [&](std::string_view line, uint64_t n) -> Status {
-      if (line.empty()) return Status::Ok();
-      auto f = Split(line, "\t");
-      Rating r;
-      if (f.size() != 4 || !ParseNumber(f[0], &r.user) || !ParseNumber(f[1], &r.movie) ||
-          !ParseNumber(f[2], &r.rating) || !ParseNumber(f[3], &r.time))
-        return Bad(rpath, n, "expected user<TAB>item<TAB>rating<TAB>timestamp");
-      ratings->push_back(r);
-      return Status::Ok();
-    }));
-    // id|title|release|video release|url|19 genre flags.
-    return ForEachLine(mpath, [&](std::string_view line, uint64_t n) -> Status {
-      if (line.empty()) return Status::Ok();
-      auto f = Split(line, "|");
-      uint64_t movie;
-      if (f.size() != 24 || !ParseNumber(f[0], &movie))
-        return Bad(mpath, n, "expected 24 '|'-separated fields (id|title|...|19 genre flags)");
-      uint64_t cate = GenreId("unknown");
-      for (int g = 0; g < 19; ++g)
-        if (f[5 + g] == "1") {
-          cate = GenreId(k100kGenres[g]);
-          break;
-        }
-      (*movie_cate)[movie] = cate;
-      return Status::Ok();
-    });
-  }
-  return Status::NotFound(dir + ": no ratings.csv, ratings.dat or u.data");
+// Category of an ml-latest movies.csv line (movieId,title,genres): the title may be
+// quoted and hold commas; genres never do.
+bool ParseLatestMovie(std::string_view line, uint64_t* movie, uint64_t* cate) {
+  const size_t first = line.find(','), last = line.rfind(',');
+  if (first == std::string_view::npos || first == last ||
+      !ParseNumber(line.substr(0, first), movie))
+    return false;
+  const std::string_view genres = line.substr(last + 1);
+  *cate = GenreId(genres.substr(0, genres.find('|')));
+  return true;
 }
 
-Status ConvertMovieLens(const std::string& dir, const std::string& out) {
+// ml-1m movies.dat: MovieID::Title::Genres.
+bool Parse1mMovie(std::string_view line, uint64_t* movie, uint64_t* cate) {
+  const auto f = Split(line, "::");
+  if (f.size() < 3 || !ParseNumber(f[0], movie)) return false;
+  *cate = GenreId(f.back().substr(0, f.back().find('|')));
+  return true;
+}
+
+// ml-100k u.item: id|title|release|video release|url|19 genre flags; the first genre
+// flagged 1.
+bool Parse100kMovie(std::string_view line, uint64_t* movie, uint64_t* cate) {
+  const auto f = Split(line, "|");
+  if (f.size() != 24 || !ParseNumber(f[0], movie)) return false;
+  *cate = GenreId("unknown");
+  for (int g = 0; g < 19; ++g)
+    if (f[5 + g] == "1") {
+      *cate = GenreId(k100kGenres[g]);
+      break;
+    }
+  return true;
+}
+
+// One MovieLens release: its ratings file (user, movie, rating, timestamp split by
+// `separator`) and its movies file (read by `parse_movie`). A directory is read as the
+// first release whose ratings file it holds.
+struct MovieLensFormat {
+  const char* name;  // "dataset" in the summary line
+  const char* ratings_file;
+  const char* ratings_columns;  // for help and errors ("expected ...")
+  const char* separator;
+  const char* movies_file;
+  const char* movies_columns;
+  bool (*parse_movie)(std::string_view line, uint64_t* movie, uint64_t* cate);
+  bool header;  // both files start with a header line
+};
+
+const MovieLensFormat kMovieLensFormats[] = {
+    {"ml-latest", "ratings.csv", "userId,movieId,rating,timestamp", ",", "movies.csv",
+     "movieId,title,genres", ParseLatestMovie, true},
+    {"ml-1m", "ratings.dat", "UserID::MovieID::Rating::Timestamp", "::", "movies.dat",
+     "MovieID::Title::Genres", Parse1mMovie, false},
+    {"ml-100k", "u.data", "user<TAB>item<TAB>rating<TAB>timestamp", "\t", "u.item",
+     "24 '|'-separated fields (id|title|...|19 genre flags)", Parse100kMovie, false},
+};
+
+Status ReadMovieLens(const std::string& dir, const MovieLensFormat& format,
+                     std::vector<Rating>* ratings,
+                     std::unordered_map<uint64_t, uint64_t>* movie_cate) {
+  const std::string rpath = dir + "/" + format.ratings_file;
+  const std::string mpath = dir + "/" + format.movies_file;
+  DIN_RETURN_IF_ERROR(ForEachLine(rpath, [&](std::string_view line, uint64_t n) -> Status {
+    if ((format.header && n == 1) || line.empty()) return Status::Ok();
+    const auto f = Split(line, format.separator);
+    Rating r;
+    if (f.size() != 4 || !ParseNumber(f[0], &r.user) || !ParseNumber(f[1], &r.movie) ||
+        !ParseNumber(f[2], &r.rating) || !ParseNumber(f[3], &r.time))
+      return Bad(rpath, n, std::string("expected ") + format.ratings_columns);
+    ratings->push_back(r);
+    return Status::Ok();
+  }));
+  return ForEachLine(mpath, [&](std::string_view line, uint64_t n) -> Status {
+    if ((format.header && n == 1) || line.empty()) return Status::Ok();
+    uint64_t movie, cate;
+    if (!format.parse_movie(line, &movie, &cate))
+      return Bad(mpath, n, std::string("expected ") + format.movies_columns);
+    (*movie_cate)[movie] = cate;
+    return Status::Ok();
+  });
+}
+
+// The release in `dir`, or NotFound naming the ratings files looked for.
+Result<const MovieLensFormat*> DetectMovieLens(const std::string& dir) {
+  std::string names;
+  const size_t count = std::size(kMovieLensFormats);
+  for (size_t i = 0; i < count; ++i) {
+    const MovieLensFormat& format = kMovieLensFormats[i];
+    if (std::filesystem::exists(dir + "/" + format.ratings_file)) return &format;
+    names += i == 0 ? "" : i + 1 == count ? " or " : ", ";
+    names += format.ratings_file;
+  }
+  return Status::NotFound(dir + ": no " + names);
+}
+
+Status CreateOutputDir(const std::string& out) {
+  std::error_code ec;
+  std::filesystem::create_directories(out, ec);
+  if (ec) return Status::IoError("cannot create " + out + ": " + ec.message());
+  return Status::Ok();
+}
+
+Status ConvertMovieLens(const std::vector<std::string>& args) {
+  const std::string &dir = args[0], &out = args[1];
+  if (!(FLAGS_test_fraction >= 0 && FLAGS_test_fraction <= 1))
+    return Status::InvalidArgument("--test-fraction must be in [0, 1]");
+  DIN_ASSIGN_OR_RETURN(const MovieLensFormat* format, DetectMovieLens(dir));
   std::vector<Rating> ratings;
   std::unordered_map<uint64_t, uint64_t> movie_cate;
-  std::string variant;
-  DIN_RETURN_IF_ERROR(ReadMovieLens(dir, &ratings, &movie_cate, &variant));
+  DIN_RETURN_IF_ERROR(ReadMovieLens(dir, *format, &ratings, &movie_cate));
   if (ratings.empty()) return Status::InvalidArgument(dir + ": no ratings");
   std::stable_sort(ratings.begin(), ratings.end(), [](const Rating& a, const Rating& b) {
     if (a.user != b.user) return a.user < b.user;
@@ -312,272 +283,64 @@ Status ConvertMovieLens(const std::string& dir, const std::string& out) {
   user_begin.push_back(ratings.size());
   const uint64_t seed_key = din::Mix64(FLAGS_seed ^ 0x7e57);
 
-  std::vector<size_t> train_rows;  // indices into ratings
+  // Rating i of the user whose ratings start at b, with the ratings before it.
   std::vector<uint64_t> hist_items, hist_cates;
+  auto write_row = [&](TsvWriter& w, size_t b, size_t i) {
+    hist_items.clear();
+    hist_cates.clear();
+    for (size_t j = b + HistoryStart(i - b); j < i; ++j) {
+      hist_items.push_back(ratings[j].movie);
+      hist_cates.push_back(cate[j]);
+    }
+    w.DinTsvRow(ratings[i].rating >= 4, ratings[i].user, ratings[i].movie, cate[i], hist_items,
+                hist_cates);
+  };
+  std::vector<size_t> train_rows;  // indices into ratings
   uint64_t train_users = 0, test_users = 0, positives = 0;
-  std::filesystem::create_directories(out);
-  {
-    TsvWriter test(out + "/test.tsv");
-    for (size_t u = 0; u + 1 < user_begin.size(); ++u) {
-      const size_t b = user_begin[u], e = user_begin[u + 1];
-      const bool is_test = din::UniformAt(seed_key, ratings[b].user) < FLAGS_test_fraction;
-      (is_test ? test_users : train_users)++;
-      for (size_t i = b; i < e; ++i) {
-        positives += ratings[i].rating >= 4 ? 1 : 0;
-        if (!is_test) {
-          train_rows.push_back(i);
-          continue;
-        }
-        const size_t h = b + HistoryStart(i - b);
-        hist_items.clear();
-        hist_cates.clear();
-        for (size_t j = h; j < i; ++j) {
-          hist_items.push_back(ratings[j].movie);
-          hist_cates.push_back(cate[j]);
-        }
-        test.Row(ratings[i].rating >= 4, ratings[i].user, ratings[i].movie, cate[i],
-                 hist_items.data(), hist_cates.data(), hist_items.size());
-      }
+  DIN_RETURN_IF_ERROR(CreateOutputDir(out));
+  TsvWriter test;
+  DIN_RETURN_IF_ERROR(test.Open(out + "/test.tsv"));
+  for (size_t u = 0; u + 1 < user_begin.size(); ++u) {
+    const size_t b = user_begin[u], e = user_begin[u + 1];
+    const bool is_test = din::UniformAt(seed_key, ratings[b].user) < FLAGS_test_fraction;
+    (is_test ? test_users : train_users)++;
+    for (size_t i = b; i < e; ++i) {
+      positives += ratings[i].rating >= 4 ? 1 : 0;
+      if (is_test)
+        write_row(test, b, i);
+      else
+        train_rows.push_back(i);
     }
   }
-  Rng rng{seed_key};
-  for (size_t i = train_rows.size(); i > 1; --i)
-    std::swap(train_rows[i - 1], train_rows[rng.Next() % i]);
-  {
-    TsvWriter train(out + "/train.tsv");
-    for (size_t i : train_rows) {
-      const size_t b = *(std::upper_bound(user_begin.begin(), user_begin.end(), i) - 1);
-      const size_t h = b + HistoryStart(i - b);
-      hist_items.clear();
-      hist_cates.clear();
-      for (size_t j = h; j < i; ++j) {
-        hist_items.push_back(ratings[j].movie);
-        hist_cates.push_back(cate[j]);
-      }
-      train.Row(ratings[i].rating >= 4, ratings[i].user, ratings[i].movie, cate[i],
-                hist_items.data(), hist_cates.data(), hist_items.size());
-    }
-  }
+  DIN_RETURN_IF_ERROR(test.Close());
+  SplitMix64 rng(seed_key);
+  din::Shuffle(train_rows.begin(), train_rows.end(), rng);
+  TsvWriter train;
+  DIN_RETURN_IF_ERROR(train.Open(out + "/train.tsv"));
+  for (size_t i : train_rows)
+    write_row(train, *(std::upper_bound(user_begin.begin(), user_begin.end(), i) - 1), i);
+  DIN_RETURN_IF_ERROR(train.Close());
   std::printf(
       "{\"dataset\": \"%s\", \"ratings\": %zu, \"positives\": %llu, \"train_rows\": %zu, "
       "\"test_rows\": %zu, \"train_users\": %llu, \"test_users\": %llu}\n",
-      variant.c_str(), ratings.size(), static_cast<unsigned long long>(positives),
-      train_rows.size(), ratings.size() - train_rows.size(),
-      static_cast<unsigned long long>(train_users), static_cast<unsigned long long>(test_users));
+      format->name, ratings.size(), static_cast<unsigned long long>(positives), train_rows.size(),
+      ratings.size() - train_rows.size(), static_cast<unsigned long long>(train_users),
+      static_cast<unsigned long long>(test_users));
   return Status::Ok();
 }
 
-// ---- A tiny reader of JSON / Python literals ----------------------------------------
-
-struct Value {
-  enum Type { kNull, kBool, kNumber, kString, kList, kObject } type = kNull;
-  std::string str;  // kString; for kNumber its text
-  std::vector<Value> items;
-  std::vector<std::pair<std::string, Value>> members;
-
-  const Value* Get(std::string_view key) const {
-    for (const auto& [k, v] : members)
-      if (k == key) return &v;
-    return nullptr;
-  }
-};
-
-// Parses one JSON value or Python literal (single- or double-quoted strings, True/False/
-// None, tuples as lists). Enough for the Amazon review and metadata files.
-class LiteralParser {
- public:
-  explicit LiteralParser(std::string_view text)
-      : p_(text.data()), end_(text.data() + text.size()) {}
-
-  bool ParseTop(Value* v, std::string* error) {
-    if (!ParseValue(v, 0) || (SkipSpace(), p_ != end_)) {
-      *error = error_.empty() ? "unexpected text after the value" : error_;
-      return false;
-    }
-    return true;
-  }
-
- private:
-  void SkipSpace() {
-    while (p_ < end_ && (*p_ == ' ' || *p_ == '\t' || *p_ == '\r' || *p_ == '\n')) ++p_;
-  }
-  bool Fail(const char* what) {
-    if (error_.empty()) error_ = what;
-    return false;
-  }
-  static void AppendUtf8(uint32_t cp, std::string* out) {
-    if (cp < 0x80) {
-      *out += static_cast<char>(cp);
-    } else if (cp < 0x800) {
-      *out += static_cast<char>(0xc0 | (cp >> 6));
-      *out += static_cast<char>(0x80 | (cp & 0x3f));
-    } else if (cp < 0x10000) {
-      *out += static_cast<char>(0xe0 | (cp >> 12));
-      *out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-      *out += static_cast<char>(0x80 | (cp & 0x3f));
-    } else {
-      *out += static_cast<char>(0xf0 | (cp >> 18));
-      *out += static_cast<char>(0x80 | ((cp >> 12) & 0x3f));
-      *out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-      *out += static_cast<char>(0x80 | (cp & 0x3f));
-    }
-  }
-  bool Hex(int digits, uint32_t* out) {
-    if (end_ - p_ < digits) return Fail("truncated escape");
-    uint32_t v = 0;
-    for (int i = 0; i < digits; ++i, ++p_) {
-      const char c = *p_;
-      v <<= 4;
-      if (c >= '0' && c <= '9')
-        v |= c - '0';
-      else if (c >= 'a' && c <= 'f')
-        v |= c - 'a' + 10;
-      else if (c >= 'A' && c <= 'F')
-        v |= c - 'A' + 10;
-      else
-        return Fail("bad hex escape");
-    }
-    *out = v;
-    return true;
-  }
-  bool ParseString(std::string* out) {
-    const char quote = *p_++;
-    out->clear();
-    while (p_ < end_ && *p_ != quote) {
-      if (*p_ != '\\') {
-        *out += *p_++;
-        continue;
-      }
-      if (++p_ == end_) return Fail("truncated escape");
-      const char c = *p_++;
-      uint32_t cp;
-      switch (c) {
-        case 'n':
-          *out += '\n';
-          break;
-        case 't':
-          *out += '\t';
-          break;
-        case 'r':
-          *out += '\r';
-          break;
-        case 'b':
-          *out += '\b';
-          break;
-        case 'f':
-          *out += '\f';
-          break;
-        case 'x':
-          if (!Hex(2, &cp)) return false;
-          AppendUtf8(cp, out);
-          break;
-        case 'u':
-          if (!Hex(4, &cp)) return false;
-          if (cp >= 0xd800 && cp < 0xdc00 && end_ - p_ >= 6 && p_[0] == '\\' && p_[1] == 'u') {
-            p_ += 2;
-            uint32_t lo;
-            if (!Hex(4, &lo)) return false;
-            cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-          }
-          AppendUtf8(cp, out);
-          break;
-        default:
-          *out += c;  // \\ \" \' \/ and anything else literally
-      }
-    }
-    if (p_ == end_) return Fail("unterminated string");
-    ++p_;
-    return true;
-  }
-  bool ParseValue(Value* v, int depth) {
-    if (depth > 64) return Fail("nesting too deep");
-    SkipSpace();
-    if (p_ == end_) return Fail("unexpected end of line");
-    const char c = *p_;
-    if (c == '"' || c == '\'') {
-      v->type = Value::kString;
-      return ParseString(&v->str);
-    }
-    if (c == '{') {
-      v->type = Value::kObject;
-      ++p_;
-      for (;;) {
-        SkipSpace();
-        if (p_ < end_ && *p_ == '}') {
-          ++p_;
-          return true;
-        }
-        if (p_ == end_ || (*p_ != '"' && *p_ != '\'')) return Fail("expected a quoted key");
-        std::string key;
-        if (!ParseString(&key)) return false;
-        SkipSpace();
-        if (p_ == end_ || *p_ != ':') return Fail("expected ':'");
-        ++p_;
-        v->members.emplace_back(std::move(key), Value());
-        if (!ParseValue(&v->members.back().second, depth + 1)) return false;
-        SkipSpace();
-        if (p_ < end_ && *p_ == ',')
-          ++p_;
-        else if (p_ == end_ || *p_ != '}')
-          return Fail("expected ',' or '}'");
-      }
-    }
-    if (c == '[' || c == '(') {
-      const char close = c == '[' ? ']' : ')';
-      v->type = Value::kList;
-      ++p_;
-      for (;;) {
-        SkipSpace();
-        if (p_ < end_ && *p_ == close) {
-          ++p_;
-          return true;
-        }
-        v->items.emplace_back();
-        if (!ParseValue(&v->items.back(), depth + 1)) return false;
-        SkipSpace();
-        if (p_ < end_ && *p_ == ',')
-          ++p_;
-        else if (p_ == end_ || *p_ != close)
-          return Fail("expected ',' or the list's end");
-      }
-    }
-    const char* start = p_;
-    while (p_ < end_ && (std::isalnum(static_cast<unsigned char>(*p_)) || *p_ == '-' ||
-                         *p_ == '+' || *p_ == '.'))
-      ++p_;
-    const std::string_view word(start, p_ - start);
-    if (word == "true" || word == "True" || word == "false" || word == "False") {
-      v->type = Value::kBool;
-      v->str = word;
-      return true;
-    }
-    if (word == "null" || word == "None") return true;
-    if (!word.empty() && (std::isdigit(static_cast<unsigned char>(word[0])) || word[0] == '-' ||
-                          word[0] == '+' || word[0] == '.')) {
-      v->type = Value::kNumber;
-      v->str = word;
-      return true;
-    }
-    return Fail("unexpected character");
-  }
-
-  const char* p_;
-  const char* end_;
-  std::string error_;
-};
-
-Result<Value> ParseObjectLine(std::string_view line, const std::string& path, uint64_t n) {
-  Value v;
-  std::string error;
-  if (!LiteralParser(line).ParseTop(&v, &error)) return Bad(path, n, error);
-  if (v.type != Value::kObject) return Bad(path, n, "expected an object");
+// One line of an Amazon file: an object (JSON or Python literal).
+Result<LiteralValue> ParseObjectLine(std::string_view line, const std::string& path, uint64_t n) {
+  Result<LiteralValue> v = ParseLiteral(line);
+  if (!v.ok()) return Bad(path, n, v.status().message());
+  if (v->type != LiteralValue::kObject) return Bad(path, n, "expected an object");
   return v;
 }
 
 // ---- Amazon -------------------------------------------------------------------------
 
-Status ConvertAmazon(const std::string& reviews_path, const std::string& meta_path,
-                     const std::string& out) {
+Status ConvertAmazon(const std::vector<std::string>& args) {
+  const std::string &reviews_path = args[0], &meta_path = args[1], &out = args[2];
   struct Review {
     std::string user, item;
     int64_t time;
@@ -586,12 +349,13 @@ Status ConvertAmazon(const std::string& reviews_path, const std::string& meta_pa
   std::vector<Review> reviews;
   DIN_RETURN_IF_ERROR(ForEachLine(reviews_path, [&](std::string_view line, uint64_t n) -> Status {
     if (line.find_first_not_of(" \t") == std::string_view::npos) return Status::Ok();
-    DIN_ASSIGN_OR_RETURN(Value v, ParseObjectLine(line, reviews_path, n));
-    const Value* user = v.Get("reviewerID");
-    const Value* item = v.Get("asin");
-    const Value* time = v.Get("unixReviewTime");
+    DIN_ASSIGN_OR_RETURN(LiteralValue v, ParseObjectLine(line, reviews_path, n));
+    const LiteralValue* user = v.Get("reviewerID");
+    const LiteralValue* item = v.Get("asin");
+    const LiteralValue* time = v.Get("unixReviewTime");
     Review r;
-    if (!user || user->type != Value::kString || !item || item->type != Value::kString)
+    if (!user || user->type != LiteralValue::kString || !item ||
+        item->type != LiteralValue::kString)
       return Bad(reviews_path, n, "missing reviewerID or asin string");
     if (!time || !ParseNumber(std::string_view(time->str), &r.time))
       return Bad(reviews_path, n, "missing or non-integer unixReviewTime");
@@ -606,22 +370,24 @@ Status ConvertAmazon(const std::string& reviews_path, const std::string& meta_pa
   std::unordered_map<std::string, std::string> item_category;
   DIN_RETURN_IF_ERROR(ForEachLine(meta_path, [&](std::string_view line, uint64_t n) -> Status {
     if (line.find_first_not_of(" \t") == std::string_view::npos) return Status::Ok();
-    DIN_ASSIGN_OR_RETURN(Value v, ParseObjectLine(line, meta_path, n));
-    const Value* asin = v.Get("asin");
-    if (!asin || asin->type != Value::kString) return Bad(meta_path, n, "missing asin string");
+    DIN_ASSIGN_OR_RETURN(LiteralValue v, ParseObjectLine(line, meta_path, n));
+    const LiteralValue* asin = v.Get("asin");
+    if (!asin || asin->type != LiteralValue::kString)
+      return Bad(meta_path, n, "missing asin string");
     std::string category;
-    if (const Value* cats = v.Get("categories"); cats && cats->type == Value::kList) {
+    if (const LiteralValue* cats = v.Get("categories"); cats && cats->type == LiteralValue::kList) {
       // List of category paths: the last entry of the last path.
       if (!cats->items.empty()) {
-        const Value& path = cats->items.back();
-        if (path.type == Value::kList && !path.items.empty() &&
-            path.items.back().type == Value::kString)
+        const LiteralValue& path = cats->items.back();
+        if (path.type == LiteralValue::kList && !path.items.empty() &&
+            path.items.back().type == LiteralValue::kString)
           category = path.items.back().str;
-        else if (path.type == Value::kString)
+        else if (path.type == LiteralValue::kString)
           category = path.str;
       }
-    } else if (const Value* cat = v.Get("category"); cat && cat->type == Value::kList) {
-      if (!cat->items.empty() && cat->items.back().type == Value::kString)
+    } else if (const LiteralValue* cat = v.Get("category");
+               cat && cat->type == LiteralValue::kList) {
+      if (!cat->items.empty() && cat->items.back().type == LiteralValue::kString)
         category = cat->items.back().str;
     }
     item_category[asin->str] = category;
@@ -673,7 +439,7 @@ Status ConvertAmazon(const std::string& reviews_path, const std::string& meta_pa
   const uint64_t item_count = item_id.size();
   std::vector<uint64_t> seq(reviews.size());  // item IDs in user/time order
   for (size_t i = 0; i < reviews.size(); ++i) seq[i] = item_id.at(reviews[i].item);
-  Rng rng{din::Mix64(FLAGS_seed ^ 0xa3a2)};
+  SplitMix64 rng(din::Mix64(FLAGS_seed ^ 0xa3a2));
   std::vector<Sample> train, test;
   std::unordered_set<uint64_t> reviewed;
   for (size_t b = 0; b < reviews.size();) {
@@ -694,23 +460,24 @@ Status ConvertAmazon(const std::string& reviews_path, const std::string& meta_pa
     }
     b = e;
   }
-  for (size_t i = train.size(); i > 1; --i) std::swap(train[i - 1], train[rng.Next() % i]);
+  din::Shuffle(train.begin(), train.end(), rng);
 
-  std::filesystem::create_directories(out);
+  DIN_RETURN_IF_ERROR(CreateOutputDir(out));
   std::vector<uint64_t> hist_items, hist_cates;
-  auto write = [&](const std::vector<Sample>& rows, const std::string& path) {
-    TsvWriter w(path);
+  auto write = [&](const std::vector<Sample>& rows, const std::string& path) -> Status {
+    TsvWriter w;
+    DIN_RETURN_IF_ERROR(w.Open(path));
     for (const Sample& s : rows) {
       const size_t h = s.begin + HistoryStart(s.pos - s.begin);
       hist_items.assign(seq.begin() + h, seq.begin() + s.pos);
       hist_cates.clear();
       for (uint64_t item : hist_items) hist_cates.push_back(cate_of[item]);
-      w.Row(s.label, s.user, s.item, cate_of[s.item], hist_items.data(), hist_cates.data(),
-            hist_items.size());
+      w.DinTsvRow(s.label, s.user, s.item, cate_of[s.item], hist_items, hist_cates);
     }
+    return w.Close();
   };
-  write(train, out + "/train.tsv");
-  write(test, out + "/test.tsv");
+  DIN_RETURN_IF_ERROR(write(train, out + "/train.tsv"));
+  DIN_RETURN_IF_ERROR(write(test, out + "/test.tsv"));
   std::printf(
       "{\"dataset\": \"amazon\", \"reviews\": %zu, \"users\": %zu, \"items\": %zu, "
       "\"categories\": %zu, \"train_rows\": %zu, \"test_rows\": %zu, \"items_without_meta\": "
@@ -720,30 +487,73 @@ Status ConvertAmazon(const std::string& reviews_path, const std::string& meta_pa
   return Status::Ok();
 }
 
+// ---- Commands ----------------------------------------------------------------------
+
+struct Command {
+  const char* name;
+  const char* operands;  // space-separated names, for help and the operand count
+  Status (*run)(const std::vector<std::string>& operands);
+  std::string (*help)();  // what the command reads (indented lines)
+};
+
+std::string MovieLensHelp() {
+  std::string help =
+      "    MovieLens ratings, label = rating >= 4, users split by --test-fraction; DIR holds "
+      "one of:\n";
+  for (const MovieLensFormat& f : kMovieLensFormats) {
+    char name[16];
+    std::snprintf(name, sizeof(name), "%-10s", f.name);
+    help += std::string("      ") + name + f.ratings_file + " (" + f.ratings_columns + "), " +
+            f.movies_file + " (" + f.movies_columns + ")" +
+            (f.header ? "; both with a header line" : "") + "\n";
+  }
+  return help;
+}
+
+std::string AmazonHelp() {
+  return "    Amazon 5-core reviews, a positive and a sampled negative per review after the "
+         "first;\n"
+         "    one JSON or Python-literal object per line: REVIEWS (reviewerID, asin, "
+         "unixReviewTime),\n"
+         "    META (asin, categories: list of lists, or category: list)\n";
+}
+
+const Command kCommands[] = {
+    {"movielens", "DIR OUT", ConvertMovieLens, MovieLensHelp},
+    {"amazon", "REVIEWS META OUT", ConvertAmazon, AmazonHelp},
+};
+
+size_t OperandCount(const Command& c) {
+  return static_cast<size_t>(std::count(c.operands, c.operands + std::strlen(c.operands), ' ')) + 1;
+}
+
+std::string Usage() {
+  std::string usage;
+  for (const Command& c : kCommands)
+    usage += std::string(usage.empty() ? "" : " | ") + "din_convert " + c.name + " " + c.operands;
+  usage += "  [--seed N] [--test-fraction F] [--max-history N]\n";
+  for (const Command& c : kCommands)
+    usage += std::string("  ") + c.name + " " + c.operands + ":\n" + c.help();
+  return usage;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  gflags::SetUsageMessage(
-      "din_convert movielens DIR OUT | din_convert amazon REVIEWS META OUT  [--seed N] "
-      "[--test-fraction F] [--max-history N]");
+  gflags::SetUsageMessage(Usage());
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
   const std::vector<std::string> args(argv + 1, argv + argc);
-  Status st;
-  if (args.size() == 3 && args[0] == "movielens") {
-    if (!(FLAGS_test_fraction >= 0 && FLAGS_test_fraction <= 1))
-      LOG(FATAL) << "--test-fraction must be in [0, 1]";
-    st = ConvertMovieLens(args[1], args[2]);
-  } else if (args.size() == 4 && args[0] == "amazon") {
-    st = ConvertAmazon(args[1], args[2], args[3]);
-  } else {
-    std::fprintf(stderr, "usage: %s\n", gflags::ProgramUsage());
-    return 2;
+  for (const Command& c : kCommands) {
+    if (args.empty() || args[0] != c.name || args.size() != 1 + OperandCount(c)) continue;
+    const Status st = c.run({args.begin() + 1, args.end()});
+    if (!st.ok()) {
+      std::fprintf(stderr, "din_convert: %s\n", st.message().c_str());
+      return 1;
+    }
+    return 0;
   }
-  if (!st.ok()) {
-    std::fprintf(stderr, "din_convert: %s\n", st.message().c_str());
-    return 1;
-  }
-  return 0;
+  std::fprintf(stderr, "usage: %s", gflags::ProgramUsage());
+  return 2;
 }

@@ -27,13 +27,11 @@
 // rows user by user (per-user AUC on the fly, global AUC from a 2^20-bin histogram of
 // p, exact up to pairs whose p differ by less than 2^-20).
 #include <algorithm>
-#include <charconv>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
-#include <memory>
 #include <numeric>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -42,6 +40,9 @@
 
 #include "common/data/metrics.h"
 #include "common/hash.h"
+#include "common/rng.h"
+#include "common/status.h"
+#include "common/tsv_writer.h"
 
 DEFINE_uint64(rows, 200000, "training rows");
 DEFINE_uint64(test_rows, 50000, "test rows (spread evenly over the users)");
@@ -57,6 +58,9 @@ DEFINE_bool(write_probs, false, "also write OUT/test_probs.txt");
 namespace {
 
 using din::Mix64;
+using din::SplitMix64;
+using din::Status;
+using din::TsvWriter;
 
 constexpr uint64_t kMask63 = (1ULL << 63) - 1;
 
@@ -67,13 +71,6 @@ uint64_t Scramble63(uint64_t x, uint64_t key) {
   x = ((x ^ (x >> 29)) * 0x94d049bb133111ebULL) & kMask63;
   return x ^ (x >> 32);
 }
-
-// SplitMix64 stream.
-struct Rng {
-  uint64_t s;
-  uint64_t Next() { return Mix64(s += 0x9e3779b97f4a7c15ULL); }
-  double Uniform() { return static_cast<double>(Next() >> 11) * 0x1.0p-53; }
-};
 
 // Index drawn from a cumulative distribution (last entry 1).
 uint32_t Draw(const std::vector<double>& cdf, double u) {
@@ -114,7 +111,7 @@ World BuildWorld() {
   const uint64_t key = Mix64(w.seed ^ 0x17e3);
   for (uint64_t k = 0; k < items; ++k) {
     w.item_id[k] = Scramble63(k + 1, key);
-    Rng rng{Mix64(w.seed * 0x2545f4914f6cdd1dULL + k) ^ 0x1a2b};
+    SplitMix64 rng(Mix64(w.seed * 0x2545f4914f6cdd1dULL + k) ^ 0x1a2b);
     w.item_cate[k] = Draw(cate_pop, rng.Uniform());
     const double u1 = std::max(rng.Uniform(), 1e-300), u2 = rng.Uniform();
     w.item_quality[k] = static_cast<float>(std::sqrt(-2 * std::log(u1)) * std::cos(2 * M_PI * u2));
@@ -133,7 +130,7 @@ World BuildWorld() {
   }
   w.user_interest_begin.push_back(0);
   for (uint64_t u = 0; u < users; ++u) {
-    Rng rng{Mix64(w.seed * 0x9e3779b97f4a7c15ULL + u) ^ 0x3c4d};
+    SplitMix64 rng(Mix64(w.seed * 0x9e3779b97f4a7c15ULL + u) ^ 0x3c4d);
     const uint32_t n = 2 + static_cast<uint32_t>(rng.Next() % 4);
     std::vector<uint32_t> picked;
     for (int tries = 0; picked.size() < n && tries < 100; ++tries) {
@@ -162,7 +159,7 @@ struct Row {
   int label;
 };
 
-uint32_t DrawItem(const World& w, uint64_t user, bool from_interest, Rng& rng) {
+uint32_t DrawItem(const World& w, uint64_t user, bool from_interest, SplitMix64& rng) {
   if (from_interest) {
     const uint32_t b = w.user_interest_begin[user], e = w.user_interest_begin[user + 1];
     const double u = rng.Uniform();
@@ -176,7 +173,7 @@ uint32_t DrawItem(const World& w, uint64_t user, bool from_interest, Rng& rng) {
 
 // Row `index` of split `split` (0 train, 1 test) for `user`.
 void MakeRow(const World& w, int split, uint64_t index, uint64_t user, Row* row) {
-  Rng rng{Mix64(w.seed ^ Mix64((static_cast<uint64_t>(split) << 48) + index + 1))};
+  SplitMix64 rng(Mix64(w.seed ^ Mix64((static_cast<uint64_t>(split) << 48) + index + 1)));
   row->user = user;
   const uint32_t len = static_cast<uint32_t>(rng.Next() % (FLAGS_max_history + 1ULL));
   row->history.clear();
@@ -196,60 +193,18 @@ void MakeRow(const World& w, int split, uint64_t index, uint64_t user, Row* row)
   row->label = rng.Uniform() < row->p ? 1 : 0;
 }
 
-class Writer {
- public:
-  explicit Writer(const std::string& path) : path_(path), f_(std::fopen(path.c_str(), "wb")) {
-    if (!f_) LOG(FATAL) << "cannot create " << path << ": " << std::strerror(errno);
-    buf_.reserve(1 << 20);
+// Writes `row` as one din-tsv line (IDs and 1-based categories); `scratch` holds the
+// behaviour lists between calls.
+void WriteRow(const World& w, const Row& row, std::vector<uint64_t> (&scratch)[2], TsvWriter* out) {
+  auto& [items, cates] = scratch;
+  items.clear();
+  cates.clear();
+  for (uint32_t h : row.history) {
+    items.push_back(w.item_id[h]);
+    cates.push_back(static_cast<uint64_t>(w.item_cate[h]) + 1);
   }
-  ~Writer() { Close(); }
-  void Put(char c) { buf_.push_back(c); }
-  void Put(uint64_t v) {
-    char tmp[24];
-    buf_.append(tmp, std::to_chars(tmp, tmp + sizeof(tmp), v).ptr);
-  }
-  void Put(const char* s) { buf_.append(s); }
-  void EndLine() {
-    buf_.push_back('\n');
-    if (buf_.size() > (1 << 20) - 4096) Flush();
-  }
-  void Close() {
-    if (!f_) return;
-    Flush();
-    if (std::fclose(f_) != 0) LOG(FATAL) << "cannot write " << path_;
-    f_ = nullptr;
-  }
-
- private:
-  void Flush() {
-    if (std::fwrite(buf_.data(), 1, buf_.size(), f_) != buf_.size())
-      LOG(FATAL) << "cannot write " << path_ << ": " << std::strerror(errno);
-    buf_.clear();
-  }
-  std::string path_;
-  FILE* f_;
-  std::string buf_;
-};
-
-void WriteRow(const World& w, const Row& row, Writer* out) {
-  out->Put(static_cast<uint64_t>(row.label));
-  out->Put('\t');
-  out->Put(row.user + 1);
-  out->Put('\t');
-  out->Put(w.item_id[row.item]);
-  out->Put('\t');
-  out->Put(static_cast<uint64_t>(w.item_cate[row.item]) + 1);
-  out->Put('\t');
-  for (size_t j = 0; j < row.history.size(); ++j) {
-    if (j) out->Put(',');
-    out->Put(w.item_id[row.history[j]]);
-  }
-  out->Put('\t');
-  for (size_t j = 0; j < row.history.size(); ++j) {
-    if (j) out->Put(',');
-    out->Put(static_cast<uint64_t>(w.item_cate[row.history[j]]) + 1);
-  }
-  out->EndLine();
+  out->DinTsvRow(static_cast<uint64_t>(row.label), row.user + 1, w.item_id[row.item],
+                 static_cast<uint64_t>(w.item_cate[row.item]) + 1, items, cates);
 }
 
 std::string JsonNumber(double x) {
@@ -259,32 +214,27 @@ std::string JsonNumber(double x) {
   return buf;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  gflags::SetUsageMessage("din_gen --out DIR [--rows N] [--test-rows N] ... (see the source)");
-  gflags::ParseCommandLineFlags(&argc, &argv, true);
-  google::InitGoogleLogging(argv[0]);
-  FLAGS_logtostderr = true;
-  if (FLAGS_out.empty()) LOG(FATAL) << "--out DIR is required";
-  if (FLAGS_users == 0 || FLAGS_items == 0 || FLAGS_cates == 0)
-    LOG(FATAL) << "--users, --items and --cates must be > 0";
+// Generates the data set into FLAGS_out and returns the bayes.json line.
+din::Result<std::string> Generate() {
   std::error_code ec;
   std::filesystem::create_directories(FLAGS_out, ec);
-  if (ec) LOG(FATAL) << "cannot create " << FLAGS_out << ": " << ec.message();
+  if (ec) return Status::IoError("cannot create " + FLAGS_out + ": " + ec.message());
 
   const World world = BuildWorld();
   Row row;
+  std::vector<uint64_t> scratch[2];
 
   uint64_t train_pos = 0;
   {
-    Writer out(FLAGS_out + "/train.tsv");
+    TsvWriter out;
+    DIN_RETURN_IF_ERROR(out.Open(FLAGS_out + "/train.tsv"));
     for (uint64_t i = 0; i < FLAGS_rows; ++i) {
       const uint64_t user = Mix64(FLAGS_seed ^ Mix64(i + 0x77)) % FLAGS_users;
       MakeRow(world, 0, i, user, &row);
       train_pos += row.label;
-      WriteRow(world, row, &out);
+      WriteRow(world, row, scratch, &out);
     }
+    DIN_RETURN_IF_ERROR(out.Close());
   }
 
   // Test split, user by user: GAUC exactly per user, AUC from a histogram of p.
@@ -295,21 +245,21 @@ int main(int argc, char** argv) {
   double gauc_sum = 0, gauc_weight = 0, logloss = 0;
   uint64_t gauc_users = 0, test_pos = 0, index = 0;
   {
-    Writer out(FLAGS_out + "/test.tsv");
-    std::unique_ptr<Writer> probs;
-    if (FLAGS_write_probs) probs = std::make_unique<Writer>(FLAGS_out + "/test_probs.txt");
+    TsvWriter out, probs;
+    DIN_RETURN_IF_ERROR(out.Open(FLAGS_out + "/test.tsv"));
+    if (FLAGS_write_probs) DIN_RETURN_IF_ERROR(probs.Open(FLAGS_out + "/test_probs.txt"));
     for (uint64_t u = 0; u < FLAGS_users; ++u) {
       const uint64_t n = FLAGS_test_rows / FLAGS_users + (u < FLAGS_test_rows % FLAGS_users);
       user_labels.clear();
       user_probs.clear();
       for (uint64_t k = 0; k < n; ++k, ++index) {
         MakeRow(world, 1, index, u, &row);
-        WriteRow(world, row, &out);
-        if (probs) {
+        WriteRow(world, row, scratch, &out);
+        if (FLAGS_write_probs) {
           char buf[32];
           std::snprintf(buf, sizeof(buf), "%.17g", row.p);
-          probs->Put(buf);
-          probs->EndLine();
+          probs.Text(buf);
+          probs.EndLine();
         }
         user_labels.push_back(static_cast<float>(row.label));
         user_probs.push_back(row.p);
@@ -325,6 +275,8 @@ int main(int argc, char** argv) {
         ++gauc_users;
       }
     }
+    DIN_RETURN_IF_ERROR(out.Close());
+    DIN_RETURN_IF_ERROR(probs.Close());
   }
   // AUC from the histogram: pairs in the same bin count 1/2.
   double neg_below = 0, wins = 0;
@@ -349,11 +301,34 @@ int main(int argc, char** argv) {
       ", \"cates\": " + std::to_string(FLAGS_cates) +
       ", \"max_history\": " + std::to_string(FLAGS_max_history) +
       ", \"seed\": " + std::to_string(FLAGS_seed) + "}\n";
-  {
-    FILE* f = std::fopen((FLAGS_out + "/bayes.json").c_str(), "wb");
-    if (!f || std::fwrite(json.data(), 1, json.size(), f) != json.size() || std::fclose(f) != 0)
-      LOG(FATAL) << "cannot write " << FLAGS_out << "/bayes.json";
+  TsvWriter bayes;
+  DIN_RETURN_IF_ERROR(bayes.Open(FLAGS_out + "/bayes.json"));
+  bayes.Text(json);
+  DIN_RETURN_IF_ERROR(bayes.Close());
+  return json;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  gflags::SetUsageMessage("din_gen --out DIR [--rows N] [--test-rows N] ... (see the source)");
+  gflags::ParseCommandLineFlags(&argc, &argv, true);
+  google::InitGoogleLogging(argv[0]);
+  FLAGS_logtostderr = true;
+  std::string usage_error;
+  if (FLAGS_out.empty())
+    usage_error = "--out DIR is required";
+  else if (FLAGS_users == 0 || FLAGS_items == 0 || FLAGS_cates == 0)
+    usage_error = "--users, --items and --cates must be > 0";
+  if (!usage_error.empty()) {
+    std::fprintf(stderr, "din_gen: %s\nusage: %s\n", usage_error.c_str(), gflags::ProgramUsage());
+    return 2;
   }
-  std::fputs(json.c_str(), stdout);
+  const din::Result<std::string> json = Generate();
+  if (!json.ok()) {
+    std::fprintf(stderr, "din_gen: %s\n", json.status().message().c_str());
+    return 1;
+  }
+  std::fputs(json->c_str(), stdout);
   return 0;
 }

@@ -9,6 +9,7 @@
 #include <numeric>
 
 #include "common/hash.h"
+#include "common/rng.h"
 
 namespace din {
 namespace {
@@ -228,18 +229,13 @@ Reader::Reader(const config::DataConfig& cfg, Schema schema, std::vector<InputFi
 
 Reader::~Reader() = default;
 
-uint64_t Reader::NextRandom() {
-  rng_ += 0x9e3779b97f4a7c15ULL;
-  return Mix64(rng_);
-}
-
 void Reader::ResetEpochOrder() {
-  rng_ = Mix64(cfg_.seed() ^ Mix64(0x5eedULL + epoch_ * 0x10001ULL +
-                                   static_cast<uint64_t>(options_.worker) * 0x100000001ULL));
+  rng_ = SplitMix64(
+      Mix64(cfg_.seed() ^ Mix64(0x5eedULL + epoch_ * 0x10001ULL +
+                                static_cast<uint64_t>(options_.worker) * 0x100000001ULL)));
   order_.resize(segments_.size());
   std::iota(order_.begin(), order_.end(), 0u);
-  if (shuffle_capacity_ > 0)
-    for (size_t i = order_.size(); i > 1; --i) std::swap(order_[i - 1], order_[NextRandom() % i]);
+  if (shuffle_capacity_ > 0) Shuffle(order_.begin(), order_.end(), rng_);
   position_ = 0;
   source_open_ = false;
   pool_.Clear();
@@ -322,8 +318,8 @@ Status Reader::Consume(std::string_view text, uint32_t segment, uint64_t offset,
 }
 
 Status Reader::FillBlock() {
-  block_ = {position_, source_open_, source_open_ ? source_->next_offset() : 0,
-            rng_,      bad_lines_,   samples_in_epoch_};
+  block_ = {position_,    source_open_, source_open_ ? source_->next_offset() : 0,
+            rng_.state(), bad_lines_,   samples_in_epoch_};
   pool_.Clear();
   RawLine line;
   while (pool_.size < shuffle_capacity_) {
@@ -333,7 +329,7 @@ Status Reader::FillBlock() {
   }
   perm_.resize(pool_.size);
   std::iota(perm_.begin(), perm_.end(), 0u);
-  for (size_t i = perm_.size(); i > 1; --i) std::swap(perm_[i - 1], perm_[NextRandom() % i]);
+  Shuffle(perm_.begin(), perm_.end(), rng_);
   emitted_ = 0;
   return Status::Ok();
 }
@@ -409,7 +405,7 @@ std::string Reader::SaveState() const {
     s.set_segment(position_);
     s.set_in_segment(source_open_);
     s.set_offset(source_open_ ? source_->next_offset() : 0);
-    s.set_rng(rng_);
+    s.set_rng(rng_.state());
     s.set_bad_lines(bad_lines_);
     s.set_samples_in_epoch(samples_in_epoch_);
   }
@@ -428,7 +424,7 @@ Status Reader::RestoreState(std::string_view bytes) {
   epoch_ = s.epoch();
   ResetEpochOrder();
   position_ = s.segment();
-  rng_ = s.rng();
+  rng_ = SplitMix64(s.rng());
   bad_lines_ = s.bad_lines();
   if (s.in_segment()) {
     const uint64_t offset = s.offset();

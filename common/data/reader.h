@@ -14,6 +14,7 @@
 #include "common/data/partition.h"
 #include "common/data/schema.h"
 #include "common/proto/data_config.pb.h"
+#include "common/rng.h"
 #include "common/status.h"
 
 namespace din {
@@ -113,7 +114,6 @@ class Reader {
   Status OpenSegment(uint32_t position, const uint64_t* resume_offset);
   void ResetEpochOrder();
   uint64_t Fingerprint() const;
-  uint64_t NextRandom();
 
   const config::DataConfig cfg_;
   const Schema schema_;
@@ -128,7 +128,7 @@ class Reader {
   uint32_t position_ = 0;        // index into order_ of the segment being read
   std::unique_ptr<LineSource> source_;
   bool source_open_ = false;  // source_ reads order_[position_]
-  uint64_t rng_ = 0;
+  SplitMix64 rng_{0};
 
   // Shuffling: pool_ holds the parsed block, returned in the order perm_.
   Batch pool_;

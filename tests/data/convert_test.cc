@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "common/data/reader.h"
+#include "common/hash.h"
 #include "tests/data/test_util.h"
 
 namespace din {
@@ -242,6 +243,114 @@ TEST(ConvertTest, RealMovieLensLatestSmall) {
   // 48580 ratings are >= 4 in ml-latest-small.
   EXPECT_EQ(pos, 48580u);
   for (auto& r : test) EXPECT_LE(r.hist_items.size(), 50u);
+}
+
+// Runs din_convert with `args`; returns its exit status, its stdout and stderr in *out, *err.
+int ConvertCapture(const TempDir& dir, const std::string& args, std::string* out,
+                   std::string* err) {
+  const int rc = RunCommand(std::string(DIN_CONVERT_BIN) + " " + args + " > " + dir / "stdout" +
+                            " 2> " + dir / "stderr");
+  *out = ReadFile(dir / "stdout");
+  *err = ReadFile(dir / "stderr");
+  return rc;
+}
+
+TEST(ConvertTest, MovieLens1m) {
+  TempDir dir;
+  // UserID::MovieID::Rating::Timestamp; titles hold ':' and the genres a name not in the
+  // fixed table.
+  WriteFile(dir / "ml/ratings.dat",
+            "1::10::5::300\n1::11::3::100\n\n1::12::4::200\n2::12::2::60\n2::10::4::50\n");
+  WriteFile(dir / "ml/movies.dat",
+            "10::Star Wars: Episode IV (1977)::Action|Adventure\n"
+            "11::Toy Story (1995)::Children's|Comedy\n"
+            "12::Odd: The Movie (2001)::Weird|Drama\n");
+  std::string out, err;
+  ASSERT_EQ(
+      ConvertCapture(dir, "movielens " + dir / "ml " + dir / "out --test-fraction 0", &out, &err),
+      0)
+      << err;
+  EXPECT_NE(out.find("\"dataset\": \"ml-1m\", \"ratings\": 5, \"positives\": 3"), std::string::npos)
+      << out;
+  auto train = ReadRows(dir / "out/train.tsv");
+  ASSERT_EQ(train.size(), 5u);
+  std::map<std::pair<uint64_t, uint64_t>, Row> by_key;
+  for (auto& r : train) by_key[{r.user, r.item}] = r;
+  const uint64_t weird = 1000 + HashToken("Weird") % 1000000000ULL;
+  // User 1 in time order: 11 (t100), 12 (t200), 10 (t300).
+  const Row& r10 = by_key.at({1, 10});
+  EXPECT_EQ(r10.label, 1);
+  EXPECT_EQ(r10.cate, 2u);  // Action
+  EXPECT_EQ(r10.hist_items, (std::vector<uint64_t>{11, 12}));
+  EXPECT_EQ(r10.hist_cates, (std::vector<uint64_t>{5, weird}));  // Children's, Weird
+  EXPECT_EQ(by_key.at({1, 12}).label, 1);
+  EXPECT_EQ(by_key.at({2, 12}).label, 0);
+  EXPECT_EQ(by_key.at({2, 12}).hist_items, (std::vector<uint64_t>{10}));
+}
+
+TEST(ConvertTest, MalformedMovieLensLinesNameFileLineAndColumns) {
+  struct Case {
+    std::string ratings_file, ratings, movies_file, movies, message;
+  };
+  const std::vector<Case> cases = {
+      {"ratings.csv", "userId,movieId,rating,timestamp\n1,2,3\n", "movies.csv", "",
+       "ratings.csv:2: expected userId,movieId,rating,timestamp"},
+      {"ratings.csv", "userId,movieId,rating,timestamp\n1,2,3,4\n", "movies.csv",
+       "movieId,title,genres\n2,Drama\n", "movies.csv:2: expected movieId,title,genres"},
+      {"ratings.dat", "1::2::3::4\n1::2::x::4\n", "movies.dat", "",
+       "ratings.dat:2: expected UserID::MovieID::Rating::Timestamp"},
+      {"ratings.dat", "1::2::3::4\n", "movies.dat", "2::Title\n",
+       "movies.dat:1: expected MovieID::Title::Genres"},
+      {"u.data", "1\t2\t3\n", "u.item", "",
+       "u.data:1: expected user<TAB>item<TAB>rating<TAB>timestamp"},
+      {"u.data", "1\t2\t3\t4\n", "u.item", "2|Title|1995\n",
+       "u.item:1: expected 24 '|'-separated fields (id|title|...|19 genre flags)"},
+  };
+  for (const Case& c : cases) {
+    TempDir dir;
+    WriteFile(dir / ("ml/" + c.ratings_file), c.ratings);
+    WriteFile(dir / ("ml/" + c.movies_file), c.movies);
+    std::string out, err;
+    EXPECT_EQ(ConvertCapture(dir, "movielens " + dir / "ml " + dir / "out", &out, &err), 1);
+    EXPECT_EQ(err, "din_convert: " + dir / ("ml/" + c.message) + "\n");
+  }
+  TempDir dir;
+  std::string out, err;
+  EXPECT_EQ(ConvertCapture(dir, "movielens " + dir / "empty " + dir / "out", &out, &err), 1);
+  EXPECT_EQ(err, "din_convert: " + dir / "empty" + ": no ratings.csv, ratings.dat or u.data\n");
+}
+
+TEST(ConvertTest, UsageListsEveryCommandAndFormat) {
+  TempDir dir;
+  for (const std::string args : {"", "movielens", "movielens a b c", "amazon a b", "imdb a b"}) {
+    std::string out, err;
+    EXPECT_EQ(ConvertCapture(dir, args, &out, &err), 2) << args;
+    EXPECT_EQ(err.rfind("usage: din_convert movielens DIR OUT | din_convert amazon REVIEWS META "
+                        "OUT  [--seed N]",
+                        0),
+              0u)
+        << err;
+    for (const char* text :
+         {"ml-latest", "ratings.csv", "movies.csv", "ml-1m", "ratings.dat", "movies.dat", "ml-100k",
+          "u.data", "u.item", "UserID::MovieID::Rating::Timestamp", "unixReviewTime"})
+      EXPECT_NE(err.find(text), std::string::npos) << text << " not in\n" << err;
+  }
+}
+
+TEST(ConvertTest, BadFlagsAndOutputDirectory) {
+  TempDir dir;
+  WriteFile(dir / "ml/u.data", "1\t10\t5\t300\n");
+  WriteFile(dir / "ml/u.item", "");
+  std::string out, err;
+  EXPECT_EQ(
+      ConvertCapture(dir, "movielens " + dir / "ml " + dir / "out --test-fraction 1.5", &out, &err),
+      1);
+  EXPECT_EQ(err, "din_convert: --test-fraction must be in [0, 1]\n");
+  EXPECT_FALSE(std::filesystem::exists(dir / "out"));
+  // OUT below a regular file cannot be created.
+  WriteFile(dir / "file", "x");
+  EXPECT_EQ(ConvertCapture(dir, "movielens " + dir / "ml " + dir / "file/out", &out, &err), 1);
+  EXPECT_EQ(err.rfind("din_convert: cannot create " + dir / "file/out" + ": ", 0), 0u) << err;
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 // round trip generator -> reader.
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -118,6 +119,28 @@ TEST(GenTest, BayesMetricsAndPlantedStructure) {
   const double cand_auc = Auc(labels, std::span<const double>(candidate_only));
   EXPECT_LT(cand_auc, auc - 0.08) << "candidate-only " << cand_auc << " vs ceiling " << auc;
   std::printf("ceiling AUC %.4f GAUC %.4f, candidate-only AUC %.4f\n", auc, gauc, cand_auc);
+}
+
+TEST(GenTest, UsageAndOutputErrors) {
+  TempDir dir;
+  const std::string bin = DIN_GEN_BIN;
+  const std::string err = dir / "err.txt";
+  EXPECT_EQ(RunCommand(bin + " --rows 10 2> " + err), 2);
+  EXPECT_EQ(ReadFile(err).rfind("din_gen: --out DIR is required\nusage: din_gen --out DIR", 0), 0u)
+      << ReadFile(err);
+  EXPECT_EQ(RunCommand(bin + " --out " + dir / "x --users 0 2> " + err), 2);
+  EXPECT_EQ(ReadFile(err).rfind("din_gen: --users, --items and --cates must be > 0\n", 0), 0u)
+      << ReadFile(err);
+  // An output file that cannot be written: an error naming it, no abort.
+  std::filesystem::create_directories(dir / "full");
+  std::filesystem::create_symlink("/dev/full", dir / "full/train.tsv");
+  EXPECT_EQ(RunCommand(Gen(dir / "full",
+                           "--rows 20000 --test-rows 10 --users 10 --items 100 "
+                           "--cates 5 2> " +
+                               err)),
+            1);
+  EXPECT_EQ(ReadFile(err).rfind("din_gen: cannot write " + dir / "full/train.tsv" + ": ", 0), 0u)
+      << ReadFile(err);
 }
 
 }  // namespace

@@ -5,29 +5,9 @@
 #include <utility>
 
 #include "common/proto/model_config.pb.h"
+#include "common/rng.h"
 
 namespace din::model {
-namespace {
-
-// SplitMix64: a fixed, portable generator (std:: distributions differ between
-// standard libraries, which would break "identical in every process").
-class SplitMix64 {
- public:
-  explicit SplitMix64(uint64_t seed) : state_(seed) {}
-  uint64_t Next() {
-    uint64_t z = (state_ += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-  }
-  // Uniform in [-1, 1), exactly representable in float.
-  float Symmetric() { return static_cast<float>(Next() >> 40) * 0x1p-23f - 1.0f; }
-
- private:
-  uint64_t state_;
-};
-
-}  // namespace
 
 std::vector<LayerSpec> ModelLayout::BuildMlp(const std::string& prefix, int in,
                                              const std::vector<int>& hidden) {
