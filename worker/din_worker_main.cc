@@ -38,6 +38,7 @@
 #include "ps/row_initializer.h"
 #include "worker/collective.h"
 #include "worker/ps_client.h"
+#include "worker/report.h"
 #include "worker/trainer.h"
 
 DEFINE_string(config, "", "training configuration (text-format TrainConfig, *.pbtxt)");
@@ -209,12 +210,13 @@ Status Train(const config::TrainConfig& cfg, Cluster& cluster) {
   }
   if (cluster.role_rank() == 0) {
     DIN_ASSIGN_OR_RETURN(auto stats, client->Stats());
+    ServerFigures servers;
     for (const auto& s : stats) {
-      trainer->mutable_summary().server_rows += s.rows();
-      trainer->mutable_summary().skipped_keys += s.skipped_keys();
+      servers.rows += s.rows();
+      servers.skipped_keys += s.skipped_keys();
     }
     const std::string line =
-        SummaryJson(trainer->summary(), cfg, cluster.num_workers(), cluster.num_servers(),
+        SummaryJson(trainer->summary(), servers, cfg, cluster.num_workers(), cluster.num_servers(),
                     ReadBayesJson(cfg.data().test_path()));
     std::printf("%s\n", line.c_str());
     std::fflush(stdout);
