@@ -29,6 +29,7 @@
 #include "common/net/job_process.h"
 #include "worker/collective.h"
 #include "worker/ps_client.h"
+#include "worker/report.h"
 #include "worker/selfcheck.h"
 #include "worker/trainer.h"
 
@@ -105,12 +106,13 @@ Status Train(const config::TrainConfig& cfg, Cluster& cluster) {
   }
   if (cluster.role_rank() == 0) {
     DIN_ASSIGN_OR_RETURN(auto stats, client->Stats());
+    ServerFigures servers;
     for (const auto& s : stats) {
-      trainer->mutable_summary().server_rows += s.rows();
-      trainer->mutable_summary().skipped_keys += s.skipped_keys();
+      servers.rows += s.rows();
+      servers.skipped_keys += s.skipped_keys();
     }
     const std::string line =
-        SummaryJson(trainer->summary(), cfg, cluster.num_workers(), cluster.num_servers(),
+        SummaryJson(trainer->summary(), servers, cfg, cluster.num_workers(), cluster.num_servers(),
                     ReadBayesJson(cfg.data().test_path()));
     std::printf("%s\n", line.c_str());
     std::fflush(stdout);

@@ -13,13 +13,13 @@
 // of batch t was applied; 1 — it is sent before batch t is computed (so it overlaps the
 // compute), after the push of batch t-1 was applied.
 //
-// Evaluation is collective: every worker predicts its part of the test set (evaluation
-// pulls create no rows), the predictions are gathered to worker 0 and the metrics are
-// computed there exactly over all of them. It first replaces every worker's Dice running
-// statistics (each saw only its own batches) by their mean, so they are identical from
-// then on.
+// Evaluation (worker/evaluation.h) is collective: every worker predicts its part of the
+// test set, the metrics are computed on worker 0 over all of them, and every worker's
+// Dice running statistics are replaced by their mean first. Progress, the metrics file
+// and the final figures are formatted by worker/report.h.
 //
-// Checkpoints (TrainerConfig.checkpoint; layout in worker/checkpoint.h) are taken at a
+// Checkpoints (TrainerConfig.checkpoint; layout in worker/checkpoint.h, the worker's
+// state and the collective writing and resuming in worker/worker_state.h) are taken at a
 // step boundary every worker agrees on: every `every_steps` steps, when worker 0's
 // clock says `every_minutes` have passed, after the last step (at_end), and when any
 // worker got a stop request (RequestStop, e.g. from SIGUSR1): then training stops right
@@ -49,10 +49,12 @@
 #include "common/proto/config.pb.h"
 #include "common/status.h"
 #include "worker/collective.h"
+#include "worker/evaluation.h"
 #include "worker/model/backend.h"
 #include "worker/model/dense_adam.h"
 #include "worker/model/din_input.h"
 #include "worker/ps_client.h"
+#include "worker/report.h"
 
 namespace din {
 
@@ -61,39 +63,6 @@ namespace din {
 // (an ID the counts never reached) is taken as 1. Only the given rows are touched.
 void AddMbaTerm(float lambda, int dim, std::span<const float> rows,
                 std::span<const uint32_t> counts, std::span<float> grads);
-
-// Figures of a finished run, as worker 0 reports them.
-struct TrainSummary {
-  uint64_t train_rows = 0;       // samples in one pass over the training data, all workers
-  uint64_t samples_trained = 0;  // all epochs, all workers
-  uint32_t epochs = 0;
-  uint64_t steps = 0;
-  std::string dump_dir;  // where the tables were dumped (empty: no dump)
-  double dump_seconds = 0;
-  double prepass_seconds = 0;
-  double train_seconds = 0;     // the training steps, without PREPASS and evaluations
-  double eval_seconds = 0;      // all evaluations
-  double final_train_loss = 0;  // mean loss over the last epoch's samples
-  bool has_test = false;
-  EvalMetrics test;
-  // Latencies seen by worker 0, from sending a request to seeing its reply.
-  double pull_ms_p50 = 0, pull_ms_p99 = 0, push_ms_p50 = 0, push_ms_p99 = 0;
-  double allreduce_ms_p50 = 0, step_ms_p50 = 0;
-  uint64_t bad_lines = 0;       // skipped malformed training lines, all workers
-  uint64_t dense_checksum = 0;  // of the final dense parameters and Dice statistics
-  uint64_t server_rows = 0;     // rows on all servers at the end (set by the caller)
-  // Keys that got no row because their shard was full (when_full: SKIP_NEW; set by the
-  // caller).
-  uint64_t skipped_keys = 0;
-  std::string backend;
-  uint64_t resumed_step = 0;       // the step the run resumed from (0: a fresh start)
-  std::string resumed_from;        // that checkpoint's directory
-  std::string last_checkpoint;     // the newest checkpoint this run wrote
-  uint32_t checkpoints = 0;        // how many this run wrote
-  double checkpoint_seconds = 0;   // time spent writing them
-  bool stopped = false;            // a stop request ended training early
-  std::string stopped_checkpoint;  // the checkpoint written then (empty: none configured)
-};
 
 // Asks the Trainers of this process to stop after the next step with a checkpoint
 // (without a checkpoint directory: to stop without one). Async-signal-safe.
@@ -113,7 +82,9 @@ class Trainer {
       std::function<void(int table, std::span<const uint64_t> ids, std::span<const float> model,
                          std::span<const float> pushed)>;
 
-  // Checks the config (schema tables declared, trainer options) and builds the model.
+  // Builds the model for `cfg`, which ValidateConfig (common/config.h) accepted; checks
+  // what that leaves to the trainer (training data given, reading options, the test set
+  // present) and opens trainer.metrics_path on worker 0.
   static Result<std::unique_ptr<Trainer>> Create(const config::TrainConfig& cfg, PsClient* client,
                                                  Collective* collective, Options options);
   ~Trainer();
@@ -127,7 +98,6 @@ class Trainer {
   Result<EvalMetrics> Evaluate();
 
   const TrainSummary& summary() const { return summary_; }
-  TrainSummary& mutable_summary() { return summary_; }
   model::ModelBackend& backend() { return *backend_; }
   void set_push_observer(PushObserver observer) { push_observer_ = std::move(observer); }
 
@@ -162,9 +132,9 @@ class Trainer {
   // training reader's position at that point.
   Status WriteCheckpoint(const std::string& reader_state);
   Status PushGradients(Slot* slot);
-  Status AverageRunningStats();
+  // Logs a progress line or redraws the bar on worker 0 when one is due (force: now).
   void Progress(bool force);
-  void WriteMetrics(const std::string& json);
+  // Evaluates when a test set is configured; `why`: "step", "epoch" or "final".
   Status MaybeEvaluate(const char* why);
 
   const config::TrainConfig cfg_;
@@ -178,8 +148,9 @@ class Trainer {
   std::vector<int> table_dims_;
   std::unique_ptr<model::ModelBackend> backend_;
   std::unique_ptr<model::DenseAdam> adam_;
+  std::unique_ptr<Evaluator> evaluator_;
   Slot slots_[2];
-  std::vector<float> reduce_buf_;               // dense grads + [has_batch, loss_sum, samples]
+  std::vector<float> reduce_buf_;               // dense grads + StepControl
   std::vector<std::vector<float>> push_grads_;  // per table
   bool push_pending_ = false;
   PsClient::Handle push_ = 0;
@@ -191,22 +162,13 @@ class Trainer {
   uint32_t epoch_ = 0;
   double epoch_loss_sum_ = 0;
   uint64_t epoch_samples_ = 0;
-  double window_loss_sum_ = 0;
-  uint64_t window_samples_ = 0;
-  double window_start_ = 0, last_log_ = 0, last_bar_ = 0, train_start_ = 0;
-  std::vector<double> pull_ms_, push_ms_, allreduce_ms_, step_ms_;
-  std::vector<float> recent_labels_, recent_probs_;  // worker 0's last training predictions
-  size_t recent_pos_ = 0;
-  std::FILE* metrics_ = nullptr;
+  Latencies latencies_;
+  ProgressMeter progress_;
+  MetricsFile metrics_;
   // Checkpoints.
   uint64_t last_ckpt_step_ = 0;
   double last_ckpt_time_ = 0;
   bool stop_ = false;
 };
-
-// The one JSON line din_worker prints at the end (from worker 0). `bayes_json`: the
-// content of a bayes.json next to the test file (din_gen's ceiling), or empty.
-std::string SummaryJson(const TrainSummary& s, const config::TrainConfig& cfg, int workers,
-                        int servers, const std::string& bayes_json);
 
 }  // namespace din
