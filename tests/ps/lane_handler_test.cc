@@ -4,7 +4,7 @@
 
 #include "common/hash.h"
 #include "common/wire.h"
-#include "ps/server.h"
+#include "ps/lane_handler.h"
 #include "tests/ps/local_cluster.h"
 
 namespace din {
