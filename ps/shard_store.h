@@ -26,11 +26,14 @@
 // that lane's thread calls it (ps/server.h).
 #pragma once
 
+#include <algorithm>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <span>
+#include <type_traits>
 #include <vector>
 
 #include "common/status.h"
@@ -59,6 +62,13 @@ class ShardStore {
   // window costs about one memory latency instead of two per key.
   static constexpr size_t kWindow = 16;
   void FindWindow(const uint64_t* keys, size_t n, uint32_t* rows) const;
+  // Looks `keys` up one window of kWindow at a time (FindWindow) and calls fn(i, row) for
+  // each key in order, with row = the row of keys[i] or kNoRow. A window is looked up
+  // before fn sees any of its keys: a row fn creates for a key reads as kNoRow again for
+  // a repeat of that key in the same window (FindOrInsert then finds it). fn returns void,
+  // or bool where false stops the walk (FindEach then returns false).
+  template <typename Fn>
+  bool FindEach(std::span<const uint64_t> keys, Fn&& fn) const;
   // Brings row `row` towards the cache ahead of use.
   void PrefetchRow(uint32_t row) const { __builtin_prefetch(RowPtr(row)); }
   // The row of `key`, created (uninitialised: the caller fills it) when absent, with
@@ -170,5 +180,22 @@ class ShardStore {
   uint64_t migrate_pos_ = 0;  // old slots below this have been moved
   std::vector<HugeBuffer> chunks_;
 };
+
+template <typename Fn>
+bool ShardStore::FindEach(std::span<const uint64_t> keys, Fn&& fn) const {
+  uint32_t rows[kWindow];
+  for (size_t base = 0; base < keys.size(); base += kWindow) {
+    const size_t n = std::min(kWindow, keys.size() - base);
+    FindWindow(keys.data() + base, n, rows);
+    for (size_t i = 0; i < n; ++i) {
+      if constexpr (std::is_void_v<std::invoke_result_t<Fn&, size_t, uint32_t>>) {
+        fn(base + i, rows[i]);
+      } else {
+        if (!fn(base + i, rows[i])) return false;
+      }
+    }
+  }
+  return true;
+}
 
 }  // namespace din

@@ -26,7 +26,7 @@ Result<std::unique_ptr<PsClient>> PsClient::Connect(const config::TrainConfig& c
     DIN_ASSIGN_OR_RETURN(curve, LoadClientCurveKeys(cfg.security()));
   }
   Placement placement(cfg, LaneCounts(servers));
-  std::unique_ptr<PsClient> client(new PsClient(cfg, servers, std::move(placement)));
+  std::unique_ptr<PsClient> client(new PsClient(cfg, std::move(placement)));
   for (int d = 0; d < client->placement_.num_dests(); ++d) {
     const int s = client->placement_.DestServer(d);
     const std::string endpoint =
@@ -48,16 +48,16 @@ Result<std::unique_ptr<PsClient>> PsClient::Connect(const config::TrainConfig& c
     }
     client->sockets_.push_back(std::move(sock));
     client->endpoints_.push_back(endpoint);
+    client->dest_names_.push_back(
+        "server " + std::to_string(s) + " (world rank " + std::to_string(servers[s].world_rank) +
+        ", host " + servers[s].host + ", lane " + std::to_string(client->placement_.DestLane(d)) +
+        ") at " + endpoint);
   }
   return client;
 }
 
-PsClient::PsClient(const config::TrainConfig& cfg, std::vector<PeerInfo> servers,
-                   Placement placement)
-    : cfg_(cfg),
-      servers_(std::move(servers)),
-      placement_(std::move(placement)),
-      timeout_(cfg.ps().request_timeout_ms()) {
+PsClient::PsClient(const config::TrainConfig& cfg, Placement placement)
+    : cfg_(cfg), placement_(std::move(placement)), timeout_(cfg.ps().request_timeout_ms()) {
   // Order global shards by destination so that each lane's keys form one contiguous run
   // after a counting sort, with its segments in shard order.
   const uint32_t g_total = placement_.global_shards();
@@ -77,13 +77,6 @@ PsClient::PsClient(const config::TrainConfig& cfg, std::vector<PeerInfo> servers
 PsClient::~PsClient() {
   sockets_.clear();
   ctx_.close();
-}
-
-std::string PsClient::DescribeDest(int dest) const {
-  const int s = placement_.DestServer(dest);
-  return "server " + std::to_string(s) + " (world rank " + std::to_string(servers_[s].world_rank) +
-         ", host " + servers_[s].host + ", lane " + std::to_string(placement_.DestLane(dest)) +
-         ") at " + endpoints_[dest];
 }
 
 void PsClient::Dedup(std::span<const uint64_t> ids, TablePull* out) {
@@ -203,27 +196,28 @@ Result<PsClient::Handle> PsClient::Send(wire::Op op, wire::PullMode mode,
 
   const Handle id = next_id_++;
   Pending p;
-  p.op = op;
+  p.target.op = op;
   p.deadline = Clock::now() + timeout_;
-  p.outs = std::move(outs);
-  for (const Entry& entry : entries) p.dims.push_back(cfg_.tables(entry.table).dim());
+  p.target.outs = std::move(outs);
+  for (const Entry& entry : entries) p.target.dims.push_back(cfg_.tables(entry.table).dim());
   std::vector<int> plan_of_dest(num_dests, -1);
   std::vector<zmq::message_t> key_msgs(num_dests), payload_msgs(num_dests);
   for (int d = 0; d < num_dests; ++d) {
     if (dest_keys[d] == 0) continue;
     plan_of_dest[d] = static_cast<int>(p.plans.size());
-    p.plans.push_back(DestPlan{d, {}, {}});
+    p.plans.push_back(DestPlan{d, {}});
     key_msgs[d].rebuild(dest_keys[d] * sizeof(uint64_t));
     if (op != wire::PULL) payload_msgs[d].rebuild(dest_payload[d]);
-    if (op == wire::PULL) p.plans.back().items.resize(dest_keys[d]);
+    if (op == wire::PULL) p.plans.back().sent.items.resize(dest_keys[d]);
   }
   for (uint32_t r = 0; r < g_total; ++r) {
     if (rank_counts_[r] == 0) continue;
     const uint32_t g = shard_of_rank_[r];
     const uint32_t t = table_of_gshard_[g];
     DestPlan& plan = p.plans[plan_of_dest[placement_.DestOf(g)]];
-    plan.segments.push_back({static_cast<uint32_t>(entry_of_table[t]), t,
-                             g - placement_.GlobalShard(static_cast<int>(t), 0), rank_counts_[r]});
+    plan.sent.segments.push_back({static_cast<uint32_t>(entry_of_table[t]), t,
+                                  g - placement_.GlobalShard(static_cast<int>(t), 0),
+                                  rank_counts_[r]});
   }
   // Scatter keys (and payload) into their destination frames.
   pos = 0;
@@ -236,7 +230,7 @@ Result<PsClient::Handle> PsClient::Send(wire::Op op, wire::PullMode mode,
       std::memcpy(static_cast<std::byte*>(key_msgs[d].data()) + k * sizeof(uint64_t), &entry.ids[j],
                   sizeof(uint64_t));
       if (op == wire::PULL) {
-        p.plans[plan_of_dest[d]].items[k] = static_cast<uint32_t>(j);
+        p.plans[plan_of_dest[d]].sent.items[k] = static_cast<uint32_t>(j);
       } else {
         std::memcpy(static_cast<std::byte*>(payload_msgs[d].data()) + payload_cursor[r],
                     entry.payload + j * bpk, bpk);
@@ -251,7 +245,7 @@ Result<PsClient::Handle> PsClient::Send(wire::Op op, wire::PullMode mode,
     h.set_op(op);
     h.set_request_id(id);
     h.set_mode(mode);
-    for (const Segment& s : plan.segments) {
+    for (const RequestSegment& s : plan.sent.segments) {
       wire::Segment* seg = h.add_segments();
       seg->set_table(s.table);
       seg->set_shard(s.shard);
@@ -286,9 +280,10 @@ Status PsClient::Receive(int dest) {
   std::vector<zmq::message_t> frames;
   if (!zmq::recv_multipart(sockets_[dest], std::back_inserter(frames), zmq::recv_flags::dontwait))
     return Status::Ok();
+  reply_frames_.clear();
+  for (const zmq::message_t& f : frames) reply_frames_.push_back(f.to_string_view());
   wire::ReplyHeader rh;
-  if (frames.empty() || !DecodeFrame(frames[0], &rh))
-    return Status::Internal("malformed reply from " + DescribeDest(dest));
+  DIN_RETURN_IF_ERROR(DecodeReplyHeader(reply_frames_, DescribeDest(dest), &rh));
   auto it = pending_.find(rh.request_id());
   if (it == pending_.end()) return Status::Ok();  // a late reply to a request that timed out
   Pending& p = it->second;
@@ -297,43 +292,8 @@ Status PsClient::Receive(int dest) {
   // Not a destination of this request, or a second reply to a part already complete
   // (which must not overwrite what the first one delivered).
   if (plan == p.plans.size() || p.done[plan]) return Status::Ok();
-  if (rh.code() != wire::OK) {
-    Complete(p, plan,
-             Status(rh.code() == wire::RESOURCE_EXHAUSTED ? StatusCode::kResourceExhausted
-                                                          : StatusCode::kInternal,
-                    DescribeDest(dest) + " refused " + wire::Op_Name(p.op) + " request #" +
-                        std::to_string(rh.request_id()) + ": " + rh.error()));
-    return Status::Ok();
-  }
-  if (p.stats != nullptr)
-    for (const auto& st : rh.stats()) p.stats->push_back(st);
-  if (p.dump_parts != nullptr)
-    for (const auto& part : rh.dump_parts()) p.dump_parts->push_back(part);
-  if (p.loaded_rows != nullptr) *p.loaded_rows += rh.loaded_rows();
-  if (p.op == wire::PULL) {
-    const DestPlan& dp = p.plans[plan];
-    uint64_t floats = 0;
-    for (const Segment& s : dp.segments) floats += uint64_t{s.count} * p.dims[s.entry];
-    if (frames.size() != 3 || frames[1].size() != floats * sizeof(float) ||
-        frames[2].size() != dp.items.size() * sizeof(uint32_t)) {
-      Complete(p, plan, Status::Internal("malformed pull reply from " + DescribeDest(dest)));
-      return Status::Ok();
-    }
-    const auto* values = static_cast<const std::byte*>(frames[1].data());
-    const auto* counts = static_cast<const std::byte*>(frames[2].data());
-    size_t k = 0, off = 0;
-    for (const Segment& s : dp.segments) {
-      TablePull* out = p.outs[s.entry];
-      const uint32_t dim = p.dims[s.entry];
-      const size_t row_bytes = dim * sizeof(float);
-      for (uint32_t i = 0; i < s.count; ++i, ++k, off += row_bytes) {
-        const uint32_t u = dp.items[k];
-        std::memcpy(out->values.data() + size_t{u} * dim, values + off, row_bytes);
-        std::memcpy(&out->counts[u], counts + k * sizeof(uint32_t), sizeof(uint32_t));
-      }
-    }
-  }
-  Complete(p, plan, Status::Ok());
+  Complete(p, plan,
+           DecodeReply(rh, reply_frames_, p.plans[plan].sent, p.target, DescribeDest(dest)));
   return Status::Ok();
 }
 
@@ -350,7 +310,7 @@ Status PsClient::Wait(Handle handle) {
       for (size_t i = 0; i < it->second.plans.size(); ++i)
         if (!it->second.done[i])
           who += (who.empty() ? "" : "; ") + DescribeDest(it->second.plans[i].dest);
-      Status st = Status::Timeout(wire::Op_Name(it->second.op) + " request #" +
+      Status st = Status::Timeout(wire::Op_Name(it->second.target.op) + " request #" +
                                   std::to_string(handle) + ": no reply within " +
                                   std::to_string(timeout_.count()) + " ms from " + who);
       pending_.erase(it);
@@ -386,14 +346,14 @@ Status PsClient::Wait(Handle handle) {
 Status PsClient::Broadcast(wire::RequestHeader h, Pending p, std::chrono::milliseconds timeout) {
   const Handle id = next_id_++;
   h.set_version(wire::CURRENT_VERSION);
-  h.set_op(p.op);
+  h.set_op(p.target.op);
   h.set_request_id(id);
   p.deadline = Clock::now() + timeout;
   for (int d = 0; d < placement_.num_dests(); ++d) {
     zmq::message_t header = EncodeFrame(h);
     if (!sockets_[d].send(header, zmq::send_flags::dontwait))
       return Status::Unavailable("cannot send to " + DescribeDest(d));
-    p.plans.push_back(DestPlan{d, {}, {}});
+    p.plans.push_back(DestPlan{d, {}});
   }
   p.remaining = static_cast<int>(p.plans.size());
   p.done.assign(p.plans.size(), false);
@@ -409,8 +369,8 @@ Status PsClient::Broadcast(wire::RequestHeader h, Pending p, std::chrono::millis
 Result<std::vector<wire::ShardStats>> PsClient::Stats() {
   std::vector<wire::ShardStats> stats;
   Pending p;
-  p.op = wire::STATS;
-  p.stats = &stats;
+  p.target.op = wire::STATS;
+  p.target.stats = &stats;
   DIN_RETURN_IF_ERROR(Broadcast(wire::RequestHeader(), std::move(p), timeout_));
   return stats;
 }
@@ -420,8 +380,8 @@ Result<std::vector<wire::DumpPart>> PsClient::Dump(const std::string& dir,
   if (dir.empty()) return Status::InvalidArgument("dump: no directory given");
   std::vector<wire::DumpPart> parts;
   Pending p;
-  p.op = wire::DUMP;
-  p.dump_parts = &parts;
+  p.target.op = wire::DUMP;
+  p.target.dump_parts = &parts;
   wire::RequestHeader h;
   h.mutable_dump()->set_dir(dir);
   if (options.with_state) h.mutable_dump()->set_with_state(true);
@@ -439,8 +399,8 @@ Result<uint64_t> PsClient::Load(const std::string& dir, const LoadOptions& optio
   if (dir.empty()) return Status::InvalidArgument("load: no directory given");
   uint64_t loaded = 0;
   Pending p;
-  p.op = wire::LOAD;
-  p.loaded_rows = &loaded;
+  p.target.op = wire::LOAD;
+  p.target.loaded_rows = &loaded;
   wire::RequestHeader h;
   h.mutable_load()->set_dir(dir);
   DIN_RETURN_IF_ERROR(Broadcast(std::move(h), std::move(p), options.timeout));

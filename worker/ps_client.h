@@ -21,6 +21,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -31,16 +32,9 @@
 #include "common/proto/config.pb.h"
 #include "common/proto/wire.pb.h"
 #include "common/status.h"
+#include "worker/ps_reply.h"
 
 namespace din {
-
-// The result of a pull for one table.
-struct TablePull {
-  std::vector<uint64_t> unique_ids;  // first-occurrence order
-  std::vector<uint32_t> index;       // occurrence i -> row in unique_ids
-  std::vector<float> values;         // [unique_ids.size() x dim], row-major
-  std::vector<uint32_t> counts;      // n_j of each unique ID (0 when unknown)
-};
 
 struct PullSpec {
   int table;
@@ -94,7 +88,8 @@ class PsClient {
   Result<Handle> PushCounts(std::span<const CountSpec> tables);
   // Blocks until every lane involved in `handle` replied, or the request timeout
   // (ps.request_timeout_ms) passed: then the error names the server rank, host, lane and
-  // endpoint that did not answer. An error reply from a server is returned as it came.
+  // endpoint that did not answer. An error reply from a server is returned with its code
+  // and message (common/net/wire.h), naming the server.
   Status Wait(Handle handle);
   // Rows and bytes per shard, from every lane (synchronous).
   Result<std::vector<wire::ShardStats>> Stats();
@@ -118,29 +113,17 @@ class PsClient {
   void set_timeout(std::chrono::milliseconds t) { timeout_ = t; }
 
  private:
-  struct Segment {
-    uint32_t entry;  // index into the request's table list
-    uint32_t table;
-    uint32_t shard;
-    uint32_t count;
-  };
   struct DestPlan {
     int dest;
-    std::vector<Segment> segments;
-    std::vector<uint32_t> items;  // unique-row index of each key, in send order
+    LaneRequest sent;  // segment entries index the request's table list
   };
   struct Pending {
-    wire::Op op;
+    ReplyTarget target;  // op, and where the replies go
     std::vector<DestPlan> plans;
-    std::vector<TablePull*> outs;  // per entry (pull)
-    std::vector<uint32_t> dims;    // per entry
-    std::vector<bool> done;        // per plan
+    std::vector<bool> done;  // per plan
     int remaining = 0;
     Status status;
     std::chrono::steady_clock::time_point deadline;
-    std::vector<wire::ShardStats>* stats = nullptr;
-    std::vector<wire::DumpPart>* dump_parts = nullptr;
-    uint64_t* loaded_rows = nullptr;
   };
   // What one entry of a request contributes: its table, unique IDs and, for pushes,
   // the per-key payload (floats per key = dim, or one uint32 count).
@@ -151,23 +134,23 @@ class PsClient {
     size_t payload_bytes_per_key = 0;
   };
 
-  PsClient(const config::TrainConfig& cfg, std::vector<PeerInfo> servers, Placement placement);
+  PsClient(const config::TrainConfig& cfg, Placement placement);
   Result<Handle> Send(wire::Op op, wire::PullMode mode, std::span<const Entry> entries,
                       std::vector<TablePull*> outs);
   Status Receive(int dest);
-  // Sends `h` (op taken from `p`) to every lane and waits up to `timeout` for all replies.
+  // Sends `h` (op taken from `p.target`) to every lane and waits up to `timeout` for all replies.
   Status Broadcast(wire::RequestHeader h, Pending p, std::chrono::milliseconds timeout);
   void Complete(Pending& p, size_t plan, const Status& status);
-  std::string DescribeDest(int dest) const;
+  const std::string& DescribeDest(int dest) const { return dest_names_[dest]; }
   void Dedup(std::span<const uint64_t> ids, TablePull* out);
 
   const config::TrainConfig cfg_;
-  const std::vector<PeerInfo> servers_;
   const Placement placement_;
   std::chrono::milliseconds timeout_;
   zmq::context_t ctx_;
   std::vector<zmq::socket_t> sockets_;   // per dest
   std::vector<std::string> endpoints_;   // per dest
+  std::vector<std::string> dest_names_;  // per dest: server, world rank, host, lane, endpoint
   std::vector<uint32_t> rank_of_shard_;  // global shard -> position in dest-major order
   std::vector<uint32_t> shard_of_rank_;  // inverse
   std::vector<uint32_t> table_of_gshard_;
@@ -177,6 +160,7 @@ class PsClient {
   std::vector<uint32_t> dedup_slots_;
   std::vector<uint32_t> rank_counts_;
   std::vector<uint32_t> key_rank_;
+  std::vector<std::string_view> reply_frames_;
 };
 
 }  // namespace din

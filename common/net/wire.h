@@ -1,5 +1,6 @@
-// Helpers for the frames of common/proto/wire.proto: Protobuf header frames and raw
-// little-endian array frames.
+// Helpers for the frames of common/proto/wire.proto: Protobuf header frames, raw
+// little-endian array frames, and the one mapping between Status (common/status.h) and
+// the error codes of a reply.
 #pragma once
 
 #include <bit>
@@ -10,6 +11,9 @@
 
 #include <google/protobuf/message_lite.h>
 #include <zmq.hpp>
+
+#include "common/proto/wire.pb.h"
+#include "common/status.h"
 
 namespace din {
 
@@ -47,5 +51,20 @@ zmq::message_t ArrayFrame(std::span<const T> values) {
   if (!values.empty()) std::memcpy(msg.data(), values.data(), values.size_bytes());
   return msg;
 }
+
+// ---- Status <-> wire::Code. Each StatusCode has its own wire code (kInvalidArgument is
+// INVALID_REQUEST, every other one the code of the same name), so a reply carries the
+// code and message of the server's Status unchanged to the client.
+
+wire::Code ToWireCode(StatusCode code);
+// The StatusCode of a wire code; a value this build does not know (a newer peer's) is
+// kInternal.
+StatusCode FromWireCode(int code);
+// Sets the code and error of `rh` from `status` (clears them when it is OK).
+void SetReplyStatus(const Status& status, wire::ReplyHeader* rh);
+// The Status a reply carries: its code with its error as the message. A code this build
+// does not know (Protobuf keeps it among the unknown fields and reads code() as OK) is
+// kInternal, naming the code.
+Status ReplyStatus(const wire::ReplyHeader& rh);
 
 }  // namespace din

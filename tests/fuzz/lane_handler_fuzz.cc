@@ -27,7 +27,7 @@
 #include "common/hash.h"
 #include "common/net/wire.h"
 #include "common/placement.h"
-#include "ps/server.h"
+#include "ps/lane_handler.h"
 #include "tests/fuzz/fuzz_input.h"
 
 namespace din::fuzz {

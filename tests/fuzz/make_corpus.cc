@@ -140,6 +140,10 @@ void PsReply() {
   }
   w("push_ok", kPush, 1, n0, n1, {ok});
   w("push_internal", kPush, 1, n0, n1, {reply(wire::INTERNAL).SerializeAsString()});
+  w("push_invalid", kPush, 1, n0, n1, {reply(wire::INVALID_REQUEST).SerializeAsString()});
+  // A code from a newer server (99): Protobuf keeps it among the unknown fields.
+  w("push_unknown_code", kPush, 1, n0, n1,
+    {reply(wire::OK).SerializeAsString() + std::string{'\x18', 99}});
   w("push_counts_ok", kPushCounts, 1, 2, 2, {ok});
   {
     wire::ReplyHeader rh = reply(wire::OK);

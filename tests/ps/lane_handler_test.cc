@@ -4,7 +4,7 @@
 
 #include "common/hash.h"
 #include "common/net/wire.h"
-#include "ps/server.h"
+#include "ps/lane_handler.h"
 #include "tests/ps/local_cluster.h"
 
 namespace din {
@@ -315,6 +315,19 @@ TEST_F(CapTest, FailRejectsTheWholeRequestBeforeApplyingAnything) {
   EXPECT_EQ(Size(kF), 5u);
   EXPECT_EQ(Read(kF, {1, 10}), (std::vector<Row>{{0, 0, 3}, {0, 0, 0}}));
   ExpectFull(Send(wire::PULL, {{kF, {11}}}));
+}
+
+// The keys of a request are looked up in windows of ShardStore::kWindow: new keys past
+// the first window count as much as those in it.
+TEST_F(CapTest, FailCountsNewKeysPastTheFirstWindow) {
+  ASSERT_EQ(Send(wire::PULL, {{kF, Keys(1, 3)}}).code(), wire::OK);
+  std::vector<uint64_t> keys(ShardStore::kWindow, 1);  // a known key, a window of it
+  for (uint64_t k : {4, 5, 6}) keys.push_back(k);      // 3 + 3 new rows > 5
+  ExpectFull(Send(wire::PUSH, {{kF, keys}}));
+  EXPECT_EQ(Size(kF), 3u);
+  keys.pop_back();
+  ASSERT_EQ(Send(wire::PUSH, {{kF, keys}}).code(), wire::OK);
+  EXPECT_EQ(Size(kF), 5u);
 }
 
 TEST_F(CapTest, SkipNewAdmitsUpToTheCapAndDropsTheRest) {

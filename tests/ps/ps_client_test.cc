@@ -1,12 +1,23 @@
-// PsClient against real servers in this process, over loopback TCP.
+// PsClient against real servers in this process, over loopback TCP; and against fake
+// lanes (ROUTER sockets driven by the test) for replies no real server sends: stray,
+// late, duplicate and malformed ones, and signals during a wait.
 #include "worker/ps_client.h"
+
+#include <signal.h>
+#include <sys/time.h>
 
 #include <chrono>
 #include <cstring>
+#include <string>
 #include <thread>
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <zmq.hpp>
+#include <zmq_addon.hpp>
 
+#include "common/hash.h"
+#include "common/net/wire.h"
 #include "common/optim/row_initializer.h"
 #include "tests/ps/local_cluster.h"
 
@@ -230,6 +241,231 @@ TEST(PsClientTest, InputErrorsAreStatuses) {
   EXPECT_EQ(client->Pull({&unknown, 1}, wire::TRAIN).status().code(), StatusCode::kInvalidArgument);
   PullSpec twice[] = {{0, ids, &out}, {0, ids, &out}};
   EXPECT_EQ(client->Pull(twice, wire::TRAIN).status().code(), StatusCode::kInvalidArgument);
+}
+
+// A push the servers refuse reaches the caller with the code the server gave it: an
+// invalid request as kInvalidArgument, a full table as kResourceExhausted.
+TEST(PsClientTest, RefusedPushKeepsItsCode) {
+  auto cfg = MustParse(kConfig);
+  cfg.mutable_ps()->set_max_request_keys(10);  // the servers' limit; the client sends more
+  cfg.mutable_tables(1)->set_max_rows_per_shard(5);
+  cfg.mutable_tables(1)->set_shards(1);
+  LocalCluster cluster(cfg, 1, 1);
+  auto client = cluster.Connect();
+  auto push = [&](int table, const std::vector<uint64_t>& ids) {
+    std::vector<float> grads(ids.size() * cfg.tables(table).dim(), 0.125f);
+    PushSpec spec{table, ids, grads};
+    auto h = client->Push({&spec, 1});
+    EXPECT_TRUE(h.ok()) << h.status().ToString();
+    return h.ok() ? client->Wait(*h) : h.status();
+  };
+  Status st = push(0, Ids(1, 11));
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.ToString();
+  EXPECT_THAT(st.message(), ::testing::HasSubstr("refused PUSH request"));
+  EXPECT_THAT(st.message(), ::testing::HasSubstr("ps.max_request_keys = 10"));
+  st = push(1, Ids(1, 6));
+  EXPECT_EQ(st.code(), StatusCode::kResourceExhausted) << st.ToString();
+  EXPECT_THAT(st.message(), ::testing::HasSubstr("is full"));
+  EXPECT_TRUE(push(1, Ids(1, 5)).ok());
+}
+
+// ---- Against fake lanes -------------------------------------------------------------
+
+// One server with two lanes, each a ROUTER socket of the test; table x has one shard
+// on each lane.
+constexpr char kFakeConfig[] = R"pb(
+  tables { name: "x" dim: 2 shards: 2 }
+  ps { request_timeout_ms: 10000 }
+)pb";
+
+class FakeLanes {
+ public:
+  struct Request {
+    std::string identity;
+    wire::RequestHeader header;
+    std::vector<uint64_t> keys;
+  };
+
+  FakeLanes() {
+    for (int l = 0; l < 2; ++l) {
+      routers_.emplace_back(ctx_, zmq::socket_type::router);
+      routers_[l].set(zmq::sockopt::linger, 0);
+      routers_[l].set(zmq::sockopt::rcvtimeo, 10000);
+      routers_[l].bind("tcp://127.0.0.1:*");
+      endpoints_.push_back(routers_[l].get(zmq::sockopt::last_endpoint));
+    }
+  }
+  std::unique_ptr<PsClient> Connect(const config::TrainConfig& cfg) {
+    std::vector<PeerInfo> peers = {
+        PeerInfo{Role::kServer, 0, 0, "localhost", JoinEndpoints(endpoints_)}};
+    auto client = PsClient::Connect(cfg, peers);
+    CHECK(client.ok()) << client.status().ToString();
+    return std::move(*client);
+  }
+  // The next request lane `l` received (fails the test after 10 s without one).
+  Request Receive(int l) {
+    std::vector<zmq::message_t> frames;
+    CHECK(zmq::recv_multipart(routers_[l], std::back_inserter(frames))) << "no request";
+    Request r;
+    r.identity = frames[0].to_string();
+    CHECK(frames.size() >= 2 && DecodeFrame(frames[1], &r.header));
+    if (frames.size() > 2) {
+      r.keys.resize(frames[2].size() / sizeof(uint64_t));
+      std::memcpy(r.keys.data(), frames[2].data(), frames[2].size());
+    }
+    return r;
+  }
+  void Send(int l, const Request& to, const std::vector<std::string>& frames) {
+    routers_[l].send(zmq::buffer(to.identity), zmq::send_flags::sndmore);
+    for (size_t i = 0; i < frames.size(); ++i)
+      routers_[l].send(zmq::buffer(frames[i]),
+                       i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+  }
+  // An OK pull reply to `r` under request id `id`: key k reads (key + tag, key + tag) with
+  // count tag.
+  static std::vector<std::string> PullReply(const Request& r, uint64_t id, float tag) {
+    wire::ReplyHeader rh;
+    rh.set_version(wire::CURRENT_VERSION);
+    rh.set_request_id(id);
+    std::vector<float> values;
+    for (uint64_t k : r.keys) values.insert(values.end(), 2, static_cast<float>(k) + tag);
+    const std::vector<uint32_t> counts(r.keys.size(), static_cast<uint32_t>(tag));
+    return {rh.SerializeAsString(),
+            std::string(reinterpret_cast<const char*>(values.data()), values.size() * 4),
+            std::string(reinterpret_cast<const char*>(counts.data()), counts.size() * 4)};
+  }
+
+ private:
+  zmq::context_t ctx_;
+  std::vector<zmq::socket_t> routers_;
+  std::vector<std::string> endpoints_;
+};
+
+// IDs of table x with keys on both shards.
+std::vector<uint64_t> FakeIds() {
+  std::vector<uint64_t> ids = Ids(3, 8, 7919);
+  bool shard[2] = {false, false};
+  for (uint64_t id : ids) shard[ShardOf(id, 2)] = true;
+  CHECK(shard[0] && shard[1]);
+  return ids;
+}
+
+// Every row of `out` reads as written by PullReply(..., tag).
+void ExpectRows(const TablePull& out, float tag) {
+  for (size_t u = 0; u < out.unique_ids.size(); ++u) {
+    EXPECT_EQ(out.values[2 * u], static_cast<float>(out.unique_ids[u]) + tag) << u;
+    EXPECT_EQ(out.values[2 * u + 1], static_cast<float>(out.unique_ids[u]) + tag) << u;
+    EXPECT_EQ(out.counts[u], static_cast<uint32_t>(tag)) << u;
+  }
+}
+
+TEST(PsClientFakeLaneTest, StrayDuplicateAndLateRepliesAreIgnored) {
+  FakeLanes lanes;
+  const auto cfg = MustParse(kFakeConfig);
+  auto client = lanes.Connect(cfg);
+  const auto ids = FakeIds();
+
+  // A reply to a request id never sent, then the real one, then a second reply from the
+  // same lane while the request still waits for the other lane: only the real one counts.
+  TablePull first;
+  PullSpec spec{0, ids, &first};
+  auto h = client->Pull({&spec, 1}, wire::TRAIN);
+  ASSERT_TRUE(h.ok());
+  FakeLanes::Request r0 = lanes.Receive(0), r1 = lanes.Receive(1);
+  ASSERT_EQ(r0.header.request_id(), *h);
+  lanes.Send(0, r0, FakeLanes::PullReply(r0, *h + 1000, 9));
+  lanes.Send(0, r0, FakeLanes::PullReply(r0, *h, 1));
+  lanes.Send(0, r0, FakeLanes::PullReply(r0, *h, 2));
+  std::thread late([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    lanes.Send(1, r1, FakeLanes::PullReply(r1, *h, 1));
+  });
+  const Status st = client->Wait(*h);
+  late.join();
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  ExpectRows(first, 1);
+
+  // A request that times out; its replies, arriving during the next request, write
+  // nothing into its outputs and do not complete the next one.
+  client->set_timeout(std::chrono::milliseconds(200));
+  TablePull timed_out;
+  spec.out = &timed_out;
+  auto h2 = client->Pull({&spec, 1}, wire::TRAIN);
+  ASSERT_TRUE(h2.ok());
+  FakeLanes::Request t0 = lanes.Receive(0), t1 = lanes.Receive(1);
+  EXPECT_EQ(client->Wait(*h2).code(), StatusCode::kTimeout);
+  const std::vector<float> unwritten = timed_out.values;
+  client->set_timeout(std::chrono::milliseconds(10000));
+  TablePull next;
+  spec.out = &next;
+  auto h3 = client->Pull({&spec, 1}, wire::TRAIN);
+  ASSERT_TRUE(h3.ok());
+  FakeLanes::Request n0 = lanes.Receive(0), n1 = lanes.Receive(1);
+  lanes.Send(0, t0, FakeLanes::PullReply(t0, *h2, 5));
+  lanes.Send(1, t1, FakeLanes::PullReply(t1, *h2, 5));
+  lanes.Send(0, n0, FakeLanes::PullReply(n0, *h3, 3));
+  lanes.Send(1, n1, FakeLanes::PullReply(n1, *h3, 3));
+  ASSERT_TRUE(client->Wait(*h3).ok());
+  ExpectRows(next, 3);
+  EXPECT_EQ(timed_out.values, unwritten);
+}
+
+TEST(PsClientFakeLaneTest, MalformedReplyHeaderIsAnError) {
+  FakeLanes lanes;
+  auto client = lanes.Connect(MustParse(kFakeConfig));
+  const auto ids = FakeIds();
+  TablePull out;
+  PullSpec spec{0, ids, &out};
+  auto h = client->Pull({&spec, 1}, wire::TRAIN);
+  ASSERT_TRUE(h.ok());
+  FakeLanes::Request r0 = lanes.Receive(0);
+  lanes.Send(0, r0, {"\x08\x80\x80\x80\x80\x80\x80\x80\x80\x80\x80"});
+  const Status st = client->Wait(*h);
+  EXPECT_EQ(st.code(), StatusCode::kInternal) << st.ToString();
+  EXPECT_THAT(st.message(), ::testing::HasSubstr("malformed reply from server 0"));
+  EXPECT_THAT(st.message(), ::testing::HasSubstr("lane 0"));
+}
+
+void OnAlarm(int) {}
+
+// Signals arriving while Wait() polls (a profiler's or a watchdog's timer) neither end
+// the wait nor shorten its deadline.
+TEST(PsClientFakeLaneTest, WaitGoesOnThroughSignals) {
+  // Every thread but this one (ZeroMQ's, the replying one) blocks SIGALRM, so that the
+  // alarms interrupt this thread's poll.
+  sigset_t alarm, old_mask;
+  sigemptyset(&alarm);
+  sigaddset(&alarm, SIGALRM);
+  ASSERT_EQ(pthread_sigmask(SIG_BLOCK, &alarm, &old_mask), 0);
+  FakeLanes lanes;
+  auto client = lanes.Connect(MustParse(kFakeConfig));
+  const auto ids = FakeIds();
+  TablePull out;
+  PullSpec spec{0, ids, &out};
+  auto h = client->Pull({&spec, 1}, wire::TRAIN);
+  ASSERT_TRUE(h.ok());
+  FakeLanes::Request r0 = lanes.Receive(0), r1 = lanes.Receive(1);
+  std::thread replier([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    lanes.Send(0, r0, FakeLanes::PullReply(r0, *h, 4));
+    lanes.Send(1, r1, FakeLanes::PullReply(r1, *h, 4));
+  });
+
+  struct sigaction action = {}, old_action;
+  action.sa_handler = OnAlarm;  // no SA_RESTART: a blocking call returns EINTR
+  sigemptyset(&action.sa_mask);
+  ASSERT_EQ(sigaction(SIGALRM, &action, &old_action), 0);
+  itimerval every_2ms = {{0, 2000}, {0, 2000}}, off = {};
+  ASSERT_EQ(setitimer(ITIMER_REAL, &every_2ms, nullptr), 0);
+  ASSERT_EQ(pthread_sigmask(SIG_UNBLOCK, &alarm, nullptr), 0);
+  const Status st = client->Wait(*h);
+  ASSERT_EQ(pthread_sigmask(SIG_BLOCK, &alarm, nullptr), 0);
+  setitimer(ITIMER_REAL, &off, nullptr);
+  replier.join();
+  sigaction(SIGALRM, &old_action, nullptr);
+  pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  ExpectRows(out, 4);
 }
 
 }  // namespace

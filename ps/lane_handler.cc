@@ -1,0 +1,390 @@
+#include "ps/lane_handler.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include <glog/logging.h>
+
+#include "common/hash.h"
+#include "common/net/wire.h"
+
+namespace din {
+
+TableSpec::TableSpec(const config::TableConfig& cfg)
+    : name(cfg.name()),
+      dim(cfg.dim()),
+      shards(cfg.shards()),
+      expected_rows(cfg.expected_rows_per_shard()),
+      max_rows(cfg.max_rows_per_shard()),
+      when_full(cfg.when_full()),
+      optimizer(SparseOptimizer::Create(cfg.optimizer())),
+      initializer(cfg.initializer(), cfg.seed()) {}
+
+struct LaneHandler::Segments {
+  std::vector<int> table;
+  std::vector<uint32_t> shard;
+  std::vector<uint64_t> count;
+  uint64_t total_keys = 0;
+  uint64_t total_floats = 0;
+};
+
+LaneHandler::LaneHandler(const std::vector<TableSpec>& tables, const Placement& placement,
+                         int server, int lane, uint64_t max_request_keys)
+    : tables_(tables),
+      placement_(placement),
+      server_(server),
+      lane_(lane),
+      max_request_keys_(max_request_keys) {
+  shards_.resize(tables.size());
+  skipped_.resize(tables.size());
+  pending_keys_.resize(tables.size());
+  full_logged_.assign(tables.size(), false);
+  for (size_t t = 0; t < tables.size(); ++t) {
+    shards_[t].resize(tables[t].shards);
+    skipped_[t].assign(tables[t].shards, 0);
+    pending_keys_[t].assign(tables[t].shards, 0);
+    for (uint32_t s = 0; s < tables[t].shards; ++s) {
+      const uint32_t g = placement.GlobalShard(static_cast<int>(t), s);
+      if (placement.ServerOf(g) == server && placement.LaneOf(g) == lane) {
+        shards_[t][s] = std::make_unique<ShardStore>(
+            tables[t].dim, tables[t].optimizer->StateFloats(tables[t].dim), tables[t].expected_rows,
+            tables[t].max_rows);
+      }
+    }
+  }
+}
+
+namespace {
+
+size_t FramesFor(wire::Op op) {
+  switch (op) {
+    case wire::PULL:
+      return 2;
+    case wire::PUSH:
+    case wire::PUSH_COUNTS:
+      return 3;
+    case wire::STATS:
+    case wire::PING:
+    case wire::DUMP:
+    case wire::LOAD:
+      return 1;
+    default:
+      return 0;
+  }
+}
+
+std::string OpName(wire::Op op) { return wire::Op_Name(op); }
+
+}  // namespace
+
+Status LaneHandler::Validate(const wire::RequestHeader& h, std::vector<zmq::message_t>& frames,
+                             Segments* segs) {
+  if (h.version() != wire::CURRENT_VERSION)
+    return Status::InvalidArgument("unsupported wire version " + std::to_string(h.version()) +
+                                   " (this server speaks " + std::to_string(wire::CURRENT_VERSION) +
+                                   ")");
+  const size_t want = FramesFor(h.op());
+  if (want == 0) return Status::InvalidArgument("unknown op " + std::to_string(h.op()));
+  if (frames.size() != want)
+    return Status::InvalidArgument(OpName(h.op()) + " needs " + std::to_string(want) +
+                                   " frames, got " + std::to_string(frames.size()));
+  if (want == 1) return Status::Ok();
+
+  for (const auto& seg : h.segments()) {
+    if (seg.table() >= tables_.size())
+      return Status::InvalidArgument("unknown table " + std::to_string(seg.table()));
+    const TableSpec& spec = tables_[seg.table()];
+    if (seg.shard() >= spec.shards)
+      return Status::InvalidArgument("shard " + std::to_string(seg.shard()) +
+                                     " out of range for table " + spec.name + " (" +
+                                     std::to_string(spec.shards) + " shards)");
+    if (shards_[seg.table()][seg.shard()] == nullptr)
+      return Status::InvalidArgument("shard " + std::to_string(seg.shard()) + " of table " +
+                                     spec.name + " is not served by server " +
+                                     std::to_string(server_) + " lane " + std::to_string(lane_));
+    if (seg.count() > max_request_keys_ || segs->total_keys + seg.count() > max_request_keys_)
+      return Status::InvalidArgument("request larger than ps.max_request_keys = " +
+                                     std::to_string(max_request_keys_) + " keys");
+    segs->table.push_back(static_cast<int>(seg.table()));
+    segs->shard.push_back(seg.shard());
+    segs->count.push_back(seg.count());
+    segs->total_keys += seg.count();
+    segs->total_floats += seg.count() * spec.dim;
+  }
+  if (frames[1].size() != segs->total_keys * sizeof(uint64_t))
+    return Status::InvalidArgument("keys frame has " + std::to_string(frames[1].size()) +
+                                   " bytes, segments declare " + std::to_string(segs->total_keys) +
+                                   " keys");
+  if (h.op() == wire::PUSH && frames[2].size() != segs->total_floats * sizeof(float))
+    return Status::InvalidArgument("gradient frame has " + std::to_string(frames[2].size()) +
+                                   " bytes, expected " +
+                                   std::to_string(segs->total_floats * sizeof(float)));
+  if (h.op() == wire::PUSH_COUNTS && frames[2].size() != segs->total_keys * sizeof(uint32_t))
+    return Status::InvalidArgument("count frame has " + std::to_string(frames[2].size()) +
+                                   " bytes, expected " +
+                                   std::to_string(segs->total_keys * sizeof(uint32_t)));
+
+  // Every key must belong to its segment's shard: checked before anything is applied,
+  // so that a bad request changes no row.
+  std::span<const uint64_t> keys = FrameAs<uint64_t>(frames[1], &key_scratch_);
+  size_t k = 0;
+  for (size_t s = 0; s < segs->table.size(); ++s) {
+    const uint32_t shards = tables_[segs->table[s]].shards;
+    for (uint64_t i = 0; i < segs->count[s]; ++i, ++k) {
+      if (ShardOf(keys[k], shards) != segs->shard[s])
+        return Status::InvalidArgument(
+            "key " + std::to_string(keys[k]) + " does not belong to shard " +
+            std::to_string(segs->shard[s]) + " of table " + tables_[segs->table[s]].name);
+    }
+  }
+  return Status::Ok();
+}
+
+Status LaneHandler::CapError(int table, uint32_t shard, uint64_t adding) const {
+  const TableSpec& spec = tables_[table];
+  const ShardStore* store = shards_[table][shard].get();
+  return Status::ResourceExhausted(
+      "table " + spec.name + " shard " + std::to_string(shard) + " on server " +
+      std::to_string(server_) + " is full: max_rows_per_shard = " + std::to_string(spec.max_rows) +
+      " rows (when_full: FAIL), and a request would add " + std::to_string(adding) +
+      " new rows to its " + std::to_string(store->size()) +
+      "; raise max_rows_per_shard or shards, or set when_full: SKIP_NEW");
+}
+
+Status LaneHandler::CheckCaps(const Segments& segs, std::span<const uint64_t> keys) {
+  // Cheap unless the request could fill a shard: a shard is looked at only when its
+  // rows plus all the request's keys for it exceed the cap (a shard may be named by
+  // more than one segment, so the keys are summed per shard first).
+  auto capped = [&](size_t s) {
+    const TableSpec& spec = tables_[segs.table[s]];
+    return spec.max_rows != 0 && spec.when_full == config::TableConfig::FAIL;
+  };
+  bool near = false;
+  for (size_t s = 0; s < segs.table.size(); ++s) {
+    if (!capped(s)) continue;
+    uint64_t& pending = pending_keys_[segs.table[s]][segs.shard[s]];
+    pending += segs.count[s];
+    near = near || shards_[segs.table[s]][segs.shard[s]]->size() + pending >
+                       tables_[segs.table[s]].max_rows;
+  }
+  for (size_t s = 0; s < segs.table.size(); ++s)
+    if (capped(s)) pending_keys_[segs.table[s]][segs.shard[s]] = 0;
+  if (!near) return Status::Ok();
+
+  // Exact check: the distinct absent keys per capped shard must fit.
+  new_keys_.clear();
+  size_t k = 0;
+  for (size_t s = 0; s < segs.table.size(); k += segs.count[s], ++s) {
+    if (!capped(s)) continue;
+    const auto t = static_cast<uint32_t>(segs.table[s]);
+    const uint32_t shard = segs.shard[s];
+    const std::span<const uint64_t> seg_keys = keys.subspan(k, segs.count[s]);
+    shards_[t][shard]->FindEach(seg_keys, [&](size_t i, uint32_t row) {
+      if (row == ShardStore::kNoRow) new_keys_.push_back({t, shard, seg_keys[i]});
+    });
+  }
+  std::sort(new_keys_.begin(), new_keys_.end());
+  new_keys_.erase(std::unique(new_keys_.begin(), new_keys_.end()), new_keys_.end());
+  for (size_t i = 0; i < new_keys_.size();) {
+    size_t j = i;
+    while (j < new_keys_.size() && new_keys_[j].table == new_keys_[i].table &&
+           new_keys_[j].shard == new_keys_[i].shard)
+      ++j;
+    const int t = static_cast<int>(new_keys_[i].table);
+    const ShardStore* store = shards_[t][new_keys_[i].shard].get();
+    if (store->size() + (j - i) > tables_[t].max_rows)
+      return CapError(t, new_keys_[i].shard, j - i);
+    i = j;
+  }
+  return Status::Ok();
+}
+
+uint32_t LaneHandler::Materialize(int table, uint32_t shard, ShardStore* store, uint64_t key,
+                                  Status* status) {
+  const TableSpec& spec = tables_[table];
+  if (store->full() && spec.when_full == config::TableConfig::SKIP_NEW && spec.max_rows != 0) {
+    const uint32_t row = store->Find(key);
+    if (row != ShardStore::kNoRow) return row;
+    ++skipped_[table][shard];
+    if (!full_logged_[table]) {
+      full_logged_[table] = true;
+      LOG(WARNING) << "server " << server_ << " lane " << lane_ << ": table " << spec.name
+                   << " shard " << shard << " holds max_rows_per_shard = " << spec.max_rows
+                   << " rows; new IDs get no row (when_full: SKIP_NEW), counted in STATS "
+                      "skipped_keys (logged once per table and lane)";
+    }
+    return ShardStore::kNoRow;
+  }
+  bool inserted = false;
+  Result<uint32_t> row = store->FindOrInsert(key, &inserted);
+  if (!row.ok()) {
+    *status = spec.max_rows != 0 ? CapError(table, shard, 1)
+                                 : row.status().WithContext("table " + spec.name);
+    return ShardStore::kNoRow;
+  }
+  if (inserted) {
+    spec.initializer.Fill(key, store->Weights(*row), spec.dim);
+    spec.optimizer->InitState(store->State(*row), spec.dim);
+  }
+  return *row;
+}
+
+Status LaneHandler::Pull(const wire::RequestHeader& h, const Segments& segs,
+                         std::span<const uint64_t> keys, std::vector<zmq::message_t>* reply) {
+  zmq::message_t values(segs.total_floats * sizeof(float));
+  zmq::message_t counts(segs.total_keys * sizeof(uint32_t));
+  // Large zmq messages are malloc'ed (aligned); small inline ones are written bytewise.
+  auto* vbytes = static_cast<std::byte*>(values.data());
+  auto* cbytes = static_cast<std::byte*>(counts.data());
+  const bool train = h.mode() == wire::TRAIN;
+  Status status;
+  size_t k = 0, off = 0;
+  for (size_t s = 0; s < segs.table.size() && status.ok(); ++s) {
+    const int t = segs.table[s];
+    const uint32_t shard = segs.shard[s];
+    const size_t row_bytes = tables_[t].dim * sizeof(float);
+    ShardStore* store = shards_[t][shard].get();
+    const std::span<const uint64_t> seg_keys = keys.subspan(k, segs.count[s]);
+    std::byte* seg_values = vbytes + off;
+    std::byte* seg_counts = cbytes + k * sizeof(uint32_t);
+    store->FindEach(seg_keys, [&](size_t i, uint32_t row) {
+      if (row == ShardStore::kNoRow && train) {
+        row = Materialize(t, shard, store, seg_keys[i], &status);
+        if (!status.ok()) return false;
+      }
+      uint32_t count = 0;
+      if (row == ShardStore::kNoRow) {
+        std::memset(seg_values + i * row_bytes, 0, row_bytes);
+      } else {
+        std::memcpy(seg_values + i * row_bytes, store->Weights(row), row_bytes);
+        count = store->Count(row);
+      }
+      std::memcpy(seg_counts + i * sizeof(uint32_t), &count, sizeof(count));
+      return true;
+    });
+    k += segs.count[s];
+    off += segs.count[s] * row_bytes;
+  }
+  if (!status.ok()) return status;
+  reply->push_back(std::move(values));
+  reply->push_back(std::move(counts));
+  return Status::Ok();
+}
+
+Status LaneHandler::Push(const Segments& segs, std::span<const uint64_t> keys,
+                         std::span<const float> grads) {
+  size_t k = 0, off = 0;
+  Status status;
+  for (size_t s = 0; s < segs.table.size(); ++s) {
+    const int t = segs.table[s];
+    const uint32_t shard = segs.shard[s];
+    const TableSpec& spec = tables_[t];
+    ShardStore* store = shards_[t][shard].get();
+    const std::span<const uint64_t> seg_keys = keys.subspan(k, segs.count[s]);
+    const float* seg_grads = grads.data() + off;
+    store->FindEach(seg_keys, [&](size_t i, uint32_t row) {
+      if (row == ShardStore::kNoRow) {
+        row = Materialize(t, shard, store, seg_keys[i], &status);
+        if (!status.ok()) return false;
+        if (row == ShardStore::kNoRow) return true;  // SKIP_NEW: dropped
+      }
+      spec.optimizer->Apply(store->Weights(row), store->State(row), seg_grads + i * spec.dim,
+                            spec.dim);
+      return true;
+    });
+    if (!status.ok()) return status;
+    k += segs.count[s];
+    off += segs.count[s] * spec.dim;
+  }
+  return Status::Ok();
+}
+
+Status LaneHandler::PushCounts(const Segments& segs, std::span<const uint64_t> keys,
+                               std::span<const uint32_t> counts) {
+  size_t k = 0;
+  Status status;
+  for (size_t s = 0; s < segs.table.size(); ++s) {
+    const int t = segs.table[s];
+    ShardStore* store = shards_[t][segs.shard[s]].get();
+    for (uint64_t i = 0; i < segs.count[s]; ++i, ++k) {
+      const uint32_t row = Materialize(t, segs.shard[s], store, keys[k], &status);
+      if (!status.ok()) return status;
+      if (row != ShardStore::kNoRow) store->AddCount(row, counts[k]);
+    }
+  }
+  return Status::Ok();
+}
+
+std::vector<zmq::message_t> LaneHandler::Handle(std::vector<zmq::message_t>& frames) {
+  wire::RequestHeader h;
+  wire::ReplyHeader rh;
+  rh.set_version(wire::CURRENT_VERSION);
+  rh.set_server_rank(static_cast<uint32_t>(server_));
+  std::vector<zmq::message_t> reply(1);
+  Segments segs;
+  Status status;
+  if (frames.empty() || !DecodeFrame(frames[0], &h)) {
+    status = Status::InvalidArgument("cannot parse request header");
+  } else {
+    rh.set_request_id(h.request_id());
+    status = Validate(h, frames, &segs);
+  }
+  if (!status.ok()) {
+    SetReplyStatus(status, &rh);
+    reply[0] = EncodeFrame(rh);
+    return reply;
+  }
+
+  std::span<const uint64_t> keys;
+  if (frames.size() > 1) keys = FrameAs<uint64_t>(frames[1], &key_scratch_);
+  const bool creates_rows = h.op() == wire::PUSH || h.op() == wire::PUSH_COUNTS ||
+                            (h.op() == wire::PULL && h.mode() == wire::TRAIN);
+  if (creates_rows) {
+    status = CheckCaps(segs, keys);
+    if (!status.ok()) {
+      SetReplyStatus(status, &rh);
+      reply[0] = EncodeFrame(rh);
+      return reply;
+    }
+  }
+  switch (h.op()) {
+    case wire::PULL:
+      status = Pull(h, segs, keys, &reply);
+      break;
+    case wire::PUSH:
+      status = Push(segs, keys, FrameAs<float>(frames[2], &float_scratch_));
+      break;
+    case wire::PUSH_COUNTS:
+      status = PushCounts(segs, keys, FrameAs<uint32_t>(frames[2], &count_scratch_));
+      break;
+    case wire::STATS:
+      for (size_t t = 0; t < shards_.size(); ++t) {
+        for (size_t s = 0; s < shards_[t].size(); ++s) {
+          const ShardStore* store = shards_[t][s].get();
+          if (store == nullptr) continue;
+          wire::ShardStats* st = rh.add_stats();
+          st->set_table(static_cast<uint32_t>(t));
+          st->set_shard(static_cast<uint32_t>(s));
+          st->set_rows(store->size());
+          st->set_bytes(store->MemoryBytes());
+          st->set_row_bytes(store->row_bytes());
+          st->set_max_rows(tables_[t].max_rows);
+          st->set_skipped_keys(skipped_[t][s]);
+        }
+      }
+      break;
+    case wire::DUMP:
+      Dump(h.dump(), &rh);
+      break;
+    case wire::LOAD:
+      Load(h.load(), &rh);
+      break;
+    default:
+      break;
+  }
+  if (!status.ok()) SetReplyStatus(status, &rh);
+  reply[0] = EncodeFrame(rh);
+  return reply;
+}
+
+}  // namespace din
