@@ -1,6 +1,7 @@
 // reader_bench: how fast one thread turns din-tsv into Batches.
 //
 //   reader_bench [--input FILE] [--rows 200000] [--batch 256] [--repeat 3]
+//                [--partitions V]
 //
 // Without --input it writes a din-tsv file shaped like din_gen's output (63-bit item
 // IDs, histories of 0..50) to a temporary directory. It times, on the same file (in the
@@ -9,8 +10,13 @@
 //   parse:   Reader (file order) -> Batches of --batch,
 //   shuffle: the same with 100000-sample shuffle blocks (best epoch after the first,
 //            which also allocates the block's memory).
+// With --partitions V > 0 also, in the same run, the StepReader of one worker (W = 1)
+// reading all V partitions, global batch --batch, in file order (step_rows_per_s) and
+// with the same 100000-sample shuffle memory split over the partitions
+// (step_shuffled_rows_per_s).
 // The last line of output is one JSON object: rows, bytes, rows_per_s, mb_per_s,
-// scan_mb_per_s, parse_over_scan, shuffled_rows_per_s, us_per_batch.
+// scan_mb_per_s, parse_over_scan, shuffled_rows_per_s, us_per_batch, and with
+// --partitions: partitions, step_rows_per_s, step_shuffled_rows_per_s.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -23,6 +29,7 @@
 #include <vector>
 
 #include "common/data/reader.h"
+#include "common/data/step_reader.h"
 #include "common/hash.h"
 #include "common/tsv_writer.h"
 
@@ -107,6 +114,34 @@ double Parse(const std::string& path, uint32_t batch_size, uint32_t shuffle, int
   return best;
 }
 
+// The same with a StepReader of V partitions, worker 0 of 1.
+double ParseSteps(const std::string& path, uint32_t batch_size, uint32_t shuffle,
+                  uint32_t partitions, int epochs, uint64_t* rows) {
+  din::config::DataConfig cfg;
+  cfg.set_batch_size(batch_size);
+  cfg.set_shuffle_buffer(shuffle);
+  cfg.set_partitions(partitions);
+  cfg.set_train_path(path);
+  auto reader = din::StepReader::Open(cfg, 0, 1);
+  if (!reader.ok()) Die(reader.status().ToString());
+  din::Batch batch;
+  double best = 1e300;
+  for (int e = 0; e < epochs; ++e) {
+    const double t0 = Now();
+    uint64_t n = 0;
+    for (;;) {
+      auto more = (*reader)->NextStep(&batch);
+      if (!more.ok()) Die(more.status().ToString());
+      if (!*more) break;
+      n += batch.size;
+    }
+    best = std::min(best, Now() - t0);
+    *rows = n;
+    (*reader)->StartNextEpoch();
+  }
+  return best;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -114,6 +149,7 @@ int main(int argc, char** argv) {
   uint64_t rows = 200000;
   uint32_t batch = 256;
   int repeat = 3;
+  uint32_t partitions = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (i + 1 >= argc) Die("missing value after " + a);
@@ -125,8 +161,11 @@ int main(int argc, char** argv) {
       batch = static_cast<uint32_t>(std::stoul(argv[++i]));
     } else if (a == "--repeat") {
       repeat = std::max(1, std::stoi(argv[++i]));
+    } else if (a == "--partitions") {
+      partitions = static_cast<uint32_t>(std::stoul(argv[++i]));
     } else {
-      Die("unknown flag " + a + " (flags: --input FILE --rows N --batch N --repeat N)");
+      Die("unknown flag " + a +
+          " (flags: --input FILE --rows N --batch N --repeat N --partitions V)");
     }
   }
   std::string tmp_dir;
@@ -144,6 +183,15 @@ int main(int argc, char** argv) {
   for (int r = 0; r < repeat; ++r) scan = std::min(scan, Scan(input, &lines));
   const double parse = Parse(input, batch, 0, repeat, &parsed, &batches);
   const double shuffled = Parse(input, batch, 100000, std::max(2, repeat), &shuffled_rows, &unused);
+  uint64_t step_rows = 0, step_shuffled_rows = 0;
+  double step = 0, step_shuffled = 0;
+  if (partitions > 0) {
+    step = ParseSteps(input, batch, 0, partitions, repeat, &step_rows);
+    step_shuffled =
+        ParseSteps(input, batch, 100000, partitions, std::max(2, repeat), &step_shuffled_rows);
+    if (step_rows != parsed || step_shuffled_rows != parsed)
+      Die("the step reader read another number of rows than the reader");
+  }
   if (!tmp_dir.empty()) std::filesystem::remove_all(tmp_dir);
 
   const double mb = bytes / 1e6;
@@ -153,8 +201,13 @@ int main(int argc, char** argv) {
   std::printf(
       "{\"bench\": \"reader_bench\", \"threads\": 1, \"rows\": %llu, \"bytes\": %.0f, "
       "\"batch\": %u, \"rows_per_s\": %.0f, \"mb_per_s\": %.1f, \"scan_mb_per_s\": %.1f, "
-      "\"parse_over_scan\": %.3f, \"shuffled_rows_per_s\": %.0f, \"us_per_batch\": %.2f}\n",
+      "\"parse_over_scan\": %.3f, \"shuffled_rows_per_s\": %.0f, \"us_per_batch\": %.2f",
       static_cast<unsigned long long>(parsed), bytes, batch, parsed / parse, mb / parse, mb / scan,
       scan / parse, shuffled_rows / shuffled, 1e6 * parse / std::max<uint64_t>(1, batches));
+  if (partitions > 0)
+    std::printf(
+        ", \"partitions\": %u, \"step_rows_per_s\": %.0f, \"step_shuffled_rows_per_s\": %.0f",
+        partitions, step_rows / step, step_shuffled_rows / step_shuffled);
+  std::printf("}\n");
   return 0;
 }

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace din {
@@ -37,6 +38,24 @@ struct Batch {
   // same offsets (history length per sample), oldest first, already cut to max_history.
   std::vector<IdColumn> behavior_fields;
   std::vector<IdColumn> context_fields;  // context fields
+
+  // Appends sample `r` of `from`, a Batch of the same schema (same number of columns
+  // in each group).
+  void AppendSample(const Batch& from, size_t r) {
+    for (auto [src, dst] : {std::pair{&from.user_fields, &user_fields},
+                            std::pair{&from.candidate_fields, &candidate_fields},
+                            std::pair{&from.behavior_fields, &behavior_fields},
+                            std::pair{&from.context_fields, &context_fields}})
+      for (size_t c = 0; c < src->size(); ++c) {
+        const IdColumn& in = (*src)[c];
+        IdColumn& out = (*dst)[c];
+        out.ids.insert(out.ids.end(), in.ids.begin() + in.begin(r), in.ids.begin() + in.end(r));
+        out.offsets.push_back(static_cast<uint32_t>(out.ids.size()));
+      }
+    labels.push_back(from.labels[r]);
+    users.push_back(from.users[r]);
+    ++size;
+  }
 
   void Clear() {
     size = 0;

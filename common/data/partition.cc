@@ -66,12 +66,19 @@ std::vector<Segment> PartitionInput(const std::vector<InputFile>& files, int wor
       if (owner[f] == worker) out.push_back({f, 0, files[f].size});
     return out;
   }
+  return PartitionByteRanges(files, worker, workers);
+}
 
-  // Byte ranges of the concatenation.
-  const auto cut = [&](int w) {
-    return static_cast<uint64_t>(static_cast<unsigned __int128>(total) * w / workers);
+std::vector<Segment> PartitionByteRanges(const std::vector<InputFile>& files, int part, int parts) {
+  CHECK_GE(part, 0);
+  CHECK_LT(part, parts);
+  uint64_t total = 0;
+  for (const auto& f : files) total += f.size;
+  const auto cut = [&](int p) {
+    return static_cast<uint64_t>(static_cast<unsigned __int128>(total) * p / parts);
   };
-  const uint64_t lo = cut(worker), hi = cut(worker + 1);
+  const uint64_t lo = cut(part), hi = cut(part + 1);
+  std::vector<Segment> out;
   uint64_t start = 0;
   for (uint32_t f = 0; f < files.size(); ++f) {
     const uint64_t end = start + files[f].size;

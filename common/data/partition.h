@@ -35,4 +35,10 @@ Result<std::vector<InputFile>> ListInputFiles(const std::string& path);
 // input is cut into W equal byte ranges. Deterministic in (files, sizes, W).
 std::vector<Segment> PartitionInput(const std::vector<InputFile>& files, int worker, int workers);
 
+// Part `part` of `parts` equal byte ranges of the concatenated input (whole files never
+// considered), so every part holds within one line of total/parts bytes whatever the
+// file layout; a part may span several files. Over all parts every byte of every file
+// lies in exactly one segment. Deterministic in (files, sizes, parts).
+std::vector<Segment> PartitionByteRanges(const std::vector<InputFile>& files, int part, int parts);
+
 }  // namespace din

@@ -69,11 +69,12 @@ Result<Fd> OpenFile(const std::string& path) {
 }  // namespace
 
 // Sequential reader of the lines whose first byte lies in [begin, end) of one file.
-// Owns a buffer of at least max_line_bytes + 2 bytes that it reuses across Open calls.
+// Owns a buffer that it reuses across Open calls: `buffer_bytes` at first, grown (by
+// doubling, up to max_line_bytes + 2) only when a line does not fit in it.
 class LineSource {
  public:
-  explicit LineSource(size_t max_line_bytes)
-      : max_line_(max_line_bytes), buf_(std::max(kMinBufferBytes, max_line_bytes + 2)) {}
+  LineSource(size_t max_line_bytes, size_t buffer_bytes)
+      : max_line_(max_line_bytes), buf_(std::max<size_t>(buffer_bytes, 64)) {}
 
   // Without `resume`, starts at the first line start >= begin; with it, at *resume
   // (which must be a line start).
@@ -127,6 +128,11 @@ class LineSource {
         return true;
       }
       if (eof_) return false;
+      if (avail >= buf_.size() && buf_.size() < max_line_ + 2) {
+        // The buffer may be too small for a line within max_line_bytes: grow it.
+        buf_.resize(std::min(buf_.size() * 2, max_line_ + 2));
+        continue;
+      }
       if (avail >= buf_.size()) {
         // No line break within the whole buffer: too long. Skip to the next '\n'.
         *offset = buf_off_ + pos_;
@@ -182,6 +188,12 @@ class LineSource {
 
 Status ValidateDataConfig(const config::DataConfig& cfg) {
   if (cfg.batch_size() == 0) return Status::InvalidArgument("data: batch_size must be > 0");
+  if (cfg.partitions() > cfg.batch_size())
+    return Status::InvalidArgument(
+        "data: partitions (" + std::to_string(cfg.partitions()) + ") must be at most batch_size (" +
+        std::to_string(cfg.batch_size()) + "): every partition contributes to every step");
+  if (cfg.partitions() > (1u << 16))
+    return Status::InvalidArgument("data: partitions must be at most 65536");
   if (cfg.shuffle_buffer() > (1u << 24))
     return Status::InvalidArgument("data: shuffle_buffer must be at most 16777216");
   if (cfg.max_line_bytes() == 0 || cfg.max_line_bytes() > (1u << 30))
@@ -198,8 +210,27 @@ Result<std::unique_ptr<Reader>> Reader::Open(const config::DataConfig& cfg, Opti
   DIN_ASSIGN_OR_RETURN(Schema schema, Schema::FromConfig(cfg));
   DIN_ASSIGN_OR_RETURN(std::vector<InputFile> files, ListInputFiles(options.path));
   std::vector<Segment> segments = PartitionInput(files, options.worker, options.workers);
-  return std::unique_ptr<Reader>(new Reader(cfg, std::move(schema), std::move(files),
-                                            std::move(segments), std::move(options)));
+  const size_t shuffle = options.shuffle && cfg.shuffle_buffer() > 1 ? cfg.shuffle_buffer() : 0;
+  const size_t buffer = std::max(kMinBufferBytes, cfg.max_line_bytes() + size_t{2});
+  return std::unique_ptr<Reader>(new Reader(
+      cfg, std::move(schema), std::make_shared<const std::vector<InputFile>>(std::move(files)),
+      std::move(segments), std::move(options), shuffle, buffer));
+}
+
+Result<std::unique_ptr<Reader>> Reader::OpenPartition(const config::DataConfig& cfg,
+                                                      PartitionOptions options) {
+  if (options.parts < 1 || options.part < 0 || options.part >= options.parts)
+    return Status::InvalidArgument("reader: partition " + std::to_string(options.part) + " of " +
+                                   std::to_string(options.parts) + " is invalid");
+  if (!options.files || options.files->empty())
+    return Status::InvalidArgument("reader: no input files given");
+  DIN_RETURN_IF_ERROR(ValidateDataConfig(cfg));
+  DIN_ASSIGN_OR_RETURN(Schema schema, Schema::FromConfig(cfg));
+  std::vector<Segment> segments = PartitionByteRanges(*options.files, options.part, options.parts);
+  const size_t shuffle = options.shuffle_buffer > 1 ? options.shuffle_buffer : 0;
+  return std::unique_ptr<Reader>(new Reader(
+      cfg, std::move(schema), std::move(options.files), std::move(segments),
+      Options{"", options.part, options.parts, shuffle > 0}, shuffle, options.read_buffer_bytes));
 }
 
 Result<std::unique_ptr<Reader>> Reader::OpenTrain(const config::DataConfig& cfg, int worker,
@@ -212,17 +243,17 @@ Result<std::unique_ptr<Reader>> Reader::OpenTest(const config::DataConfig& cfg, 
   return Open(cfg, {cfg.test_path(), worker, workers, false});
 }
 
-Reader::Reader(const config::DataConfig& cfg, Schema schema, std::vector<InputFile> files,
-               std::vector<Segment> segments, Options options)
+Reader::Reader(const config::DataConfig& cfg, Schema schema,
+               std::shared_ptr<const std::vector<InputFile>> files, std::vector<Segment> segments,
+               Options options, size_t shuffle_capacity, size_t read_buffer_bytes)
     : cfg_(cfg),
       schema_(std::move(schema)),
       parser_(&schema_, cfg.max_history()),
       files_(std::move(files)),
       segments_(std::move(segments)),
       options_(std::move(options)),
-      shuffle_capacity_(options_.shuffle && cfg.shuffle_buffer() > 1 ? cfg.shuffle_buffer() : 0),
-      source_(std::make_unique<LineSource>(cfg.max_line_bytes())),
-      line_cache_(files_.size()) {
+      shuffle_capacity_(shuffle_capacity),
+      source_(std::make_unique<LineSource>(cfg.max_line_bytes(), read_buffer_bytes)) {
   schema_.PrepareBatch(&pool_);
   ResetEpochOrder();
 }
@@ -251,7 +282,7 @@ void Reader::StartNextEpoch() {
 
 Status Reader::OpenSegment(uint32_t position, const uint64_t* resume_offset) {
   const Segment& seg = segments_[order_[position]];
-  DIN_RETURN_IF_ERROR(source_->Open(files_[seg.file].path, seg.begin, seg.end, resume_offset));
+  DIN_RETURN_IF_ERROR(source_->Open((*files_)[seg.file].path, seg.begin, seg.end, resume_offset));
   source_open_ = true;
   return Status::Ok();
 }
@@ -275,14 +306,17 @@ Result<bool> Reader::NextLine(RawLine* line) {
 }
 
 Result<uint64_t> Reader::LineNumberAt(uint32_t file, uint64_t offset) {
+  // Sized on first use: StepReader's partition readers share a long file list.
+  if (line_cache_.empty()) line_cache_.resize(files_->size());
   LineCount& cache = line_cache_[file];
   if (offset < cache.offset) cache = LineCount{};
-  DIN_ASSIGN_OR_RETURN(Fd fd, OpenFile(files_[file].path));
+  DIN_ASSIGN_OR_RETURN(Fd fd, OpenFile((*files_)[file].path));
   std::vector<char> chunk(1 << 20);
   uint64_t at = cache.offset, newlines = cache.newlines;
   while (at < offset) {
     const size_t want = static_cast<size_t>(std::min<uint64_t>(chunk.size(), offset - at));
-    DIN_ASSIGN_OR_RETURN(size_t n, PreadFull(fd.get(), chunk.data(), want, at, files_[file].path));
+    DIN_ASSIGN_OR_RETURN(size_t n,
+                         PreadFull(fd.get(), chunk.data(), want, at, (*files_)[file].path));
     if (n == 0) break;
     newlines += static_cast<uint64_t>(std::count(chunk.data(), chunk.data() + n, '\n'));
     at += n;
@@ -303,7 +337,7 @@ Status Reader::Consume(std::string_view text, uint32_t segment, uint64_t offset,
   // The line number costs a scan of the file up to the line: only for messages shown.
   const uint32_t file = segments_[segment].file;
   Result<uint64_t> line_no = LineNumberAt(file, offset);
-  std::string msg = files_[file].path + ":" +
+  std::string msg = (*files_)[file].path + ":" +
                     (line_no.ok() ? std::to_string(*line_no) : "byte " + std::to_string(offset)) +
                     ": " + st.message();
   if (fatal) {
@@ -334,53 +368,39 @@ Status Reader::FillBlock() {
   return Status::Ok();
 }
 
-namespace {
-
-void CopySample(const Batch& from, size_t r, Batch* to) {
-  for (auto [src, dst] : {std::pair{&from.user_fields, &to->user_fields},
-                          std::pair{&from.candidate_fields, &to->candidate_fields},
-                          std::pair{&from.behavior_fields, &to->behavior_fields},
-                          std::pair{&from.context_fields, &to->context_fields}})
-    for (size_t c = 0; c < src->size(); ++c) {
-      const IdColumn& in = (*src)[c];
-      IdColumn& out = (*dst)[c];
-      out.ids.insert(out.ids.end(), in.ids.begin() + in.begin(r), in.ids.begin() + in.end(r));
-      out.offsets.push_back(static_cast<uint32_t>(out.ids.size()));
-    }
-  to->labels.push_back(from.labels[r]);
-  to->users.push_back(from.users[r]);
-  ++to->size;
-}
-
-}  // namespace
-
 Result<bool> Reader::NextBatch(Batch* batch) {
   schema_.PrepareBatch(batch);
-  const size_t batch_size = cfg_.batch_size();
+  DIN_ASSIGN_OR_RETURN(size_t n, NextSamples(batch, cfg_.batch_size()));
+  return n > 0;
+}
+
+Result<size_t> Reader::NextSamples(Batch* batch, size_t max_samples) {
+  const size_t start = batch->size, want = start + max_samples;
   if (shuffle_capacity_ == 0) {
     RawLine line;
-    while (batch->size < batch_size) {
+    while (batch->size < want) {
       DIN_ASSIGN_OR_RETURN(bool got, NextLine(&line));
       if (!got) break;
       DIN_RETURN_IF_ERROR(Consume(line.text, line.segment, line.offset, line.too_long, batch));
     }
-    samples_in_epoch_ += batch->size;
-    return batch->size > 0;
+    samples_in_epoch_ += batch->size - start;
+    return batch->size - start;
   }
-  while (batch->size < batch_size) {
+  while (batch->size < want) {
     if (emitted_ == perm_.size()) {
       DIN_RETURN_IF_ERROR(FillBlock());
       if (perm_.empty()) break;
     }
-    CopySample(pool_, perm_[emitted_++], batch);
+    batch->AppendSample(pool_, perm_[emitted_++]);
+    // Counted per sample so that a block filled mid-call records the exact count.
+    ++samples_in_epoch_;
   }
-  samples_in_epoch_ += batch->size;
-  return batch->size > 0;
+  return batch->size - start;
 }
 
 uint64_t Reader::Fingerprint() const {
   uint64_t h = Mix64(0xd17a5eedULL ^ cfg_.seed());
-  for (const auto& f : files_) h = Mix64(h ^ HashToken(f.path)) + f.size;
+  for (const auto& f : *files_) h = Mix64(h ^ HashToken(f.path)) + f.size;
   for (const auto& s : segments_) h = Mix64(h ^ Mix64(s.file + 1)) + s.begin * 3 + s.end * 7;
   h = Mix64(h ^ shuffle_capacity_) + static_cast<uint64_t>(options_.worker);
   h = Mix64(h ^ static_cast<uint64_t>(options_.workers)) + cfg_.max_line_bytes();

@@ -58,6 +58,21 @@ class Reader {
   static Result<std::unique_ptr<Reader>> OpenTest(const config::DataConfig& cfg, int worker,
                                                   int workers);
 
+  // A reader of part `part` of `parts` equal byte ranges of an input already listed
+  // (PartitionByteRanges, never whole files), as StepReader opens its partitions. Its
+  // stream depends on (input, seed, part, parts, epoch) and the options only.
+  struct PartitionOptions {
+    std::shared_ptr<const std::vector<InputFile>> files;  // ListInputFiles of the input
+    int part = 0;
+    int parts = 1;
+    uint32_t shuffle_buffer = 0;  // shuffle block in samples; 0 or 1 = file order
+    // Initial size of the line buffer; it grows (up to max_line_bytes + 2) only when a
+    // line does not fit.
+    size_t read_buffer_bytes = 256u << 10;
+  };
+  static Result<std::unique_ptr<Reader>> OpenPartition(const config::DataConfig& cfg,
+                                                       PartitionOptions options);
+
   ~Reader();
   Reader(const Reader&) = delete;
   Reader& operator=(const Reader&) = delete;
@@ -67,6 +82,12 @@ class Reader {
   // (then it is empty). Blocks on file reads. A worker whose partition holds no line
   // (more workers than lines) gets false at once.
   Result<bool> NextBatch(Batch* batch);
+
+  // Appends up to `max_samples` next samples of the epoch to `batch` (which holds this
+  // schema's columns: prepared by schema().PrepareBatch, or filled by this or a reader
+  // of the same schema) and returns how many; fewer only at the end of the epoch, 0
+  // once it is exhausted. NextBatch(b) is PrepareBatch(b) + NextSamples(b, batch_size).
+  Result<size_t> NextSamples(Batch* batch, size_t max_samples);
 
   // Rewinds to the start of the partition for the next epoch.
   void StartNextEpoch();
@@ -86,7 +107,7 @@ class Reader {
   const std::vector<std::string>& bad_line_messages() const { return bad_messages_; }
   uint64_t samples_in_epoch() const { return samples_in_epoch_; }
   const Schema& schema() const { return schema_; }
-  const std::vector<InputFile>& files() const { return files_; }
+  const std::vector<InputFile>& files() const { return *files_; }
   const std::vector<Segment>& segments() const { return segments_; }
 
   // The 1-based line number of the line starting at byte `offset` of file `file`,
@@ -94,8 +115,9 @@ class Reader {
   Result<uint64_t> LineNumberAt(uint32_t file, uint64_t offset);
 
  private:
-  Reader(const config::DataConfig& cfg, Schema schema, std::vector<InputFile> files,
-         std::vector<Segment> segments, Options options);
+  Reader(const config::DataConfig& cfg, Schema schema,
+         std::shared_ptr<const std::vector<InputFile>> files, std::vector<Segment> segments,
+         Options options, size_t shuffle_capacity, size_t read_buffer_bytes);
 
   // The next raw line of the partition in epoch order; false when exhausted. The views
   // in `*line` stay valid until the next call.
@@ -118,7 +140,7 @@ class Reader {
   const config::DataConfig cfg_;
   const Schema schema_;
   const LineParser parser_;
-  const std::vector<InputFile> files_;
+  const std::shared_ptr<const std::vector<InputFile>> files_;
   const std::vector<Segment> segments_;
   const Options options_;
   const size_t shuffle_capacity_;  // 0 = no shuffling

@@ -423,5 +423,66 @@ TEST(ReaderTest, SaveRestoreYieldsSameBatches) {
   }
 }
 
+// samples_in_epoch survives save/restore when a shuffle block starts in the middle of a
+// batch (blocks of 64, batches of 10).
+TEST(ReaderTest, SaveRestoreKeepsSamplesInEpoch) {
+  TempDir dir;
+  WriteFile(dir / "f.tsv", Lines(300, 1));
+  auto cfg = Config(10);
+  cfg.set_shuffle_buffer(64);
+  for (int cut = 1; cut < 30; ++cut) {
+    auto a = std::move(Reader::Open(cfg, {dir / "f.tsv"})).value();
+    Batch batch;
+    for (int t = 0; t < cut; ++t) ASSERT_TRUE(a->NextBatch(&batch).ok());
+    EXPECT_EQ(a->samples_in_epoch(), std::min(300u, 10u * cut));
+    auto b = std::move(Reader::Open(cfg, {dir / "f.tsv"})).value();
+    ASSERT_TRUE(b->RestoreState(a->SaveState()).ok());
+    EXPECT_EQ(b->samples_in_epoch(), a->samples_in_epoch()) << "cut " << cut;
+  }
+}
+
+// A partition reader (one part: the whole file) reads what Reader does. NextSamples
+// appends a given number of samples; a small initial line buffer grows for long lines
+// and still refuses lines over max_line_bytes.
+TEST(ReaderTest, NextSamplesAndSmallGrowingLineBuffer) {
+  TempDir dir;
+  std::string text;
+  for (int i = 0; i < 200; ++i) {
+    std::string hist;
+    for (int j = 0; j < i % 60; ++j) hist += (j ? "," : "") + std::to_string(1000000 + j);
+    text += "1\t" + std::to_string(i) + "\t5\t6\t" + hist + "\t" + hist + "\n";
+  }
+  text += "1\t7\t100\t5\t" + std::string(5000, '7') + "\t7\n0\t8\t101\t6\t\t\n";
+  WriteFile(dir / "f.tsv", text);
+  auto cfg = Config(16);
+  cfg.set_max_line_bytes(1000);
+  cfg.set_max_bad_lines(1);
+  auto want = ReadPath(cfg, dir / "f.tsv");
+  ASSERT_TRUE(want.ok()) << want.status().ToString();
+  ASSERT_EQ(want->size(), 201u);
+  Reader::PartitionOptions options;
+  options.files = std::make_shared<const std::vector<InputFile>>(
+      std::move(ListInputFiles(dir / "f.tsv")).value());
+  options.read_buffer_bytes = 100;
+  auto reader = std::move(Reader::OpenPartition(cfg, options)).value();
+  std::vector<std::string> rows;
+  Batch batch;
+  reader->schema().PrepareBatch(&batch);
+  for (size_t take : {0, 1, 7, 150, 100, 5}) {
+    const size_t before = batch.size;
+    auto n = reader->NextSamples(&batch, take);
+    ASSERT_TRUE(n.ok()) << n.status().ToString();
+    EXPECT_EQ(*n, std::min(take, 201 - before));
+    EXPECT_EQ(batch.size, before + *n);
+  }
+  for (size_t r = 0; r < batch.size; ++r) rows.push_back(RowText(batch, r));
+  EXPECT_EQ(rows, *want);
+  EXPECT_EQ(reader->samples_in_epoch(), 201u);
+  EXPECT_EQ(reader->bad_lines(), 1u);
+  ASSERT_EQ(reader->bad_line_messages().size(), 1u);
+  EXPECT_NE(reader->bad_line_messages()[0].find("f.tsv:201: line longer than max_line_bytes"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace din
