@@ -16,6 +16,7 @@ TableSpec::TableSpec(const config::TableConfig& cfg)
       shards(cfg.shards()),
       expected_rows(cfg.expected_rows_per_shard()),
       max_rows(cfg.max_rows_per_shard()),
+      mba_lambda(cfg.mba_lambda()),
       when_full(cfg.when_full()),
       optimizer(SparseOptimizer::Create(cfg.optimizer())),
       initializer(cfg.initializer(), cfg.seed()) {}
@@ -39,6 +40,7 @@ LaneHandler::LaneHandler(const std::vector<TableSpec>& tables, const Placement& 
   skipped_.resize(tables.size());
   pending_keys_.resize(tables.size());
   full_logged_.assign(tables.size(), false);
+  sync_sums_.resize(tables.size());
   for (size_t t = 0; t < tables.size(); ++t) {
     shards_[t].resize(tables[t].shards);
     skipped_[t].assign(tables[t].shards, 0);
@@ -85,6 +87,12 @@ Status LaneHandler::Validate(const wire::RequestHeader& h, std::vector<zmq::mess
                                    ")");
   const size_t want = FramesFor(h.op());
   if (want == 0) return Status::InvalidArgument("unknown op " + std::to_string(h.op()));
+  if (h.has_sync()) {
+    if (h.op() != wire::PUSH)
+      return Status::InvalidArgument("a synchronous step is only valid on PUSH, not " +
+                                     OpName(h.op()));
+    DIN_RETURN_IF_ERROR(CheckSync(h.sync()));
+  }
   if (frames.size() != want)
     return Status::InvalidArgument(OpName(h.op()) + " needs " + std::to_string(want) +
                                    " frames, got " + std::to_string(frames.size()));
@@ -315,12 +323,112 @@ Status LaneHandler::PushCounts(const Segments& segs, std::span<const uint64_t> k
   return Status::Ok();
 }
 
+Status LaneHandler::CheckSync(const wire::SyncStep& sync) const {
+  constexpr uint32_t kMaxWorkers = 1u << 16;
+  if (sync.workers() == 0 || sync.workers() > kMaxWorkers)
+    return Status::InvalidArgument("synchronous push: workers must be in 1.." +
+                                   std::to_string(kMaxWorkers) + ", got " +
+                                   std::to_string(sync.workers()));
+  if (sync.worker() >= sync.workers())
+    return Status::InvalidArgument("synchronous push: worker " + std::to_string(sync.worker()) +
+                                   " of " + std::to_string(sync.workers()));
+  if (sync.samples() > (uint64_t{1} << 40))
+    return Status::InvalidArgument("synchronous push: implausible sample count " +
+                                   std::to_string(sync.samples()));
+  if (sync_.arrived > 0) {
+    if (sync.step() != sync_.step || sync.workers() != sync_.workers)
+      return Status::InvalidArgument(
+          "synchronous push for step " + std::to_string(sync.step()) + " of " +
+          std::to_string(sync.workers()) + " workers while step " + std::to_string(sync_.step) +
+          " of " + std::to_string(sync_.workers) + " workers is being gathered on server " +
+          std::to_string(server_) + " lane " + std::to_string(lane_));
+    if (!sync_.frames[sync.worker()].empty())
+      return Status::InvalidArgument("synchronous push: worker " + std::to_string(sync.worker()) +
+                                     " already pushed step " + std::to_string(sync.step()));
+  } else if (sync_.any_completed && sync.step() <= sync_.last_completed) {
+    return Status::InvalidArgument("synchronous push for step " + std::to_string(sync.step()) +
+                                   ", which server " + std::to_string(server_) + " lane " +
+                                   std::to_string(lane_) + " has already applied (last " +
+                                   std::to_string(sync_.last_completed) + ")");
+  }
+  return Status::Ok();
+}
+
+Status LaneHandler::ApplySyncStep() {
+  uint64_t samples = 0;
+  for (const auto& h : sync_.headers) samples += h.sync().samples();
+  for (auto& t : sync_sums_) {
+    t.slot.clear();
+    t.keys.clear();
+    t.shards.clear();
+    t.sums.clear();
+  }
+  // Sum per distinct key, the pushes in worker order: the result does not depend on the
+  // order in which the pushes arrived.
+  for (uint32_t w = 0; w < sync_.workers; ++w) {
+    const wire::RequestHeader& h = sync_.headers[w];
+    std::vector<zmq::message_t>& frames = sync_.frames[w];
+    const std::span<const uint64_t> keys = FrameAs<uint64_t>(frames[1], &key_scratch_);
+    const std::span<const float> grads = FrameAs<float>(frames[2], &float_scratch_);
+    size_t k = 0, off = 0;
+    for (const auto& seg : h.segments()) {
+      const uint32_t dim = tables_[seg.table()].dim;
+      SyncSums& acc = sync_sums_[seg.table()];
+      for (uint64_t i = 0; i < seg.count(); ++i, ++k, off += dim) {
+        auto [it, fresh] = acc.slot.try_emplace(keys[k], static_cast<uint32_t>(acc.keys.size()));
+        if (fresh) {
+          acc.keys.push_back(keys[k]);
+          acc.shards.push_back(seg.shard());
+          acc.sums.insert(acc.sums.end(), grads.begin() + off, grads.begin() + off + dim);
+        } else {
+          float* sum = acc.sums.data() + static_cast<size_t>(it->second) * dim;
+          for (uint32_t j = 0; j < dim; ++j) sum[j] += grads[off + j];
+        }
+      }
+    }
+  }
+  if (samples == 0) return Status::Ok();
+  const float inv = 1.0f / static_cast<float>(samples);
+  std::vector<float> g;
+  Status status;
+  for (size_t t = 0; t < sync_sums_.size(); ++t) {
+    SyncSums& acc = sync_sums_[t];
+    const TableSpec& spec = tables_[t];
+    g.resize(spec.dim);
+    for (size_t i = 0; i < acc.keys.size(); ++i) {
+      ShardStore* store = shards_[t][acc.shards[i]].get();
+      uint32_t row = store->Find(acc.keys[i]);
+      if (row == ShardStore::kNoRow) {
+        row = Materialize(static_cast<int>(t), acc.shards[i], store, acc.keys[i], &status);
+        if (!status.ok()) return status;
+        if (row == ShardStore::kNoRow) continue;  // SKIP_NEW: dropped
+      }
+      const float* sum = acc.sums.data() + i * spec.dim;
+      const float* w = store->Weights(row);
+      // The MBA term once per distinct ID of the global batch (a count of 0, an ID the
+      // counts never reached, is taken as 1).
+      const float scale =
+          spec.mba_lambda / static_cast<float>(std::max<uint32_t>(store->Count(row), 1));
+      for (uint32_t j = 0; j < spec.dim; ++j)
+        g[j] = sum[j] * inv + (spec.mba_lambda != 0 ? scale * w[j] : 0.0f);
+      spec.optimizer->Apply(store->Weights(row), store->State(row), g.data(), spec.dim);
+    }
+  }
+  return Status::Ok();
+}
+
 std::vector<zmq::message_t> LaneHandler::Handle(std::vector<zmq::message_t>& frames) {
+  return Process(frames).reply;
+}
+
+LaneHandler::Outcome LaneHandler::Process(std::vector<zmq::message_t>& frames) {
+  Outcome out;
   wire::RequestHeader h;
   wire::ReplyHeader rh;
   rh.set_version(wire::CURRENT_VERSION);
   rh.set_server_rank(static_cast<uint32_t>(server_));
-  std::vector<zmq::message_t> reply(1);
+  std::vector<zmq::message_t>& reply = out.reply;
+  reply.resize(1);
   Segments segs;
   Status status;
   if (frames.empty() || !DecodeFrame(frames[0], &h)) {
@@ -332,7 +440,7 @@ std::vector<zmq::message_t> LaneHandler::Handle(std::vector<zmq::message_t>& fra
   if (!status.ok()) {
     SetReplyStatus(status, &rh);
     reply[0] = EncodeFrame(rh);
-    return reply;
+    return out;
   }
 
   std::span<const uint64_t> keys;
@@ -344,8 +452,43 @@ std::vector<zmq::message_t> LaneHandler::Handle(std::vector<zmq::message_t>& fra
     if (!status.ok()) {
       SetReplyStatus(status, &rh);
       reply[0] = EncodeFrame(rh);
-      return reply;
+      return out;
     }
+  }
+  if (h.has_sync()) {
+    // Held until the step's last push arrives (CheckSync admitted it).
+    const uint32_t w = h.sync().worker();
+    if (sync_.arrived == 0) {
+      sync_.step = h.sync().step();
+      sync_.workers = h.sync().workers();
+      sync_.frames.clear();
+      sync_.frames.resize(sync_.workers);
+      sync_.headers.clear();
+      sync_.headers.resize(sync_.workers);
+    }
+    sync_.frames[w] = std::move(frames);
+    sync_.headers[w] = std::move(h);
+    ++sync_.arrived;
+    out.reply.clear();
+    out.held_slot = static_cast<int>(w);
+    if (sync_.arrived < sync_.workers) return out;
+    status = ApplySyncStep();
+    for (uint32_t i = 0; i < sync_.workers; ++i) {
+      wire::ReplyHeader r;
+      r.set_version(wire::CURRENT_VERSION);
+      r.set_server_rank(static_cast<uint32_t>(server_));
+      r.set_request_id(sync_.headers[i].request_id());
+      if (!status.ok()) SetReplyStatus(status, &r);
+      std::vector<zmq::message_t> released;
+      released.push_back(EncodeFrame(r));
+      out.released.emplace_back(static_cast<int>(i), std::move(released));
+    }
+    sync_.any_completed = true;
+    sync_.last_completed = sync_.step;
+    sync_.arrived = 0;
+    sync_.frames.clear();
+    sync_.headers.clear();
+    return out;
   }
   switch (h.op()) {
     case wire::PULL:
@@ -384,7 +527,7 @@ std::vector<zmq::message_t> LaneHandler::Handle(std::vector<zmq::message_t>& fra
   }
   if (!status.ok()) SetReplyStatus(status, &rh);
   reply[0] = EncodeFrame(rh);
-  return reply;
+  return out;
 }
 
 }  // namespace din

@@ -12,6 +12,8 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include <zmq.hpp>
@@ -34,6 +36,7 @@ struct TableSpec {
   uint32_t shards;
   uint64_t expected_rows;
   uint64_t max_rows;  // max_rows_per_shard; 0 = no cap
+  float mba_lambda;   // synchronous steps add mba_lambda * w_j / n_j on the lane
   config::TableConfig::WhenFull when_full;
   std::unique_ptr<SparseOptimizer> optimizer;
   RowInitializer initializer;
@@ -56,7 +59,28 @@ class LaneHandler {
   // shard, cap and server). Under SKIP_NEW such IDs get no row instead: a pull reads
   // zeros with count 0 for them, a push or push_counts to them is dropped, and each such
   // key is counted in the shard's STATS (skipped_keys).
+  //
+  // A synchronous push (RequestHeader.sync, docs/design.md §10) is validated when it
+  // arrives (a bad one is answered at once and changes nothing), then held: its reply is
+  // empty. The push that completes the step (the last of `workers`) applies the step and
+  // releases the replies of all its pushes. Handle() returns only the reply to this
+  // request; a server uses Process(), which also says what was held and released.
   std::vector<zmq::message_t> Handle(std::vector<zmq::message_t>& request);
+
+  struct Outcome {
+    // The reply to this request; empty when it is a synchronous push being held.
+    std::vector<zmq::message_t> reply;
+    // For a held push: its slot (the worker index) until the step completes; else -1.
+    int held_slot = -1;
+    // When this request completed a synchronous step: the reply to each held push of
+    // the step (this one included), by slot.
+    std::vector<std::pair<int, std::vector<zmq::message_t>>> released;
+  };
+  Outcome Process(std::vector<zmq::message_t>& request);
+
+  // The synchronous step being gathered: its number and how many pushes arrived (0: none).
+  uint64_t sync_step() const { return sync_.step; }
+  uint32_t sync_arrived() const { return sync_.arrived; }
 
   // The store of (table, shard), or nullptr when this lane does not serve it.
   ShardStore* store(int table, uint32_t shard) { return shards_[table][shard].get(); }
@@ -70,6 +94,12 @@ class LaneHandler {
   Status Pull(const wire::RequestHeader& h, const Segments& segs, std::span<const uint64_t> keys,
               std::vector<zmq::message_t>* reply);
   Status Push(const Segments& segs, std::span<const uint64_t> keys, std::span<const float> grads);
+  // Checks a synchronous push against the step being gathered (number, worker count, a
+  // second push of the same worker) before it is held.
+  Status CheckSync(const wire::SyncStep& sync) const;
+  // Applies the gathered step: sums the held pushes in worker order per distinct key,
+  // divides by the step's samples, adds the MBA term and runs the optimizer once per row.
+  Status ApplySyncStep();
   Status PushCounts(const Segments& segs, std::span<const uint64_t> keys,
                     std::span<const uint32_t> counts);
   // Rejects a request that would create rows past the cap of a `when_full: FAIL` shard,
@@ -110,6 +140,24 @@ class LaneHandler {
     auto operator<=>(const NewKey&) const = default;
   };
   std::vector<NewKey> new_keys_;
+  // The synchronous step being gathered (docs/design.md §10).
+  struct SyncState {
+    uint64_t step = 0;
+    uint32_t workers = 0;
+    uint32_t arrived = 0;  // 0: no step in progress
+    bool any_completed = false;
+    uint64_t last_completed = 0;
+    std::vector<std::vector<zmq::message_t>> frames;  // [worker] the held request
+    std::vector<wire::RequestHeader> headers;         // [worker]
+  } sync_;
+  // ApplySyncStep scratch, per table: key -> slot, the slots' keys, shards and sums.
+  struct SyncSums {
+    std::unordered_map<uint64_t, uint32_t> slot;
+    std::vector<uint64_t> keys;
+    std::vector<uint32_t> shards;
+    std::vector<float> sums;
+  };
+  std::vector<SyncSums> sync_sums_;
   std::vector<uint64_t> key_scratch_;
   std::vector<float> float_scratch_;
   std::vector<uint32_t> count_scratch_;

@@ -85,6 +85,13 @@ void PsServer::LaneLoop(int lane) {
   zmq::socket_t& sock = sockets_[lane];
   LaneHandler& handler = *handlers_[lane];
   std::vector<zmq::message_t> frames;
+  // The identities of held synchronous pushes, by slot (LaneHandler::Process).
+  std::vector<zmq::message_t> held;
+  auto send = [&sock](zmq::message_t& identity, std::vector<zmq::message_t>& reply) {
+    sock.send(identity, zmq::send_flags::sndmore);
+    for (size_t i = 0; i < reply.size(); ++i)
+      sock.send(reply[i], i + 1 < reply.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+  };
   // A lane only stops when the context is shut down (ETERM). Anything else that goes
   // wrong with one request is answered or logged, and the lane keeps serving.
   for (;;) {
@@ -94,9 +101,9 @@ void PsServer::LaneLoop(int lane) {
       if (frames.empty()) continue;
       zmq::message_t identity = std::move(frames.front());
       frames.erase(frames.begin());
-      std::vector<zmq::message_t> reply;
+      LaneHandler::Outcome out;
       try {
-        reply = handler.Handle(frames);
+        out = handler.Process(frames);
       } catch (const std::exception& e) {  // e.g. no memory for a reply
         wire::RequestHeader h;
         wire::ReplyHeader rh;
@@ -105,14 +112,16 @@ void PsServer::LaneLoop(int lane) {
         rh.set_server_rank(static_cast<uint32_t>(rank_));
         SetReplyStatus(
             Status::Internal(std::string("server failed to handle the request: ") + e.what()), &rh);
-        reply.clear();
-        reply.push_back(EncodeFrame(rh));
+        out = LaneHandler::Outcome{};
+        out.reply.push_back(EncodeFrame(rh));
       }
-      sock.send(identity, zmq::send_flags::sndmore);
-      for (size_t i = 0; i < reply.size(); ++i) {
-        sock.send(reply[i],
-                  i + 1 < reply.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+      if (out.held_slot >= 0) {
+        if (held.size() <= static_cast<size_t>(out.held_slot)) held.resize(out.held_slot + 1);
+        held[out.held_slot] = std::move(identity);
+      } else {
+        send(identity, out.reply);
       }
+      for (auto& [slot, reply] : out.released) send(held[slot], reply);
     } catch (const zmq::error_t& e) {
       if (e.num() == ETERM) return;
       LOG(ERROR) << "server " << rank_ << " lane " << lane << ": " << e.what();

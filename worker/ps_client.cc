@@ -123,6 +123,17 @@ Result<PsClient::Handle> PsClient::Pull(std::span<const PullSpec> tables, wire::
 }
 
 Result<PsClient::Handle> PsClient::Push(std::span<const PushSpec> tables) {
+  DIN_ASSIGN_OR_RETURN(std::vector<Entry> entries, PushEntries(tables));
+  return Send(wire::PUSH, wire::TRAIN, entries, {});
+}
+
+Result<PsClient::Handle> PsClient::PushStep(std::span<const PushSpec> tables,
+                                            const wire::SyncStep& sync) {
+  DIN_ASSIGN_OR_RETURN(std::vector<Entry> entries, PushEntries(tables));
+  return Send(wire::PUSH, wire::TRAIN, entries, {}, &sync);
+}
+
+Result<std::vector<PsClient::Entry>> PsClient::PushEntries(std::span<const PushSpec> tables) const {
   std::vector<Entry> entries;
   for (const PushSpec& spec : tables) {
     if (spec.table < 0 || spec.table >= placement_.num_tables())
@@ -136,7 +147,7 @@ Result<PsClient::Handle> PsClient::Push(std::span<const PushSpec> tables) {
     entries.push_back({spec.table, spec.ids, reinterpret_cast<const std::byte*>(spec.grads.data()),
                        dim * sizeof(float)});
   }
-  return Send(wire::PUSH, wire::TRAIN, entries, {});
+  return entries;
 }
 
 Result<PsClient::Handle> PsClient::PushCounts(std::span<const CountSpec> tables) {
@@ -155,7 +166,7 @@ Result<PsClient::Handle> PsClient::PushCounts(std::span<const CountSpec> tables)
 
 Result<PsClient::Handle> PsClient::Send(wire::Op op, wire::PullMode mode,
                                         std::span<const Entry> entries,
-                                        std::vector<TablePull*> outs) {
+                                        std::vector<TablePull*> outs, const wire::SyncStep* sync) {
   const uint32_t g_total = placement_.global_shards();
   const int num_dests = placement_.num_dests();
   std::vector<int> entry_of_table(placement_.num_tables(), -1);
@@ -203,7 +214,7 @@ Result<PsClient::Handle> PsClient::Send(wire::Op op, wire::PullMode mode,
   std::vector<int> plan_of_dest(num_dests, -1);
   std::vector<zmq::message_t> key_msgs(num_dests), payload_msgs(num_dests);
   for (int d = 0; d < num_dests; ++d) {
-    if (dest_keys[d] == 0) continue;
+    if (dest_keys[d] == 0 && sync == nullptr) continue;
     plan_of_dest[d] = static_cast<int>(p.plans.size());
     p.plans.push_back(DestPlan{d, {}});
     key_msgs[d].rebuild(dest_keys[d] * sizeof(uint64_t));
@@ -245,6 +256,7 @@ Result<PsClient::Handle> PsClient::Send(wire::Op op, wire::PullMode mode,
     h.set_op(op);
     h.set_request_id(id);
     h.set_mode(mode);
+    if (sync != nullptr) *h.mutable_sync() = *sync;
     for (const RequestSegment& s : plan.sent.segments) {
       wire::Segment* seg = h.add_segments();
       seg->set_table(s.table);

@@ -85,6 +85,12 @@ class PsClient {
   // Each table may appear at most once per call. Returns without waiting for replies.
   Result<Handle> Pull(std::span<const PullSpec> tables, wire::PullMode mode);
   Result<Handle> Push(std::span<const PushSpec> tables);
+  // One worker's part of a synchronous step (wire.proto SyncStep, docs/design.md §10):
+  // `grads` are sums over the worker's samples, without the MBA term. Sent to every lane
+  // (with no keys where it has none), so each lane knows when the step is complete. Its
+  // Wait() returns once every worker's push for the step has reached every lane and the
+  // step is applied: a pull sent after it sees the step.
+  Result<Handle> PushStep(std::span<const PushSpec> tables, const wire::SyncStep& sync);
   Result<Handle> PushCounts(std::span<const CountSpec> tables);
   // Blocks until every lane involved in `handle` replied, or the request timeout
   // (ps.request_timeout_ms) passed: then the error names the server rank, host, lane and
@@ -135,8 +141,10 @@ class PsClient {
   };
 
   PsClient(const config::TrainConfig& cfg, Placement placement);
+  // `sync` (PUSH only): a synchronous step's push, sent to every lane.
   Result<Handle> Send(wire::Op op, wire::PullMode mode, std::span<const Entry> entries,
-                      std::vector<TablePull*> outs);
+                      std::vector<TablePull*> outs, const wire::SyncStep* sync = nullptr);
+  Result<std::vector<Entry>> PushEntries(std::span<const PushSpec> tables) const;
   Status Receive(int dest);
   // Sends `h` (op taken from `p.target`) to every lane and waits up to `timeout` for all replies.
   Status Broadcast(wire::RequestHeader h, Pending p, std::chrono::milliseconds timeout);

@@ -204,10 +204,10 @@ Status Trainer::PushBatchCounts(const Slot& slot) {
   return client_->Wait(h);
 }
 
-Status Trainer::Prepare(Slot* slot, Reader* reader, bool* exhausted) {
+Status Trainer::Prepare(Slot* slot, StepReader* reader, bool* exhausted) {
   slot->has_batch = false;
   if (*exhausted) return Status::Ok();
-  DIN_ASSIGN_OR_RETURN(bool got, reader->NextBatch(&slot->batch));
+  DIN_ASSIGN_OR_RETURN(bool got, reader->NextStep(&slot->batch));
   if (!got) {
     *exhausted = true;
     return Status::Ok();
@@ -256,16 +256,37 @@ Status Trainer::WaitPush() {
 }
 
 Status Trainer::PushGradients(Slot* slot) {
+  const bool sync = tcfg_.sparse_step() == config::TrainerConfig::SYNC;
+  const uint32_t n = slot->has_batch ? slot->batch.size : 0;
   std::vector<PushSpec> specs;
-  for (int t = 0; t < slot->builder->num_tables(); ++t) {
+  for (int t = 0; t < slot->builder->num_tables() && n > 0; ++t) {
     const TablePull& pull = slot->pulls[t];
     if (pull.unique_ids.empty()) continue;
     const auto grad = backend_->table_grad(t);
     auto& out = push_grads_[t];
-    out.assign(grad.begin(), grad.end());
-    AddMbaTerm(cfg_.tables(t).mba_lambda(), table_dims_[t], pull.values, pull.counts, out);
+    if (sync) {
+      // Sums over the share's samples; the lane divides by the global batch and adds the
+      // MBA term once per distinct ID of the step.
+      out.resize(grad.size());
+      const float scale = static_cast<float>(n);
+      for (size_t i = 0; i < grad.size(); ++i) out[i] = grad[i] * scale;
+    } else {
+      out.assign(grad.begin(), grad.end());
+      AddMbaTerm(cfg_.tables(t).mba_lambda(), table_dims_[t], pull.values, pull.counts, out);
+    }
     if (push_observer_) push_observer_(t, pull.unique_ids, grad, out);
     specs.push_back(PushSpec{t, pull.unique_ids, out});
+  }
+  if (sync) {
+    wire::SyncStep step;
+    step.set_step(sync_rounds_++);
+    step.set_worker(static_cast<uint32_t>(coll_->rank()));
+    step.set_workers(static_cast<uint32_t>(coll_->size()));
+    step.set_samples(n);
+    push_start_ = Now();
+    DIN_ASSIGN_OR_RETURN(push_, client_->PushStep(specs, step));
+    push_pending_ = true;
+    return Status::Ok();
   }
   if (specs.empty()) return Status::Ok();
   push_start_ = Now();
@@ -274,7 +295,7 @@ Status Trainer::PushGradients(Slot* slot) {
   return Status::Ok();
 }
 
-Status Trainer::RunEpoch(uint32_t epoch, Reader* reader, bool resumed) {
+Status Trainer::RunEpoch(uint32_t epoch, StepReader* reader, bool resumed) {
   epoch_ = epoch;
   if (!resumed) {
     epoch_loss_sum_ = 0;
@@ -304,8 +325,11 @@ Status Trainer::RunEpoch(uint32_t epoch, Reader* reader, bool resumed) {
     if (cur->has_batch) {
       DIN_ASSIGN_OR_RETURN(float loss, backend_->TrainStep(cur->input, cur->batch.labels));
       DIN_RETURN_IF_ERROR(PushGradients(cur));
+      // The share's mean gradient times its samples: summed over the workers and divided
+      // by the step's samples, the global batch's mean.
       const auto grads = backend_->grads();
-      std::copy(grads.begin(), grads.end(), grad_buf.begin());
+      const float scale = static_cast<float>(cur->batch.size);
+      for (size_t i = 0; i < n; ++i) grad_buf[i] = grads[i] * scale;
       if (coll_->rank() == 0)
         progress_.AddPredictions(std::span<const float>(cur->batch.labels).first(cur->batch.size),
                                  backend_->logits().first(cur->batch.size));
@@ -313,6 +337,8 @@ Status Trainer::RunEpoch(uint32_t epoch, Reader* reader, bool resumed) {
       mine.loss_sum = loss * static_cast<float>(cur->batch.size);
       mine.samples = static_cast<float>(cur->batch.size);
     } else {
+      if (tcfg_.sparse_step() == config::TrainerConfig::SYNC)
+        DIN_RETURN_IF_ERROR(PushGradients(cur));  // the lanes wait for every worker
       std::fill(grad_buf.begin(), grad_buf.end(), 0.0f);
     }
     if (coll_->rank() == 0 && ckpt_on && ck.every_minutes() > 0 &&
@@ -327,7 +353,7 @@ Status Trainer::RunEpoch(uint32_t epoch, Reader* reader, bool resumed) {
     latencies_.allreduce_ms.push_back((Now() - ar_start) * 1e3);
     const StepControl all = StepControl::Unpack(control_buf);
     if (!all.any_batch()) break;  // every worker is out of data
-    const float inv = 1.0f / all.has_batch;
+    const float inv = 1.0f / std::max(1.0f, all.samples);
     auto grads = backend_->grads();
     for (size_t i = 0; i < n; ++i) grads[i] = grad_buf[i] * inv;
     adam_->Step(backend_->params(), grads);
@@ -456,7 +482,7 @@ Status Trainer::WriteCheckpoint(const std::string& reader_state) {
   return Status::Ok();
 }
 
-Status Trainer::Resume(Reader* reader) {
+Status Trainer::Resume(StepReader* reader) {
   DIN_ASSIGN_OR_RETURN(OpenedCheckpoint ckpt, OpenCheckpoint(*coll_, *client_, cfg_));
   DIN_ASSIGN_OR_RETURN(DecodedWorkerState ws,
                        DecodeWorkerState(ckpt.state, ckpt.file, coll_->rank(), coll_->size(),
@@ -480,7 +506,7 @@ Status Trainer::Resume(Reader* reader) {
 }
 
 Status Trainer::Train() {
-  DIN_ASSIGN_OR_RETURN(auto reader, Reader::OpenTrain(cfg_.data(), coll_->rank(), coll_->size()));
+  DIN_ASSIGN_OR_RETURN(auto reader, StepReader::Open(cfg_.data(), coll_->rank(), coll_->size()));
   const bool resumed = !tcfg_.resume_from().empty();
   if (resumed) {
     DIN_RETURN_IF_ERROR(Resume(reader.get()));

@@ -3,11 +3,19 @@
 // the mini-batch aware L2 term → push → all-reduce of the dense gradients over the workers
 // → dense Adam step.
 //
-// Every worker runs one Trainer over its own partition of the training data; together
-// they advance in lock-step, one all-reduce per step. A worker whose partition runs out
-// first keeps joining the all-reduce with zero gradients until every worker is done, so
-// unequal partitions never deadlock; the dense gradient is averaged over the workers
-// that had a batch in that step.
+// Global batch: data.batch_size samples per step across all workers. The training data
+// is read through a StepReader (common/data/step_reader.h): W-independent partitions,
+// each contributing its share to every global batch, so the sequence of global batches
+// does not depend on W; each worker reads only its own partitions. The workers advance
+// in lock-step, one all-reduce per step; a worker whose partitions run out first keeps
+// joining it (and, in SYNC mode, pushing empty steps) until every worker is done. The
+// dense gradient is the global batch's mean: each worker's mean times its sample count,
+// summed over the workers, divided by the step's samples.
+//
+// Sparse steps (TrainerConfig.sparse_step, docs/design.md §10): SYNC (default) pushes
+// the share's gradient sums to every lane, which applies one optimizer step per row for
+// the global batch, MBA term included; ASYNC pushes the share's mean gradient plus the
+// MBA term and each push is a step of its own.
 //
 // Staleness (TrainerConfig.staleness): 0 — the pull of batch t+1 is sent after the push
 // of batch t was applied; 1 — it is sent before batch t is computed (so it overlaps the
@@ -45,7 +53,7 @@
 
 #include "common/batch.h"
 #include "common/data/metrics.h"
-#include "common/data/reader.h"
+#include "common/data/step_reader.h"
 #include "common/proto/config.pb.h"
 #include "common/status.h"
 #include "worker/collective.h"
@@ -119,18 +127,20 @@ class Trainer {
   Status Init();
   Status Prepass();
   // Reads the next batch into `slot` and sends its pull (ONLINE: after its counts).
-  Status Prepare(Slot* slot, Reader* reader, bool* exhausted);
+  Status Prepare(Slot* slot, StepReader* reader, bool* exhausted);
   Status WaitPull(Slot* slot);
   Status WaitPush();
   // Sends the counts of the batch's samples per unique ID (ONLINE mode) and waits.
   Status PushBatchCounts(const Slot& slot);
   // `resumed`: the epoch continues from a restored reader position and counters.
-  Status RunEpoch(uint32_t epoch, Reader* reader, bool resumed);
+  Status RunEpoch(uint32_t epoch, StepReader* reader, bool resumed);
   // Restores the state of the checkpoint that resume_from designates (collective).
-  Status Resume(Reader* reader);
+  Status Resume(StepReader* reader);
   // Writes a checkpoint of the state after step_ (collective); `reader_state` is the
   // training reader's position at that point.
   Status WriteCheckpoint(const std::string& reader_state);
+  // Pushes the embedding gradients of `slot`'s batch (SYNC: every step, even without a
+  // batch, as sums over the worker's share; ASYNC: the share's mean plus the MBA term).
   Status PushGradients(Slot* slot);
   // Logs a progress line or redraws the bar on worker 0 when one is due (force: now).
   void Progress(bool force);
@@ -155,6 +165,9 @@ class Trainer {
   bool push_pending_ = false;
   PsClient::Handle push_ = 0;
   double push_start_ = 0;
+  // SYNC pushes sent by this run: the lanes' step number (every worker sends one per
+  // round, including the empty round that ends an epoch, so all agree on it).
+  uint64_t sync_rounds_ = 0;
 
   // Progress and figures.
   TrainSummary summary_;

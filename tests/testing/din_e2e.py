@@ -51,6 +51,14 @@ def _file_hash(path):
     return h.hexdigest()
 
 
+def build_key(build):
+    """A key for results cached across test runs: the hashes of the programs a job runs,
+    the launcher and the quickstart config. A rebuilt program invalidates the cache."""
+    files = [os.path.join(build, "ps", "din_ps"), os.path.join(build, "worker", "din_worker"),
+             DIN_TRAIN, QUICKSTART_CONFIG]
+    return json.dumps([_file_hash(f) for f in files])
+
+
 def gen_data(build, out_dir, gen_args):
     """din_gen --out OUT_DIR GEN_ARGS, reused while both the arguments and the din_gen
     binary are the ones that wrote it (a stamp file records them); returns OUT_DIR."""

@@ -46,7 +46,8 @@ const std::map<std::string, std::map<uint64_t, uint32_t>> kCounts = {
 // IDs no sample contains; their rows exist before training.
 const std::vector<uint64_t> kOutside = {7, 555, 1ull << 40};
 
-std::string Config(const std::string& train, float lambda, const char* mode) {
+std::string Config(const std::string& train, float lambda, const char* mode,
+                   const char* sparse_step) {
   std::string tables;
   for (const char* name : {"user", "item", "cate"})
     tables += std::string("tables { name: \"") + name +
@@ -60,18 +61,23 @@ std::string Config(const std::string& train, float lambda, const char* mode) {
          train +
          "\" }\n"
          "trainer { epochs: 1 max_steps: 1 backend: \"cpu\" mba_mode: " +
-         mode + " }\n";
+         mode + " sparse_step: " + sparse_step + " }\n";
 }
 
-class MbaTest : public ::testing::TestWithParam<std::tuple<float, const char*>> {};
+class MbaTest : public ::testing::TestWithParam<std::tuple<float, const char*, const char*>> {};
 
-TEST_P(MbaTest, PushedGradientIsModelGradientPlusLambdaWOverN) {
-  const auto [lambda, mode] = GetParam();
+// ASYNC: the worker pushes the model gradient plus lambda * w / n and the server applies
+// it. SYNC: the worker pushes the gradient summed over its samples (the batch mean times
+// the batch size); the lane divides by the step's samples and adds lambda * w / n. Either
+// way the row moves by the same step.
+TEST_P(MbaTest, StepIsModelGradientPlusLambdaWOverN) {
+  const auto [lambda, mode, sparse_step] = GetParam();
+  const bool sync = std::string(sparse_step) == "SYNC";
   const std::string dir = ::testing::TempDir() + "/mba_test_" + std::to_string(getpid());
   std::filesystem::create_directories(dir);
   const std::string train = dir + "/train.tsv";
   std::ofstream(train) << kData;
-  const auto cfg = MustParse(Config(train, lambda, mode));
+  const auto cfg = MustParse(Config(train, lambda, mode, sparse_step));
 
   LocalCluster cluster(cfg, 1, 2);
   auto client = cluster.Connect();
@@ -128,22 +134,24 @@ TEST_P(MbaTest, PushedGradientIsModelGradientPlusLambdaWOverN) {
     const auto& counts = kCounts.at(cfg.tables(t).name());
     ASSERT_EQ(p.ids.size(), counts.size()) << "exactly the batch's IDs are pushed";
     const auto grad = (*backend)->table_grad(t);
+    std::vector<float> step(p.pushed.size());  // what SGD must apply
     for (size_t i = 0; i < p.ids.size(); ++i) {
       const float n = static_cast<float>(counts.at(p.ids[i]));
       for (int k = 0; k < 4; ++k) {
         const size_t e = i * 4 + k;
         EXPECT_EQ(p.model[e], grad[e]) << "model gradient of id " << p.ids[i];
-        const float expect = grad[e] + lambda * rows[t][e] / n;
+        step[e] = grad[e] + lambda * rows[t][e] / n;
+        const float expect = sync ? grad[e] * static_cast<float>(batch.size) : step[e];
         EXPECT_FLOAT_EQ(p.pushed[e], expect) << "id " << p.ids[i] << " coordinate " << k;
-        if (lambda == 0.0f) {
+        if (lambda == 0.0f && !sync) {
           EXPECT_EQ(p.pushed[e], grad[e]) << "no MBA term when lambda = 0";
         }
       }
     }
-    // SGD applied exactly the pushed gradient to exactly these rows.
+    // SGD applied exactly the step to exactly these rows.
     TablePull after = PullOne(*client, t, p.ids, wire::EVAL);
     for (size_t e = 0; e < p.pushed.size(); ++e)
-      EXPECT_FLOAT_EQ(after.values[e], rows[t][e] - 0.5f * p.pushed[e]);
+      EXPECT_FLOAT_EQ(after.values[e], rows[t][e] - 0.5f * step[e]) << "coordinate " << e;
     for (size_t i = 0; i < p.ids.size(); ++i)
       EXPECT_EQ(after.counts[i], counts.at(p.ids[i])) << "n_j on the server";
     // Rows outside the batch: untouched, bit for bit.
@@ -153,9 +161,10 @@ TEST_P(MbaTest, PushedGradientIsModelGradientPlusLambdaWOverN) {
   std::filesystem::remove_all(dir);
 }
 
-INSTANTIATE_TEST_SUITE_P(LambdaAndMode, MbaTest,
+INSTANTIATE_TEST_SUITE_P(LambdaModeAndStep, MbaTest,
                          ::testing::Combine(::testing::Values(0.0f, 0.25f),
-                                            ::testing::Values("PREPASS", "ONLINE")));
+                                            ::testing::Values("PREPASS", "ONLINE"),
+                                            ::testing::Values("SYNC", "ASYNC")));
 
 TEST(MbaTermTest, AddsLambdaWOverNToTheGivenRowsOnly) {
   const std::vector<float> rows = {1, 2, -3, 4};
