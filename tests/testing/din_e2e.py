@@ -6,6 +6,8 @@ Scripts import it with
     import din_e2e
 """
 import argparse
+import array
+import ast
 import hashlib
 import json
 import os
@@ -97,3 +99,87 @@ def din_train(build, extra, servers=1, workers=1, config=QUICKSTART_CONFIG):
 def result_lines(stdout):
     """The JSON lines a job printed on stdout, parsed."""
     return [json.loads(l) for l in stdout.splitlines() if l.startswith("{")]
+
+
+def read_npy(path):
+    """A little-endian float32, uint32 or uint64 .npy file as (shape, flat array.array),
+    without numpy."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:6] != b"\x93NUMPY":
+        raise ValueError(path + ": not an .npy file")
+    major = data[6]
+    if major == 1:
+        hlen, start = int.from_bytes(data[8:10], "little"), 10
+    else:
+        hlen, start = int.from_bytes(data[8:12], "little"), 12
+    header = ast.literal_eval(data[start:start + hlen].decode("latin1"))
+    code = {"<f4": "f", "<u4": "I", "<u8": "Q"}[header["descr"]]
+    values = array.array(code)
+    values.frombytes(data[start + hlen:])
+    return tuple(header["shape"]), values
+
+
+def read_dump_table(dump, table):
+    """{id: [weights]} of one table of an embedding dump (all its parts)."""
+    rows = {}
+    d = os.path.join(dump, table)
+    for name in sorted(os.listdir(d)):
+        if not name.endswith(".ids.npy"):
+            continue
+        _, ids = read_npy(os.path.join(d, name))
+        shape, emb = read_npy(os.path.join(d, name.replace(".ids.npy", ".emb.npy")))
+        dim = shape[1]
+        for i, key in enumerate(ids):
+            rows[key] = emb[i * dim:(i + 1) * dim]
+    return rows
+
+
+def _varint(data, pos):
+    value = shift = 0
+    while True:
+        b = data[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, pos
+        shift += 7
+
+
+def worker_state_field(path, field):
+    """The bytes of one length-delimited field of a checkpoint's worker-WWWWW.state (a
+    serialized WorkerState, common/proto/checkpoint.proto), read without protobuf."""
+    with open(path, "rb") as f:
+        data = f.read()
+    pos = 0
+    while pos < len(data):
+        key, pos = _varint(data, pos)
+        number, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            _, pos = _varint(data, pos)
+        elif wire_type == 1:
+            pos += 8
+        elif wire_type == 5:
+            pos += 4
+        elif wire_type == 2:
+            n, pos = _varint(data, pos)
+            if number == field:
+                return data[pos:pos + n]
+            pos += n
+        else:
+            raise ValueError("%s: wire type %d" % (path, wire_type))
+    raise KeyError("%s: no field %d" % (path, field))
+
+
+def dense_params(checkpoint):
+    """Worker 0's dense parameters (float32, ModelLayout order) in a checkpoint."""
+    values = array.array("f")
+    values.frombytes(worker_state_field(os.path.join(checkpoint, "worker-00000.state"), 6))
+    return values
+
+
+def relative_difference(a, b):
+    """max |a - b| / max |a|: the difference against the tensor's own scale."""
+    scale = max((abs(x) for x in a), default=0.0)
+    diff = max((abs(x - y) for x, y in zip(a, b)), default=0.0)
+    return diff / scale if scale > 0 else diff

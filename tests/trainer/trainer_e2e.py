@@ -9,7 +9,10 @@ Scenarios (each one ctest test):
                measurably below DIN; the servers hold exactly the training IDs' rows.
   shuffled     DIN trained on shuffled labels fails the quality threshold.
   determinism  one worker, staleness 0: two runs give identical figures and dense weights.
-  workers      1 worker and 2 workers reach GAUCs within a tolerance.
+  workers      W = 1, 2, 4 (synchronous step, SGD, PReLU): the same rows and dense
+               parameters to 1e-5 relative; the W = 2 dump is complete.
+  workers_adaptive  the default model (Dice, Adagrad) and Adam embeddings: W = 2 and 4
+               reach W = 1's GAUC within 0.001.
   staleness1   staleness 1 with ONLINE counts, 3 workers (unequal partitions), periodic
                evaluation and a metrics file.
   failures     a missing input file and a bad --set end the job non-zero, without a hang.
@@ -26,7 +29,6 @@ Thresholds were set from measurements on this data (60k training rows, 2000 user
                                         (0.785; SUM pooling, 92.5%, would fail it).
   SUM pooling, same settings:           GAUC 0.777         -> require DIN - SUM >= 0.01.
   shuffled labels:                      GAUC ~0.50         -> must stay below 93.5% of Bayes.
-  1 vs 2 workers:                       GAUC 0.8115 vs 0.8010 -> tolerance 0.025.
   staleness 1, ONLINE, 3 workers:       GAUC 0.789 (94% of Bayes; fewer, larger steps and
                                         smaller n_j early in epoch 1) -> require 90%.
 """
@@ -49,7 +51,9 @@ COMMON = ["--epochs", "4", "--set", "model.dense_adam.learning_rate=0.003",
           "--set", "trainer.backend=cpu"]
 QUALITY_FRACTION = 0.935
 SUM_GAP = 0.01
-WORKERS_TOLERANCE = 0.025
+# Same global batch, synchronous step: W workers train W = 1's model.
+EQUIVALENCE_RTOL = 1e-5
+WORKERS_GAUC_TOLERANCE = 0.001
 STALENESS1_FRACTION = 0.90
 
 
@@ -197,18 +201,79 @@ print(rows)
         fail("dump holds %d rows, the servers %d" % (rows, result["server_rows"]))
 
 
+def sgd_sets():
+    sets = []
+    for table in ("user", "item", "cate"):
+        sets += ["--set", "tables[%s].optimizer={sgd {learning_rate: 0.5}}" % table]
+    return sets
+
+
 def workers(args):
+    """W = 1, 2 and 4 with the synchronous step (the default) and the same global batch:
+    the same model. With SGD and PReLU (no batch statistics) every dumped row and every
+    dense parameter agree to 1e-5 relative to the tensor's scale; the dump of W = 2 is
+    complete and readable.
+
+    Over 20 steps (5120 samples): float sums in another order (the lanes add W pushes,
+    the all-reduce W partial gradients) are then ~1e-6 apart. Training amplifies such
+    differences: after 60 steps W = 1 with 1 and with 2 GEMM threads (no W involved) is
+    already 2e-2 apart, as are W = 1 and W = 2 -- so a longer run would measure the
+    chaos of training, not the equivalence of the step."""
     d = data_dir(args)
-    one = run(args, data_args(d) + COMMON, servers=1, workers=1)
-    dump = os.path.join(args.work, "dump_workers")
-    shutil.rmtree(dump, ignore_errors=True)
-    two = run(args, data_args(d) + COMMON + ["--dump", dump], servers=2, workers=2)
-    check_dump(args, dump, two)
-    diff = abs(one["test_gauc"] - two["test_gauc"])
-    print("GAUC 1 worker %.4f, 2 workers %.4f, |diff| %.4f (tolerance %.3f)"
-          % (one["test_gauc"], two["test_gauc"], diff, WORKERS_TOLERANCE))
-    if diff > WORKERS_TOLERANCE:
-        fail("1 and 2 workers disagree")
+    extra = data_args(d) + ["--epochs", "1", "--set", "trainer.backend=cpu",
+                            "--set", "trainer.max_steps=20",
+                            "--set", "model.activation=PRELU"] + sgd_sets()
+    results, dumps, dense = {}, {}, {}
+    for w in (1, 2, 4):
+        dumps[w] = os.path.join(args.work, "dump_workers_%d" % w)
+        ckpt = os.path.join(args.work, "ckpt_workers_%d" % w)
+        for path in (dumps[w], ckpt):
+            shutil.rmtree(path, ignore_errors=True)
+        results[w] = run(args, extra + ["--dump", dumps[w], "--checkpoint-dir", ckpt],
+                         servers=2, workers=w)
+        dense[w] = din_e2e.dense_params(os.path.join(ckpt, "ckpt-%012d" % results[w]["steps"]))
+    check_dump(args, dumps[2], results[2])
+    for w in (2, 4):
+        if results[w]["steps"] != results[1]["steps"]:
+            fail("%d workers took %d steps, 1 worker %d" % (w, results[w]["steps"],
+                                                             results[1]["steps"]))
+        worst = din_e2e.relative_difference(dense[1], dense[w])
+        print("dense: %d parameters, max relative difference W=1 vs W=%d: %.2e"
+              % (len(dense[1]), w, worst))
+        if worst > EQUIVALENCE_RTOL:
+            fail("dense parameters of W=%d differ from W=1 by %.2e" % (w, worst))
+        for table in ("user", "item", "cate"):
+            a = din_e2e.read_dump_table(dumps[1], table)
+            b = din_e2e.read_dump_table(dumps[w], table)
+            if set(a) != set(b):
+                fail("table %s: W=%d holds other IDs than W=1" % (table, w))
+            flat_a = [x for k in sorted(a) for x in a[k]]
+            flat_b = [x for k in sorted(a) for x in b[k]]
+            worst = din_e2e.relative_difference(flat_a, flat_b)
+            print("table %s: %d rows, max relative difference W=1 vs W=%d: %.2e"
+                  % (table, len(a), w, worst))
+            if worst > EQUIVALENCE_RTOL:
+                fail("table %s of W=%d differs from W=1 by %.2e" % (table, w, worst))
+        print("GAUC W=1 %.6f, W=%d %.6f" % (results[1]["test_gauc"], w, results[w]["test_gauc"]))
+
+
+def workers_adaptive(args):
+    """The default model (Dice, Adagrad embeddings) and Adam embeddings: W = 2 and 4 reach
+    the GAUC of W = 1 within 0.001 (Dice normalises with each worker's own share, so the
+    runs are not identical; the asynchronous step, which this replaced, lost 0.02)."""
+    d = data_dir(args)
+    base = data_args(d) + ["--epochs", "2", "--set", "trainer.backend=cpu"]
+    adam = []
+    for table in ("user", "item", "cate"):
+        adam += ["--set", "tables[%s].optimizer={adam {learning_rate: 0.001}}" % table]
+    for name, extra in (("adagrad", base), ("adam", base + adam)):
+        gauc = {w: run(args, extra, servers=2, workers=w)["test_gauc"] for w in (1, 2, 4)}
+        for w in (2, 4):
+            diff = abs(gauc[w] - gauc[1])
+            print("%s: GAUC W=1 %.4f, W=%d %.4f, |diff| %.4f (tolerance %.3f)"
+                  % (name, gauc[1], w, gauc[w], diff, WORKERS_GAUC_TOLERANCE))
+            if diff > WORKERS_GAUC_TOLERANCE:
+                fail("%s: W=%d and W=1 disagree" % (name, w))
 
 
 def staleness1(args):
@@ -309,7 +374,7 @@ def movielens(args):
 
 
 def main():
-    args = din_e2e.parse_args(["quality", "shuffled", "determinism", "workers",
+    args = din_e2e.parse_args(["quality", "shuffled", "determinism", "workers", "workers_adaptive",
                                          "staleness1", "failures", "curve", "movielens"])
     globals()[args.scenario](args)
     print("PASS " + args.scenario)
