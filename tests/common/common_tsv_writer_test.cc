@@ -2,34 +2,25 @@
 // and errors (a file that cannot be created, a full device) reported as Status.
 #include "common/tsv_writer.h"
 
-#include <unistd.h>
-
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
 
+#include "tests/testing/files.h"
+#include "tests/testing/temp_dir.h"
+
 namespace din {
 namespace {
 
+using test::ReadFile;
+
 class TsvWriterTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "din_tsv_XXXXXX").string();
-    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-  std::string Read(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  }
-  std::string dir_;
+  test::TempDir tmp_{"din_tsv"};
+  const std::string dir_ = tmp_.path();
 };
 
 TEST_F(TsvWriterTest, DinTsvRows) {
@@ -40,7 +31,7 @@ TEST_F(TsvWriterTest, DinTsvRows) {
   w.DinTsvRow(0, 8, 5, 6, {}, {});
   EXPECT_EQ(w.lines(), 2u);
   ASSERT_TRUE(w.Close().ok());
-  EXPECT_EQ(Read(dir_ + "/a.tsv"),
+  EXPECT_EQ(ReadFile(dir_ + "/a.tsv"),
             "1\t7\t99\t4\t10,20,18446744073709551615\t1,2,3\n"
             "0\t8\t5\t6\t\t\n");
 }
@@ -55,7 +46,7 @@ TEST_F(TsvWriterTest, PiecesAndLines) {
   w.EndLine();
   w.EndLine();
   ASSERT_TRUE(w.Close().ok());
-  EXPECT_EQ(Read(dir_ + "/b.txt"), "p=0;3\n\n");
+  EXPECT_EQ(ReadFile(dir_ + "/b.txt"), "p=0;3\n\n");
   EXPECT_EQ(w.lines(), 2u);
   EXPECT_TRUE(w.Close().ok());  // closing again is harmless
 }
@@ -74,7 +65,7 @@ TEST_F(TsvWriterTest, OutputLargerThanTheBuffer) {
     }
     ASSERT_GT(expected.size(), 2 * TsvWriter::kBufferBytes);
   }  // the destructor writes the rest
-  EXPECT_EQ(Read(dir_ + "/big.tsv"), expected);
+  EXPECT_EQ(ReadFile(dir_ + "/big.tsv"), expected);
 }
 
 TEST_F(TsvWriterTest, OpenTruncates) {
@@ -84,7 +75,7 @@ TEST_F(TsvWriterTest, OpenTruncates) {
   w.Num(1);
   w.EndLine();
   ASSERT_TRUE(w.Close().ok());
-  EXPECT_EQ(Read(dir_ + "/c.tsv"), "1\n");
+  EXPECT_EQ(ReadFile(dir_ + "/c.tsv"), "1\n");
 }
 
 TEST_F(TsvWriterTest, CannotCreate) {

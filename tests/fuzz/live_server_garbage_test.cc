@@ -25,31 +25,22 @@
 
 #include "common/hash.h"
 #include "common/net/wire.h"
-#include "tests/ps/local_cluster.h"
+#include "tests/testing/local_cluster.h"
 
 namespace din {
 namespace {
 
-using testing::LocalCluster;
-using testing::MustParse;
+using test::LocalCluster;
+using test::MustParse;
 
-constexpr char kConfig[] = R"pb(
-  tables {
-    name: "u"
-    dim: 8
-    shards: 3
-    initializer { kind: CONSTANT value: 0.5 }
-    optimizer { sgd { learning_rate: 0.25 } }
-  }
-  tables {
-    name: "i"
-    dim: 4
-    shards: 2
-    seed: 3
-    optimizer { adagrad {} }
-  }
-  ps { request_timeout_ms: 60000 max_request_keys: 4096 }
-)pb";
+// Two tables: "u" (dim 8, 3 shards, rows from 0.5, SGD) and "i" (dim 4, 2 shards, Adagrad).
+config::TrainConfig Config() {
+  return MustParse(test::Table("u", 8, 3,
+                               "initializer { kind: CONSTANT value: 0.5 } "
+                               "optimizer { sgd { learning_rate: 0.25 } }") +
+                   test::Table("i", 4, 2, "seed: 3 optimizer { adagrad {} }") +
+                   "ps { request_timeout_ms: 60000 max_request_keys: 4096 }\n");
+}
 constexpr int kLanes = 3;
 constexpr int kClients = 2;
 constexpr int kRounds = 60;
@@ -113,11 +104,11 @@ Rows ReadRows(LocalCluster* cluster) {
   for (int c = 0; c < kClients; ++c)
     for (uint64_t id : ClientIds(c)) all.push_back(id);
   for (int t = 0; t < 2; ++t) {
-    TablePull p = testing::PullOne(*client, t, all, wire::EVAL);
+    TablePull p = test::PullOne(*client, t, all, wire::EVAL);
     rows.values[t] = p.values;
     rows.counts[t] = p.counts;
   }
-  rows.total_rows = testing::TotalRows(*client);
+  rows.total_rows = test::TotalRows(*client);
   return rows;
 }
 
@@ -339,7 +330,7 @@ class GarbageSender {
 };
 
 Rows TrainAndRead(bool garbage) {
-  const auto cfg = MustParse(kConfig);
+  const auto cfg = Config();
   LocalCluster cluster(cfg, 1, kLanes);
   std::unique_ptr<GarbageSender> sender;
   if (garbage) {

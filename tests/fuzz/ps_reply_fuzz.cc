@@ -4,7 +4,7 @@
 // (dim 3, 2 shards: one segment per shard) and table y (dim 1), each with its IDs
 // deduplicated; the fuzz frames are the reply. How the client routes replies by request
 // id and lane (late, duplicate and stray replies, timeouts) is PsClient's and tested in
-// tests/ps/ps_client_test.cc.
+// tests/worker/worker_ps_client_test.cc.
 //
 // The expected outcome is modelled independently of the decoder: an undecodable header
 // is a "malformed reply" error; an error code (or a code this build does not know) is

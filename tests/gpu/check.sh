@@ -4,4 +4,4 @@
 # Builds with CUDA, runs the GPU tests (they must run, not skip) and the model benchmark
 # on the GPU, and writes logs and figures.jsonl to OUT_DIR. Exits non-zero on any failure.
 set -euo pipefail
-exec "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/model/gpu_check.sh" "$@"
+exec "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/worker/model/gpu_check.sh" "$@"

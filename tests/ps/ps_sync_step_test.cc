@@ -11,7 +11,7 @@
 #include "common/net/wire.h"
 #include "common/optim/row_initializer.h"
 #include "ps/lane_handler.h"
-#include "tests/ps/local_cluster.h"
+#include "tests/testing/local_cluster.h"
 
 namespace din {
 namespace {
@@ -33,7 +33,7 @@ constexpr float kLr = 0.5f, kLambda = 0.25f;
 
 class SyncStepTest : public ::testing::Test {
  protected:
-  SyncStepTest() : cfg_(testing::MustParse(kConfig)), placement_(cfg_, {1}) {
+  SyncStepTest() : cfg_(test::MustParse(kConfig)), placement_(cfg_, {1}) {
     for (const auto& t : cfg_.tables()) tables_.emplace_back(t);
     lane_ = std::make_unique<LaneHandler>(tables_, placement_, 0, 0, 1000);
   }

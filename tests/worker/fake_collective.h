@@ -9,7 +9,7 @@
 
 #include "worker/collective.h"
 
-namespace din::testing {
+namespace din::test {
 
 class FakeCollective final : public Collective {
  public:
@@ -56,4 +56,4 @@ class FakeCollective final : public Collective {
   int rank_, size_;
 };
 
-}  // namespace din::testing
+}  // namespace din::test

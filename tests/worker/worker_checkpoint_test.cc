@@ -3,7 +3,8 @@
 // naming why), choosing the newest intact checkpoint, and finishing one: the rename,
 // replacing one of the same step, retention of the newest `keep` complete ones and
 // removal of stale .tmp directories. The tables inside are real (SaveTables from servers
-// in this process); their save/load itself is tests/dump/checkpoint_test.cc's subject.
+// in this process); their save and load are tested by
+// tests/worker/worker_dump_manifest_checkpoint_test.cc.
 #include <unistd.h>
 
 #include <algorithm>
@@ -19,7 +20,7 @@
 #include <gtest/gtest.h>
 
 #include "common/dump_format.h"
-#include "tests/ps/local_cluster.h"
+#include "tests/testing/local_cluster.h"
 #include "worker/checkpoint.h"
 #include "worker/dump_manifest.h"
 
@@ -27,9 +28,9 @@ namespace din {
 namespace {
 
 namespace fs = std::filesystem;
-using testing::LocalCluster;
-using testing::MustParse;
-using testing::PullOne;
+using test::LocalCluster;
+using test::MustParse;
+using test::PullOne;
 
 std::string Slurp(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -15,7 +15,7 @@
 #include <gtest/gtest.h>
 
 #include "common/data/reader.h"
-#include "tests/ps/local_cluster.h"
+#include "tests/testing/local_cluster.h"
 #include "tests/worker/fake_collective.h"
 #include "worker/evaluation.h"
 #include "worker/model/backend.h"
@@ -23,11 +23,11 @@
 namespace din {
 namespace {
 
-using testing::FakeCollective;
-using testing::LocalCluster;
-using testing::MustParse;
-using testing::PullOne;
-using testing::TotalRows;
+using test::FakeCollective;
+using test::LocalCluster;
+using test::MustParse;
+using test::PullOne;
+using test::TotalRows;
 
 std::vector<std::byte> Bytes(const std::vector<Prediction>& p) {
   const auto b = std::as_bytes(std::span<const Prediction>(p));

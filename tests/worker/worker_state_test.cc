@@ -18,7 +18,7 @@
 
 #include "common/proto/checkpoint.pb.h"
 #include "common/proto/model_config.pb.h"
-#include "tests/ps/local_cluster.h"
+#include "tests/testing/local_cluster.h"
 #include "tests/worker/fake_collective.h"
 #include "worker/checkpoint.h"
 #include "worker/worker_state.h"
@@ -26,11 +26,11 @@
 namespace din {
 namespace {
 
-using testing::FakeCollective;
-using testing::LocalCluster;
-using testing::MustParse;
-using testing::PullOne;
-using testing::TotalRows;
+using test::FakeCollective;
+using test::LocalCluster;
+using test::MustParse;
+using test::PullOne;
+using test::TotalRows;
 
 // A model's dense state: parameters, Dice statistics and dense Adam.
 struct Model {
