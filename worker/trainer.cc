@@ -116,6 +116,20 @@ Status Trainer::Init() {
   DIN_ASSIGN_OR_RETURN(backend_,
                        model::CreateBackend(tcfg_.backend(), cfg_.model(), dims, tcfg_.threads()));
   adam_ = std::make_unique<model::DenseAdam>(cfg_.model().dense_adam(), backend_->params().size());
+  if (coll_->size() > 1 && tcfg_.sparse_step() == config::TrainerConfig::SYNC &&
+      backend_->layout().num_running() > 0) {
+    // Dice layers: normalise with the global batch's statistics, so that W workers train
+    // one worker's model.
+    stats_sync_ = std::make_unique<CollectiveStatsSync>(coll_);
+    const Status st = backend_->SetBatchStatsSync(stats_sync_.get());
+    if (!st.ok()) {
+      stats_sync_.reset();
+      if (coll_->rank() == 0)
+        LOG(WARNING) << st.message()
+                     << ": with several workers Dice normalises with each worker's share of "
+                        "the batch (docs/design.md §10)";
+    }
+  }
   evaluator_ =
       std::make_unique<Evaluator>(cfg_, field_tables_, table_dims_, client_, coll_, backend_.get());
   for (Slot& s : slots_) {
@@ -324,6 +338,7 @@ Status Trainer::RunEpoch(uint32_t epoch, StepReader* reader, bool resumed) {
     StepControl mine;
     if (cur->has_batch) {
       DIN_ASSIGN_OR_RETURN(float loss, backend_->TrainStep(cur->input, cur->batch.labels));
+      if (stats_sync_ != nullptr) DIN_RETURN_IF_ERROR(stats_sync_->status());
       DIN_RETURN_IF_ERROR(PushGradients(cur));
       // The share's mean gradient times its samples: summed over the workers and divided
       // by the step's samples, the global batch's mean.
@@ -337,6 +352,13 @@ Status Trainer::RunEpoch(uint32_t epoch, StepReader* reader, bool resumed) {
       mine.loss_sum = loss * static_cast<float>(cur->batch.size);
       mine.samples = static_cast<float>(cur->batch.size);
     } else {
+      if (stats_sync_ != nullptr) {
+        // The other workers' Dice statistics wait for this worker's (empty) share.
+        cur->batch.Clear();
+        DIN_RETURN_IF_ERROR(cur->builder->Build(cur->batch, &cur->input));
+        DIN_RETURN_IF_ERROR(backend_->TrainStep(cur->input, {}).status());
+        DIN_RETURN_IF_ERROR(stats_sync_->status());
+      }
       if (tcfg_.sparse_step() == config::TrainerConfig::SYNC)
         DIN_RETURN_IF_ERROR(PushGradients(cur));  // the lanes wait for every worker
       std::fill(grad_buf.begin(), grad_buf.end(), 0.0f);

@@ -165,6 +165,21 @@ class Trainer {
   bool push_pending_ = false;
   PsClient::Handle push_ = 0;
   double push_start_ = 0;
+  // Dice statistics summed over the workers with the per-step all-reduce's Collective
+  // (SYNC with W > 1 on a backend that supports it; docs/design.md §10).
+  class CollectiveStatsSync final : public model::BatchStatsSync {
+   public:
+    explicit CollectiveStatsSync(Collective* coll) : coll_(coll) {}
+    void SumOverWorkers(std::span<double> values) override {
+      if (status_.ok()) status_ = coll_->AllReduceSum(values);
+    }
+    Status status() const override { return status_; }
+
+   private:
+    Collective* coll_;
+    Status status_;
+  };
+  std::unique_ptr<CollectiveStatsSync> stats_sync_;  // null: each worker's own statistics
   // SYNC pushes sent by this run: the lanes' step number (every worker sends one per
   // round, including the empty round that ends an epoch, so all agree on it).
   uint64_t sync_rounds_ = 0;

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "worker/model/batch_stats_sync.h"
 #include "worker/model/din_input.h"
 #include "worker/model/model_layout.h"
 
@@ -68,6 +69,12 @@ class ModelBackend {
   // Logits of the last TrainStep or Predict, [batch].
   std::span<const float> logits() const { return logits_; }
 
+  // Dice normalises with the statistics of all workers' shares of a step (sync, not
+  // owned; nullptr: this batch's own). Then every TrainStep is collective over the
+  // workers, including TrainStep of an empty batch by a worker without samples.
+  // Unimplemented where the backend cannot (the CUDA backend).
+  Status SetBatchStatsSync(BatchStatsSync* sync) { return DoSetBatchStatsSync(sync); }
+
  protected:
   explicit ModelBackend(ModelLayout layout);
 
@@ -78,6 +85,11 @@ class ModelBackend {
                              std::span<const float> labels, float* loss) = 0;
   // DoPredict fills logits_.
   virtual Status DoPredict(const BatchPlan& plan, const ModelInput& input) = 0;
+  virtual Status DoSetBatchStatsSync(BatchStatsSync* sync) {
+    (void)sync;
+    return Status::Unimplemented("the " + std::string(name()) +
+                                 " backend computes Dice statistics per worker");
+  }
 
   const ModelLayout layout_;
   std::vector<float> params_;

@@ -23,6 +23,10 @@ class CpuBackend final : public ModelBackend {
   Status DoTrainStep(const BatchPlan& plan, const ModelInput& input, std::span<const float> labels,
                      float* loss) override;
   Status DoPredict(const BatchPlan& plan, const ModelInput& input) override;
+  Status DoSetBatchStatsSync(BatchStatsSync* sync) override {
+    engine_.set_batch_stats_sync(sync);
+    return Status::Ok();
+  }
 
  private:
   CpuEngine<float> engine_;

@@ -67,11 +67,12 @@ void SumPartials(const T* partial, int chunks, int width, T* out) {
 }  // namespace
 
 template <typename T>
-void ActivationForward(Act act, Mode mode, int n, int k, const T* s, const T* alpha,
-                       T* running_mean, T* running_var, T momentum, T eps, T* y, T* p, T* mean,
-                       T* inv_std) {
-  if (n == 0) return;
-  const int chunks = Chunks(n, static_cast<size_t>(n) * k);
+double ActivationForward(Act act, Mode mode, int n, int k, const T* s, const T* alpha,
+                         T* running_mean, T* running_var, T momentum, T eps, T* y, T* p, T* mean,
+                         T* inv_std, BatchStatsSync* sync) {
+  const bool synced = sync != nullptr && act == Act::kDice && mode == Mode::kTrain;
+  if (n == 0 && !synced) return 0;
+  const int chunks = std::max(1, Chunks(n, static_cast<size_t>(n) * k));
   if (act != Act::kDice) {
     ForChunks(chunks, n, [&](int, int r0, int r1) {
       for (int r = r0; r < r1; ++r) {
@@ -81,8 +82,9 @@ void ActivationForward(Act act, Mode mode, int n, int k, const T* s, const T* al
           y[o + j] = math::PointwiseForward(act, s[o + j], alpha != nullptr ? alpha[j] : T(0));
       }
     });
-    return;
+    return n;
   }
+  double rows = n;
   if (mode == Mode::kTrain) {
     // Two passes (mean, then centred squares) for accuracy.
     thread_local std::vector<T> partial_buf;
@@ -97,7 +99,19 @@ void ActivationForward(Act act, Mode mode, int n, int k, const T* s, const T* al
       }
     });
     SumPartials(partial, chunks, k, mean);
-    for (int j = 0; j < k; ++j) mean[j] /= T(n);
+    if (n == 0) std::fill(mean, mean + k, T(0));
+    thread_local std::vector<double> sums;
+    if (synced) {
+      // Σs and the row count over every worker.
+      sums.assign(static_cast<size_t>(k) + 1, 0.0);
+      for (int j = 0; j < k; ++j) sums[j] = static_cast<double>(mean[j]);
+      sums[k] = n;
+      sync->SumOverWorkers(sums);
+      rows = sums[k];
+      for (int j = 0; j < k; ++j) mean[j] = rows > 0 ? static_cast<T>(sums[j] / rows) : T(0);
+    } else {
+      for (int j = 0; j < k; ++j) mean[j] /= T(n);
+    }
     ForChunks(chunks, n, [&](int c, int r0, int r1) {
       T* acc = partial + static_cast<size_t>(c) * k;
       std::fill(acc, acc + k, T(0));
@@ -109,10 +123,18 @@ void ActivationForward(Act act, Mode mode, int n, int k, const T* s, const T* al
     });
     T* var = inv_std;  // the variance, turned into inv_std below
     SumPartials(partial, chunks, k, var);
+    if (n == 0) std::fill(var, var + k, T(0));
+    if (synced) {
+      sums.assign(static_cast<size_t>(k), 0.0);
+      for (int j = 0; j < k; ++j) sums[j] = static_cast<double>(var[j]);
+      sync->SumOverWorkers(sums);
+      for (int j = 0; j < k; ++j) var[j] = static_cast<T>(sums[j]);
+    }
+    const T rows_t = static_cast<T>(std::max(rows, 1.0));
     for (int j = 0; j < k; ++j) {
-      const T biased = var[j] / T(n);
-      if (running_mean != nullptr) {
-        const T unbiased = n > 1 ? biased * T(n) / T(n - 1) : biased;
+      const T biased = var[j] / rows_t;
+      if (running_mean != nullptr && rows > 0) {
+        const T unbiased = rows > 1 ? biased * rows_t / (rows_t - T(1)) : biased;
         running_mean[j] = math::RunningUpdate(running_mean[j], mean[j], momentum);
         running_var[j] = math::RunningUpdate(running_var[j], unbiased, momentum);
       }
@@ -125,6 +147,7 @@ void ActivationForward(Act act, Mode mode, int n, int k, const T* s, const T* al
       inv_std[j] = math::InvStd(running_var[j], eps);
     }
   }
+  if (n == 0) return rows;
   ForChunks(chunks, n, [&](int, int r0, int r1) {
     for (int r = r0; r < r1; ++r) {
       const size_t o = static_cast<size_t>(r) * k;
@@ -139,14 +162,17 @@ void ActivationForward(Act act, Mode mode, int n, int k, const T* s, const T* al
       }
     }
   });
+  return rows;
 }
 
 template <typename T>
 void ActivationBackward(Act act, bool batch_stats, int n, int k, const T* s, const T* y, const T* p,
-                        const T* mean, const T* inv_std, const T* alpha, T* grad, T* dalpha) {
+                        const T* mean, const T* inv_std, const T* alpha, T* grad, T* dalpha,
+                        BatchStatsSync* sync, double global_rows, double samples) {
   if (HasAlpha(act)) std::fill(dalpha, dalpha + k, T(0));
-  if (n == 0) return;
-  const int chunks = Chunks(n, static_cast<size_t>(n) * k);
+  const bool synced = sync != nullptr && act == Act::kDice && batch_stats;
+  if (n == 0 && !synced) return;
+  const int chunks = std::max(1, Chunks(n, static_cast<size_t>(n) * k));
   // Per chunk: [dα | Σ dx̂ | Σ dx̂·x̂].
   thread_local std::vector<T> partial_buf, sums_buf, dxhat_buf;
   T* partial = Scratch(partial_buf, static_cast<size_t>(chunks) * 3 * k);
@@ -192,10 +218,24 @@ void ActivationBackward(Act act, bool batch_stats, int n, int k, const T* s, con
     }
   });
   SumPartials(partial, chunks, 3 * k, sums);
+  if (n == 0) std::fill(sums, sums + 3 * k, T(0));
   std::copy(sums, sums + k, dalpha);
   const T* mean_dxhat = sums + k;
   const T* mean_dxhat_xhat = sums + 2 * k;
-  for (int j = k; j < 3 * k; ++j) sums[j] /= T(n);
+  if (synced && batch_stats) {
+    // This worker's gradients are of its own mean loss (scale 1/samples). In that scale
+    // the terms through the statistics are (1/samples) * mean over all rows of the
+    // unscaled per-row gradients, summed over the workers as samples * local sums.
+    thread_local std::vector<double> red;
+    red.assign(2 * static_cast<size_t>(k), 0.0);
+    for (int j = 0; j < 2 * k; ++j) red[j] = static_cast<double>(sums[k + j]) * samples;
+    sync->SumOverWorkers(red);
+    const double scale = global_rows > 0 && samples > 0 ? 1.0 / (global_rows * samples) : 0.0;
+    for (int j = 0; j < 2 * k; ++j) sums[k + j] = static_cast<T>(red[j] * scale);
+  } else {
+    for (int j = k; j < 3 * k; ++j) sums[j] /= T(n);
+  }
+  if (n == 0) return;
   ForChunks(chunks, n, [&](int, int r0, int r1) {
     for (int r = r0; r < r1; ++r) {
       const size_t o = static_cast<size_t>(r) * k;
@@ -251,9 +291,10 @@ void CpuMlp<T>::Forward(std::span<const LayerSpec> layers, const T* params, T* r
         rvar = rmean + l.out;
       }
     }
-    ActivationForward<T>(l.act, mode, n, l.out, b.s.data(),
-                         HasAlpha(l.act) ? params + l.alpha : nullptr, rmean, rvar, momentum, eps,
-                         b.y.data(), b.p.data(), b.mean.data(), b.inv_std.data());
+    b.global_rows = ActivationForward<T>(l.act, mode, n, l.out, b.s.data(),
+                                         HasAlpha(l.act) ? params + l.alpha : nullptr, rmean, rvar,
+                                         momentum, eps, b.y.data(), b.p.data(), b.mean.data(),
+                                         b.inv_std.data(), mode == Mode::kTrain ? sync_ : nullptr);
   }
 }
 
@@ -271,10 +312,10 @@ void CpuMlp<T>::Backward(std::span<const LayerSpec> layers, const T* params, con
     const Buffers& b = bufs_[i];
     const T* in = i == 0 ? x : bufs_[i - 1].y.data();
     if (l.act != Act::kNone)
-      ActivationBackward<T>(l.act, mode_ == Mode::kTrain, n, l.out, b.s.data(), b.y.data(),
-                            b.p.data(), b.mean.data(), b.inv_std.data(),
-                            HasAlpha(l.act) ? params + l.alpha : nullptr, cur,
-                            HasAlpha(l.act) ? grads + l.alpha : nullptr);
+      ActivationBackward<T>(
+          l.act, mode_ == Mode::kTrain, n, l.out, b.s.data(), b.y.data(), b.p.data(), b.mean.data(),
+          b.inv_std.data(), HasAlpha(l.act) ? params + l.alpha : nullptr, cur,
+          HasAlpha(l.act) ? grads + l.alpha : nullptr, sync_, b.global_rows, samples_);
     // Per chunk: dW_c = x_cᵀ·dS_c and db_c (chunk 0 straight into grads, the others
     // into partials added afterwards), dx_c = dS_c·Wᵀ.
     const size_t wsize = static_cast<size_t>(l.in) * l.out + l.out;
@@ -327,10 +368,16 @@ T CpuEngine<T>::Forward(const BatchPlan& plan, const ModelInput& input,
                   table + static_cast<size_t>(plan.hist_rows[i][n]) * d, d * sizeof(T));
   }
 
+  // With a BatchStatsSync every worker takes part in the Dice sums of every layer, also
+  // with no history positions or no samples at all.
+  BatchStatsSync* sync = mode == Mode::kTrain ? sync_ : nullptr;
+  att_.set_sync(sync, B);
+  top_.set_sync(sync, B);
+
   // Pooling weights.
   weights_.resize(N);
   if (lay.pooling() == Pooling::kAttention) {
-    if (N > 0) {
+    if (N > 0 || sync != nullptr) {
       const int w4 = 4 * D;
       xatt_.resize(static_cast<size_t>(N) * w4);
       for (int n = 0; n < N; ++n) {
@@ -423,7 +470,7 @@ void CpuEngine<T>::Backward(const BatchPlan& plan, const ModelInput& input, cons
     std::fill(table_grads[t],
               table_grads[t] + static_cast<size_t>(input.tables[t].rows) * input.tables[t].dim,
               T(0));
-  if (B == 0) return;
+  if (B == 0 && sync_ == nullptr) return;
 
   dlogit_.resize(B);
   for (int b = 0; b < B; ++b)
@@ -463,7 +510,7 @@ void CpuEngine<T>::Backward(const BatchPlan& plan, const ModelInput& input, cons
     for (int k = 0; k < D; ++k) de[k] = weights_[n] * du[k];
   }
 
-  if (lay.pooling() == Pooling::kAttention && N > 0) {
+  if (lay.pooling() == Pooling::kAttention && (N > 0 || sync_ != nullptr)) {
     dw_.resize(N);
     for (int n = 0; n < N; ++n) {
       const T* du = &du_[static_cast<size_t>(plan.pos_sample[n]) * D];
@@ -515,10 +562,11 @@ void CpuEngine<T>::Backward(const BatchPlan& plan, const ModelInput& input, cons
 }
 
 #define DIN_INSTANTIATE(T)                                                                         \
-  template void ActivationForward<T>(Act, Mode, int, int, const T*, const T*, T*, T*, T, T, T*,    \
-                                     T*, T*, T*);                                                  \
+  template double ActivationForward<T>(Act, Mode, int, int, const T*, const T*, T*, T*, T, T, T*,  \
+                                       T*, T*, T*, BatchStatsSync*);                               \
   template void ActivationBackward<T>(Act, bool, int, int, const T*, const T*, const T*, const T*, \
-                                      const T*, const T*, T*, T*);                                 \
+                                      const T*, const T*, T*, T*, BatchStatsSync*, double,         \
+                                      double);                                                     \
   template class CpuMlp<T>;                                                                        \
   template class CpuEngine<T>;
 

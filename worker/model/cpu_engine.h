@@ -7,6 +7,7 @@
 #include <span>
 #include <vector>
 
+#include "worker/model/batch_stats_sync.h"
 #include "worker/model/din_input.h"
 #include "worker/model/model_layout.h"
 
@@ -19,17 +20,24 @@ namespace din::model {
 //    takes the unbiased batch variance, as batch normalisation does).
 //  - Dice, kEval: mean/inv_std receive the statistics derived from the running ones.
 //  - p: [n x k] Dice gate, kept for the backward; y: [n x k] output.
+//  - sync (Dice, kTrain): when non-null the statistics are those of all workers' rows
+//    (BatchStatsSync), and it is called even when n is 0. Returns the number of rows
+//    the statistics cover (n without sync).
 template <typename T>
-void ActivationForward(math::Act act, Mode mode, int n, int k, const T* s, const T* alpha,
-                       T* running_mean, T* running_var, T momentum, T eps, T* y, T* p, T* mean,
-                       T* inv_std);
+double ActivationForward(math::Act act, Mode mode, int n, int k, const T* s, const T* alpha,
+                         T* running_mean, T* running_var, T momentum, T eps, T* y, T* p, T* mean,
+                         T* inv_std, BatchStatsSync* sync = nullptr);
 
 // Backward of ActivationForward. On entry `grad` holds ∂L/∂y, on return ∂L/∂s (through
 // the batch statistics when `batch_stats`); dalpha [k] is overwritten (PReLU/Dice).
+// With `sync` (after a synced forward): the statistics covered `global_rows` rows of all
+// workers, and this worker's loss is the mean over its `samples` samples; the sums
+// through the statistics are then taken over all workers (called even when n is 0).
 template <typename T>
 void ActivationBackward(math::Act act, bool batch_stats, int n, int k, const T* s, const T* y,
                         const T* p, const T* mean, const T* inv_std, const T* alpha, T* grad,
-                        T* dalpha);
+                        T* dalpha, BatchStatsSync* sync = nullptr, double global_rows = 0,
+                        double samples = 0);
 
 // An MLP of LayerSpecs over n input rows; owns its activations and scratch, reused
 // between calls (grown, never shrunk).
@@ -47,11 +55,20 @@ class CpuMlp {
   // layers' offsets and, when dx is non-null, ∂L/∂x [n x in].
   void Backward(std::span<const LayerSpec> layers, const T* params, const T* x, int n,
                 const T* dout, T* grads, T* dx);
+  // Dice statistics over all workers (nullptr: this batch's own); `samples`: this
+  // worker's samples in the step (the scale of its loss). Set before Forward.
+  void set_sync(BatchStatsSync* sync, int samples) {
+    sync_ = sync;
+    samples_ = samples;
+  }
 
  private:
   struct Buffers {
     std::vector<T> s, y, p, mean, inv_std;
+    double global_rows = 0;  // rows the Dice statistics covered (all workers when synced)
   };
+  BatchStatsSync* sync_ = nullptr;
+  int samples_ = 0;
   std::vector<Buffers> bufs_;
   std::vector<T> g0_, g1_, partial_;
   Mode mode_ = Mode::kTrain;
@@ -64,6 +81,11 @@ template <typename T>
 class CpuEngine {
  public:
   explicit CpuEngine(const ModelLayout* layout) : layout_(layout) {}
+
+  // Dice statistics over every worker of the step (batch_stats_sync.h); nullptr: the
+  // batch's own. With a sync every kTrain Forward/Backward takes part in the workers'
+  // sums, also for an empty batch.
+  void set_batch_stats_sync(BatchStatsSync* sync) { sync_ = sync; }
 
   // Forward over a batch. tables[t] points at input.tables[t].rows x dim values (the
   // same rows as input.tables[t].data, in T). Returns the batch-mean BCE when labels
@@ -86,6 +108,7 @@ class CpuEngine {
 
  private:
   const ModelLayout* layout_;
+  BatchStatsSync* sync_ = nullptr;
   CpuMlp<T> att_, top_;
   std::vector<T> va_, e_, xatt_, weights_, u_, z_, logits_;
   std::vector<T> dlogit_, dz_, du_, dva_, de_, dw_, dxatt_;

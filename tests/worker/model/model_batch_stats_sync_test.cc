@@ -1,0 +1,194 @@
+// Dice statistics summed over workers (worker/model/batch_stats_sync.h): two CPU
+// backends on two threads stand for two workers of one step, joined by an in-process
+// BatchStatsSync. The global batch of the step is known, so each case has an exact
+// single-backend answer to compare with.
+#include <barrier>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "tests/worker/model/model_test_util.h"
+#include "worker/model/backend.h"
+
+namespace din::model {
+namespace {
+
+using test::ExpectVectorsNear;
+using test::MakeProblem;
+using test::Problem;
+using test::ProblemOptions;
+
+// Sums over `parties` threads: each adds its values, all wait, each reads the total, all
+// wait again (and the total is cleared for the next call).
+class ThreadSync final : public BatchStatsSync {
+ public:
+  explicit ThreadSync(std::ptrdiff_t parties) : added_(parties), read_(parties, Clear{this}) {}
+  void SumOverWorkers(std::span<double> values) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (sum_.size() < values.size()) sum_.resize(values.size(), 0.0);
+      for (size_t i = 0; i < values.size(); ++i) sum_[i] += values[i];
+      ++calls_;
+    }
+    added_.arrive_and_wait();
+    for (size_t i = 0; i < values.size(); ++i) values[i] = sum_[i];
+    read_.arrive_and_wait();
+  }
+  Status status() const override { return Status::Ok(); }
+  int calls() const { return calls_; }
+
+ private:
+  struct Clear {
+    ThreadSync* self;
+    void operator()() noexcept { std::fill(self->sum_.begin(), self->sum_.end(), 0.0); }
+  };
+  std::barrier<> added_;
+  std::barrier<Clear> read_;
+  std::mutex mu_;
+  std::vector<double> sum_;
+  int calls_ = 0;
+};
+
+// The same structure as `pb.input` without a sample: what a worker without samples in a
+// step trains on.
+ModelInput EmptyLike(const ModelInput& in) {
+  ModelInput e;
+  for (const TableRows& t : in.tables) e.tables.push_back(TableRows{nullptr, 0, t.dim});
+  auto empty = [](const std::vector<FieldRows>& fields) {
+    std::vector<FieldRows> out;
+    for (const FieldRows& f : fields) out.push_back(FieldRows{f.table, {0}, {}});
+    return out;
+  };
+  e.user_fields = empty(in.user_fields);
+  e.candidate_fields = empty(in.candidate_fields);
+  e.behavior_fields = empty(in.behavior_fields);
+  e.context_fields = empty(in.context_fields);
+  return e;
+}
+
+struct StepResult {
+  std::vector<float> grads, running;
+  std::vector<std::vector<float>> table_grads;
+  float loss = 0;
+};
+
+StepResult TrainOnce(ModelBackend& backend, const ModelInput& input,
+                     std::span<const float> labels) {
+  StepResult r;
+  auto loss = backend.TrainStep(input, labels);
+  EXPECT_TRUE(loss.ok()) << loss.status().ToString();
+  r.loss = loss.ok() ? *loss : 0;
+  r.grads.assign(backend.grads().begin(), backend.grads().end());
+  r.running.assign(backend.running_stats().begin(), backend.running_stats().end());
+  for (int t = 0; t < backend.num_table_grads(); ++t)
+    r.table_grads.emplace_back(backend.table_grad(t).begin(), backend.table_grad(t).end());
+  return r;
+}
+
+// Worker 0 has the whole batch, worker 1 none: the global batch is worker 0's, so worker
+// 0 must compute exactly what a backend without any sync computes, and worker 1 (whose
+// gradients are weighted by its 0 samples) takes part without contributing.
+TEST(BatchStatsSyncTest, AWorkerWithoutSamplesChangesNothing) {
+  Problem pb = MakeProblem(ProblemOptions{});
+  ASSERT_GT(pb.config.attention_hidden_size(), 0);
+  auto alone = CreateBackend("cpu", pb.config, pb.dims).value();
+  const StepResult want = TrainOnce(*alone, pb.input, pb.labels);
+
+  auto w0 = CreateBackend("cpu", pb.config, pb.dims).value();
+  auto w1 = CreateBackend("cpu", pb.config, pb.dims).value();
+  ThreadSync sync(2);
+  ASSERT_TRUE(w0->SetBatchStatsSync(&sync).ok());
+  ASSERT_TRUE(w1->SetBatchStatsSync(&sync).ok());
+  const ModelInput empty = EmptyLike(pb.input);
+  StepResult got0, got1;
+  std::thread t1([&] { got1 = TrainOnce(*w1, empty, {}); });
+  got0 = TrainOnce(*w0, pb.input, pb.labels);
+  t1.join();
+  EXPECT_GT(sync.calls(), 0);
+  ExpectVectorsNear<float, float>(got0.grads, want.grads, 1e-5, "dense gradients");
+  for (size_t t = 0; t < want.table_grads.size(); ++t)
+    ExpectVectorsNear<float, float>(got0.table_grads[t], want.table_grads[t], 1e-5,
+                                    "table gradients");
+  ExpectVectorsNear<float, float>(got0.running, want.running, 1e-6, "running statistics");
+  EXPECT_EQ(got1.running, got0.running) << "every worker keeps the same running statistics";
+  EXPECT_FLOAT_EQ(got0.loss, want.loss);
+}
+
+// Both workers have the same batch: the global batch is two copies of it, whose
+// statistics and mean loss equal one copy's, so each worker's gradients (of its own mean
+// loss) equal one backend's on one copy.
+TEST(BatchStatsSyncTest, TwoEqualSharesGiveOneSharesGradients) {
+  Problem pb = MakeProblem(ProblemOptions{.batch = 5, .seed = 3});
+  auto alone = CreateBackend("cpu", pb.config, pb.dims).value();
+  const StepResult want = TrainOnce(*alone, pb.input, pb.labels);
+
+  auto w0 = CreateBackend("cpu", pb.config, pb.dims).value();
+  auto w1 = CreateBackend("cpu", pb.config, pb.dims).value();
+  ThreadSync sync(2);
+  ASSERT_TRUE(w0->SetBatchStatsSync(&sync).ok());
+  ASSERT_TRUE(w1->SetBatchStatsSync(&sync).ok());
+  StepResult got0, got1;
+  std::thread t1([&] { got1 = TrainOnce(*w1, pb.input, pb.labels); });
+  got0 = TrainOnce(*w0, pb.input, pb.labels);
+  t1.join();
+  for (const StepResult* got : {&got0, &got1}) {
+    ExpectVectorsNear<float, float>(got->grads, want.grads, 1e-5, "dense gradients");
+    for (size_t t = 0; t < want.table_grads.size(); ++t)
+      ExpectVectorsNear<float, float>(got->table_grads[t], want.table_grads[t], 1e-5,
+                                      "table gradients");
+  }
+  // The running variance takes the unbiased variance over 2n rows, not n: not equal to
+  // one copy's, but equal on both workers.
+  EXPECT_EQ(got0.running, got1.running);
+}
+
+// Unequal shares: worker 0 has sample set A (6 samples), worker 1 the same samples plus
+// others is not constructible here; instead A on worker 0 and A on worker 1 with its
+// labels flipped. The step's mean loss is then the mean of both, and the gradient of the
+// global loss is the average of the two workers' gradients -- which differs from either
+// worker alone, so a sync that ignored the other worker's statistics or gradient scale
+// would be caught by comparing with finite differences of the global loss.
+TEST(BatchStatsSyncTest, UnequalLabelsMatchTheGlobalLossGradient) {
+  Problem pb = MakeProblem(ProblemOptions{.batch = 4, .seed = 5});
+  std::vector<float> flipped(pb.labels.size());
+  for (size_t i = 0; i < flipped.size(); ++i) flipped[i] = 1.0f - pb.labels[i];
+
+  auto w0 = CreateBackend("cpu", pb.config, pb.dims).value();
+  auto w1 = CreateBackend("cpu", pb.config, pb.dims).value();
+  ThreadSync sync(2);
+  ASSERT_TRUE(w0->SetBatchStatsSync(&sync).ok());
+  ASSERT_TRUE(w1->SetBatchStatsSync(&sync).ok());
+  auto global_loss = [&](std::span<const float> params) {
+    std::copy(params.begin(), params.end(), w0->params().begin());
+    std::copy(params.begin(), params.end(), w1->params().begin());
+    StepResult a, b;
+    std::thread t1([&] { b = TrainOnce(*w1, pb.input, flipped); });
+    a = TrainOnce(*w0, pb.input, pb.labels);
+    t1.join();
+    return std::make_tuple(0.5 * (static_cast<double>(a.loss) + b.loss), a, b);
+  };
+  std::vector<float> params(w0->params().begin(), w0->params().end());
+  auto [loss, a, b] = global_loss(params);
+  // The global gradient: each worker's (of its own mean) times its 4 samples, over 8.
+  std::vector<double> grad(params.size());
+  for (size_t i = 0; i < grad.size(); ++i) grad[i] = 0.5 * (a.grads[i] + b.grads[i]);
+  // Central differences of the global loss on a spread of parameters.
+  const float h = 1e-2f;
+  int checked = 0;
+  for (size_t i = 0; i < params.size(); i += std::max<size_t>(1, params.size() / 40)) {
+    std::vector<float> p = params;
+    p[i] = params[i] + h;
+    const double up = std::get<0>(global_loss(p));
+    p[i] = params[i] - h;
+    const double down = std::get<0>(global_loss(p));
+    const double fd = (up - down) / (2 * h);
+    EXPECT_NEAR(grad[i], fd, 2e-3 + 2e-2 * std::abs(fd)) << "parameter " << i;
+    ++checked;
+  }
+  EXPECT_GT(checked, 20);
+}
+
+}  // namespace
+}  // namespace din::model
