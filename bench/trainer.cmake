@@ -5,3 +5,14 @@ file(WRITE ${din_e2e} "#!/usr/bin/env bash\nDIN_SOURCE_DIR=${PROJECT_SOURCE_DIR}
 file(CHMOD ${din_e2e} PERMISSIONS OWNER_READ OWNER_WRITE OWNER_EXECUTE GROUP_READ
      GROUP_EXECUTE WORLD_READ WORLD_EXECUTE)
 add_custom_target(e2e DEPENDS din_ps din_worker din_gen)
+
+# scaleout: GAUC of 1 worker against W with the synchronous step, staleness 1 and the
+# asynchronous step (bench/scaleout.py); sweep: embedding optimizers, learning rates and
+# MBA lambda over several data sets (bench/sweep.py).
+foreach(script scaleout sweep)
+  set(din_script ${CMAKE_CURRENT_BINARY_DIR}/${script})
+  file(WRITE ${din_script} "#!/usr/bin/env bash\nBUILD_DIR=${PROJECT_BINARY_DIR} exec python3 ${CMAKE_CURRENT_SOURCE_DIR}/${script}.py \"$@\"\n")
+  file(CHMOD ${din_script} PERMISSIONS OWNER_READ OWNER_WRITE OWNER_EXECUTE GROUP_READ
+       GROUP_EXECUTE WORLD_READ WORLD_EXECUTE)
+  add_custom_target(${script} DEPENDS din_ps din_worker din_gen din_convert)
+endforeach()

@@ -101,7 +101,9 @@ std::string SummaryJson(const TrainSummary& s, const ServerFigures& server_figur
        config::ModelConfig::Pooling_Name(cfg.model().pooling()) + "\"" +
        ",\"staleness\":" + std::to_string(cfg.trainer().staleness()) + ",\"mba_mode\":\"" +
        config::TrainerConfig::MbaMode_Name(cfg.trainer().mba_mode()) + "\"" +
-       ",\"batch_size\":" + std::to_string(cfg.data().batch_size()) + ",\"dense_checksum\":\"";
+       ",\"sparse_step\":\"" + config::TrainerConfig::SparseStep_Name(cfg.trainer().sparse_step()) +
+       "\"" + ",\"batch_size\":" + std::to_string(cfg.data().batch_size()) +
+       ",\"dense_checksum\":\"";
   char hex[24];
   std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(s.dense_checksum));
   j += std::string(hex) + "\"}";
