@@ -100,18 +100,16 @@ double ActivationForward(Act act, Mode mode, int n, int k, const T* s, const T* 
     });
     SumPartials(partial, chunks, k, mean);
     if (n == 0) std::fill(mean, mean + k, T(0));
+    // Synced: one reduction per layer. Each worker sends [Σs | M2 + (Σs)²/n | n] with
+    // M2 its own centred sum of squares (two passes, as below); the global centred sum is
+    // Σ(M2 + (Σs)²/n) - (ΣΣs)²/N (the parallel-variance identity), all in double.
     thread_local std::vector<double> sums;
     if (synced) {
-      // Σs and the row count over every worker.
-      sums.assign(static_cast<size_t>(k) + 1, 0.0);
+      sums.assign(2 * static_cast<size_t>(k) + 1, 0.0);
       for (int j = 0; j < k; ++j) sums[j] = static_cast<double>(mean[j]);
-      sums[k] = n;
-      sync->SumOverWorkers(sums);
-      rows = sums[k];
-      for (int j = 0; j < k; ++j) mean[j] = rows > 0 ? static_cast<T>(sums[j] / rows) : T(0);
-    } else {
-      for (int j = 0; j < k; ++j) mean[j] /= T(n);
+      sums[2 * k] = n;
     }
+    for (int j = 0; j < k; ++j) mean[j] = n > 0 ? mean[j] / T(n) : T(0);
     ForChunks(chunks, n, [&](int c, int r0, int r1) {
       T* acc = partial + static_cast<size_t>(c) * k;
       std::fill(acc, acc + k, T(0));
@@ -125,10 +123,15 @@ double ActivationForward(Act act, Mode mode, int n, int k, const T* s, const T* 
     SumPartials(partial, chunks, k, var);
     if (n == 0) std::fill(var, var + k, T(0));
     if (synced) {
-      sums.assign(static_cast<size_t>(k), 0.0);
-      for (int j = 0; j < k; ++j) sums[j] = static_cast<double>(var[j]);
+      for (int j = 0; j < k; ++j)
+        sums[k + j] = static_cast<double>(var[j]) + (n > 0 ? sums[j] * sums[j] / n : 0.0);
       sync->SumOverWorkers(sums);
-      for (int j = 0; j < k; ++j) var[j] = static_cast<T>(sums[j]);
+      rows = sums[2 * k];
+      for (int j = 0; j < k; ++j) {
+        const double m = rows > 0 ? sums[j] / rows : 0.0;
+        mean[j] = static_cast<T>(m);
+        var[j] = static_cast<T>(std::max(0.0, sums[k + j] - m * sums[j]));
+      }
     }
     const T rows_t = static_cast<T>(std::max(rows, 1.0));
     for (int j = 0; j < k; ++j) {
