@@ -24,7 +24,7 @@ def main():
     ap.add_argument("--workers", type=int, default=4)
     args = ap.parse_args()
     build = os.path.abspath(args.build)
-    work = os.path.join(build, "bench", "scaleout")
+    work = os.path.join(build, "bench", "scaleout_data")
     sets = []
     gen = train_runs.din_gen(build, os.path.join(work, "din_gen"),
                              ["--rows", "100000", "--test_rows", "20000", "--seed", "11"])

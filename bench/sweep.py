@@ -48,7 +48,7 @@ def main():
                     help="middle learning rate only, lambda 0 and 0.01")
     args = ap.parse_args()
     build = os.path.abspath(args.build)
-    work = os.path.join(build, "bench", "sweep")
+    work = os.path.join(build, "bench", "sweep_data")
     sets = {}
     for name, gen_args in DATA.items():
         for seed in range(args.seeds):
