@@ -274,7 +274,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Populate(lane, f);
   const Snapshot before = Take(lane, f.tables);
 
-  std::vector<zmq::message_t> reply = lane.Handle(request);
+  LaneHandler::Outcome out = lane.Process(request);
+  std::vector<zmq::message_t> reply;
+  if (out.held_slot >= 0) {
+    // A valid synchronous push: held until the step's other workers push, or (a step of
+    // one worker) applied at once and its reply released.
+    CHECK(decoded && h.has_sync() && h.op() == wire::PUSH);
+    if (out.released.empty()) {
+      CHECK_GT(h.sync().workers(), 1u);
+      CHECK(Take(lane, f.tables) == before) << "a held push changed rows";
+      return 0;
+    }
+    CHECK_EQ(out.released.size(), 1u);
+    reply = std::move(out.released[0].second);
+  } else {
+    CHECK(out.released.empty());
+    reply = std::move(out.reply);
+  }
   CHECK(!reply.empty());
   wire::ReplyHeader rh;
   CHECK(DecodeFrame(reply[0], &rh)) << "undecodable reply header";

@@ -74,6 +74,18 @@ void LaneHandler() {
   w("pull_train", {Header(wire::PULL, segs), Raw(keys)});
   w("pull_eval", {Header(wire::PULL, segs, wire::EVAL), Raw(keys)});
   w("push", {Header(wire::PUSH, segs), Raw(keys), Raw(std::vector<float>(3 * 2 + 2 * 4, 0.5f))});
+  // Synchronous steps: one of two workers (held) and a step of one worker (applied).
+  auto sync_header = [&segs](uint32_t workers) {
+    wire::RequestHeader sh;
+    sh.ParseFromString(Header(wire::PUSH, segs));
+    sh.mutable_sync()->set_step(7);
+    sh.mutable_sync()->set_worker(0);
+    sh.mutable_sync()->set_workers(workers);
+    sh.mutable_sync()->set_samples(3);
+    return sh.SerializeAsString();
+  };
+  w("push_sync_held", {sync_header(2), Raw(keys), Raw(std::vector<float>(3 * 2 + 2 * 4, 0.5f))});
+  w("push_sync_one", {sync_header(1), Raw(keys), Raw(std::vector<float>(3 * 2 + 2 * 4, 0.5f))});
   w("push_repeats", {Header(wire::PUSH, {Seg(0, 0, 3)}), Raw(std::vector<uint64_t>{2, 2, 2}),
                      Raw(std::vector<float>{1, -1, 1e30f, -1e30f, 0.25f, 3})});
   w("push_counts", {Header(wire::PUSH_COUNTS, segs), Raw(keys),
