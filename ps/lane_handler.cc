@@ -388,6 +388,21 @@ Status LaneHandler::ApplySyncStep() {
     }
   }
   if (samples == 0) return Status::Ok();
+  // A step that would take a `when_full: FAIL` shard past its cap is refused whole,
+  // before any row is created or moved (each push passed CheckCaps alone; together they
+  // may add more new rows).
+  for (size_t t = 0; t < sync_sums_.size(); ++t) {
+    const TableSpec& spec = tables_[t];
+    if (spec.max_rows == 0 || spec.when_full != config::TableConfig::FAIL) continue;
+    std::unordered_map<uint32_t, uint64_t> adding;
+    const SyncSums& acc = sync_sums_[t];
+    for (size_t i = 0; i < acc.keys.size(); ++i)
+      if (shards_[t][acc.shards[i]]->Find(acc.keys[i]) == ShardStore::kNoRow)
+        ++adding[acc.shards[i]];
+    for (const auto& [shard, n] : adding)
+      if (shards_[t][shard]->size() + n > spec.max_rows)
+        return CapError(static_cast<int>(t), shard, n);
+  }
   const float inv = 1.0f / static_cast<float>(samples);
   std::vector<float> g;
   Status status;
