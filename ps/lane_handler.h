@@ -78,8 +78,7 @@ class LaneHandler {
   };
   Outcome Process(std::vector<zmq::message_t>& request);
 
-  // The synchronous step being gathered: its number and how many pushes arrived (0: none).
-  uint64_t sync_step() const { return sync_.step; }
+  // How many pushes of the synchronous step being gathered arrived (0: none).
   uint32_t sync_arrived() const { return sync_.arrived; }
 
   // The store of (table, shard), or nullptr when this lane does not serve it.
