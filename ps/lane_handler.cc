@@ -466,6 +466,24 @@ Status LaneHandler::ApplySyncStep() {
   return Status::Ok();
 }
 
+bool LaneHandler::HasIdleWork() const {
+  for (const auto& table : shards_)
+    for (const auto& store : table)
+      if (store != nullptr && store->migrating()) return true;
+  return false;
+}
+
+bool LaneHandler::IdleWork() {
+  for (auto& table : shards_) {
+    for (auto& store : table) {
+      if (store == nullptr || !store->migrating()) continue;
+      store->DrainStep(kIdleDrainSlots);
+      return HasIdleWork();
+    }
+  }
+  return false;
+}
+
 std::vector<zmq::message_t> LaneHandler::Handle(std::vector<zmq::message_t>& frames) {
   return Process(frames).reply;
 }

@@ -80,6 +80,14 @@ class LaneHandler {
   };
   Outcome Process(std::vector<zmq::message_t>& request);
 
+  // Idle-time work between requests: draining the old index of a shard whose index
+  // grew (ShardStore::DrainStep). IdleWork() does one bounded step (kIdleDrainSlots
+  // slots, well under a millisecond) and returns whether work remains; a server lane
+  // calls it while no request is waiting.
+  static constexpr uint64_t kIdleDrainSlots = 1 << 16;
+  bool HasIdleWork() const;
+  bool IdleWork();
+
   // How many pushes of the synchronous step being gathered arrived (0: none).
   uint32_t sync_arrived() const { return sync_.arrived; }
 

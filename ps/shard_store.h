@@ -16,7 +16,9 @@
 //
 // Growth is incremental: at a load factor of 0.8 a table 1.5x larger becomes the index
 // and the old one is drained into it kMigratePerInsert slots per later insert, so no
-// single call pays for re-indexing the whole shard. While draining, lookups try the new
+// single call pays for re-indexing the whole shard. The owner also drains it in idle
+// time (DrainStep: a server lane between requests), so the old index is freed without
+// further inserts. While draining, lookups try the new
 // index and then the old; a key is in exactly one of them. Overhead beyond the payload
 // is the 8-byte key plus 4/load-factor bytes of index, i.e. 13 to 15.5 bytes per row
 // (plus the old index, 4/0.8 bytes per row, while a drain is in progress).
@@ -149,6 +151,12 @@ class ShardStore {
   // Finishes a drain in progress at once (frees the old index).
   void CompleteGrowth() {
     if (old_slots_ != nullptr) Migrate(old_capacity_);
+  }
+  // Moves up to `slots` slots of a drain in progress (freeing the old index once they
+  // are all moved); returns whether the drain is still in progress.
+  bool DrainStep(uint64_t slots) {
+    if (old_slots_ != nullptr) Migrate(slots);
+    return old_slots_ != nullptr;
   }
 
   // The seam for dump and checkpoint: visits every row in creation order.
