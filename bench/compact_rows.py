@@ -39,8 +39,12 @@ def main():
     ap.add_argument("--build", default=os.environ.get("BUILD_DIR", "build"))
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--formats", default=",".join(FORMATS))
+    ap.add_argument("--formats", default=",".join(FORMATS),
+                    help="comma-separated; %s is always included" % REFERENCE)
+    ap.add_argument("--movielens", default=train_runs.ML_LATEST_SMALL,
+                    help="the ml-latest-small directory (default ../shared/data/...)")
     args = ap.parse_args()
+    train_runs.ML_LATEST_SMALL = args.movielens
     build = os.path.abspath(args.build)
     work = os.path.join(build, "bench", "compact_rows_data")
     sets = {}
@@ -54,7 +58,7 @@ def main():
         for seed in range(args.seeds):
             sets[("ml-latest-small", seed)] = (ml, train_runs.MOVIELENS_CONFIG,
                                                ["data.seed=%d" % (seed + 1)])
-    formats = args.formats.split(",")
+    formats = [REFERENCE] + [f for f in args.formats.split(",") if f != REFERENCE]
     gauc = defaultdict(list)  # (format, data set) -> GAUCs over seeds
     for (name, seed), (data, config, extra) in sets.items():
         for fmt in formats:
