@@ -434,9 +434,10 @@ Status LaneHandler::ApplySyncStep() {
         return CapError(static_cast<int>(t), shard, n);
   }
   const float inv = 1.0f / static_cast<float>(samples);
-  // A synchronous step's clock is its step number (bit 63 set): the same for every lane
-  // and placement.
-  const uint64_t clock = sync_.step | (uint64_t{1} << 63);
+  // A synchronous step's clock is the trainer's step count (bit 63 set): the same for
+  // every lane and placement, and continued by a resumed run.
+  const wire::SyncStep& first = sync_.headers[0].sync();
+  const uint64_t clock = (first.has_clock() ? first.clock() : first.step()) | (uint64_t{1} << 63);
   std::vector<float> g;
   Status status;
   for (size_t t = 0; t < sync_sums_.size(); ++t) {
