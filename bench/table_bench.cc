@@ -1,17 +1,21 @@
-// table_bench: one shard of dim-16 rows with Adagrad state. Inserts N distinct random IDs
-// (creating and initialising rows, as a training pull does), then looks all of them up
-// in a different random order. Prints one JSON line:
-//   rows, inserts_per_s, lookups_per_s, bytes_per_row, overhead_bytes_per_row (as measured;
-//   index_draining says whether an old index was still being drained then, and
-//   overhead_bytes_per_row_settled is the figure once it is freed),
-//   rss_bytes_per_row, payload_bytes_per_row, insert_max_us (the longest single insert:
-//   index growth is incremental, so no insert re-indexes the whole shard)
+// table_bench: one shard of dim-16 rows in a chosen format (--optimizer, --storage).
+// Inserts N distinct random IDs (creating and initialising rows, as a training pull
+// does), then looks all of them up in a different random order. Prints one JSON line:
+//   rows, optimizer, storage, inserts_per_s, lookups_per_s,
+//   bytes_per_row: the growth of the process's RSS over the inserts divided by the rows,
+//     measured after the index drain has finished (as a server does between requests),
+//   computed_bytes_per_row: ShardStore::MemoryBytes() / rows at the same point,
+//   row_bytes (key + count + weights + state in the arena), payload_bytes_per_row,
+//   index_draining (whether an old index was still draining when the inserts ended),
+//   insert_max_us (the longest single insert: index growth is incremental, so no insert
+//   re-indexes the whole shard)
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -24,6 +28,8 @@
 
 DEFINE_uint64(rows, 10'000'000, "distinct IDs to insert (100000000 where memory allows)");
 DEFINE_uint32(dim, 16, "row width");
+DEFINE_string(optimizer, "adagrad", "sgd, adagrad, rowwise_adagrad, adam or ftrl (defaults)");
+DEFINE_string(storage, "fp32", "weight storage: fp32, fp16 or bf16");
 
 namespace {
 
@@ -44,10 +50,37 @@ int main(int argc, char** argv) {
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   const uint64_t n = FLAGS_rows;
   const uint32_t dim = FLAGS_dim;
-  din::config::AdagradConfig ac;
-  din::AdagradOptimizer opt(ac);
+  din::config::OptimizerConfig oc;
+  if (FLAGS_optimizer == "sgd") {
+    oc.mutable_sgd();
+  } else if (FLAGS_optimizer == "adagrad") {
+    oc.mutable_adagrad();
+  } else if (FLAGS_optimizer == "rowwise_adagrad") {
+    oc.mutable_rowwise_adagrad();
+  } else if (FLAGS_optimizer == "adam") {
+    oc.mutable_adam();
+  } else if (FLAGS_optimizer == "ftrl") {
+    oc.mutable_ftrl();
+  } else {
+    std::fprintf(stderr, "--optimizer=%s: expected sgd, adagrad, rowwise_adagrad, adam or ftrl\n",
+                 FLAGS_optimizer.c_str());
+    return 1;
+  }
+  din::WeightFormat format;
+  if (FLAGS_storage == "fp32") {
+    format = din::WeightFormat::kFp32;
+  } else if (FLAGS_storage == "fp16") {
+    format = din::WeightFormat::kFp16;
+  } else if (FLAGS_storage == "bf16") {
+    format = din::WeightFormat::kBf16;
+  } else {
+    std::fprintf(stderr, "--storage=%s: expected fp32, fp16 or bf16\n", FLAGS_storage.c_str());
+    return 1;
+  }
+  const std::unique_ptr<din::SparseOptimizer> opt = din::SparseOptimizer::Create(oc);
   din::config::Initializer ic;
   din::RowInitializer init(ic, 1);
+  std::vector<float> w(dim);
 
   // Distinct 64-bit keys: an odd-multiplier bijection of 0..n-1.
   std::vector<uint64_t> keys(n);
@@ -55,7 +88,7 @@ int main(int argc, char** argv) {
   std::shuffle(keys.begin(), keys.end(), std::mt19937_64(1));
 
   const uint64_t rss0 = RssBytes();
-  auto store = std::make_unique<din::ShardStore>(dim, opt.StateFloats(dim));
+  auto store = std::make_unique<din::ShardStore>(dim, opt->StateFloats(dim), 0, 0, format);
   double insert_max_us = 0;
   const auto t0 = std::chrono::steady_clock::now();
   for (uint64_t i = 0; i < n; ++i) {
@@ -67,36 +100,37 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "%s\n", row.status().ToString().c_str());
       return 1;
     }
-    init.Fill(keys[i], store->Weights(*row), dim);
-    opt.InitState(store->State(*row), dim);
+    init.Fill(keys[i], w.data(), dim);
+    store->SetWeights(*row, w.data());
+    opt->InitState(store->State(*row), dim);
   }
   const auto t1 = std::chrono::steady_clock::now();
+  // A server finishes an index drain between requests; so does the bench before it
+  // measures.
+  const bool draining = store->migrating();
+  store->CompleteGrowth();
   const uint64_t rss1 = RssBytes();
+  const double computed_per_row = static_cast<double>(store->MemoryBytes()) / n;
 
   std::shuffle(keys.begin(), keys.end(), std::mt19937_64(2));
   float checksum = 0;
   const auto t2 = std::chrono::steady_clock::now();
   for (uint64_t i = 0; i < n; ++i) {
     const uint32_t row = store->Find(keys[i]);
-    checksum += store->Weights(row)[i % dim];
+    store->GetWeights(row, w.data());
+    checksum += w[i % dim];
   }
   const auto t3 = std::chrono::steady_clock::now();
 
-  const double bytes_per_row = static_cast<double>(store->MemoryBytes()) / n;
-  const bool draining = store->migrating();
-  store->CompleteGrowth();
-  const double settled_per_row = static_cast<double>(store->MemoryBytes()) / n;
   const double rss_per_row = static_cast<double>(rss1 - rss0) / n;
   std::printf(
-      "{\"bench\":\"table_bench\",\"rows\":%llu,\"dim\":%u,\"optimizer\":\"adagrad\","
-      "\"inserts_per_s\":%.0f,\"lookups_per_s\":%.0f,\"bytes_per_row\":%.2f,"
-      "\"overhead_bytes_per_row\":%.2f,\"index_draining\":%s,"
-      "\"overhead_bytes_per_row_settled\":%.2f,\"rss_bytes_per_row\":%.2f,\"payload_bytes_per_"
-      "row\":%u,"
-      "\"insert_max_us\":%.1f,\"checksum\":%g}\n",
-      static_cast<unsigned long long>(n), dim, n / Seconds(t0, t1), n / Seconds(t2, t3),
-      bytes_per_row, bytes_per_row - store->payload_bytes(), draining ? "true" : "false",
-      settled_per_row - store->payload_bytes(), rss_per_row, store->payload_bytes(), insert_max_us,
-      checksum);
+      "{\"bench\":\"table_bench\",\"rows\":%llu,\"dim\":%u,\"optimizer\":\"%s\","
+      "\"storage\":\"%s\",\"inserts_per_s\":%.0f,\"lookups_per_s\":%.0f,"
+      "\"bytes_per_row\":%.2f,\"computed_bytes_per_row\":%.2f,\"row_bytes\":%u,"
+      "\"payload_bytes_per_row\":%u,\"index_draining\":%s,\"insert_max_us\":%.1f,"
+      "\"checksum\":%g}\n",
+      static_cast<unsigned long long>(n), dim, opt->Name().c_str(), FLAGS_storage.c_str(),
+      n / Seconds(t0, t1), n / Seconds(t2, t3), rss_per_row, computed_per_row, store->row_bytes(),
+      store->payload_bytes(), draining ? "true" : "false", insert_max_us, checksum);
   return 0;
 }

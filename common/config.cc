@@ -69,9 +69,10 @@ Status ValidateOptimizer(const std::string& where, config::TableConfig* table) {
   const config::OptimizerConfig& opt = table->optimizer();
   switch (opt.kind_case()) {
     case config::OptimizerConfig::KIND_NOT_SET:
-      return Bad(where,
-                 "optimizer names no kind: write optimizer { sgd {...} }, adagrad, adam or "
-                 "ftrl (or leave optimizer out for adagrad with its defaults)");
+      return Bad(
+          where,
+          "optimizer names no kind: write optimizer { sgd {...} }, adagrad, "
+          "rowwise_adagrad, adam or ftrl (or leave optimizer out for adagrad with its defaults)");
     case config::OptimizerConfig::kSgd:
       return Positive(where, "optimizer.sgd.learning_rate", opt.sgd().learning_rate());
     case config::OptimizerConfig::kAdagrad: {
@@ -85,6 +86,20 @@ Status ValidateOptimizer(const std::string& where, config::TableConfig* table) {
         return Bad(where,
                    "optimizer.adagrad.initial_accumulator and optimizer.adagrad.epsilon are "
                    "both 0 (a zero gradient would divide by zero)");
+      return Status::Ok();
+    }
+    case config::OptimizerConfig::kRowwiseAdagrad: {
+      const auto& a = opt.rowwise_adagrad();
+      DIN_RETURN_IF_ERROR(
+          Positive(where, "optimizer.rowwise_adagrad.learning_rate", a.learning_rate()));
+      DIN_RETURN_IF_ERROR(NonNegative(where, "optimizer.rowwise_adagrad.initial_accumulator",
+                                      a.initial_accumulator()));
+      DIN_RETURN_IF_ERROR(NonNegative(where, "optimizer.rowwise_adagrad.epsilon", a.epsilon()));
+      if (!(a.initial_accumulator() + a.epsilon() > 0))
+        return Bad(where,
+                   "optimizer.rowwise_adagrad.initial_accumulator and "
+                   "optimizer.rowwise_adagrad.epsilon are both 0 (a zero gradient would divide "
+                   "by zero)");
       return Status::Ok();
     }
     case config::OptimizerConfig::kAdam: {

@@ -275,6 +275,7 @@ Result<uint64_t> LoadCheckpointPart(const std::string& dir, const ManifestTable&
   const char* counts = arrays[3].data.data() + arrays[3].info.header_bytes;
   const size_t row_bytes = size_t{table.dim} * sizeof(float);
   const size_t state_bytes = size_t{table.state_floats} * sizeof(float);
+  std::vector<float> weights(table.dim);
   uint64_t loaded = 0;
   for (uint64_t i = 0; i < part.rows; ++i) {
     uint64_t key;
@@ -283,7 +284,10 @@ Result<uint64_t> LoadCheckpointPart(const std::string& dir, const ManifestTable&
     if (store == nullptr) continue;
     bool inserted = false;
     DIN_ASSIGN_OR_RETURN(const uint32_t row, store->FindOrInsert(key, &inserted));
-    std::memcpy(store->Weights(row), emb + i * row_bytes, row_bytes);
+    // Float32 weights, exact for any storage the checkpoint was written from: a store of
+    // the same format gets its bits back (docs/design.md §13).
+    std::memcpy(weights.data(), emb + i * row_bytes, row_bytes);
+    store->SetWeights(row, weights.data());
     if (state_bytes > 0) std::memcpy(store->State(row), state + i * state_bytes, state_bytes);
     uint32_t count;
     std::memcpy(&count, counts + i * sizeof(count), sizeof(count));

@@ -18,6 +18,10 @@ TableSpec::TableSpec(const config::TableConfig& cfg)
       max_rows(cfg.max_rows_per_shard()),
       mba_lambda(cfg.mba_lambda()),
       when_full(cfg.when_full()),
+      storage(cfg.storage() == config::TableConfig::FP16   ? WeightFormat::kFp16
+              : cfg.storage() == config::TableConfig::BF16 ? WeightFormat::kBf16
+                                                           : WeightFormat::kFp32),
+      rounding_key(Mix64(cfg.seed() ^ 0x5eed0f5a0d1e57ULL)),
       optimizer(SparseOptimizer::Create(cfg.optimizer())),
       initializer(cfg.initializer(), cfg.seed()) {}
 
@@ -41,6 +45,9 @@ LaneHandler::LaneHandler(const std::vector<TableSpec>& tables, const Placement& 
   pending_keys_.resize(tables.size());
   full_logged_.assign(tables.size(), false);
   sync_sums_.resize(tables.size());
+  uint32_t max_dim = 0;
+  for (const TableSpec& spec : tables) max_dim = std::max(max_dim, spec.dim);
+  weight_scratch_.resize(max_dim);
   for (size_t t = 0; t < tables.size(); ++t) {
     shards_[t].resize(tables[t].shards);
     skipped_[t].assign(tables[t].shards, 0);
@@ -50,7 +57,7 @@ LaneHandler::LaneHandler(const std::vector<TableSpec>& tables, const Placement& 
       if (placement.ServerOf(g) == server && placement.LaneOf(g) == lane) {
         shards_[t][s] = std::make_unique<ShardStore>(
             tables[t].dim, tables[t].optimizer->StateFloats(tables[t].dim), tables[t].expected_rows,
-            tables[t].max_rows);
+            tables[t].max_rows, tables[t].storage);
       }
     }
   }
@@ -231,10 +238,27 @@ uint32_t LaneHandler::Materialize(int table, uint32_t shard, ShardStore* store, 
     return ShardStore::kNoRow;
   }
   if (inserted) {
-    spec.initializer.Fill(key, store->Weights(*row), spec.dim);
+    spec.initializer.Fill(key, weight_scratch_.data(), spec.dim);
+    store->SetWeights(*row, weight_scratch_.data());
     spec.optimizer->InitState(store->State(*row), spec.dim);
   }
   return *row;
+}
+
+void LaneHandler::ApplyGradient(const TableSpec& spec, ShardStore* store, uint32_t row,
+                                const float* g, uint64_t clock) {
+  if (spec.storage == WeightFormat::kFp32) {
+    spec.optimizer->Apply(store->Weights(row), store->State(row), g, spec.dim);
+    return;
+  }
+  float* w = weight_scratch_.data();
+  store->GetWeights(row, w);
+  float* state = store->State(row);
+  spec.optimizer->Apply(w, state, g, spec.dim);
+  // The rounding draws: a pure function of (table, key, clock); every update of a row
+  // has a new clock, so its draws are fresh, and a rerun of the same requests stores the
+  // same bits (docs/design.md §5).
+  store->SetWeightsRounded(row, w, spec.rounding_key ^ Mix64(store->Key(row) ^ Mix64(clock)));
 }
 
 Status LaneHandler::Pull(const wire::RequestHeader& h, const Segments& segs,
@@ -264,7 +288,12 @@ Status LaneHandler::Pull(const wire::RequestHeader& h, const Segments& segs,
       if (row == ShardStore::kNoRow) {
         std::memset(seg_values + i * row_bytes, 0, row_bytes);
       } else {
-        std::memcpy(seg_values + i * row_bytes, store->Weights(row), row_bytes);
+        if (store->format() == WeightFormat::kFp32) {
+          std::memcpy(seg_values + i * row_bytes, store->WeightData(row), row_bytes);
+        } else {
+          store->GetWeights(row, weight_scratch_.data());
+          std::memcpy(seg_values + i * row_bytes, weight_scratch_.data(), row_bytes);
+        }
         count = store->Count(row);
       }
       std::memcpy(seg_counts + i * sizeof(uint32_t), &count, sizeof(count));
@@ -281,6 +310,8 @@ Status LaneHandler::Pull(const wire::RequestHeader& h, const Segments& segs,
 
 Status LaneHandler::Push(const Segments& segs, std::span<const uint64_t> keys,
                          std::span<const float> grads) {
+  // Asynchronous pushes: the clock counts this lane's pushes (bit 63 clear).
+  const uint64_t clock = ++push_clock_ & ~(uint64_t{1} << 63);
   size_t k = 0, off = 0;
   Status status;
   for (size_t s = 0; s < segs.table.size(); ++s) {
@@ -296,8 +327,7 @@ Status LaneHandler::Push(const Segments& segs, std::span<const uint64_t> keys,
         if (!status.ok()) return false;
         if (row == ShardStore::kNoRow) return true;  // SKIP_NEW: dropped
       }
-      spec.optimizer->Apply(store->Weights(row), store->State(row), seg_grads + i * spec.dim,
-                            spec.dim);
+      ApplyGradient(spec, store, row, seg_grads + i * spec.dim, clock);
       return true;
     });
     if (!status.ok()) return status;
@@ -404,6 +434,10 @@ Status LaneHandler::ApplySyncStep() {
         return CapError(static_cast<int>(t), shard, n);
   }
   const float inv = 1.0f / static_cast<float>(samples);
+  // A synchronous step's clock is the trainer's step count (bit 63 set): the same for
+  // every lane and placement, and continued by a resumed run.
+  const wire::SyncStep& first = sync_.headers[0].sync();
+  const uint64_t clock = (first.has_clock() ? first.clock() : first.step()) | (uint64_t{1} << 63);
   std::vector<float> g;
   Status status;
   for (size_t t = 0; t < sync_sums_.size(); ++t) {
@@ -419,17 +453,36 @@ Status LaneHandler::ApplySyncStep() {
         if (row == ShardStore::kNoRow) continue;  // SKIP_NEW: dropped
       }
       const float* sum = acc.sums.data() + i * spec.dim;
-      const float* w = store->Weights(row);
+      store->GetWeights(row, weight_scratch_.data());
+      const float* w = weight_scratch_.data();
       // The MBA term once per distinct ID of the global batch (a count of 0, an ID the
       // counts never reached, is taken as 1).
       const float scale =
           spec.mba_lambda / static_cast<float>(std::max<uint32_t>(store->Count(row), 1));
       for (uint32_t j = 0; j < spec.dim; ++j)
         g[j] = sum[j] * inv + (spec.mba_lambda != 0 ? scale * w[j] : 0.0f);
-      spec.optimizer->Apply(store->Weights(row), store->State(row), g.data(), spec.dim);
+      ApplyGradient(spec, store, row, g.data(), clock);
     }
   }
   return Status::Ok();
+}
+
+bool LaneHandler::HasIdleWork() const {
+  for (const auto& table : shards_)
+    for (const auto& store : table)
+      if (store != nullptr && store->migrating()) return true;
+  return false;
+}
+
+bool LaneHandler::IdleWork() {
+  for (auto& table : shards_) {
+    for (auto& store : table) {
+      if (store == nullptr || !store->migrating()) continue;
+      store->DrainStep(kIdleDrainSlots);
+      return HasIdleWork();
+    }
+  }
+  return false;
 }
 
 std::vector<zmq::message_t> LaneHandler::Handle(std::vector<zmq::message_t>& frames) {

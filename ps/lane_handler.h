@@ -38,6 +38,8 @@ struct TableSpec {
   uint64_t max_rows;  // max_rows_per_shard; 0 = no cap
   float mba_lambda;   // synchronous steps add mba_lambda * w_j / n_j on the lane
   config::TableConfig::WhenFull when_full;
+  WeightFormat storage;   // how the shards store the weights
+  uint64_t rounding_key;  // the table's part of the stochastic-rounding draws
   std::unique_ptr<SparseOptimizer> optimizer;
   RowInitializer initializer;
 };
@@ -78,6 +80,14 @@ class LaneHandler {
   };
   Outcome Process(std::vector<zmq::message_t>& request);
 
+  // Idle-time work between requests: draining the old index of a shard whose index
+  // grew (ShardStore::DrainStep). IdleWork() does one bounded step (kIdleDrainSlots
+  // slots, well under a millisecond) and returns whether work remains; a server lane
+  // calls it while no request is waiting.
+  static constexpr uint64_t kIdleDrainSlots = 1 << 16;
+  bool HasIdleWork() const;
+  bool IdleWork();
+
   // How many pushes of the synchronous step being gathered arrived (0: none).
   uint32_t sync_arrived() const { return sync_.arrived; }
 
@@ -107,6 +117,11 @@ class LaneHandler {
   // The row of `key`, created and initialised when absent; kNoRow when the shard is full
   // (under SKIP_NEW the key is counted as skipped, otherwise *status tells why).
   uint32_t Materialize(int table, uint32_t shard, ShardStore* store, uint64_t key, Status* status);
+  // Runs the table's optimizer on row `row` with gradient `g`: in place for float32
+  // weights; otherwise on their float32 values, stored back with stochastic rounding
+  // drawn from (table, key, clock) (docs/design.md §5).
+  void ApplyGradient(const TableSpec& spec, ShardStore* store, uint32_t row, const float* g,
+                     uint64_t clock);
   // The FAIL policy's error for a request that would add `adding` rows to the shard.
   Status CapError(int table, uint32_t shard, uint64_t adding) const;
   // Writes every shard of this lane as dump parts (ps/dump_writer.h) and lists them in
@@ -159,6 +174,8 @@ class LaneHandler {
   std::vector<SyncSums> sync_sums_;
   std::vector<uint64_t> key_scratch_;
   std::vector<float> float_scratch_;
+  std::vector<float> weight_scratch_;  // one row's weights as float32
+  uint64_t push_clock_ = 0;            // asynchronous pushes applied by this lane
   std::vector<uint32_t> count_scratch_;
 };
 

@@ -1,6 +1,7 @@
 #include "ps/server.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include <glog/logging.h>
 #include <zmq_addon.hpp>
@@ -96,6 +97,16 @@ void PsServer::LaneLoop(int lane) {
   // wrong with one request is answered or logged, and the lane keeps serving.
   for (;;) {
     try {
+      // Idle time: while the handler has work (an index drain) and no request waits,
+      // do one bounded step of it; a request arriving meanwhile waits at most one step.
+      if (handler.HasIdleWork()) {
+        zmq::pollitem_t item{sock.handle(), 0, ZMQ_POLLIN, 0};
+        zmq::poll(&item, 1, std::chrono::milliseconds(0));
+        if ((item.revents & ZMQ_POLLIN) == 0) {
+          handler.IdleWork();
+          continue;
+        }
+      }
       frames.clear();
       if (!zmq::recv_multipart(sock, std::back_inserter(frames))) continue;
       if (frames.empty()) continue;

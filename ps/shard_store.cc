@@ -13,10 +13,12 @@ static_assert(ShardStore::kMaxRows == kMaxRowsPerShard,
               "ValidateConfig bounds max_rows_per_shard by what a shard can hold");
 
 ShardStore::ShardStore(uint32_t dim, uint32_t state_floats, uint64_t expected_rows,
-                       uint64_t max_rows)
+                       uint64_t max_rows, WeightFormat format)
     : dim_(dim),
       state_floats_(state_floats),
-      stride_(kHeaderBytes + 4 * (dim + state_floats)),
+      format_(format),
+      weight_area_((WeightBytes(format) * dim + 3) / 4 * 4),
+      stride_(kHeaderBytes + weight_area_ + 4 * state_floats),
       max_rows_(max_rows == 0 ? kMaxRows : std::min<uint64_t>(max_rows, kMaxRows)),
       max_capacity_(SlotsFor(max_rows_)) {
   const uint64_t want = std::max<uint64_t>(
@@ -26,6 +28,44 @@ ShardStore::ShardStore(uint32_t dim, uint32_t state_floats, uint64_t expected_ro
   capacity_ = std::min(want, max_capacity_);
   slot_memory_ = HugeBuffer(capacity_ * sizeof(uint32_t));
   slots_ = reinterpret_cast<uint32_t*>(slot_memory_.data());
+}
+
+void ShardStore::GetWeights(uint32_t row, float* out) const {
+  const std::byte* p = WeightData(row);
+  if (format_ == WeightFormat::kFp32) {
+    std::memcpy(out, p, size_t{dim_} * sizeof(float));
+    return;
+  }
+  for (uint32_t j = 0; j < dim_; ++j) {
+    uint16_t h;
+    std::memcpy(&h, p + 2 * j, sizeof(h));
+    out[j] = HalfToFloat(h, format_);
+  }
+}
+
+void ShardStore::SetWeights(uint32_t row, const float* w) {
+  std::byte* p = RowPtr(row) + kHeaderBytes;
+  if (format_ == WeightFormat::kFp32) {
+    std::memcpy(p, w, size_t{dim_} * sizeof(float));
+    return;
+  }
+  for (uint32_t j = 0; j < dim_; ++j) {
+    const uint16_t h = FloatToHalf(w[j], format_);
+    std::memcpy(p + 2 * j, &h, sizeof(h));
+  }
+}
+
+void ShardStore::SetWeightsRounded(uint32_t row, const float* w, uint64_t seed) {
+  std::byte* p = RowPtr(row) + kHeaderBytes;
+  if (format_ == WeightFormat::kFp32) {
+    std::memcpy(p, w, size_t{dim_} * sizeof(float));
+    return;
+  }
+  for (uint32_t j = 0; j < dim_; ++j) {
+    const uint16_t h = FloatToHalfStochastic(
+        w[j], format_, Mix64(seed + (uint64_t{j} + 1) * 0x9e3779b97f4a7c15ULL));
+    std::memcpy(p + 2 * j, &h, sizeof(h));
+  }
 }
 
 uint64_t ShardStore::HashOf(uint64_t key) {

@@ -3,15 +3,22 @@
 // Layout. Rows live in an arena of geometrically growing chunks (chunk c holds
 // 2^(kBaseBits + c) rows), so a row never moves once created and growing the arena never
 // copies rows. A row is
-//     [key: uint64][count n_j: uint32][weights: dim floats][optimizer state floats]
-// packed with 4-byte alignment (the key is read with memcpy). The index is an
+//     [key: uint64][count n_j: uint32][weights: dim values][optimizer state floats]
+// packed with 4-byte alignment (the key is read with memcpy). The weights are float32,
+// or 16-bit (fp16 or bf16, common/half.h, padded to 4 bytes) for a table with half
+// storage; the optimizer state is always float32. At dim 16 with row-wise Adagrad a row
+// is 8 + 4 + 32 + 4 = 48 bytes in half precision, 80 in float32. Weights(row) gives the
+// float32 weights in place and is only for float32 storage; GetWeights/SetWeights convert
+// for every format, SetWeightsRounded rounds stochastically. The index is an
 // open-addressing table of 4-byte slots with linear probing: a slot holds a 4-bit
 // tag of the key's hash and the row number + 1 (0 = empty), so a probe compares keys
 // in the arena only when the tags agree (1 in 16 for a foreign key).
 //
 // Growth is incremental: at a load factor of 0.8 a table 1.5x larger becomes the index
 // and the old one is drained into it kMigratePerInsert slots per later insert, so no
-// single call pays for re-indexing the whole shard. While draining, lookups try the new
+// single call pays for re-indexing the whole shard. The owner also drains it in idle
+// time (DrainStep: a server lane between requests), so the old index is freed without
+// further inserts. While draining, lookups try the new
 // index and then the old; a key is in exactly one of them. Overhead beyond the payload
 // is the 8-byte key plus 4/load-factor bytes of index, i.e. 13 to 15.5 bytes per row
 // (plus the old index, 4/0.8 bytes per row, while a drain is in progress).
@@ -36,6 +43,9 @@
 #include <type_traits>
 #include <vector>
 
+#include <glog/logging.h>
+
+#include "common/half.h"
 #include "common/status.h"
 #include "ps/huge_buffer.h"
 
@@ -47,11 +57,11 @@ class ShardStore {
   // Row numbers use 28 bits of a slot.
   static constexpr uint32_t kMaxRows = (1u << 28) - 1;
 
-  // `state_floats` floats of optimizer state follow the `dim` weights of each row. The
-  // index is sized for `expected_rows` up front; `max_rows` caps the rows (0 = kMaxRows,
-  // also the most a larger value gives).
-  ShardStore(uint32_t dim, uint32_t state_floats, uint64_t expected_rows = 0,
-             uint64_t max_rows = 0);
+  // `state_floats` floats of optimizer state follow the `dim` weights of each row, stored
+  // as `format`. The index is sized for `expected_rows` up front; `max_rows` caps the rows
+  // (0 = kMaxRows, also the most a larger value gives).
+  ShardStore(uint32_t dim, uint32_t state_floats, uint64_t expected_rows = 0, uint64_t max_rows = 0,
+             WeightFormat format = WeightFormat::kFp32);
   ShardStore(const ShardStore&) = delete;
   ShardStore& operator=(const ShardStore&) = delete;
 
@@ -94,22 +104,42 @@ class ShardStore {
     const uint32_t c = Count(row);
     SetCount(row, c > UINT32_MAX - delta ? UINT32_MAX : c + delta);
   }
-  float* Weights(uint32_t row) { return reinterpret_cast<float*>(RowPtr(row) + kHeaderBytes); }
+  // The float32 weights in place; float32 storage only.
+  float* Weights(uint32_t row) {
+    DCHECK(format_ == WeightFormat::kFp32);
+    return reinterpret_cast<float*>(RowPtr(row) + kHeaderBytes);
+  }
   const float* Weights(uint32_t row) const {
+    DCHECK(format_ == WeightFormat::kFp32);
     return reinterpret_cast<const float*>(RowPtr(row) + kHeaderBytes);
   }
-  float* State(uint32_t row) { return Weights(row) + dim_; }
-  const float* State(uint32_t row) const { return Weights(row) + dim_; }
+  // The stored weights as they are (dim * WeightBytes(format()) bytes).
+  const std::byte* WeightData(uint32_t row) const { return RowPtr(row) + kHeaderBytes; }
+  // The weights as float32 (exact for every format).
+  void GetWeights(uint32_t row, float* out) const;
+  // Stores `w`, rounded to nearest-even for a 16-bit format (exact when every value is
+  // representable, as when they came from GetWeights).
+  void SetWeights(uint32_t row, const float* w);
+  // Stores `w`, rounded stochastically for a 16-bit format; the draw of coordinate j is
+  // a pure function of (seed, j), so the same inputs store the same bits.
+  void SetWeightsRounded(uint32_t row, const float* w, uint64_t seed);
+  float* State(uint32_t row) {
+    return reinterpret_cast<float*>(RowPtr(row) + kHeaderBytes + weight_area_);
+  }
+  const float* State(uint32_t row) const {
+    return reinterpret_cast<const float*>(RowPtr(row) + kHeaderBytes + weight_area_);
+  }
 
   uint32_t dim() const { return dim_; }
   uint32_t state_floats() const { return state_floats_; }
+  WeightFormat format() const { return format_; }
   uint64_t size() const { return size_; }
   // The cap on size(): the constructor's max_rows, or kMaxRows when none was given.
   uint64_t max_rows() const { return max_rows_; }
   // Bytes of one row in the arena (key + count + weights + state).
   uint32_t row_bytes() const { return stride_; }
   // Payload bytes of one row: weights + optimizer state + count (what a row must hold).
-  uint32_t payload_bytes() const { return 4 * (dim_ + state_floats_) + 4; }
+  uint32_t payload_bytes() const { return weight_area_ + 4 * state_floats_ + 4; }
   // Memory the shard holds: index slots plus the arena rows in use (untouched arena
   // pages of the last chunk are not resident and not counted).
   uint64_t MemoryBytes() const;
@@ -122,12 +152,28 @@ class ShardStore {
   void CompleteGrowth() {
     if (old_slots_ != nullptr) Migrate(old_capacity_);
   }
+  // Moves up to `slots` slots of a drain in progress (freeing the old index once they
+  // are all moved); returns whether the drain is still in progress.
+  bool DrainStep(uint64_t slots) {
+    if (old_slots_ != nullptr) Migrate(slots);
+    return old_slots_ != nullptr;
+  }
 
   // The seam for dump and checkpoint: visits every row in creation order.
-  // fn(uint64_t key, uint32_t count, const float* weights, const float* state).
+  // fn(uint64_t key, uint32_t count, const float* weights, const float* state), with the
+  // weights as float32 whatever the storage (a 16-bit value converts exactly).
   template <typename Fn>
   void ForEachRow(Fn&& fn) const {
-    for (uint32_t r = 0; r < size_; ++r) fn(Key(r), Count(r), Weights(r), State(r));
+    if (format_ == WeightFormat::kFp32) {
+      for (uint32_t r = 0; r < size_; ++r)
+        fn(Key(r), Count(r), reinterpret_cast<const float*>(RowPtr(r) + kHeaderBytes), State(r));
+      return;
+    }
+    std::vector<float> w(dim_);
+    for (uint32_t r = 0; r < size_; ++r) {
+      GetWeights(r, w.data());
+      fn(Key(r), Count(r), static_cast<const float*>(w.data()), State(r));
+    }
   }
 
  private:
@@ -166,6 +212,8 @@ class ShardStore {
 
   const uint32_t dim_;
   const uint32_t state_floats_;
+  const WeightFormat format_;
+  const uint32_t weight_area_;  // bytes of the weights, padded to 4
   const uint32_t stride_;
   const uint64_t max_rows_;      // size_ never exceeds it
   const uint64_t max_capacity_;  // SlotsFor(max_rows_): the index never grows past it

@@ -294,6 +294,7 @@ Status Trainer::PushGradients(Slot* slot) {
   if (sync) {
     wire::SyncStep step;
     step.set_step(sync_rounds_++);
+    step.set_clock(step_);
     step.set_worker(static_cast<uint32_t>(coll_->rank()));
     step.set_workers(static_cast<uint32_t>(coll_->size()));
     step.set_samples(n);

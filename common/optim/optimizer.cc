@@ -15,6 +15,8 @@ std::unique_ptr<SparseOptimizer> SparseOptimizer::Create(const config::Optimizer
       return std::make_unique<AdamOptimizer>(cfg.adam());
     case config::OptimizerConfig::kFtrl:
       return std::make_unique<FtrlOptimizer>(cfg.ftrl());
+    case config::OptimizerConfig::kRowwiseAdagrad:
+      return std::make_unique<RowwiseAdagradOptimizer>(cfg.rowwise_adagrad());
     case config::OptimizerConfig::kAdagrad:
     case config::OptimizerConfig::KIND_NOT_SET:
       return std::make_unique<AdagradOptimizer>(cfg.adagrad());
@@ -35,6 +37,16 @@ void AdagradOptimizer::Apply(float* w, float* acc, const float* g, uint32_t dim)
     acc[i] += g[i] * g[i];
     w[i] -= lr_ * g[i] / (std::sqrt(acc[i]) + eps_);
   }
+}
+
+void RowwiseAdagradOptimizer::InitState(float* acc, uint32_t) const { acc[0] = init_; }
+
+void RowwiseAdagradOptimizer::Apply(float* w, float* acc, const float* g, uint32_t dim) const {
+  float sum = 0.0f;
+  for (uint32_t i = 0; i < dim; ++i) sum += g[i] * g[i];
+  acc[0] += sum / static_cast<float>(dim);
+  const float step = lr_ / (std::sqrt(acc[0]) + eps_);
+  for (uint32_t i = 0; i < dim; ++i) w[i] -= step * g[i];
 }
 
 void AdamOptimizer::InitState(float* state, uint32_t dim) const {

@@ -55,6 +55,22 @@ class AdagradOptimizer final : public SparseOptimizer {
   float lr_, init_, eps_;
 };
 
+// Row-wise Adagrad (FBGEMM, TorchRec): one accumulator per row.
+//   acc += mean_i(g_i^2);  w_i -= lr * g_i / (sqrt(acc) + eps);  acc starts at
+//   initial_accumulator.
+class RowwiseAdagradOptimizer final : public SparseOptimizer {
+ public:
+  explicit RowwiseAdagradOptimizer(const config::RowwiseAdagradConfig& cfg)
+      : lr_(cfg.learning_rate()), init_(cfg.initial_accumulator()), eps_(cfg.epsilon()) {}
+  uint32_t StateFloats(uint32_t) const override { return 1; }
+  void InitState(float* state, uint32_t dim) const override;
+  void Apply(float* w, float* state, const float* g, uint32_t dim) const override;
+  std::string Name() const override { return "rowwise_adagrad"; }
+
+ private:
+  float lr_, init_, eps_;
+};
+
 // Lazy Adam. State: m[dim], v[dim], then the row's own step count t (a uint32 stored in
 // the bits of one float). A push advances t by one and
 //   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2

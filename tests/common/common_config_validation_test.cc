@@ -124,10 +124,11 @@ TEST(ConfigValidationTest, DataFieldsReadDeclaredTables) {
 TEST(ConfigValidationTest, Optimizers) {
   const std::string t = "config job.pbtxt: tables[0] (user): ";
   ExpectError(WithUser("optimizer {}"),
-              t + "optimizer names no kind: write optimizer { sgd {...} }, adagrad, adam or "
-                  "ftrl (or leave optimizer out for adagrad with its defaults)");
+              t + "optimizer names no kind: write optimizer { sgd {...} }, adagrad, "
+                  "rowwise_adagrad, adam or ftrl (or leave optimizer out for adagrad with its "
+                  "defaults)");
   // A kind with its defaults is fine.
-  for (const char* kind : {"sgd", "adagrad", "adam", "ftrl"})
+  for (const char* kind : {"sgd", "adagrad", "rowwise_adagrad", "adam", "ftrl"})
     EXPECT_EQ(ErrorOf(WithUser(std::string("optimizer { ") + kind + " {} }")), "") << kind;
   ExpectError(WithUser("optimizer { sgd { learning_rate: 0 } }"),
               t + "optimizer.sgd.learning_rate must be > 0, got 0");
@@ -142,6 +143,14 @@ TEST(ConfigValidationTest, Optimizers) {
   ExpectError(WithUser("optimizer { adagrad { initial_accumulator: 0 epsilon: 0 } }"),
               t + "optimizer.adagrad.initial_accumulator and optimizer.adagrad.epsilon are both "
                   "0 (a zero gradient would divide by zero)");
+  ExpectError(WithUser("optimizer { rowwise_adagrad { learning_rate: 0 } }"),
+              t + "optimizer.rowwise_adagrad.learning_rate must be > 0, got 0");
+  ExpectError(WithUser("optimizer { rowwise_adagrad { epsilon: -1 } }"),
+              t + "optimizer.rowwise_adagrad.epsilon must be >= 0, got -1");
+  ExpectError(WithUser("optimizer { rowwise_adagrad { initial_accumulator: 0 epsilon: 0 } }"),
+              t + "optimizer.rowwise_adagrad.initial_accumulator and "
+                  "optimizer.rowwise_adagrad.epsilon are both 0 (a zero gradient would divide by "
+                  "zero)");
   ExpectError(WithUser("optimizer { adam { beta1: 1 } }"),
               t + "optimizer.adam.beta1 must be in [0, 1), got 1");
   ExpectError(WithUser("optimizer { adam { beta2: -0.1 } }"),

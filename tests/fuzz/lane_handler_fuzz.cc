@@ -33,7 +33,8 @@
 namespace din::fuzz {
 namespace {
 
-// One server with two lanes; lane 0 serves b/0 (every key) and a/1 (a third of them).
+// One server with two lanes; lane 0 serves b/0 (every key), a/1 (a third of them) and
+// c/0 (every key). a stores fp16 weights, c bf16 weights with row-wise Adagrad.
 constexpr char kConfig[] = R"pb(
   tables {
     name: "b"
@@ -45,7 +46,15 @@ constexpr char kConfig[] = R"pb(
     name: "a"
     dim: 4
     shards: 3
+    storage: FP16
     optimizer { sgd { learning_rate: 0.5 } }
+  }
+  tables {
+    name: "c"
+    dim: 3
+    shards: 1
+    storage: BF16
+    optimizer { rowwise_adagrad {} }
   }
   ps { max_request_keys: 64 }
 )pb";
@@ -77,11 +86,15 @@ using TableShard = std::pair<uint32_t, uint32_t>;
 // Every served row: (table, shard) -> key -> count bytes + weights + optimizer state.
 using Snapshot = std::map<TableShard, std::map<uint64_t, std::string>>;
 
+// The weights as float32 (exact for every storage format), then the state.
 std::string RowBytes(const ShardStore& store, uint32_t row) {
   const uint32_t count = store.Count(row);
   std::string bytes(reinterpret_cast<const char*>(&count), sizeof(count));
-  bytes.append(reinterpret_cast<const char*>(store.Weights(row)),
-               (store.dim() + store.state_floats()) * sizeof(float));
+  std::vector<float> w(store.dim());
+  store.GetWeights(row, w.data());
+  bytes.append(reinterpret_cast<const char*>(w.data()), w.size() * sizeof(float));
+  bytes.append(reinterpret_cast<const char*>(store.State(row)),
+               store.state_floats() * sizeof(float));
   return bytes;
 }
 
@@ -131,13 +144,18 @@ void Populate(LaneHandler& lane, const Fixture& f) {
   a->set_table(1);
   a->set_shard(1);
   a->set_count(f.a1_keys.size());
+  wire::Segment* c = h.add_segments();
+  c->set_table(2);
+  c->set_shard(0);
+  c->set_count(2);
   std::vector<uint64_t> keys = {1, 2, 3};
   keys.insert(keys.end(), f.a1_keys.begin(), f.a1_keys.end());
+  keys.insert(keys.end(), {1, 9});
   h.set_op(wire::PUSH_COUNTS);
-  MustHandle(lane,
-             Frames(h, {Bytes(keys), Bytes(std::vector<uint32_t>{1, 5, 0xfffffff0u, 2, 3, 4})}));
+  MustHandle(lane, Frames(h, {Bytes(keys),
+                              Bytes(std::vector<uint32_t>{1, 5, 0xfffffff0u, 2, 3, 4, 7, 8})}));
   h.set_op(wire::PUSH);
-  std::vector<float> grads(3 * 2 + 3 * 4);
+  std::vector<float> grads(3 * 2 + 3 * 4 + 2 * 3);
   for (size_t i = 0; i < grads.size(); ++i) grads[i] = 0.125f * static_cast<float>(i) - 1.0f;
   MustHandle(lane, Frames(h, {Bytes(keys), Bytes(grads)}));
 }
@@ -199,7 +217,9 @@ void CheckAccepted(const wire::RequestHeader& h, const std::vector<zmq::message_
           CHECK_EQ(h.mode(), wire::EVAL);
         } else {
           const uint32_t count = store->Count(row);
-          std::memcpy(want.data(), store->Weights(row), dim * sizeof(float));
+          std::vector<float> w(dim);
+          store->GetWeights(row, w.data());
+          std::memcpy(want.data(), w.data(), dim * sizeof(float));
           std::memcpy(want.data() + dim * sizeof(float), &count, sizeof(count));
         }
         std::string got(values + off, dim * sizeof(float));

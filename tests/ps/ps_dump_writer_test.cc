@@ -140,6 +140,63 @@ TEST(DumpShardTest, NpyPartsHoldTheRowsInCreationOrder) {
   }
 }
 
+// A half-precision shard written as a checkpoint and loaded into a fresh store of the
+// same format gets back every stored bit (weights, state, count), and its .emb.npy holds
+// the float32 values of the stored weights.
+TEST(DumpShardTest, HalfCheckpointRestoresTheStoredBitsExactly) {
+  for (WeightFormat format : {WeightFormat::kFp16, WeightFormat::kBf16}) {
+    const TempDir tmp("din_dump_writer_half");
+    const std::string& dir = tmp.path();
+    constexpr uint32_t kDim = 6;
+    ShardStore store(kDim, 1, 0, 0, format);
+    std::vector<float> w(kDim);
+    for (uint64_t id = 1; store.size() < 3000; ++id) {
+      if (ShardOf(id, 2) != 1) continue;
+      bool inserted = false;
+      const uint32_t row = *store.FindOrInsert(id, &inserted);
+      for (uint32_t d = 0; d < kDim; ++d)
+        w[d] = (static_cast<float>(UniformAt(id, d)) - 0.5f) * 1e-2f;
+      store.SetWeightsRounded(row, w.data(), id);  // bits no nearest rounding would give
+      store.State(row)[0] = static_cast<float>(UniformAt(id, 99));
+      store.SetCount(row, static_cast<uint32_t>(id % 13));
+    }
+    ShardDumpSpec spec{dir, "item", 1, 2, false, false, true};
+    auto files = DumpShard(store, spec);
+    ASSERT_TRUE(files.ok()) << files.status().ToString();
+    const std::string emb = ReadFile(dir + "/" + (*files)[1].name);
+    auto eh = ParseNpyHeader(emb, "emb");
+    ASSERT_TRUE(eh.ok());
+    EXPECT_EQ(eh->descr, "<f4");
+    for (uint32_t r = 0; r < store.size(); ++r) {
+      store.GetWeights(r, w.data());
+      ASSERT_EQ(0, std::memcmp(emb.data() + eh->header_bytes + r * kDim * 4, w.data(), kDim * 4));
+    }
+    ManifestTable table;
+    table.name = "item";
+    table.dim = kDim;
+    table.shards = 2;
+    table.rows = store.size();
+    table.state_floats = 1;
+    table.optimizer = "rowwise_adagrad";
+    table.parts.resize(2);
+    table.parts[1].shard = 1;
+    table.parts[1].rows = store.size();
+    table.parts[1].files = *files;
+    ShardStore restored(kDim, 1, 0, 0, format);
+    auto loaded = LoadCheckpointPart(dir, table, table.parts[1], {nullptr, &restored});
+    ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+    ASSERT_EQ(*loaded, store.size());
+    ASSERT_EQ(restored.size(), store.size());
+    for (uint32_t r = 0; r < store.size(); ++r) {
+      ASSERT_EQ(restored.Key(r), store.Key(r));
+      ASSERT_EQ(restored.Count(r), store.Count(r));
+      ASSERT_EQ(0, std::memcmp(restored.WeightData(r), store.WeightData(r), kDim * 2))
+          << WeightFormatName(format) << " row " << r;
+      ASSERT_EQ(restored.State(r)[0], store.State(r)[0]);
+    }
+  }
+}
+
 TEST(DumpShardTest, EmptyShardAndTextForm) {
   const TempDir tmp("din_dump_writer_text");
   const std::string& dir = tmp.path();

@@ -1,5 +1,6 @@
 #include "ps/shard_store.h"
 
+#include <cstring>
 #include <random>
 #include <string>
 #include <unordered_set>
@@ -144,6 +145,73 @@ TEST(ShardStoreTest, OverheadPerRowIsBounded) {
     ++visited;
   });
   EXPECT_EQ(visited, store.size());
+}
+
+TEST(ShardStoreTest, CompactRowLayouts) {
+  // dim 16 with row-wise Adagrad (one state float): key 8 + count 4 + weights + state 4.
+  ShardStore fp32(16, 1, 0, 0, WeightFormat::kFp32);
+  ShardStore fp16(16, 1, 0, 0, WeightFormat::kFp16);
+  ShardStore bf16(16, 1, 0, 0, WeightFormat::kBf16);
+  EXPECT_EQ(fp32.row_bytes(), 80u);
+  EXPECT_EQ(fp16.row_bytes(), 48u);
+  EXPECT_EQ(bf16.row_bytes(), 48u);
+  // An odd dim pads the 16-bit weights to 4 bytes, so the state stays aligned.
+  ShardStore odd(3, 2, 0, 0, WeightFormat::kFp16);
+  EXPECT_EQ(odd.row_bytes(), 12u + 8u + 8u);
+  for (ShardStore* store : {&fp32, &fp16, &bf16, &odd}) {
+    const uint32_t dim = store->dim();
+    for (uint64_t key = 1; key <= 3000; ++key) {
+      bool inserted = false;
+      auto row = store->FindOrInsert(key, &inserted);
+      ASSERT_TRUE(row.ok());
+      std::vector<float> w(dim);
+      for (uint32_t j = 0; j < dim; ++j) w[j] = ValueOf(key, j) * 1e-3f;
+      store->SetWeights(*row, w.data());
+      for (uint32_t s = 0; s < store->state_floats(); ++s)
+        store->State(*row)[s] = static_cast<float>(key) + s;
+      store->SetCount(*row, static_cast<uint32_t>(key));
+    }
+    for (uint64_t key = 1; key <= 3000; ++key) {
+      const uint32_t row = store->Find(key);
+      ASSERT_NE(row, ShardStore::kNoRow);
+      std::vector<float> got(dim);
+      store->GetWeights(row, got.data());
+      for (uint32_t j = 0; j < dim; ++j) {
+        const float want = ValueOf(key, j) * 1e-3f;
+        if (store->format() == WeightFormat::kFp32) {
+          ASSERT_EQ(got[j], want);
+        } else {
+          // Nearest: the stored value is the 16-bit rounding of the written one.
+          ASSERT_EQ(got[j], HalfToFloat(FloatToHalf(want, store->format()), store->format()));
+        }
+      }
+      // Writing the weights never touches the neighbouring fields.
+      for (uint32_t s = 0; s < store->state_floats(); ++s)
+        ASSERT_EQ(store->State(row)[s], static_cast<float>(key) + s);
+      ASSERT_EQ(store->Count(row), key);
+      ASSERT_EQ(store->Key(row), key);
+    }
+  }
+}
+
+TEST(ShardStoreTest, RoundedWritesAreAPureFunctionOfTheSeed) {
+  ShardStore a(16, 1, 0, 0, WeightFormat::kFp16);
+  ShardStore b(16, 1, 0, 0, WeightFormat::kFp16);
+  bool inserted;
+  const uint32_t ra = *a.FindOrInsert(7, &inserted);
+  const uint32_t rb = *b.FindOrInsert(7, &inserted);
+  std::vector<float> w(16);
+  for (uint32_t j = 0; j < 16; ++j) w[j] = 0.1f + 1e-5f * static_cast<float>(j);
+  a.SetWeightsRounded(ra, w.data(), 42);
+  b.SetWeightsRounded(rb, w.data(), 42);
+  EXPECT_EQ(0, std::memcmp(a.WeightData(ra), b.WeightData(rb), 32));
+  // Another seed draws differently for some coordinate.
+  bool differs = false;
+  for (uint64_t seed = 43; seed < 60 && !differs; ++seed) {
+    b.SetWeightsRounded(rb, w.data(), seed);
+    differs = std::memcmp(a.WeightData(ra), b.WeightData(rb), 32) != 0;
+  }
+  EXPECT_TRUE(differs);
 }
 
 // Fills `store` with distinct keys 1, 2, ... until an insert fails; returns the keys

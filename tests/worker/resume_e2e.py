@@ -25,6 +25,12 @@ Scenarios (each one ctest test):
   kill      kill -9 of a server rank, then of a worker rank, mid-training (2 servers,
             2 workers): the job ends non-zero within 30 s, Open MPI names the dead rank
             and its host, and no process of the job is left.
+  compact   compact rows: every table with row-wise Adagrad and fp16 weights (stored with
+            stochastic rounding). Resuming from a checkpoint of epoch 1 (fresh
+            processes) ends with the uninterrupted run's dump byte for byte and its
+            figures: the checkpoint restored the stored 16-bit weights exactly and the
+            rounding draws continue as in the uninterrupted run. The dump's .emb.npy
+            is float32 and every value is exactly an fp16 value.
   restart   --max-restarts 2 and a kill -9 of the worker after step 130 (checkpoints
             every 40 steps): the launcher relaunches from the latest checkpoint and the
             run completes, with the uninterrupted run's dump.
@@ -36,6 +42,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -450,8 +457,40 @@ def restart(args):
     same_figures(base, res, what)
 
 
+COMPACT = []
+for _t in ("user", "item", "cate"):
+    COMPACT += ["--set", "tables[%s].optimizer={rowwise_adagrad {learning_rate: 0.05}}" % _t,
+                "--set", "tables[%s].storage=FP16" % _t]
+
+
+def compact(args):
+    root = fresh(args, "compact")
+    dump = os.path.join(root, "dump")
+    ckpt = os.path.join(root, "ckpt")
+    base, _ = run(args, COMPACT + ["--epochs", "2", "--dump", dump, "--checkpoint-dir", ckpt,
+                                   "--checkpoint-every-steps", "40",
+                                   "--set", "trainer.checkpoint.keep=10"])
+    shape, emb = din_e2e.read_npy(os.path.join(dump, "item", "part-00000-of-00004.emb.npy"))
+    if len(shape) != 2 or shape[1] != 16 or shape[0] == 0:
+        fail("item part 0 has shape %s" % (shape,))
+    for v in emb:
+        if struct.unpack("<e", struct.pack("<e", v))[0] != v:
+            fail("item part 0 holds %r, not an fp16 value" % v)
+    print("item part 0: %d rows of float32, every value an fp16 value" % shape[0])
+    subprocess.check_call([din_e2e.tool(args.build, "din_dump"), "inspect",
+                           os.path.join(ckpt, "ckpt-000000000040")], stdout=subprocess.DEVNULL)
+    resumed = os.path.join(root, "resumed-dump")
+    res, _ = run(args, COMPACT + ["--epochs", "2", "--dump", resumed,
+                                  "--resume", os.path.join(ckpt, "ckpt-000000000040"),
+                                  "--checkpoint-dir", os.path.join(root, "resumed-ckpt")])
+    if res.get("resumed_step") != 40:
+        fail("resumed_step %r, expected 40" % res.get("resumed_step"))
+    same_dump(dump, resumed, "compact rows, resumed from step 40")
+    same_figures(base, res, "compact rows, resumed from step 40")
+
+
 def main():
-    args = din_e2e.parse_args(["exact", "corrupt", "sigterm", "kill", "restart"])
+    args = din_e2e.parse_args(["exact", "corrupt", "sigterm", "kill", "restart", "compact"])
     globals()[args.scenario](args)
     print("PASS " + args.scenario)
 

@@ -58,6 +58,30 @@ TEST(OptimizerTest, AdagradAccumulatesSquares) {
   }
 }
 
+TEST(OptimizerTest, RowwiseAdagradKeepsOneAccumulatorOfTheMeanSquare) {
+  config::RowwiseAdagradConfig c;
+  c.set_learning_rate(0.05f);
+  c.set_initial_accumulator(0.1f);
+  c.set_epsilon(1e-10f);
+  RowwiseAdagradOptimizer opt(c);
+  EXPECT_EQ(opt.StateFloats(kDim), 1u);
+  EXPECT_EQ(opt.StateFloats(64), 1u);
+  Row row = RunSteps(opt, kGrads);
+  std::vector<double> w(kW0.begin(), kW0.end());
+  double acc = 0.1;
+  for (const auto& g : kGrads) {
+    double sq = 0;
+    for (uint32_t i = 0; i < kDim; ++i) sq += double(g[i]) * g[i];
+    acc += sq / kDim;
+    // One step size for the whole row: a coordinate with a zero gradient still sees
+    // the accumulator grow from the others.
+    for (uint32_t i = 0; i < kDim; ++i) w[i] -= 0.05 * g[i] / (std::sqrt(acc) + 1e-10);
+  }
+  ASSERT_EQ(row.state.size(), 1u);
+  EXPECT_NEAR(row.state[0], acc, 1e-6);
+  for (uint32_t i = 0; i < kDim; ++i) EXPECT_NEAR(row.w[i], w[i], 1e-6);
+}
+
 // Reference Adam in double; `t` counts only the steps this row received.
 std::vector<double> AdamReference(const std::vector<std::vector<float>>& grads, double lr,
                                   double b1, double b2, double eps) {

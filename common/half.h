@@ -1,0 +1,119 @@
+// 16-bit floating-point formats for stored weights (docs/design.md §5): IEEE binary16
+// (fp16: 5 exponent bits, 10 mantissa bits) and bfloat16 (bf16: the top 16 bits of a
+// float32, 8 exponent bits, 7 mantissa bits). Conversion to float32 is exact. Conversion
+// from float32 rounds either to nearest-even or stochastically: a value between two
+// neighbours lo < |x| < hi rounds up with probability (|x| - lo) / (hi - lo), so the
+// expected stored value is x and small updates are not lost to rounding.
+#pragma once
+
+#include <bit>
+#include <cstdint>
+#include <string_view>
+
+namespace din {
+
+enum class WeightFormat : uint8_t { kFp32 = 0, kFp16 = 1, kBf16 = 2 };
+
+inline uint32_t WeightBytes(WeightFormat f) { return f == WeightFormat::kFp32 ? 4 : 2; }
+inline std::string_view WeightFormatName(WeightFormat f) {
+  switch (f) {
+    case WeightFormat::kFp16:
+      return "fp16";
+    case WeightFormat::kBf16:
+      return "bf16";
+    case WeightFormat::kFp32:
+      break;
+  }
+  return "fp32";
+}
+
+namespace half_detail {
+
+// The 16-bit value nearest x towards zero (magnitude truncated); NaN stays NaN, an
+// infinity stays infinite, a finite value past the largest finite one gives that one.
+inline uint16_t TruncFp16(float x) {
+  const uint32_t b = std::bit_cast<uint32_t>(x);
+  const uint16_t sign = static_cast<uint16_t>((b >> 16) & 0x8000u);
+  const uint32_t e8 = (b >> 23) & 0xFFu;
+  uint32_t mant = b & 0x7FFFFFu;
+  if (e8 == 0xFF) return sign | 0x7C00u | (mant != 0 ? 0x200u : 0u);
+  const int exp = static_cast<int>(e8) - 127 + 15;
+  if (exp >= 31) return sign | 0x7BFFu;
+  if (exp <= 0) {
+    if (exp < -10) return sign;
+    mant |= 0x800000u;  // subnormal half: m * 2^-24
+    return sign | static_cast<uint16_t>(mant >> (14 - exp));
+  }
+  return sign | static_cast<uint16_t>((static_cast<uint32_t>(exp) << 10) | (mant >> 13));
+}
+
+inline float Fp16ToFloat(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t e = (h >> 10) & 0x1Fu;
+  const uint32_t m = h & 0x3FFu;
+  if (e == 0x1F) return std::bit_cast<float>(sign | 0x7F800000u | (m << 13));
+  if (e == 0) {
+    // Subnormal (or zero): m * 2^-24, exact in float32.
+    const float v = static_cast<float>(m) * 5.9604644775390625e-08f;
+    return sign != 0 ? -v : v;
+  }
+  return std::bit_cast<float>(sign | ((e + 112) << 23) | (m << 13));
+}
+
+inline uint16_t TruncBf16(float x) {
+  const uint32_t b = std::bit_cast<uint32_t>(x);
+  if ((b & 0x7F800000u) == 0x7F800000u && (b & 0x7FFFFFu) != 0)
+    return static_cast<uint16_t>((b >> 16) | 0x40u);  // NaN stays NaN
+  return static_cast<uint16_t>(b >> 16);
+}
+
+inline float Bf16ToFloat(uint16_t h) {
+  return std::bit_cast<float>(static_cast<uint32_t>(h) << 16);
+}
+
+inline float ToFloat(uint16_t h, WeightFormat f) {
+  return f == WeightFormat::kFp16 ? Fp16ToFloat(h) : Bf16ToFloat(h);
+}
+inline uint16_t Trunc(float x, WeightFormat f) {
+  return f == WeightFormat::kFp16 ? TruncFp16(x) : TruncBf16(x);
+}
+
+// For finite x whose truncation `lo` is not x itself: the next value away from zero
+// (its magnitude is lo's + 1 ulp) and where |x| lies between the two, in [0, 1).
+inline float Fraction(double x, uint16_t lo, WeightFormat f, uint16_t* hi) {
+  // In double: past bf16's largest finite value the next step is outside float32.
+  *hi = static_cast<uint16_t>(lo + 1);
+  const double a = ToFloat(lo, f);
+  double b = ToFloat(*hi, f);
+  if ((*hi & 0x7FFFu) == (f == WeightFormat::kFp16 ? 0x7C00u : 0x7F80u))
+    b = a + (a - ToFloat(static_cast<uint16_t>(lo - 1), f));  // past the largest finite
+  return static_cast<float>((x - a) / (b - a));
+}
+
+}  // namespace half_detail
+
+inline float HalfToFloat(uint16_t h, WeightFormat f) { return half_detail::ToFloat(h, f); }
+
+// Round to nearest, ties to even.
+inline uint16_t FloatToHalf(float x, WeightFormat f) {
+  const uint16_t lo = half_detail::Trunc(x, f);
+  if ((lo & 0x7FFFu) >= (f == WeightFormat::kFp16 ? 0x7C00u : 0x7F80u)) return lo;  // inf, NaN
+  if (half_detail::ToFloat(lo, f) == x) return lo;
+  uint16_t hi;
+  const float frac = half_detail::Fraction(x, lo, f, &hi);
+  if (frac > 0.5f || (frac == 0.5f && (lo & 1u) != 0)) return hi;
+  return lo;
+}
+
+// Stochastic rounding; `random` supplies the uniform draw (its top 24 bits are used).
+inline uint16_t FloatToHalfStochastic(float x, WeightFormat f, uint64_t random) {
+  const uint16_t lo = half_detail::Trunc(x, f);
+  if ((lo & 0x7FFFu) >= (f == WeightFormat::kFp16 ? 0x7C00u : 0x7F80u)) return lo;
+  if (half_detail::ToFloat(lo, f) == x) return lo;
+  uint16_t hi;
+  const float frac = half_detail::Fraction(x, lo, f, &hi);
+  const float u = static_cast<float>(random >> 40) * (1.0f / 16777216.0f);
+  return u < frac ? hi : lo;
+}
+
+}  // namespace din

@@ -1,0 +1,106 @@
+// The 16-bit weight formats (common/half.h): exact widening, round-to-nearest-even
+// against independent references, and stochastic rounding that is unbiased and only
+// ever picks one of the two neighbours.
+#include "common/half.h"
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include <gtest/gtest.h>
+
+#include "common/hash.h"
+
+namespace din {
+namespace {
+
+const WeightFormat kHalves[] = {WeightFormat::kFp16, WeightFormat::kBf16};
+
+bool IsNan16(uint16_t h, WeightFormat f) {
+  return f == WeightFormat::kFp16 ? (h & 0x7C00u) == 0x7C00u && (h & 0x3FFu) != 0
+                                  : (h & 0x7F80u) == 0x7F80u && (h & 0x7Fu) != 0;
+}
+
+TEST(HalfTest, EveryValueWidensExactlyAndNarrowsBack) {
+  for (WeightFormat f : kHalves) {
+    for (uint32_t h = 0; h < 65536; ++h) {
+      const auto bits = static_cast<uint16_t>(h);
+      const float x = HalfToFloat(bits, f);
+      if (IsNan16(bits, f)) {
+        EXPECT_TRUE(std::isnan(x));
+        EXPECT_TRUE(IsNan16(FloatToHalf(x, f), f));
+        continue;
+      }
+      ASSERT_EQ(FloatToHalf(x, f), bits) << WeightFormatName(f) << " " << h;
+      // A representable value is never moved by stochastic rounding.
+      ASSERT_EQ(FloatToHalfStochastic(x, f, Mix64(h)), bits);
+    }
+  }
+  EXPECT_EQ(HalfToFloat(0x3C00, WeightFormat::kFp16), 1.0f);
+  EXPECT_EQ(HalfToFloat(0x0001, WeightFormat::kFp16), std::ldexp(1.0f, -24));
+  EXPECT_EQ(HalfToFloat(0x7BFF, WeightFormat::kFp16), 65504.0f);
+  EXPECT_EQ(HalfToFloat(0x3F80, WeightFormat::kBf16), 1.0f);
+}
+
+uint16_t Bf16Reference(float x) {
+  uint32_t b;
+  std::memcpy(&b, &x, 4);
+  return static_cast<uint16_t>((b + 0x7FFFu + ((b >> 16) & 1u)) >> 16);
+}
+
+TEST(HalfTest, NearestEvenMatchesReferences) {
+  for (uint64_t i = 0; i < 200000; ++i) {
+    // Random bit patterns cover every exponent; the magnitudes of embedding weights
+    // (uniform in +-2) are drawn too.
+    const uint32_t bits = static_cast<uint32_t>(Mix64(i));
+    float x;
+    std::memcpy(&x, &bits, 4);
+    if (i % 2 == 1) x = static_cast<float>(static_cast<double>(Mix64(i) >> 11) * 0x1p-53 * 4 - 2);
+    if (std::isnan(x)) continue;
+    ASSERT_EQ(FloatToHalf(x, WeightFormat::kBf16), Bf16Reference(x)) << x;
+#ifdef __FLT16_MAX__
+    const _Float16 ref = static_cast<_Float16>(x);
+    uint16_t ref_bits;
+    std::memcpy(&ref_bits, &ref, 2);
+    ASSERT_EQ(FloatToHalf(x, WeightFormat::kFp16), ref_bits) << x;
+#endif
+  }
+  // Ties go to even; past the largest finite value (by half an ulp or more) is infinity.
+  EXPECT_EQ(FloatToHalf(1.0f + std::ldexp(1.0f, -11), WeightFormat::kFp16), 0x3C00);
+  EXPECT_EQ(FloatToHalf(1.0f + 3 * std::ldexp(1.0f, -11), WeightFormat::kFp16), 0x3C02);
+  EXPECT_EQ(FloatToHalf(65519.0f, WeightFormat::kFp16), 0x7BFF);
+  EXPECT_EQ(FloatToHalf(65520.0f, WeightFormat::kFp16), 0x7C00);
+  EXPECT_EQ(FloatToHalf(-std::ldexp(1.0f, -26), WeightFormat::kFp16), 0x8000);
+}
+
+TEST(HalfTest, StochasticRoundingIsUnbiasedBetweenTheTwoNeighbours) {
+  // A value a quarter of the way between two neighbours, in the normal and the subnormal
+  // range of fp16 and in bf16: only the neighbours come out, the upper one about a
+  // quarter of the time, and the mean is the value.
+  struct Case {
+    WeightFormat f;
+    uint16_t lo;
+  };
+  for (const Case c : {Case{WeightFormat::kFp16, 0x3C00}, Case{WeightFormat::kFp16, 0x0005},
+                       Case{WeightFormat::kFp16, 0xBC00}, Case{WeightFormat::kBf16, 0x3F80},
+                       Case{WeightFormat::kBf16, 0xBB12}}) {
+    const float a = HalfToFloat(c.lo, c.f);
+    const float b = HalfToFloat(static_cast<uint16_t>(c.lo + 1), c.f);
+    const float x = a + 0.25f * (b - a);
+    constexpr int kDraws = 40000;
+    int up = 0;
+    double sum = 0;
+    for (int i = 0; i < kDraws; ++i) {
+      const uint16_t h = FloatToHalfStochastic(x, c.f, Mix64(i));
+      ASSERT_TRUE(h == c.lo || h == c.lo + 1) << h;
+      up += h != c.lo;
+      sum += HalfToFloat(h, c.f);
+    }
+    // Binomial(40000, 0.25): sd about 87.
+    EXPECT_NEAR(up, kDraws / 4, 500) << c.lo;
+    EXPECT_NEAR(sum / kDraws, x, std::fabs(b - a) * 0.02) << c.lo;
+  }
+}
+
+}  // namespace
+}  // namespace din
