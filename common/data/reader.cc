@@ -211,7 +211,11 @@ Result<std::unique_ptr<Reader>> Reader::Open(const config::DataConfig& cfg, Opti
   DIN_ASSIGN_OR_RETURN(std::vector<InputFile> files, ListInputFiles(options.path));
   std::vector<Segment> segments = PartitionInput(files, options.worker, options.workers);
   const size_t shuffle = options.shuffle && cfg.shuffle_buffer() > 1 ? cfg.shuffle_buffer() : 0;
-  const size_t buffer = std::max(kMinBufferBytes, cfg.max_line_bytes() + size_t{2});
+  // No line is longer than the largest file: a smaller input gets a smaller buffer.
+  uint64_t largest = 0;
+  for (const InputFile& f : files) largest = std::max(largest, f.size);
+  const size_t buffer = static_cast<size_t>(
+      std::min<uint64_t>(std::max(kMinBufferBytes, cfg.max_line_bytes() + size_t{2}), largest + 2));
   return std::unique_ptr<Reader>(new Reader(
       cfg, std::move(schema), std::make_shared<const std::vector<InputFile>>(std::move(files)),
       std::move(segments), std::move(options), shuffle, buffer));
