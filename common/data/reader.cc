@@ -315,8 +315,10 @@ Result<uint64_t> Reader::LineNumberAt(uint32_t file, uint64_t offset) {
   LineCount& cache = line_cache_[file];
   if (offset < cache.offset) cache = LineCount{};
   DIN_ASSIGN_OR_RETURN(Fd fd, OpenFile((*files_)[file].path));
-  std::vector<char> chunk(1 << 20);
   uint64_t at = cache.offset, newlines = cache.newlines;
+  // At most 1 MiB at a time, and no more than the bytes to count (a bad line near the
+  // start of a small file costs a small buffer, not a zero-filled megabyte).
+  std::vector<char> chunk(static_cast<size_t>(std::clamp<uint64_t>(offset - at, 1, 1 << 20)));
   while (at < offset) {
     const size_t want = static_cast<size_t>(std::min<uint64_t>(chunk.size(), offset - at));
     DIN_ASSIGN_OR_RETURN(size_t n,
