@@ -299,7 +299,14 @@ Status Run(const config::TrainConfig& cfg, Cluster& cluster, const std::string& 
     const double total_keys = static_cast<double>(small) * FLAGS_requests * cluster.num_workers();
     std::printf(
         "{\"bench\":\"ps_bench\",\"servers\":%d,\"clients\":%d,\"dim\":%d,%s,"
-        "\"pull_keys_per_s_4k_2clients\":%.0f}\n",
+        "\"pull_keys_per_s_4k_2clients\":%.0f,"
+        // What the baselines are, and what they skip that din_ps does.
+        "\"raw_baseline\":\"forked ZeroMQ ROUTER answering with reply frames of the right "
+        "sizes, unread and unfilled: no header parsing, validation, table lookup or "
+        "update\","
+        "\"baseline\":\"forked ps-lite-style store (unordered_map + float arena, one "
+        "thread): pulls create zero rows, pushes add; no header parsing, validation, "
+        "optimizer, counts, initializer, sharding or lanes\"}\n",
         cluster.num_servers(), cluster.num_workers(), dim, json, total_keys / slowest);
     std::fflush(stdout);
   }

@@ -103,7 +103,14 @@ Status LaneHandler::Validate(const wire::RequestHeader& h, std::vector<zmq::mess
   if (frames.size() != want)
     return Status::InvalidArgument(OpName(h.op()) + " needs " + std::to_string(want) +
                                    " frames, got " + std::to_string(frames.size()));
-  if (want == 1) return Status::Ok();
+  if (want == 1) {
+    // Only PULL, PUSH and PUSH_COUNTS carry keys; segments on another op are refused
+    // rather than ignored.
+    if (h.segments_size() > 0)
+      return Status::InvalidArgument(OpName(h.op()) + " carries no keys but declares " +
+                                     std::to_string(h.segments_size()) + " segment(s)");
+    return Status::Ok();
+  }
 
   for (const auto& seg : h.segments()) {
     if (seg.table() >= tables_.size())

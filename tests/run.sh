@@ -13,6 +13,11 @@
 #                        (default 60) from its seed corpus; a crash fails, and the input
 #                        is left in build-fuzz/artifacts/.
 # Both default to 1 without ctest arguments and to 0 with them; set 0 to skip.
+#
+# Skips: a gtest case that calls GTEST_SKIP and a script that exits 77 show as skipped in
+# ctest's summary; the run ends with the list of skipped tests and their reasons (also
+# when it fails). DIN_CI=1 is exported: a dependency this script installs (numpy) missing
+# is then a failure, not a skip.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -25,11 +30,25 @@ sanitizers="${DIN_CI_SANITIZERS:-$extra_default}"
 fuzz="${DIN_CI_FUZZ:-$extra_default}"
 fuzz_seconds="${DIN_FUZZ_SECONDS:-60}"
 
+export DIN_CI=1
+
 stage() { echo "==== $1 ($(date +%T))"; }
 # The names of the ctest tests of build tree $1 that carry label $2.
 labelled_tests() {
   (cd "$1" && ctest -N -L "$2") | sed -n 's/^ *Test *#[0-9]*: *\([^ ]*\).*/\1/p'
 }
+# The gtest binaries behind those tests: a case is BINARY.Suite.Case, a binary not built
+# yet is BINARY_NOT_BUILT (tests/CMakeLists.txt, din_add_test).
+labelled_binaries() {
+  labelled_tests "$1" "$2" | sed 's/\..*//; s/_NOT_BUILT$//' | sort -u
+}
+# Each ctest stage writes JUnit results; the skipped tests are listed from them at exit.
+junit=()
+report_skips() {
+  stage "skipped tests"
+  python3 "$root/tests/skipped_report.py" "${junit[@]}" || true
+}
+trap report_skips EXIT
 
 stage "format: clang-format --dry-run over every C++ and CUDA file"
 if git rev-parse --git-dir >/dev/null 2>&1; then
@@ -42,7 +61,10 @@ fi
 stage "main build and tests"
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDIN_BUILD_TESTS=ON ${CMAKE_ARGS:-}
 cmake --build "$build" -j "$jobs"
-(cd "$build" && ctest --output-on-failure -j 1 "$@")
+main_junit="$(cd "$build" && pwd)/ctest-junit.xml"
+rm -f "$main_junit"
+junit+=("main=$main_junit")
+(cd "$build" && ctest --output-on-failure -j 1 --output-junit "$main_junit" "$@")
 
 # A sanitizer report ends the test process with a non-zero status.
 export ASAN_OPTIONS="abort_on_error=1:detect_leaks=1:strict_string_checks=1"
@@ -53,17 +75,22 @@ if [ "$sanitizers" = 1 ]; then
   cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDIN_CUDA=OFF \
     -DDIN_BUILD_BENCH=OFF -DDIN_BUILD_TESTS=ON "-DDIN_SANITIZE=address;undefined"
   cmake --build build-asan -j "$jobs"
-  (cd build-asan && ctest --output-on-failure -j 1 -L unit)
+  rm -f build-asan/ctest-junit.xml
+  junit+=("asan=$root/build-asan/ctest-junit.xml")
+  (cd build-asan &&
+     ctest --output-on-failure -j 1 -L unit --output-junit "$root/build-asan/ctest-junit.xml")
 
   stage "TSan: parameter-server concurrency tests (ctest label tsan)"
   cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDIN_CUDA=OFF \
     -DDIN_BUILD_BENCH=OFF -DDIN_BUILD_TESTS=ON -DDIN_SANITIZE=thread
-  # Each such test is a gtest binary of the same name (din_add_test).
-  mapfile -t tsan_tests < <(labelled_tests build-tsan tsan)
+  # Each such test is a case of a gtest binary (din_add_test).
+  mapfile -t tsan_tests < <(labelled_binaries build-tsan tsan)
   [ ${#tsan_tests[@]} -gt 0 ] || { echo "no test carries the label tsan" >&2; exit 1; }
   cmake --build build-tsan -j "$jobs" --target "${tsan_tests[@]}"
+  rm -f build-tsan/ctest-junit.xml
+  junit+=("tsan=$root/build-tsan/ctest-junit.xml")
   (cd build-tsan && TSAN_OPTIONS="halt_on_error=1:suppressions=$root/tests/tsan.supp" \
-     ctest --output-on-failure -j 1 -L tsan)
+     ctest --output-on-failure -j 1 -L tsan --output-junit "$root/build-tsan/ctest-junit.xml")
 fi
 
 if [ "$fuzz" = 1 ]; then

@@ -4,6 +4,8 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <limits>
 #include <string>
@@ -50,6 +52,36 @@ void AddMbaTerm(float lambda, int dim, std::span<const float> rows,
     float* g = grads.data() + i * dim;
     for (int k = 0; k < dim; ++k) g[k] += scale * w[k];
   }
+}
+
+Status CheckDenseReplicas(Collective& coll, uint64_t checksum) {
+  std::vector<std::byte> all;
+  DIN_RETURN_IF_ERROR(coll.GatherToRoot(
+      std::span<const std::byte>(reinterpret_cast<const std::byte*>(&checksum), sizeof checksum),
+      &all));
+  std::string verdict;  // empty: every worker agrees
+  if (coll.rank() == 0) {
+    if (all.size() != static_cast<size_t>(coll.size()) * sizeof checksum)
+      return Status::Internal("dense checksums: gathered " + std::to_string(all.size()) +
+                              " bytes from " + std::to_string(coll.size()) + " workers");
+    std::vector<uint64_t> sums(coll.size());
+    std::memcpy(sums.data(), all.data(), all.size());
+    auto hex = [](uint64_t v) {
+      char buf[17];
+      std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+      return std::string(buf);
+    };
+    std::string differ;
+    for (int r = 1; r < coll.size(); ++r)
+      if (sums[r] != sums[0]) differ += " worker " + std::to_string(r) + " " + hex(sums[r]) + ";";
+    if (!differ.empty())
+      verdict = "dense weights differ between workers at the end of training: worker 0 " +
+                hex(sums[0]) + ";" + differ.substr(0, differ.size() - 1);
+  }
+  DIN_RETURN_IF_ERROR(coll.Broadcast(&verdict));
+  if (verdict.empty()) return Status::Ok();
+  LOG(ERROR) << verdict;
+  return Status::Internal(verdict);
 }
 
 Trainer::Trainer(const config::TrainConfig& cfg, PsClient* client, Collective* collective,
@@ -577,6 +609,7 @@ Status Trainer::Train() {
     DIN_RETURN_IF_ERROR(AverageRunningStats(*coll_, backend_->running_stats()));
   SetLatencyPercentiles(latencies_, &summary_);
   summary_.dense_checksum = DenseChecksum(backend_->params(), backend_->running_stats());
+  DIN_RETURN_IF_ERROR(CheckDenseReplicas(*coll_, summary_.dense_checksum));
   if (!tcfg_.dump_dir().empty()) {
     // Every push is applied before any lane starts writing its shards.
     DIN_RETURN_IF_ERROR(WaitPush());

@@ -72,6 +72,12 @@ namespace din {
 void AddMbaTerm(float lambda, int dim, std::span<const float> rows,
                 std::span<const uint32_t> counts, std::span<float> grads);
 
+// Checks that every worker ends with the same dense state (docs/design.md §10): gathers
+// each worker's `checksum` (DenseChecksum) on worker 0, which compares them and shares
+// its verdict. Collective; on a mismatch every worker logs the checksums and returns
+// an error naming the workers that differ from worker 0 and the checksums.
+Status CheckDenseReplicas(Collective& coll, uint64_t checksum);
+
 // Asks the Trainers of this process to stop after the next step with a checkpoint
 // (without a checkpoint directory: to stop without one). Async-signal-safe.
 void RequestStop();

@@ -211,7 +211,11 @@ Result<std::unique_ptr<Reader>> Reader::Open(const config::DataConfig& cfg, Opti
   DIN_ASSIGN_OR_RETURN(std::vector<InputFile> files, ListInputFiles(options.path));
   std::vector<Segment> segments = PartitionInput(files, options.worker, options.workers);
   const size_t shuffle = options.shuffle && cfg.shuffle_buffer() > 1 ? cfg.shuffle_buffer() : 0;
-  const size_t buffer = std::max(kMinBufferBytes, cfg.max_line_bytes() + size_t{2});
+  // No line is longer than the largest file: a smaller input gets a smaller buffer.
+  uint64_t largest = 0;
+  for (const InputFile& f : files) largest = std::max(largest, f.size);
+  const size_t buffer = static_cast<size_t>(
+      std::min<uint64_t>(std::max(kMinBufferBytes, cfg.max_line_bytes() + size_t{2}), largest + 2));
   return std::unique_ptr<Reader>(new Reader(
       cfg, std::move(schema), std::make_shared<const std::vector<InputFile>>(std::move(files)),
       std::move(segments), std::move(options), shuffle, buffer));
@@ -311,8 +315,10 @@ Result<uint64_t> Reader::LineNumberAt(uint32_t file, uint64_t offset) {
   LineCount& cache = line_cache_[file];
   if (offset < cache.offset) cache = LineCount{};
   DIN_ASSIGN_OR_RETURN(Fd fd, OpenFile((*files_)[file].path));
-  std::vector<char> chunk(1 << 20);
   uint64_t at = cache.offset, newlines = cache.newlines;
+  // At most 1 MiB at a time, and no more than the bytes to count (a bad line near the
+  // start of a small file costs a small buffer, not a zero-filled megabyte).
+  std::vector<char> chunk(static_cast<size_t>(std::clamp<uint64_t>(offset - at, 1, 1 << 20)));
   while (at < offset) {
     const size_t want = static_cast<size_t>(std::min<uint64_t>(chunk.size(), offset - at));
     DIN_ASSIGN_OR_RETURN(size_t n,

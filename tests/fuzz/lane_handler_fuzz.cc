@@ -160,9 +160,23 @@ void Populate(LaneHandler& lane, const Fixture& f) {
   MustHandle(lane, Frames(h, {Bytes(keys), Bytes(grads)}));
 }
 
-// The (table, shard) of each key of a request the handler accepted.
-std::vector<TableShard> KeyOwners(const wire::RequestHeader& h) {
+// The (table, shard) of each key of a request the handler accepted: none unless the op
+// carries keys. The segments' counts are checked against the keys frame before anything
+// is allocated (a header may declare billions of keys).
+std::vector<TableShard> KeyOwners(const wire::RequestHeader& h,
+                                  const std::vector<zmq::message_t>& request) {
+  if (h.op() != wire::PULL && h.op() != wire::PUSH && h.op() != wire::PUSH_COUNTS) {
+    CHECK_EQ(h.segments_size(), 0) << wire::Op_Name(h.op()) << " accepted with segments";
+    return {};
+  }
+  uint64_t total = 0;
+  for (const auto& seg : h.segments()) {
+    CHECK_LE(seg.count(), request[1].size() / sizeof(uint64_t)) << "segment larger than its keys";
+    total += seg.count();
+  }
+  CHECK_EQ(total * sizeof(uint64_t), request[1].size()) << "accepted keys frame of another size";
   std::vector<TableShard> owners;
+  owners.reserve(total);
   for (const auto& seg : h.segments())
     for (uint64_t i = 0; i < seg.count(); ++i) owners.emplace_back(seg.table(), seg.shard());
   return owners;
@@ -172,7 +186,7 @@ void CheckAccepted(const wire::RequestHeader& h, const std::vector<zmq::message_
                    const std::vector<zmq::message_t>& reply, const wire::ReplyHeader& rh,
                    const Snapshot& before, LaneHandler& lane, const Fixture& f) {
   const Snapshot after = Take(lane, f.tables);
-  const std::vector<TableShard> owners = KeyOwners(h);
+  const std::vector<TableShard> owners = KeyOwners(h, request);
   std::vector<uint64_t> keys;
   std::set<std::pair<TableShard, uint64_t>> touched;
   if (h.op() == wire::PULL || h.op() == wire::PUSH || h.op() == wire::PUSH_COUNTS) {

@@ -160,6 +160,26 @@ TEST_F(LaneHandlerTest, RequestIdIsEchoed) {
   EXPECT_EQ(rh.request_id(), 123456u);
 }
 
+// Ops without keys refuse segments instead of ignoring them (a header may declare any
+// count there).
+TEST_F(LaneHandlerTest, SegmentsOnAnOpWithoutKeysAreRefused) {
+  for (wire::Op op : {wire::PING, wire::STATS}) {
+    wire::RequestHeader h;
+    h.set_version(wire::CURRENT_VERSION);
+    h.set_op(op);
+    wire::Segment* seg = h.add_segments();
+    seg->set_table(0);
+    seg->set_shard(0);
+    seg->set_count(4294967290u);
+    std::vector<zmq::message_t> frames;
+    frames.push_back(EncodeFrame(h));
+    wire::ReplyHeader rh = Send(std::move(frames));
+    EXPECT_EQ(rh.code(), wire::INVALID_REQUEST) << wire::Op_Name(op);
+    EXPECT_NE(rh.error().find("carries no keys but declares 1 segment"), std::string::npos)
+        << rh.error();
+  }
+}
+
 // ---- max_rows_per_shard ------------------------------------------------------------
 
 // One lane serving three one-shard tables: "f" (cap 5, FAIL), "s" (cap 5, SKIP_NEW) and

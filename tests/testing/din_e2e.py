@@ -45,7 +45,8 @@ def parse_args(scenarios):
     return args
 
 
-def _file_hash(path):
+def file_hash(path):
+    """SHA-256 of a file's bytes, hex."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -58,7 +59,7 @@ def build_key(build):
     the launcher and the quickstart config. A rebuilt program invalidates the cache."""
     files = [os.path.join(build, "ps", "din_ps"), os.path.join(build, "worker", "din_worker"),
              DIN_TRAIN, QUICKSTART_CONFIG]
-    return json.dumps([_file_hash(f) for f in files])
+    return json.dumps([file_hash(f) for f in files])
 
 
 def gen_data(build, out_dir, gen_args):
@@ -66,7 +67,7 @@ def gen_data(build, out_dir, gen_args):
     binary are the ones that wrote it (a stamp file records them); returns OUT_DIR."""
     gen = tool(build, "din_gen")
     stamp = os.path.join(out_dir, "din_gen.stamp")
-    key = json.dumps({"args": list(gen_args), "din_gen": _file_hash(gen)})
+    key = json.dumps({"args": list(gen_args), "din_gen": file_hash(gen)})
     if os.path.exists(stamp) and os.path.exists(os.path.join(out_dir, "bayes.json")):
         with open(stamp) as f:
             if f.read() == key:

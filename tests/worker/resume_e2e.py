@@ -375,15 +375,38 @@ def sigterm(args):
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)
     log.close()
+    err = stderr_of(metrics)
     if proc.returncode != 75 or len(checkpoints(ckpt)) != 1:
-        print(stderr_of(metrics)[-3000:])
+        print(err[-3000:])
         fail("2x2: exit %d, checkpoints %s" % (proc.returncode, checkpoints(ckpt)))
+    where = os.path.join(ckpt, checkpoints(ckpt)[0])
+    step = int(checkpoints(ckpt)[0][5:])
+    if "the state is in checkpoint " + where not in err:
+        print(err[-3000:])
+        fail("2x2: the launcher does not say where the checkpoint is")
+    states = sorted(n for n in os.listdir(where) if n.endswith(".state"))
+    if states != ["worker-00000.state", "worker-00001.state"]:
+        fail("2x2: checkpoint %s holds worker states %s" % (where, states))
+    if not 30 <= step < base["steps"]:
+        fail("2x2: stopped at step %d, after step 30 and before the end (%d) expected"
+             % (step, base["steps"]))
     print("sigterm 2x2: stopped in %.1f s at %s" % (time.time() - t0, checkpoints(ckpt)[0]))
     res, _ = run(args, ["--epochs", "4", "--resume", ckpt], servers=2, workers=2)
-    if res["samples_trained"] != base["samples_trained"] or res["test_auc"] is None:
-        fail("2x2 resumed run: %s" % res)
-    print("sigterm 2x2: resumed from step %d, finished %d steps, test AUC %.4f"
-          % (res["resumed_step"], res["steps"], res["test_auc"]))
+    # The same global batch and data order: the same steps and samples, the same rows
+    # created; the model matches the one-worker run's up to summation order.
+    for k in ("steps", "samples_trained", "server_rows", "bad_lines"):
+        if res.get(k) != base.get(k):
+            fail("2x2 resumed run: %s is %r, the uninterrupted run's %r"
+                 % (k, res.get(k), base.get(k)))
+    if res.get("resumed_step") != step:
+        fail("2x2 resumed run: resumed_step %r, the checkpoint's step %d"
+             % (res.get("resumed_step"), step))
+    if res["test_auc"] is None or abs(res["test_auc"] - base["test_auc"]) > 0.01:
+        fail("2x2 resumed run: test AUC %r, the uninterrupted run's %r"
+             % (res["test_auc"], base["test_auc"]))
+    print("sigterm 2x2: resumed from step %d, finished %d steps, test AUC %.4f (uninterrupted "
+          "%.4f), %d rows" % (res["resumed_step"], res["steps"], res["test_auc"],
+                              base["test_auc"], res["server_rows"]))
 
 
 def kill(args):

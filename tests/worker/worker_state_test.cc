@@ -8,8 +8,10 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 #include <filesystem>
+#include <initializer_list>
 #include <limits>
 #include <string>
 #include <vector>
@@ -21,6 +23,7 @@
 #include "tests/testing/local_cluster.h"
 #include "tests/worker/fake_collective.h"
 #include "worker/checkpoint.h"
+#include "worker/trainer.h"
 #include "worker/worker_state.h"
 
 namespace din {
@@ -259,6 +262,51 @@ TEST_F(CheckpointWritingTest, OpeningRefusesAnotherWorkerCountOrNoCheckpoint) {
   r = OpenCheckpoint(solo, *client, resume);
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("no checkpoint"), std::string::npos) << r.status().message();
+}
+
+// ---- Dense replicas identical on every worker at the end ----------------------------
+
+std::vector<std::byte> ChecksumBytes(std::initializer_list<uint64_t> sums) {
+  std::vector<std::byte> out(sums.size() * sizeof(uint64_t));
+  std::memcpy(out.data(), std::data(sums), out.size());
+  return out;
+}
+
+TEST(DenseReplicasTest, EqualChecksumsPass) {
+  FakeCollective root(0, 3);
+  root.other_bytes = ChecksumBytes({0x1234, 0x1234});
+  EXPECT_TRUE(CheckDenseReplicas(root, 0x1234).ok());
+  FakeCollective other(2, 3);  // worker 0's verdict: agreement
+  EXPECT_TRUE(CheckDenseReplicas(other, 0x1234).ok());
+}
+
+TEST(DenseReplicasTest, ADifferentWorkerFailsNamingItAndTheChecksums) {
+  FakeCollective root(0, 3);
+  root.other_bytes = ChecksumBytes({0x1234, 0xabcd});
+  const Status s = CheckDenseReplicas(root, 0x1234);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("dense weights differ between workers"), std::string::npos)
+      << s.message();
+  EXPECT_NE(s.message().find("worker 0 0000000000001234"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("worker 2 000000000000abcd"), std::string::npos) << s.message();
+  EXPECT_EQ(s.message().find("worker 1"), std::string::npos) << s.message();
+}
+
+// A worker other than 0 fails with worker 0's verdict, whatever its own checksum.
+TEST(DenseReplicasTest, EveryWorkerFailsWithWorkerZerosVerdict) {
+  FakeCollective other(1, 2);
+  other.broadcast = "dense weights differ between workers at the end of training: ...";
+  const Status s = CheckDenseReplicas(other, 0x1234);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.message(), other.broadcast);
+}
+
+TEST(DenseReplicasTest, AFailedGatherIsReturned) {
+  FakeCollective root(0, 2);
+  root.fail = Status::Unavailable("MPI gather failed");
+  const Status s = CheckDenseReplicas(root, 1);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.message(), "MPI gather failed");
 }
 
 }  // namespace

@@ -20,6 +20,8 @@ namespace {
 
 using test::CentralDiff;
 using test::ExpectGradClose;
+using test::ExpectRunningNear;
+using test::ExpectTensorsNear;
 using test::ExpectVectorsNear;
 using test::MakeProblem;
 using test::Problem;
@@ -174,8 +176,7 @@ TEST(ModelTest, EvalLogitDoesNotDependOnOtherSamples) {
          {&one.user_fields, &one.candidate_fields, &one.behavior_fields, &one.context_fields})
       for (FieldRows& f : *group) {
         const uint32_t lo = f.offsets[b], hi = f.offsets[b + 1];
-        f.rows.assign(pb.input.user_fields.empty() ? f.rows.begin() + lo : f.rows.begin() + lo,
-                      f.rows.begin() + hi);
+        f.rows = std::vector<uint32_t>(f.rows.begin() + lo, f.rows.begin() + hi);
         f.offsets = {0, hi - lo};
       }
     float logit = 0;
@@ -251,7 +252,7 @@ TEST(CpuBackendTest, MatchesDoubleReference) {
     ASSERT_TRUE(loss.ok()) << loss.status().ToString();
     EXPECT_NEAR(*loss, ref_loss, 1e-5 * std::abs(ref_loss));
     ExpectVectorsNear<float, double>(backend->logits(), ref.engine.logits(), 1e-5, "logits");
-    ExpectVectorsNear<float, double>(backend->grads(), grads, 1e-4, "grads");
+    ExpectTensorsNear<float, double>(backend->grads(), grads, backend->layout(), 1e-4, "grads");
     for (int t = 0; t < backend->num_table_grads(); ++t)
       ExpectVectorsNear<float, double>(backend->table_grad(t), tg[t], 1e-4,
                                        "table " + std::to_string(t));
@@ -279,8 +280,9 @@ TEST(CpuBackendTest, TwoThreadsMatchOneThread) {
     const float l1 = one->TrainStep(pb.input, pb.labels).value();
     const float l2 = two->TrainStep(pb.input, pb.labels).value();
     EXPECT_NEAR(l1, l2, 1e-5f * l1);
-    ExpectVectorsNear<float, float>(two->grads(), one->grads(), 1e-4, "grads");
-    ExpectVectorsNear<float, float>(two->running_stats(), one->running_stats(), 1e-5, "stats");
+    ExpectTensorsNear<float, float>(two->grads(), one->grads(), one->layout(), 1e-4, "grads");
+    ExpectRunningNear<float, float>(two->running_stats(), one->running_stats(), one->layout(), 1e-5,
+                                    "stats");
     for (int t = 0; t < one->num_table_grads(); ++t)
       ExpectVectorsNear<float, float>(two->table_grad(t), one->table_grad(t), 1e-4, "table");
   }

@@ -225,4 +225,38 @@ void ExpectVectorsNear(std::span<const A> a, std::span<const B> b, double tol,
                                 << b[worst_i] << ")";
 }
 
+// ExpectVectorsNear per parameter tensor of `layout` (a params or grads buffer): each
+// tensor against its own scale, so an error in a tensor of small values (a bias, an α)
+// is not hidden by the largest values elsewhere in the buffer.
+template <typename A, typename B>
+void ExpectTensorsNear(std::span<const A> a, std::span<const B> b, const ModelLayout& layout,
+                       double tol, const std::string& what, double floor = 1e-6) {
+  ASSERT_EQ(a.size(), layout.num_params()) << what;
+  ASSERT_EQ(b.size(), layout.num_params()) << what;
+  for (const ParamTensor& t : layout.tensors()) {
+    const size_t n = static_cast<size_t>(t.rows) * t.cols;
+    ExpectVectorsNear<A, B>(a.subspan(t.offset, n), b.subspan(t.offset, n), tol,
+                            what + " " + t.name, floor);
+  }
+}
+
+// ExpectVectorsNear per Dice running statistic of `layout`: each layer's means and its
+// variances separately.
+template <typename A, typename B>
+void ExpectRunningNear(std::span<const A> a, std::span<const B> b, const ModelLayout& layout,
+                       double tol, const std::string& what, double floor = 1e-6) {
+  ASSERT_EQ(a.size(), layout.num_running()) << what;
+  ASSERT_EQ(b.size(), layout.num_running()) << what;
+  for (const auto* mlp : {&layout.attention(), &layout.top()})
+    for (size_t i = 0; i < mlp->size(); ++i) {
+      const LayerSpec& l = (*mlp)[i];
+      if (l.act != math::Act::kDice) continue;
+      const std::string name = (mlp == &layout.attention() ? "att." : "top.") + std::to_string(i);
+      for (int part = 0; part < 2; ++part)
+        ExpectVectorsNear<A, B>(a.subspan(l.running + part * l.out, l.out),
+                                b.subspan(l.running + part * l.out, l.out), tol,
+                                what + " " + name + (part == 0 ? " mean" : " var"), floor);
+    }
+}
+
 }  // namespace din::model::test
