@@ -238,5 +238,30 @@ TEST_F(AdmissionTest, SharedDefaultRowIsReadAndTrainedByIdsWithoutARow) {
   EXPECT_EQ(StatsOf(*client_, 2).rows, admitted);
 }
 
+TEST_F(AdmissionTest, SynchronousStepTrainsTheSharedRowOnceWithTheStepsMean) {
+  PushPrepass(*client_, 2, n_);
+  ASSERT_TRUE(client_->Admit().ok());
+  std::vector<uint64_t> refused;
+  for (const auto& [id, c] : n_)
+    if (c < kMinCount) refused.push_back(id);
+  ASSERT_GE(refused.size(), 3u);
+  const TablePull d0 = test::PullOne(*client_, 2, {refused[0]}, wire::EVAL);
+  // One worker, 4 samples: the shared row moves by -(sum of the IDs' sums) / 4.
+  const std::vector<uint64_t> ids = {refused[0], refused[1]};
+  const std::vector<float> sums = {1.0f, -2.0f, 0.5f, 1.0f};
+  PushSpec spec{2, ids, sums};
+  wire::SyncStep sync;
+  sync.set_step(1);
+  sync.set_worker(0);
+  sync.set_workers(1);
+  sync.set_samples(4);
+  auto h = client_->PushStep({&spec, 1}, sync);
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  ASSERT_TRUE(client_->Wait(*h).ok());
+  const TablePull d1 = test::PullOne(*client_, 2, {refused[2]}, wire::EVAL);
+  EXPECT_FLOAT_EQ(d1.values[0], d0.values[0] - 1.5f / 4);
+  EXPECT_FLOAT_EQ(d1.values[1], d0.values[1] + 1.0f / 4);
+}
+
 }  // namespace
 }  // namespace din
