@@ -42,12 +42,16 @@ def main():
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--ks", default="2,3,5,8")
+    ap.add_argument("--ml-dir", default="", help="ml-latest-small (default: ../shared/data)")
+    ap.add_argument("--only", default="", help="run only the data set of this name")
     ap.add_argument("--shared", action="store_true", help="also default_row: SHARED per k")
     args = ap.parse_args()
     build = os.path.abspath(args.build)
     work = os.path.join(build, "bench", "admission_data")
     sets = {"din_gen_zipf1.1": (train_runs.din_gen(build, os.path.join(work, "gen"), GEN),
                                 train_runs.QUICKSTART)}
+    if args.ml_dir:
+        train_runs.ML_LATEST_SMALL = os.path.abspath(args.ml_dir)
     ml = train_runs.movielens(build, os.path.join(work, "movielens"))
     if ml:
         sets["ml-latest-small"] = (ml, train_runs.MOVIELENS_CONFIG)
@@ -62,6 +66,8 @@ def main():
                               for t in range(TABLES)]))
     out = {"bench": "admission", "epochs": args.epochs, "seeds": args.seeds, "data_sets": {}}
     for name, (data, config) in sets.items():
+        if args.only and name != args.only:
+            continue
         rows = {}
         for label, extra in settings:
             runs = []

@@ -25,6 +25,7 @@ TableSpec::TableSpec(const config::TableConfig& cfg)
       rounding_key(Mix64(cfg.seed() ^ 0x5eed0f5a0d1e57ULL)),
       min_count(cfg.admission().min_count()),
       shared_default(cfg.admission().default_row() == config::AdmissionConfig::SHARED),
+      ttl_steps(cfg.ttl_steps()),
       optimizer(SparseOptimizer::Create(cfg.optimizer())),
       initializer(cfg.initializer(), cfg.seed()) {}
 
@@ -54,6 +55,8 @@ LaneHandler::LaneHandler(const std::vector<TableSpec>& tables, const Placement& 
   rejected_keys_.resize(tables.size());
   admission_closed_.assign(tables.size(), false);
   default_rows_.resize(tables.size());
+  last_push_.resize(tables.size());
+  evicted_.resize(tables.size());
   uint32_t max_dim = 0;
   for (const TableSpec& spec : tables) max_dim = std::max(max_dim, spec.dim);
   weight_scratch_.resize(max_dim);
@@ -67,6 +70,9 @@ LaneHandler::LaneHandler(const std::vector<TableSpec>& tables, const Placement& 
     rejected_ids_[t].assign(tables[t].shards, 0);
     rejected_keys_[t].assign(tables[t].shards, 0);
     default_rows_[t].resize(tables[t].shards);
+    last_push_[t].resize(tables[t].shards);
+    evicted_[t].assign(tables[t].shards, 0);
+    any_ttl_ = any_ttl_ || tables[t].ttl_steps > 0;
     for (uint32_t s = 0; s < tables[t].shards; ++s) {
       const uint32_t g = placement.GlobalShard(static_cast<int>(t), s);
       if (placement.ServerOf(g) == server && placement.LaneOf(g) == lane) {
@@ -272,6 +278,7 @@ uint32_t LaneHandler::Materialize(int table, uint32_t shard, ShardStore* store, 
     return ShardStore::kNoRow;
   }
   if (inserted) {
+    Touch(table, shard, *row);
     spec.initializer.Fill(key, weight_scratch_.data(), spec.dim);
     store->SetWeights(*row, weight_scratch_.data());
     spec.optimizer->InitState(store->State(*row), spec.dim);
@@ -346,6 +353,7 @@ Status LaneHandler::Push(const Segments& segs, std::span<const uint64_t> keys,
                          std::span<const float> grads) {
   // Asynchronous pushes: the clock counts this lane's pushes (bit 63 clear).
   const uint64_t clock = ++push_clock_ & ~(uint64_t{1} << 63);
+  now_ = push_clock_;
   size_t k = 0, off = 0;
   Status status;
   for (size_t s = 0; s < segs.table.size(); ++s) {
@@ -372,6 +380,7 @@ Status LaneHandler::Push(const Segments& segs, std::span<const uint64_t> keys,
         }
       }
       ApplyGradient(spec, store, row, seg_grads + i * spec.dim, clock);
+      Touch(t, shard, row);
       return true;
     });
     if (!status.ok()) return status;
@@ -453,6 +462,46 @@ Status LaneHandler::Admit() {
     if (spec.min_count > 1) admission_closed_[t] = true;
   }
   return Status::Ok();
+}
+
+void LaneHandler::Touch(int table, uint32_t shard, uint32_t row) {
+  if (tables_[table].ttl_steps == 0) return;
+  std::vector<uint64_t>& last = last_push_[table][shard];
+  // Rows without a record yet (a checkpoint's) count from now.
+  if (last.size() <= row) last.resize(std::max<size_t>(row + 1, last.size() * 2), now_);
+  last[row] = now_;
+}
+
+void LaneHandler::Sweep(uint64_t budget) {
+  // Each table is passed over at most once per call (a lane may serve no shard of it).
+  for (size_t visited = 0; budget > 0 && visited <= tables_.size();) {
+    if (sweep_table_ >= tables_.size()) sweep_table_ = 0;
+    const TableSpec& spec = tables_[sweep_table_];
+    if (spec.ttl_steps == 0 || sweep_shard_ >= spec.shards) {
+      sweep_table_ = (sweep_table_ + 1) % tables_.size();
+      sweep_shard_ = 0;
+      sweep_row_ = 0;
+      ++visited;
+      continue;
+    }
+    ShardStore* store = shards_[sweep_table_][sweep_shard_].get();
+    if (store == nullptr || sweep_row_ >= store->end_row()) {
+      ++sweep_shard_;
+      sweep_row_ = 0;
+      continue;
+    }
+    std::vector<uint64_t>& last = last_push_[sweep_table_][sweep_shard_];
+    if (last.size() < store->end_row()) last.resize(store->end_row(), now_);
+    const uint64_t end = std::min(store->end_row(), sweep_row_ + budget);
+    budget -= end - sweep_row_;
+    for (; sweep_row_ < end; ++sweep_row_) {
+      const auto row = static_cast<uint32_t>(sweep_row_);
+      if (store->live(row) && now_ > last[row] && now_ - last[row] > spec.ttl_steps) {
+        store->Erase(row);
+        ++evicted_[sweep_table_][sweep_shard_];
+      }
+    }
+  }
 }
 
 void LaneHandler::ReadDefault(int table, uint32_t shard, std::byte* out) const {
@@ -555,6 +604,7 @@ Status LaneHandler::ApplySyncStep() {
   // A synchronous step's clock is its step number (bit 63 set): the same for every lane
   // and placement.
   const uint64_t clock = sync_.step | (uint64_t{1} << 63);
+  now_ = std::max(now_, sync_.step);
   std::vector<float> g;
   Status status;
   for (size_t t = 0; t < sync_sums_.size(); ++t) {
@@ -590,6 +640,7 @@ Status LaneHandler::ApplySyncStep() {
       for (uint32_t j = 0; j < spec.dim; ++j)
         g[j] = sum[j] * inv + (spec.mba_lambda != 0 ? scale * w[j] : 0.0f);
       ApplyGradient(spec, store, row, g.data(), clock);
+      Touch(static_cast<int>(t), acc.shards[i], row);
     }
     for (const auto& [shard, dg] : default_g) ApplyDefault(static_cast<int>(t), shard, dg.data());
   }
@@ -667,6 +718,7 @@ LaneHandler::Outcome LaneHandler::Process(std::vector<zmq::message_t>& frames) {
     sync_.arrived = 0;
     sync_.frames.clear();
     sync_.headers.clear();
+    if (any_ttl_) Sweep(kSweepRowsPerRequest);
     return out;
   }
   switch (h.op()) {
@@ -701,6 +753,7 @@ LaneHandler::Outcome LaneHandler::Process(std::vector<zmq::message_t>& frames) {
           st->set_admitted_ids(admitted_ids_[t][s]);
           st->set_rejected_ids(rejected_ids_[t][s]);
           st->set_rejected_keys(rejected_keys_[t][s]);
+          st->set_evicted_rows(evicted_[t][s]);
         }
       }
       break;
@@ -715,6 +768,8 @@ LaneHandler::Outcome LaneHandler::Process(std::vector<zmq::message_t>& frames) {
   }
   if (!status.ok()) SetReplyStatus(status, &rh);
   reply[0] = EncodeFrame(rh);
+  // Between requests: a bounded slice of the ttl_steps sweep.
+  if (any_ttl_) Sweep(kSweepRowsPerRequest);
   return out;
 }
 

@@ -42,6 +42,7 @@ struct TableSpec {
   uint64_t rounding_key;  // the table's part of the stochastic-rounding draws
   uint32_t min_count;     // admission.min_count (<= 1: every ID is admitted)
   bool shared_default;    // admission.default_row SHARED: IDs without a row share one
+  uint64_t ttl_steps;     // evict rows not pushed for more steps (0 = never)
   std::unique_ptr<SparseOptimizer> optimizer;
   RowInitializer initializer;
 };
@@ -140,6 +141,15 @@ class LaneHandler {
   // Applies `g` (the sum of the gradients of IDs without a row) to the shared default
   // row of (table, shard).
   void ApplyDefault(int table, uint32_t shard, const float* g);
+  // Rows the ttl_steps sweep looks at after each request.
+  static constexpr uint64_t kSweepRowsPerRequest = 4096;
+  // Records that row `row` of (table, shard) was created or pushed at the current step
+  // (tables with ttl_steps only).
+  void Touch(int table, uint32_t shard, uint32_t row);
+  // The ttl_steps sweep: looks at up to `budget` rows (continuing where the last sweep
+  // stopped, over every shard of the lane) and erases those not pushed for more than
+  // ttl_steps steps. Runs after each request, so no request waits for a whole pass.
+  void Sweep(uint64_t budget);
   // Writes every shard of this lane as dump parts (ps/dump_writer.h) and lists them in
   // rh->dump_parts; a failure becomes an INTERNAL reply naming the file
   // (lane_handler_dump_load.cc, as is Load).
@@ -171,6 +181,17 @@ class LaneHandler {
   std::vector<bool> admission_closed_;
   std::vector<std::vector<std::vector<float>>> default_rows_;
   std::vector<float> default_grad_;
+  // Eviction (ttl_steps): per [table][shard] the step of each row's last push or
+  // creation (by row number; empty for tables without ttl_steps) and the rows evicted;
+  // the lane's current step (the last synchronous step number or asynchronous push
+  // clock); and the sweep's position.
+  std::vector<std::vector<std::vector<uint64_t>>> last_push_;
+  std::vector<std::vector<uint64_t>> evicted_;
+  uint64_t now_ = 0;
+  size_t sweep_table_ = 0;
+  uint32_t sweep_shard_ = 0;
+  uint64_t sweep_row_ = 0;
+  bool any_ttl_ = false;
   // CheckCaps scratch: keys per [table][shard] of one request (all 0 between requests),
   // and the absent keys of shards near their cap.
   std::vector<std::vector<uint64_t>> pending_keys_;

@@ -118,6 +118,7 @@ Status Train(const config::TrainConfig& cfg, Cluster& cluster) {
       t.rejected_ids += s.rejected_ids();
       t.rejected_keys += s.rejected_keys();
       t.skipped_keys += s.skipped_keys();
+      t.evicted_rows += s.evicted_rows();
     }
     const std::string line =
         SummaryJson(trainer->summary(), servers, cfg, cluster.num_workers(), cluster.num_servers(),

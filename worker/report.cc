@@ -62,7 +62,8 @@ static std::string TableFiguresJson(const ServerFigures& f, const config::TrainC
          ",\"admitted_ids\":" + std::to_string(x.admitted_ids) +
          ",\"rejected_ids\":" + std::to_string(x.rejected_ids) +
          ",\"rejected_keys\":" + std::to_string(x.rejected_keys) +
-         ",\"skipped_keys\":" + std::to_string(x.skipped_keys) + "}";
+         ",\"skipped_keys\":" + std::to_string(x.skipped_keys) +
+         ",\"evicted_rows\":" + std::to_string(x.evicted_rows) + "}";
   }
   return j + "}";
 }

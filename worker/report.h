@@ -93,6 +93,7 @@ struct ServerFigures {
     uint64_t rejected_ids = 0;
     uint64_t rejected_keys = 0;
     uint64_t skipped_keys = 0;
+    uint64_t evicted_rows = 0;
   };
   std::vector<Table> tables;
 };

@@ -20,10 +20,12 @@ namespace {
 
 constexpr uint32_t kCap = 40;
 constexpr uint32_t kMinCount = 3;
+constexpr uint64_t kTtl = 3;
 
 // Table 0: capped at kCap rows per shard, SKIP_NEW. Table 1: exact admission. Table 2:
 // admission with a shared default row, SGD at learning rate 1 (a push moves it by -g).
-// Table 3: capped at kCap rows per shard, when_full: FAIL.
+// Table 3: capped at kCap rows per shard, when_full: FAIL. Tables 4 and 5: the same but
+// for ttl_steps: kTtl on table 4.
 std::string ConfigText(bool admission) {
   const std::string adm =
       admission ? "admission { min_count: " + std::to_string(kMinCount) + " } " : "";
@@ -38,6 +40,13 @@ std::string ConfigText(bool admission) {
                          "initializer { kind: NORMAL stddev: 0.5 } "
                          "optimizer { sgd { learning_rate: 1 } }") +
          test::Table("failcap", 2, 2, "max_rows_per_shard: " + std::to_string(kCap)) +
+         test::Table("ttl", 3, 2,
+                     "ttl_steps: " + std::to_string(kTtl) +
+                         " initializer { kind: NORMAL stddev: 0.5 } "
+                         "optimizer { adagrad { learning_rate: 0.3 } }") +
+         test::Table("nottl", 3, 2,
+                     "initializer { kind: NORMAL stddev: 0.5 } "
+                     "optimizer { adagrad { learning_rate: 0.3 } }") +
          "ps { request_timeout_ms: 10000 }\n";
 }
 
@@ -261,6 +270,52 @@ TEST_F(AdmissionTest, SynchronousStepTrainsTheSharedRowOnceWithTheStepsMean) {
   const TablePull d1 = test::PullOne(*client_, 2, {refused[2]}, wire::EVAL);
   EXPECT_FLOAT_EQ(d1.values[0], d0.values[0] - 1.5f / 4);
   EXPECT_FLOAT_EQ(d1.values[1], d0.values[1] + 1.0f / 4);
+}
+
+// Synchronous steps of one worker: keep[] pushed every step, drop[] only at step 1. A
+// row is evicted once more than kTtl steps passed since its last push; the kept rows
+// are bit-identical to those of the same table without ttl_steps.
+TEST_F(AdmissionTest, TtlEvictsRowsNotPushedForMoreThanTtlStepsAndLeavesTheOthers) {
+  const std::vector<uint64_t> keep = test::SpreadIds(5, 30), drop = test::SpreadIds(7, 20);
+  std::vector<uint64_t> both = keep;
+  both.insert(both.end(), drop.begin(), drop.end());
+  auto step = [&](uint64_t n, const std::vector<uint64_t>& ids) {
+    std::vector<float> g(ids.size() * 3);
+    for (size_t i = 0; i < g.size(); ++i) g[i] = 0.01f * static_cast<float>(i % 17) - 0.07f;
+    PushSpec specs[2] = {{4, ids, g}, {5, ids, g}};
+    wire::SyncStep sync;
+    sync.set_step(n);
+    sync.set_worker(0);
+    sync.set_workers(1);
+    sync.set_samples(8);
+    auto h = client_->PushStep(specs, sync);
+    ASSERT_TRUE(h.ok()) << h.status().ToString();
+    ASSERT_TRUE(client_->Wait(*h).ok());
+  };
+  auto evicted = [&](uint32_t table) {
+    auto stats = client_->Stats();
+    uint64_t n = 0;
+    for (const auto& st : *stats)
+      if (st.table() == table) n += st.evicted_rows();
+    return n;
+  };
+  step(1, both);
+  for (uint64_t n = 2; n <= 1 + kTtl; ++n) step(n, keep);
+  // kTtl steps without a push: still there (the sweep ran after every request).
+  EXPECT_EQ(StatsOf(*client_, 4).rows, both.size());
+  step(2 + kTtl, keep);
+  EXPECT_EQ(StatsOf(*client_, 4).rows, keep.size());
+  EXPECT_EQ(evicted(4), drop.size());
+  EXPECT_EQ(StatsOf(*client_, 5).rows, both.size());
+  EXPECT_EQ(evicted(5), 0u);
+  const TablePull gone = test::PullOne(*client_, 4, drop, wire::EVAL);
+  for (float v : gone.values) EXPECT_EQ(v, 0.0f);
+  const TablePull a = test::PullOne(*client_, 4, keep, wire::EVAL);
+  const TablePull b = test::PullOne(*client_, 5, keep, wire::EVAL);
+  EXPECT_EQ(a.values, b.values);
+  // A dropped ID that comes back gets a fresh row in the freed memory.
+  step(3 + kTtl, drop);
+  EXPECT_EQ(StatsOf(*client_, 4).rows, both.size());
 }
 
 }  // namespace

@@ -170,13 +170,14 @@ TEST(ReportTest, SummaryJsonTableFigures) {
   config::TrainConfig cfg = SummaryConfig();
   cfg.add_tables()->set_name("user");
   cfg.add_tables()->set_name("item");
-  ServerFigures f{30, 4, {{10, 10, 5, 7, 0}, {20, 25, 0, 0, 4}}};
+  ServerFigures f{30, 4, {{10, 10, 5, 7, 0, 3}, {20, 25, 0, 0, 4, 0}}};
   const std::string j = SummaryJson(TrainSummary(), f, cfg, 1, 1, "");
   EXPECT_TRUE(Contains(j,
                        ",\"tables\":{\"user\":{\"rows\":10,\"admitted_ids\":10,"
-                       "\"rejected_ids\":5,\"rejected_keys\":7,\"skipped_keys\":0},"
-                       "\"item\":{\"rows\":20,\"admitted_ids\":25,\"rejected_ids\":0,"
-                       "\"rejected_keys\":0,\"skipped_keys\":4}},"))
+                       "\"rejected_ids\":5,\"rejected_keys\":7,\"skipped_keys\":0,"
+                       "\"evicted_rows\":3},\"item\":{\"rows\":20,\"admitted_ids\":25,"
+                       "\"rejected_ids\":0,\"rejected_keys\":0,\"skipped_keys\":4,"
+                       "\"evicted_rows\":0}},"))
       << j;
   // Figures that do not match the config's tables are left out.
   f.tables.pop_back();
