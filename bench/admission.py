@@ -1,10 +1,11 @@
 """Feature admission: server rows against GAUC (docs/design.md §5, feature admission).
 
-  bench/run.sh admission [--seeds N] [--ks 2,3,5,8] [--epochs E]
+  bench/run.sh admission [--seeds N] [--ks 2,3,5,8] [--epochs E] [--ml-dir DIR]
+                         [--only DATA_SET] [--shared]
 
 For din_gen (Zipf 1.1) and ml-latest-small (when ../shared/data has it): one job without
-admission, then one per min_count k (applied to every table, default_row ZEROS and, for
-each k, SHARED), and one with every table capped at half its distinct IDs per shard
+admission, then one per min_count k (applied to every table, default_row ZEROS; with
+--shared also SHARED), and one with every table capped at half its distinct IDs per shard
 under SKIP_NEW (PREPASS creates the rows most frequent first: a static LFU by n_j). Each
 with N seeds (data.seed, the shuffle and initialisation). Prints a table to stderr and
 one JSON line: per data set and setting the mean rows, the row shrink against no
