@@ -467,8 +467,7 @@ Status LaneHandler::Admit() {
 void LaneHandler::Touch(int table, uint32_t shard, uint32_t row) {
   if (tables_[table].ttl_steps == 0) return;
   std::vector<uint64_t>& last = last_push_[table][shard];
-  // Rows without a record yet (a checkpoint's) count from now.
-  if (last.size() <= row) last.resize(std::max<size_t>(row + 1, last.size() * 2), now_);
+  if (last.size() <= row) last.resize(std::max<size_t>(row + 1, last.size() * 2), kUnknownStep);
   last[row] = now_;
 }
 
@@ -491,11 +490,17 @@ void LaneHandler::Sweep(uint64_t budget) {
       continue;
     }
     std::vector<uint64_t>& last = last_push_[sweep_table_][sweep_shard_];
-    if (last.size() < store->end_row()) last.resize(store->end_row(), now_);
+    if (last.size() < store->end_row()) last.resize(store->end_row(), kUnknownStep);
     const uint64_t end = std::min(store->end_row(), sweep_row_ + budget);
     budget -= end - sweep_row_;
     for (; sweep_row_ < end; ++sweep_row_) {
       const auto row = static_cast<uint32_t>(sweep_row_);
+      if (last[row] == kUnknownStep) {
+        // A row without a record (a checkpoint's): its age counts from the first step
+        // after the load, not from step 0.
+        if (now_ > 0) last[row] = now_;
+        continue;
+      }
       if (store->live(row) && now_ > last[row] && now_ - last[row] > spec.ttl_steps) {
         store->Erase(row);
         ++evicted_[sweep_table_][sweep_shard_];

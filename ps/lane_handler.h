@@ -143,6 +143,8 @@ class LaneHandler {
   void ApplyDefault(int table, uint32_t shard, const float* g);
   // Rows the ttl_steps sweep looks at after each request.
   static constexpr uint64_t kSweepRowsPerRequest = 4096;
+  // last_push_ of a row with no record yet (loaded from a checkpoint).
+  static constexpr uint64_t kUnknownStep = UINT64_MAX;
   // Records that row `row` of (table, shard) was created or pushed at the current step
   // (tables with ttl_steps only).
   void Touch(int table, uint32_t shard, uint32_t row);

@@ -318,5 +318,35 @@ TEST_F(AdmissionTest, TtlEvictsRowsNotPushedForMoreThanTtlStepsAndLeavesTheOther
   EXPECT_EQ(StatsOf(*client_, 4).rows, both.size());
 }
 
+// A resumed job continues at a late step number: rows loaded from a checkpoint count
+// their age from the first step after the load, so they are not all evicted at once.
+TEST_F(AdmissionTest, TtlCountsLoadedRowsFromTheFirstStepAfterTheLoad) {
+  const std::vector<uint64_t> ids = test::SpreadIds(9, 25);
+  test::PushOne(*client_, 4, ids, std::vector<float>(ids.size() * 3, 0.5f));
+  test::TempDir dir("ttl");
+  ASSERT_TRUE(SaveTables(*client_, cfg_, dir.path(), 1).ok());
+  test::LocalCluster fresh(cfg_, 2, 2);
+  auto client = fresh.Connect();
+  ASSERT_TRUE(LoadTables(*client, cfg_, dir.path()).ok());
+  ASSERT_EQ(StatsOf(*client, 4).rows, ids.size());
+  auto step = [&](uint64_t n) {
+    const std::vector<uint64_t> one = {ids[0]};
+    const std::vector<float> g(3, 0.1f);
+    PushSpec spec{4, one, g};
+    wire::SyncStep sync;
+    sync.set_step(n);
+    sync.set_worker(0);
+    sync.set_workers(1);
+    sync.set_samples(1);
+    auto h = client->PushStep({&spec, 1}, sync);
+    ASSERT_TRUE(h.ok());
+    ASSERT_TRUE(client->Wait(*h).ok());
+  };
+  for (uint64_t n = 1000; n <= 1000 + kTtl; ++n) step(n);
+  EXPECT_EQ(StatsOf(*client, 4).rows, ids.size());
+  step(1001 + kTtl);
+  EXPECT_EQ(StatsOf(*client, 4).rows, 1u);
+}
+
 }  // namespace
 }  // namespace din
