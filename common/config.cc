@@ -147,6 +147,9 @@ Status ValidateTable(const std::string& where, config::TableConfig* table) {
     return Bad(where, "expected_rows_per_shard (" +
                           std::to_string(table->expected_rows_per_shard()) +
                           ") exceeds max_rows_per_shard (" + std::to_string(cap) + ")");
+  if (table->admission().min_count() > (1u << 30))
+    return Bad(where, "admission.min_count must be at most 2^30, got " +
+                          std::to_string(table->admission().min_count()));
   if (table->dump_counts() && table->dump_format() != config::TableConfig::NPY)
     return Bad(where, "dump_counts needs dump_format: NPY (text dumps have no counts)");
   return Status::Ok();
@@ -282,6 +285,13 @@ Status ValidateConfig(config::TrainConfig* cfg) {
   if (cfg->has_data()) DIN_RETURN_IF_ERROR(ValidateDataTables(*cfg));
   DIN_RETURN_IF_ERROR(ValidateModel(cfg->model()));
   DIN_RETURN_IF_ERROR(ValidateTrainer(cfg->trainer()));
+  // Admission by count is exact only with PREPASS; ONLINE counting has no admission.
+  for (int t = 0; t < cfg->tables_size(); ++t)
+    if (cfg->tables(t).admission().min_count() > 1 &&
+        cfg->trainer().mba_mode() != config::TrainerConfig::PREPASS)
+      return Bad("tables[" + std::to_string(t) + "] (" + cfg->tables(t).name() + ")",
+                 "admission.min_count needs trainer.mba_mode: PREPASS (admission with ONLINE "
+                 "counting is not supported)");
   if (cfg->security().curve() && cfg->security().key_dir().empty())
     return Bad("security",
                "curve is true but key_dir is empty (launch/din-train creates the "

@@ -226,7 +226,7 @@ Result<std::vector<ManifestFile>> DumpShard(const ShardStore& store, const Shard
 
 Result<uint64_t> LoadCheckpointPart(const std::string& dir, const ManifestTable& table,
                                     const ManifestPart& part,
-                                    const std::vector<ShardStore*>& stores) {
+                                    const std::vector<ShardStore*>& stores, uint32_t min_count) {
   if (!table.checkpoint())
     return Status::InvalidArgument(dir + ": table " + table.name +
                                    " has no optimizer state (a dump, not a checkpoint)");
@@ -282,6 +282,9 @@ Result<uint64_t> LoadCheckpointPart(const std::string& dir, const ManifestTable&
     std::memcpy(&key, ids + i * sizeof(key), sizeof(key));
     ShardStore* store = stores[ShardOf(key, shards)];
     if (store == nullptr) continue;
+    uint32_t count;
+    std::memcpy(&count, counts + i * sizeof(count), sizeof(count));
+    if (count < min_count) continue;  // not admitted
     bool inserted = false;
     DIN_ASSIGN_OR_RETURN(const uint32_t row, store->FindOrInsert(key, &inserted));
     // Float32 weights, exact for any storage the checkpoint was written from: a store of
@@ -289,8 +292,6 @@ Result<uint64_t> LoadCheckpointPart(const std::string& dir, const ManifestTable&
     std::memcpy(weights.data(), emb + i * row_bytes, row_bytes);
     store->SetWeights(row, weights.data());
     if (state_bytes > 0) std::memcpy(store->State(row), state + i * state_bytes, state_bytes);
-    uint32_t count;
-    std::memcpy(&count, counts + i * sizeof(count), sizeof(count));
     store->SetCount(row, count);
     ++loaded;
   }

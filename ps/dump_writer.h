@@ -116,9 +116,10 @@ Result<std::vector<ManifestFile>> DumpShard(const ShardStore& store, const Shard
 // optimizer state and count, byte for byte (an existing row is overwritten). Every file
 // is read whole and checked against the MANIFEST's size and XXH64, and the shapes
 // against the stores, before any row is inserted; errors name the file. Returns the
-// number of rows inserted. Same thread safety as DumpShard, for every store.
+// number of rows inserted. Rows with a count below `min_count` (a table's admission,
+// docs/design.md §5) are not inserted. Same thread safety as DumpShard, for every store.
 Result<uint64_t> LoadCheckpointPart(const std::string& dir, const ManifestTable& table,
                                     const ManifestPart& part,
-                                    const std::vector<ShardStore*>& stores);
+                                    const std::vector<ShardStore*>& stores, uint32_t min_count = 0);
 
 }  // namespace din

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 
 #include <glog/logging.h>
 
@@ -22,6 +23,9 @@ TableSpec::TableSpec(const config::TableConfig& cfg)
               : cfg.storage() == config::TableConfig::BF16 ? WeightFormat::kBf16
                                                            : WeightFormat::kFp32),
       rounding_key(Mix64(cfg.seed() ^ 0x5eed0f5a0d1e57ULL)),
+      min_count(cfg.admission().min_count()),
+      shared_default(cfg.admission().default_row() == config::AdmissionConfig::SHARED),
+      ttl_steps(cfg.ttl_steps()),
       optimizer(SparseOptimizer::Create(cfg.optimizer())),
       initializer(cfg.initializer(), cfg.seed()) {}
 
@@ -45,19 +49,45 @@ LaneHandler::LaneHandler(const std::vector<TableSpec>& tables, const Placement& 
   pending_keys_.resize(tables.size());
   full_logged_.assign(tables.size(), false);
   sync_sums_.resize(tables.size());
+  prepass_counts_.resize(tables.size());
+  admitted_ids_.resize(tables.size());
+  rejected_ids_.resize(tables.size());
+  rejected_keys_.resize(tables.size());
+  admission_closed_.assign(tables.size(), false);
+  default_rows_.resize(tables.size());
+  last_push_.resize(tables.size());
+  evicted_.resize(tables.size());
   uint32_t max_dim = 0;
   for (const TableSpec& spec : tables) max_dim = std::max(max_dim, spec.dim);
   weight_scratch_.resize(max_dim);
+  default_grad_.resize(max_dim);
   for (size_t t = 0; t < tables.size(); ++t) {
     shards_[t].resize(tables[t].shards);
     skipped_[t].assign(tables[t].shards, 0);
     pending_keys_[t].assign(tables[t].shards, 0);
+    prepass_counts_[t].resize(tables[t].shards);
+    admitted_ids_[t].assign(tables[t].shards, 0);
+    rejected_ids_[t].assign(tables[t].shards, 0);
+    rejected_keys_[t].assign(tables[t].shards, 0);
+    default_rows_[t].resize(tables[t].shards);
+    last_push_[t].resize(tables[t].shards);
+    evicted_[t].assign(tables[t].shards, 0);
+    any_ttl_ = any_ttl_ || tables[t].ttl_steps > 0;
     for (uint32_t s = 0; s < tables[t].shards; ++s) {
       const uint32_t g = placement.GlobalShard(static_cast<int>(t), s);
       if (placement.ServerOf(g) == server && placement.LaneOf(g) == lane) {
         shards_[t][s] = std::make_unique<ShardStore>(
             tables[t].dim, tables[t].optimizer->StateFloats(tables[t].dim), tables[t].expected_rows,
             tables[t].max_rows, tables[t].storage);
+        if (tables[t].shared_default) {
+          // The shared default row starts as the initializer's row of the reserved key
+          // UINT64_MAX, with fresh optimizer state.
+          const TableSpec& spec = tables[t];
+          std::vector<float>& row = default_rows_[t][s];
+          row.assign(spec.dim + spec.optimizer->StateFloats(spec.dim), 0.0f);
+          spec.initializer.Fill(UINT64_MAX, row.data(), spec.dim);
+          spec.optimizer->InitState(row.data() + spec.dim, spec.dim);
+        }
       }
     }
   }
@@ -76,6 +106,7 @@ size_t FramesFor(wire::Op op) {
     case wire::PING:
     case wire::DUMP:
     case wire::LOAD:
+    case wire::ADMIT:
       return 1;
     default:
       return 0;
@@ -100,6 +131,8 @@ Status LaneHandler::Validate(const wire::RequestHeader& h, std::vector<zmq::mess
                                      OpName(h.op()));
     DIN_RETURN_IF_ERROR(CheckSync(h.sync()));
   }
+  if (h.prepass() && h.op() != wire::PUSH_COUNTS)
+    return Status::InvalidArgument("prepass is only valid on PUSH_COUNTS, not " + OpName(h.op()));
   if (frames.size() != want)
     return Status::InvalidArgument(OpName(h.op()) + " needs " + std::to_string(want) +
                                    " frames, got " + std::to_string(frames.size()));
@@ -179,7 +212,9 @@ Status LaneHandler::CheckCaps(const Segments& segs, std::span<const uint64_t> ke
   // more than one segment, so the keys are summed per shard first).
   auto capped = [&](size_t s) {
     const TableSpec& spec = tables_[segs.table[s]];
-    return spec.max_rows != 0 && spec.when_full == config::TableConfig::FAIL;
+    // A closed table creates no rows (Materialize).
+    return spec.max_rows != 0 && spec.when_full == config::TableConfig::FAIL &&
+           !admission_closed_[segs.table[s]];
   };
   bool near = false;
   for (size_t s = 0; s < segs.table.size(); ++s) {
@@ -224,6 +259,11 @@ Status LaneHandler::CheckCaps(const Segments& segs, std::span<const uint64_t> ke
 uint32_t LaneHandler::Materialize(int table, uint32_t shard, ShardStore* store, uint64_t key,
                                   Status* status) {
   const TableSpec& spec = tables_[table];
+  if (admission_closed_[table]) {
+    const uint32_t row = store->Find(key);
+    if (row == ShardStore::kNoRow) ++rejected_keys_[table][shard];
+    return row;
+  }
   if (store->full() && spec.when_full == config::TableConfig::SKIP_NEW && spec.max_rows != 0) {
     const uint32_t row = store->Find(key);
     if (row != ShardStore::kNoRow) return row;
@@ -245,6 +285,7 @@ uint32_t LaneHandler::Materialize(int table, uint32_t shard, ShardStore* store, 
     return ShardStore::kNoRow;
   }
   if (inserted) {
+    Touch(table, shard, *row);
     spec.initializer.Fill(key, weight_scratch_.data(), spec.dim);
     store->SetWeights(*row, weight_scratch_.data());
     spec.optimizer->InitState(store->State(*row), spec.dim);
@@ -293,7 +334,7 @@ Status LaneHandler::Pull(const wire::RequestHeader& h, const Segments& segs,
       }
       uint32_t count = 0;
       if (row == ShardStore::kNoRow) {
-        std::memset(seg_values + i * row_bytes, 0, row_bytes);
+        ReadDefault(t, shard, seg_values + i * row_bytes);
       } else {
         if (store->format() == WeightFormat::kFp32) {
           std::memcpy(seg_values + i * row_bytes, store->WeightData(row), row_bytes);
@@ -319,6 +360,7 @@ Status LaneHandler::Push(const Segments& segs, std::span<const uint64_t> keys,
                          std::span<const float> grads) {
   // Asynchronous pushes: the clock counts this lane's pushes (bit 63 clear).
   const uint64_t clock = ++push_clock_ & ~(uint64_t{1} << 63);
+  now_ = push_clock_;
   size_t k = 0, off = 0;
   Status status;
   for (size_t s = 0; s < segs.table.size(); ++s) {
@@ -328,16 +370,28 @@ Status LaneHandler::Push(const Segments& segs, std::span<const uint64_t> keys,
     ShardStore* store = shards_[t][shard].get();
     const std::span<const uint64_t> seg_keys = keys.subspan(k, segs.count[s]);
     const float* seg_grads = grads.data() + off;
+    bool to_default = false;
+    if (spec.shared_default) std::fill_n(default_grad_.begin(), spec.dim, 0.0f);
     store->FindEach(seg_keys, [&](size_t i, uint32_t row) {
       if (row == ShardStore::kNoRow) {
         row = Materialize(t, shard, store, seg_keys[i], &status);
         if (!status.ok()) return false;
-        if (row == ShardStore::kNoRow) return true;  // SKIP_NEW: dropped
+        if (row == ShardStore::kNoRow) {
+          // No row (full under SKIP_NEW, or not admitted): the shared default row takes
+          // the gradient, or it is dropped.
+          if (spec.shared_default) {
+            for (uint32_t j = 0; j < spec.dim; ++j) default_grad_[j] += seg_grads[i * spec.dim + j];
+            to_default = true;
+          }
+          return true;
+        }
       }
       ApplyGradient(spec, store, row, seg_grads + i * spec.dim, clock);
+      Touch(t, shard, row);
       return true;
     });
     if (!status.ok()) return status;
+    if (to_default) ApplyDefault(t, shard, default_grad_.data());
     k += segs.count[s];
     off += segs.count[s] * spec.dim;
   }
@@ -358,6 +412,123 @@ Status LaneHandler::PushCounts(const Segments& segs, std::span<const uint64_t> k
     }
   }
   return Status::Ok();
+}
+
+void LaneHandler::GatherCounts(const Segments& segs, std::span<const uint64_t> keys,
+                               std::span<const uint32_t> counts) {
+  size_t k = 0;
+  for (size_t s = 0; s < segs.table.size(); ++s) {
+    auto& gathered = prepass_counts_[segs.table[s]][segs.shard[s]];
+    for (uint64_t i = 0; i < segs.count[s]; ++i, ++k) gathered[keys[k]] += counts[k];
+  }
+}
+
+Status LaneHandler::Admit() {
+  // Per shard: the gathered IDs, most frequent first; ties by ID, so the order (and the
+  // rows a cap keeps) does not depend on the order in which the counts arrived.
+  std::vector<std::vector<std::vector<std::pair<uint64_t, uint64_t>>>> order(tables_.size());
+  for (size_t t = 0; t < tables_.size(); ++t) {
+    const TableSpec& spec = tables_[t];
+    order[t].resize(spec.shards);
+    for (uint32_t s = 0; s < spec.shards; ++s) {
+      if (shards_[t][s] == nullptr) continue;  // not served by this lane
+      auto& ids = order[t][s];
+      ids.assign(prepass_counts_[t][s].begin(), prepass_counts_[t][s].end());
+      std::sort(ids.begin(), ids.end(), [](const auto& a, const auto& b) {
+        return a.second != b.second ? a.second > b.second : a.first < b.first;
+      });
+      if (admission_closed_[t] || spec.max_rows == 0 || spec.when_full != config::TableConfig::FAIL)
+        continue;
+      // FAIL: refused whole, before any row is created.
+      const ShardStore* store = shards_[t][s].get();
+      uint64_t adding = 0;
+      for (const auto& [key, n] : ids)
+        if (n >= spec.min_count && store->Find(key) == ShardStore::kNoRow) ++adding;
+      if (store->size() + adding > spec.max_rows) return CapError(static_cast<int>(t), s, adding);
+    }
+  }
+  Status status;
+  for (size_t t = 0; t < tables_.size(); ++t) {
+    const TableSpec& spec = tables_[t];
+    for (uint32_t s = 0; s < spec.shards; ++s) {
+      ShardStore* store = shards_[t][s].get();
+      if (store == nullptr) continue;
+      for (const auto& [key, n] : order[t][s]) {
+        if (n < spec.min_count) {
+          ++rejected_ids_[t][s];
+          continue;
+        }
+        const uint32_t row = Materialize(static_cast<int>(t), s, store, key, &status);
+        if (!status.ok()) return status;
+        if (row == ShardStore::kNoRow) continue;  // full (SKIP_NEW) or closed
+        store->AddCount(row, static_cast<uint32_t>(std::min<uint64_t>(n, UINT32_MAX)));
+        ++admitted_ids_[t][s];
+      }
+      prepass_counts_[t][s] = {};  // frees the map
+    }
+    if (spec.min_count > 1) admission_closed_[t] = true;
+  }
+  return Status::Ok();
+}
+
+void LaneHandler::Touch(int table, uint32_t shard, uint32_t row) {
+  if (tables_[table].ttl_steps == 0) return;
+  std::vector<uint64_t>& last = last_push_[table][shard];
+  if (last.size() <= row) last.resize(std::max<size_t>(row + 1, last.size() * 2), kUnknownStep);
+  last[row] = now_;
+}
+
+void LaneHandler::Sweep(uint64_t budget) {
+  // Each table is passed over at most once per call (a lane may serve no shard of it).
+  for (size_t visited = 0; budget > 0 && visited <= tables_.size();) {
+    if (sweep_table_ >= tables_.size()) sweep_table_ = 0;
+    const TableSpec& spec = tables_[sweep_table_];
+    if (spec.ttl_steps == 0 || sweep_shard_ >= spec.shards) {
+      sweep_table_ = (sweep_table_ + 1) % tables_.size();
+      sweep_shard_ = 0;
+      sweep_row_ = 0;
+      ++visited;
+      continue;
+    }
+    ShardStore* store = shards_[sweep_table_][sweep_shard_].get();
+    if (store == nullptr || sweep_row_ >= store->end_row()) {
+      ++sweep_shard_;
+      sweep_row_ = 0;
+      continue;
+    }
+    std::vector<uint64_t>& last = last_push_[sweep_table_][sweep_shard_];
+    if (last.size() < store->end_row()) last.resize(store->end_row(), kUnknownStep);
+    const uint64_t end = std::min(store->end_row(), sweep_row_ + budget);
+    budget -= end - sweep_row_;
+    for (; sweep_row_ < end; ++sweep_row_) {
+      const auto row = static_cast<uint32_t>(sweep_row_);
+      if (last[row] == kUnknownStep) {
+        // A row without a record (a checkpoint's): its age counts from the first step
+        // after the load, not from step 0.
+        if (now_ > 0) last[row] = now_;
+        continue;
+      }
+      if (store->live(row) && now_ > last[row] && now_ - last[row] > spec.ttl_steps) {
+        store->Erase(row);
+        ++evicted_[sweep_table_][sweep_shard_];
+      }
+    }
+  }
+}
+
+void LaneHandler::ReadDefault(int table, uint32_t shard, std::byte* out) const {
+  const TableSpec& spec = tables_[table];
+  const size_t bytes = size_t{spec.dim} * sizeof(float);
+  if (spec.shared_default)
+    std::memcpy(out, default_rows_[table][shard].data(), bytes);
+  else
+    std::memset(out, 0, bytes);
+}
+
+void LaneHandler::ApplyDefault(int table, uint32_t shard, const float* g) {
+  const TableSpec& spec = tables_[table];
+  float* row = default_rows_[table][shard].data();
+  spec.optimizer->Apply(row, row + spec.dim, g, spec.dim);
 }
 
 Status LaneHandler::CheckSync(const wire::SyncStep& sync) const {
@@ -431,6 +602,7 @@ Status LaneHandler::ApplySyncStep() {
   for (size_t t = 0; t < sync_sums_.size(); ++t) {
     const TableSpec& spec = tables_[t];
     if (spec.max_rows == 0 || spec.when_full != config::TableConfig::FAIL) continue;
+    if (admission_closed_[t]) continue;  // creates no rows
     std::unordered_map<uint32_t, uint64_t> adding;
     const SyncSums& acc = sync_sums_[t];
     for (size_t i = 0; i < acc.keys.size(); ++i)
@@ -445,19 +617,31 @@ Status LaneHandler::ApplySyncStep() {
   // every lane and placement, and continued by a resumed run.
   const wire::SyncStep& first = sync_.headers[0].sync();
   const uint64_t clock = (first.has_clock() ? first.clock() : first.step()) | (uint64_t{1} << 63);
+  now_ = std::max(now_, sync_.step);  // the TTL clock (docs/design.md §5)
   std::vector<float> g;
   Status status;
   for (size_t t = 0; t < sync_sums_.size(); ++t) {
     SyncSums& acc = sync_sums_[t];
     const TableSpec& spec = tables_[t];
     g.resize(spec.dim);
+    // Per shard: the step's gradient for the shared default row (the sum over the IDs
+    // without a row of their sums / samples), applied once after the table's rows.
+    std::map<uint32_t, std::vector<float>> default_g;
     for (size_t i = 0; i < acc.keys.size(); ++i) {
       ShardStore* store = shards_[t][acc.shards[i]].get();
       uint32_t row = store->Find(acc.keys[i]);
       if (row == ShardStore::kNoRow) {
         row = Materialize(static_cast<int>(t), acc.shards[i], store, acc.keys[i], &status);
         if (!status.ok()) return status;
-        if (row == ShardStore::kNoRow) continue;  // SKIP_NEW: dropped
+        if (row == ShardStore::kNoRow) {  // no row: to the shared default row, or dropped
+          if (spec.shared_default) {
+            std::vector<float>& dg = default_g[acc.shards[i]];
+            dg.resize(spec.dim, 0.0f);
+            const float* sum = acc.sums.data() + i * spec.dim;
+            for (uint32_t j = 0; j < spec.dim; ++j) dg[j] += sum[j] * inv;
+          }
+          continue;
+        }
       }
       const float* sum = acc.sums.data() + i * spec.dim;
       store->GetWeights(row, weight_scratch_.data());
@@ -469,7 +653,9 @@ Status LaneHandler::ApplySyncStep() {
       for (uint32_t j = 0; j < spec.dim; ++j)
         g[j] = sum[j] * inv + (spec.mba_lambda != 0 ? scale * w[j] : 0.0f);
       ApplyGradient(spec, store, row, g.data(), clock);
+      Touch(static_cast<int>(t), acc.shards[i], row);
     }
+    for (const auto& [shard, dg] : default_g) ApplyDefault(static_cast<int>(t), shard, dg.data());
   }
   return Status::Ok();
 }
@@ -520,7 +706,7 @@ LaneHandler::Outcome LaneHandler::Process(std::vector<zmq::message_t>& frames) {
 
   std::span<const uint64_t> keys;
   if (frames.size() > 1) keys = FrameAs<uint64_t>(frames[1], &key_scratch_);
-  const bool creates_rows = h.op() == wire::PUSH || h.op() == wire::PUSH_COUNTS ||
+  const bool creates_rows = h.op() == wire::PUSH || (h.op() == wire::PUSH_COUNTS && !h.prepass()) ||
                             (h.op() == wire::PULL && h.mode() == wire::TRAIN);
   if (creates_rows) {
     status = CheckCaps(segs, keys);
@@ -563,6 +749,7 @@ LaneHandler::Outcome LaneHandler::Process(std::vector<zmq::message_t>& frames) {
     sync_.arrived = 0;
     sync_.frames.clear();
     sync_.headers.clear();
+    if (any_ttl_) Sweep(kSweepRowsPerRequest);
     return out;
   }
   switch (h.op()) {
@@ -573,7 +760,13 @@ LaneHandler::Outcome LaneHandler::Process(std::vector<zmq::message_t>& frames) {
       status = Push(segs, keys, FrameAs<float>(frames[2], &float_scratch_));
       break;
     case wire::PUSH_COUNTS:
-      status = PushCounts(segs, keys, FrameAs<uint32_t>(frames[2], &count_scratch_));
+      if (h.prepass())
+        GatherCounts(segs, keys, FrameAs<uint32_t>(frames[2], &count_scratch_));
+      else
+        status = PushCounts(segs, keys, FrameAs<uint32_t>(frames[2], &count_scratch_));
+      break;
+    case wire::ADMIT:
+      status = Admit();
       break;
     case wire::STATS:
       for (size_t t = 0; t < shards_.size(); ++t) {
@@ -588,6 +781,10 @@ LaneHandler::Outcome LaneHandler::Process(std::vector<zmq::message_t>& frames) {
           st->set_row_bytes(store->row_bytes());
           st->set_max_rows(tables_[t].max_rows);
           st->set_skipped_keys(skipped_[t][s]);
+          st->set_admitted_ids(admitted_ids_[t][s]);
+          st->set_rejected_ids(rejected_ids_[t][s]);
+          st->set_rejected_keys(rejected_keys_[t][s]);
+          st->set_evicted_rows(evicted_[t][s]);
         }
       }
       break;
@@ -602,6 +799,8 @@ LaneHandler::Outcome LaneHandler::Process(std::vector<zmq::message_t>& frames) {
   }
   if (!status.ok()) SetReplyStatus(status, &rh);
   reply[0] = EncodeFrame(rh);
+  // Between requests: a bounded slice of the ttl_steps sweep.
+  if (any_ttl_) Sweep(kSweepRowsPerRequest);
   return out;
 }
 

@@ -40,6 +40,9 @@ struct TableSpec {
   config::TableConfig::WhenFull when_full;
   WeightFormat storage;   // how the shards store the weights
   uint64_t rounding_key;  // the table's part of the stochastic-rounding draws
+  uint32_t min_count;     // admission.min_count (<= 1: every ID is admitted)
+  bool shared_default;    // admission.default_row SHARED: IDs without a row share one
+  uint64_t ttl_steps;     // evict rows not pushed for more steps (0 = never)
   std::unique_ptr<SparseOptimizer> optimizer;
   RowInitializer initializer;
 };
@@ -93,6 +96,14 @@ class LaneHandler {
 
   // The store of (table, shard), or nullptr when this lane does not serve it.
   ShardStore* store(int table, uint32_t shard) { return shards_[table][shard].get(); }
+  // True once ADMIT (or a LOAD) closed a table with admission.min_count > 1: an ID
+  // without a row never gets one from then on.
+  bool admission_closed(int table) const { return admission_closed_[table]; }
+  // The shared default row of (table, shard): dim weights then the optimizer state;
+  // empty unless admission.default_row is SHARED.
+  const std::vector<float>& default_row(int table, uint32_t shard) const {
+    return default_rows_[table][shard];
+  }
 
  private:
   struct Segments;
@@ -115,7 +126,8 @@ class LaneHandler {
   // before any of it is applied.
   Status CheckCaps(const Segments& segs, std::span<const uint64_t> keys);
   // The row of `key`, created and initialised when absent; kNoRow when the shard is full
-  // (under SKIP_NEW the key is counted as skipped, otherwise *status tells why).
+  // (under SKIP_NEW the key is counted as skipped, otherwise *status tells why) or when
+  // the table's admission is closed and `key` has no row (counted as rejected).
   uint32_t Materialize(int table, uint32_t shard, ShardStore* store, uint64_t key, Status* status);
   // Runs the table's optimizer on row `row` with gradient `g`: in place for float32
   // weights; otherwise on their float32 values, stored back with stochastic rounding
@@ -124,6 +136,30 @@ class LaneHandler {
                      uint64_t clock);
   // The FAIL policy's error for a request that would add `adding` rows to the shard.
   Status CapError(int table, uint32_t shard, uint64_t adding) const;
+  // PUSH_COUNTS with `prepass`: adds the counts to the shards' gathered PREPASS counts.
+  void GatherCounts(const Segments& segs, std::span<const uint64_t> keys,
+                    std::span<const uint32_t> counts);
+  // ADMIT: creates, per shard, the rows of the gathered IDs with n_j >= min_count in
+  // descending n_j order (ties: ascending ID), up to the cap, and closes admission for
+  // tables with min_count > 1. A `when_full: FAIL` shard that cannot take all admitted IDs
+  // fails the request before any row is created.
+  Status Admit();
+  // Reads the weights an ID without a row pulls: the shared default row, or zeros.
+  void ReadDefault(int table, uint32_t shard, std::byte* out) const;
+  // Applies `g` (the sum of the gradients of IDs without a row) to the shared default
+  // row of (table, shard).
+  void ApplyDefault(int table, uint32_t shard, const float* g);
+  // Rows the ttl_steps sweep looks at after each request.
+  static constexpr uint64_t kSweepRowsPerRequest = 4096;
+  // last_push_ of a row with no record yet (loaded from a checkpoint).
+  static constexpr uint64_t kUnknownStep = UINT64_MAX;
+  // Records that row `row` of (table, shard) was created or pushed at the current step
+  // (tables with ttl_steps only).
+  void Touch(int table, uint32_t shard, uint32_t row);
+  // The ttl_steps sweep: looks at up to `budget` rows (continuing where the last sweep
+  // stopped, over every shard of the lane) and erases those not pushed for more than
+  // ttl_steps steps. Runs after each request, so no request waits for a whole pass.
+  void Sweep(uint64_t budget);
   // Writes every shard of this lane as dump parts (ps/dump_writer.h) and lists them in
   // rh->dump_parts; a failure becomes an INTERNAL reply naming the file
   // (lane_handler_dump_load.cc, as is Load).
@@ -144,6 +180,28 @@ class LaneHandler {
   // shard of this lane was logged.
   std::vector<std::vector<uint64_t>> skipped_;
   std::vector<bool> full_logged_;
+  // Admission (docs/design.md §5), per [table][shard] unless noted: the PREPASS counts
+  // gathered until ADMIT; IDs ADMIT gave a row and refused; training keys refused a row
+  // after admission closed; whether admission is closed, per table; and the shared
+  // default rows (weights then optimizer state, float32) with a gradient scratch.
+  std::vector<std::vector<std::unordered_map<uint64_t, uint64_t>>> prepass_counts_;
+  std::vector<std::vector<uint64_t>> admitted_ids_;
+  std::vector<std::vector<uint64_t>> rejected_ids_;
+  std::vector<std::vector<uint64_t>> rejected_keys_;
+  std::vector<bool> admission_closed_;
+  std::vector<std::vector<std::vector<float>>> default_rows_;
+  std::vector<float> default_grad_;
+  // Eviction (ttl_steps): per [table][shard] the step of each row's last push or
+  // creation (by row number; empty for tables without ttl_steps) and the rows evicted;
+  // the lane's current step (the last synchronous step number or asynchronous push
+  // clock); and the sweep's position.
+  std::vector<std::vector<std::vector<uint64_t>>> last_push_;
+  std::vector<std::vector<uint64_t>> evicted_;
+  uint64_t now_ = 0;
+  size_t sweep_table_ = 0;
+  uint32_t sweep_shard_ = 0;
+  uint64_t sweep_row_ = 0;
+  bool any_ttl_ = false;
   // CheckCaps scratch: keys per [table][shard] of one request (all 0 between requests),
   // and the absent keys of shards near their cap.
   std::vector<std::vector<uint64_t>> pending_keys_;

@@ -107,12 +107,19 @@ void LaneHandler::Load(const wire::LoadRequest& req, wire::ReplyHeader* rh) {
     }
     if (!any) continue;
     for (const ManifestPart& part : sources[t]->parts) {
-      Result<uint64_t> rows = LoadCheckpointPart(req.dir(), *sources[t], part, stores);
+      // Rows below the table's min_count are not admitted (a checkpoint of another
+      // config may hold them).
+      Result<uint64_t> rows =
+          LoadCheckpointPart(req.dir(), *sources[t], part, stores, tables_[t].min_count);
       if (!rows.ok())
         return fail(StatusCode::kInternal, rows.status().WithContext("table " + tables_[t].name));
       loaded += *rows;
     }
   }
+  // A loaded table is past PREPASS (a resumed job does not count again): admission by
+  // min_count is closed as after ADMIT.
+  for (size_t t = 0; t < tables_.size(); ++t)
+    if (tables_[t].min_count > 1) admission_closed_[t] = true;
   rh->set_loaded_rows(loaded);
 }
 

@@ -147,15 +147,22 @@ Result<uint32_t> ShardStore::FindOrInsert(uint64_t key, bool* inserted) {
       return row;
     }
   }
-  if (size_ >= max_rows_) {
+  if (size() >= max_rows_) {
     if (max_rows_ < kMaxRows)
       return Status::ResourceExhausted("shard is full: it holds its cap of " +
                                        std::to_string(max_rows_) + " rows");
     return Status::ResourceExhausted("shard is full: " + std::to_string(kMaxRows) +
                                      " rows (use more shards for this table)");
   }
-  if (size_ == arena_rows_) AddChunk();
-  const uint32_t row = static_cast<uint32_t>(size_++);
+  uint32_t row;
+  if (!free_rows_.empty()) {  // reuse an evicted row's memory
+    row = free_rows_.back();
+    free_rows_.pop_back();
+    freed_[row] = false;
+  } else {
+    if (size_ == arena_rows_) AddChunk();
+    row = static_cast<uint32_t>(size_++);
+  }
   std::byte* p = RowPtr(row);
   std::memcpy(p, &key, sizeof(key));
   const uint32_t zero = 0;
@@ -217,8 +224,41 @@ void ShardStore::AddChunk() {
   arena_rows_ += rows;
 }
 
+void ShardStore::Erase(uint32_t row) {
+  DCHECK(live(row));
+  CompleteGrowth();
+  const uint64_t key = Key(row);
+  const uint64_t h = HashOf(key);
+  const uint32_t tag = TagOf(h);
+  size_t i = SlotOf(h);
+  for (;; i = (i + 1 == capacity_) ? 0 : i + 1) {
+    const uint32_t s = slots_[i];
+    CHECK_NE(s, 0u) << "erasing a row whose key is not indexed";
+    if ((s >> kTagShift) == tag && (s & kRowMask) - 1 == row) break;
+  }
+  // Backward-shift deletion: later entries of the probe run whose home slot is not in
+  // (hole, j] move into the hole, so every key stays reachable from its home slot.
+  size_t hole = i;
+  for (size_t j = (hole + 1 == capacity_) ? 0 : hole + 1;; j = (j + 1 == capacity_) ? 0 : j + 1) {
+    const uint32_t s = slots_[j];
+    if (s == 0) break;
+    const size_t home = SlotOf(HashOf(Key((s & kRowMask) - 1)));
+    // Cyclic: does home lie in (hole, j]?
+    const bool stays = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
+    if (!stays) {
+      slots_[hole] = s;
+      hole = j;
+    }
+  }
+  slots_[hole] = 0;
+  if (freed_.size() < size_) freed_.resize(size_, false);
+  freed_[row] = true;
+  free_rows_.push_back(row);
+}
+
 uint64_t ShardStore::MemoryBytes() const {
   return (capacity_ + old_capacity_) * sizeof(uint32_t) + size_ * stride_ +
+         free_rows_.capacity() * sizeof(uint32_t) + freed_.capacity() / 8 +
          chunks_.capacity() * sizeof(chunks_[0]);
 }
 

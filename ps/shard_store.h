@@ -86,7 +86,17 @@ class ShardStore {
   // shard is full() (nothing changes then).
   Result<uint32_t> FindOrInsert(uint64_t key, bool* inserted);
   // True when no further row can be created (size() has reached max_rows()).
-  bool full() const { return size_ >= max_rows_; }
+  bool full() const { return size() >= max_rows_; }
+  // Eviction: removes row `row` (its key leaves the index by backward-shift deletion, so
+  // no tombstones slow later probes). No other row moves; the row number goes to a free
+  // list that the next FindOrInsert reuses, so its arena memory is reused. A drain of the
+  // index in progress is finished first. Row numbers of a FindEach window held across an
+  // Erase are stale: erase only between requests.
+  void Erase(uint32_t row);
+  // False for a row number Erase freed (and not reused since).
+  bool live(uint32_t row) const { return row < size_ && (row >= freed_.size() || !freed_[row]); }
+  // Row numbers in use or freed lie below end_row(); size() counts the live ones.
+  uint64_t end_row() const { return size_; }
 
   uint64_t Key(uint32_t row) const {
     uint64_t k;
@@ -133,7 +143,7 @@ class ShardStore {
   uint32_t dim() const { return dim_; }
   uint32_t state_floats() const { return state_floats_; }
   WeightFormat format() const { return format_; }
-  uint64_t size() const { return size_; }
+  uint64_t size() const { return size_ - free_rows_.size(); }
   // The cap on size(): the constructor's max_rows, or kMaxRows when none was given.
   uint64_t max_rows() const { return max_rows_; }
   // Bytes of one row in the arena (key + count + weights + state).
@@ -166,11 +176,13 @@ class ShardStore {
   void ForEachRow(Fn&& fn) const {
     if (format_ == WeightFormat::kFp32) {
       for (uint32_t r = 0; r < size_; ++r)
-        fn(Key(r), Count(r), reinterpret_cast<const float*>(RowPtr(r) + kHeaderBytes), State(r));
+        if (live(r))
+          fn(Key(r), Count(r), reinterpret_cast<const float*>(RowPtr(r) + kHeaderBytes), State(r));
       return;
     }
     std::vector<float> w(dim_);
     for (uint32_t r = 0; r < size_; ++r) {
+      if (!live(r)) continue;
       GetWeights(r, w.data());
       fn(Key(r), Count(r), static_cast<const float*>(w.data()), State(r));
     }
@@ -227,6 +239,10 @@ class ShardStore {
   uint64_t old_capacity_ = 0;
   uint64_t migrate_pos_ = 0;  // old slots below this have been moved
   std::vector<HugeBuffer> chunks_;
+  // Eviction: row numbers Erase freed (reused last-in first), and which rows are free
+  // (empty until the first Erase).
+  std::vector<uint32_t> free_rows_;
+  std::vector<bool> freed_;
 };
 
 template <typename Fn>

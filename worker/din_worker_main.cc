@@ -107,9 +107,18 @@ Status Train(const config::TrainConfig& cfg, Cluster& cluster) {
   if (cluster.role_rank() == 0) {
     DIN_ASSIGN_OR_RETURN(auto stats, client->Stats());
     ServerFigures servers;
+    servers.tables.resize(cfg.tables_size());
     for (const auto& s : stats) {
       servers.rows += s.rows();
       servers.skipped_keys += s.skipped_keys();
+      if (s.table() >= servers.tables.size()) continue;
+      ServerFigures::Table& t = servers.tables[s.table()];
+      t.rows += s.rows();
+      t.admitted_ids += s.admitted_ids();
+      t.rejected_ids += s.rejected_ids();
+      t.rejected_keys += s.rejected_keys();
+      t.skipped_keys += s.skipped_keys();
+      t.evicted_rows += s.evicted_rows();
     }
     const std::string line =
         SummaryJson(trainer->summary(), servers, cfg, cluster.num_workers(), cluster.num_servers(),

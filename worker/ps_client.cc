@@ -150,7 +150,7 @@ Result<std::vector<PsClient::Entry>> PsClient::PushEntries(std::span<const PushS
   return entries;
 }
 
-Result<PsClient::Handle> PsClient::PushCounts(std::span<const CountSpec> tables) {
+Result<PsClient::Handle> PsClient::PushCounts(std::span<const CountSpec> tables, bool prepass) {
   std::vector<Entry> entries;
   for (const CountSpec& spec : tables) {
     if (spec.table < 0 || spec.table >= placement_.num_tables())
@@ -161,12 +161,13 @@ Result<PsClient::Handle> PsClient::PushCounts(std::span<const CountSpec> tables)
     entries.push_back({spec.table, spec.ids, reinterpret_cast<const std::byte*>(spec.counts.data()),
                        sizeof(uint32_t)});
   }
-  return Send(wire::PUSH_COUNTS, wire::TRAIN, entries, {});
+  return Send(wire::PUSH_COUNTS, wire::TRAIN, entries, {}, nullptr, prepass);
 }
 
 Result<PsClient::Handle> PsClient::Send(wire::Op op, wire::PullMode mode,
                                         std::span<const Entry> entries,
-                                        std::vector<TablePull*> outs, const wire::SyncStep* sync) {
+                                        std::vector<TablePull*> outs, const wire::SyncStep* sync,
+                                        bool prepass) {
   const uint32_t g_total = placement_.global_shards();
   const int num_dests = placement_.num_dests();
   std::vector<int> entry_of_table(placement_.num_tables(), -1);
@@ -257,6 +258,7 @@ Result<PsClient::Handle> PsClient::Send(wire::Op op, wire::PullMode mode,
     h.set_request_id(id);
     h.set_mode(mode);
     if (sync != nullptr) *h.mutable_sync() = *sync;
+    if (prepass) h.set_prepass(true);
     for (const RequestSegment& s : plan.sent.segments) {
       wire::Segment* seg = h.add_segments();
       seg->set_table(s.table);
@@ -385,6 +387,12 @@ Result<std::vector<wire::ShardStats>> PsClient::Stats() {
   p.target.stats = &stats;
   DIN_RETURN_IF_ERROR(Broadcast(wire::RequestHeader(), std::move(p), timeout_));
   return stats;
+}
+
+Status PsClient::Admit() {
+  Pending p;
+  p.target.op = wire::ADMIT;
+  return Broadcast(wire::RequestHeader(), std::move(p), timeout_);
 }
 
 Result<std::vector<wire::DumpPart>> PsClient::Dump(const std::string& dir,

@@ -91,7 +91,12 @@ class PsClient {
   // Wait() returns once every worker's push for the step has reached every lane and the
   // step is applied: a pull sent after it sees the step.
   Result<Handle> PushStep(std::span<const PushSpec> tables, const wire::SyncStep& sync);
-  Result<Handle> PushCounts(std::span<const CountSpec> tables);
+  // With `prepass`, the counts are PREPASS counts: the servers gather them without
+  // creating rows until Admit() (wire.proto RequestHeader.prepass).
+  Result<Handle> PushCounts(std::span<const CountSpec> tables, bool prepass = false);
+  // Ends PREPASS on every lane: the gathered IDs get their rows, most frequent first,
+  // as the tables' admission and caps allow (docs/design.md §5). Synchronous.
+  Status Admit();
   // Blocks until every lane involved in `handle` replied, or the request timeout
   // (ps.request_timeout_ms) passed: then the error names the server rank, host, lane and
   // endpoint that did not answer. An error reply from a server is returned with its code
@@ -143,7 +148,8 @@ class PsClient {
   PsClient(const config::TrainConfig& cfg, Placement placement);
   // `sync` (PUSH only): a synchronous step's push, sent to every lane.
   Result<Handle> Send(wire::Op op, wire::PullMode mode, std::span<const Entry> entries,
-                      std::vector<TablePull*> outs, const wire::SyncStep* sync = nullptr);
+                      std::vector<TablePull*> outs, const wire::SyncStep* sync = nullptr,
+                      bool prepass = false);
   Result<std::vector<Entry>> PushEntries(std::span<const PushSpec> tables) const;
   Status Receive(int dest);
   // Sends `h` (op taken from `p.target`) to every lane and waits up to `timeout` for all replies.

@@ -51,6 +51,23 @@ uint64_t DenseChecksum(std::span<const float> params, std::span<const float> run
   return h;
 }
 
+// ,"tables":{"NAME":{"rows":..,"admitted_ids":..,...},...}, or nothing when the figures
+// do not cover the config's tables.
+static std::string TableFiguresJson(const ServerFigures& f, const config::TrainConfig& cfg) {
+  if (f.tables.empty() || static_cast<int>(f.tables.size()) != cfg.tables_size()) return "";
+  std::string j = ",\"tables\":{";
+  for (int t = 0; t < cfg.tables_size(); ++t) {
+    const ServerFigures::Table& x = f.tables[t];
+    j += (t > 0 ? ",\"" : "\"") + cfg.tables(t).name() + "\":{\"rows\":" + std::to_string(x.rows) +
+         ",\"admitted_ids\":" + std::to_string(x.admitted_ids) +
+         ",\"rejected_ids\":" + std::to_string(x.rejected_ids) +
+         ",\"rejected_keys\":" + std::to_string(x.rejected_keys) +
+         ",\"skipped_keys\":" + std::to_string(x.skipped_keys) +
+         ",\"evicted_rows\":" + std::to_string(x.evicted_rows) + "}";
+  }
+  return j + "}";
+}
+
 std::string SummaryJson(const TrainSummary& s, const ServerFigures& server_figures,
                         const config::TrainConfig& cfg, int workers, int servers,
                         const std::string& bayes_json) {
@@ -86,7 +103,7 @@ std::string SummaryJson(const TrainSummary& s, const ServerFigures& server_figur
        ",\"bad_lines\":" + std::to_string(s.bad_lines) +
        ",\"server_rows\":" + std::to_string(server_figures.rows) +
        ",\"skipped_keys\":" + std::to_string(server_figures.skipped_keys) +
-       ",\"checkpoints\":" + std::to_string(s.checkpoints) +
+       TableFiguresJson(server_figures, cfg) + ",\"checkpoints\":" + std::to_string(s.checkpoints) +
        ",\"checkpoint_seconds\":" + Num(s.checkpoint_seconds, "%.3f") +
        (s.last_checkpoint.empty() ? std::string()
                                   : ",\"last_checkpoint\":\"" + s.last_checkpoint + "\"") +

@@ -84,6 +84,18 @@ struct ServerFigures {
   uint64_t rows = 0;  // rows on all servers
   // Keys that got no row because their shard was full (when_full: SKIP_NEW).
   uint64_t skipped_keys = 0;
+  // Per table in config order (STATS summed over shards): rows, the IDs ADMIT gave a row
+  // and refused, the keys refused a row after admission closed, and skipped keys
+  // (docs/design.md §5). Written as "tables" when it has one entry per config table.
+  struct Table {
+    uint64_t rows = 0;
+    uint64_t admitted_ids = 0;
+    uint64_t rejected_ids = 0;
+    uint64_t rejected_keys = 0;
+    uint64_t skipped_keys = 0;
+    uint64_t evicted_rows = 0;
+  };
+  std::vector<Table> tables;
 };
 
 // The one JSON line din_worker prints at the end (from worker 0). `bayes_json`: the

@@ -194,7 +194,7 @@ Status Trainer::Prepass() {
     auto flush = [&]() -> Status {
       if (ids.empty()) return Status::Ok();
       CountSpec spec{t, ids, n};
-      DIN_ASSIGN_OR_RETURN(auto h, client_->PushCounts({&spec, 1}));
+      DIN_ASSIGN_OR_RETURN(auto h, client_->PushCounts({&spec, 1}, /*prepass=*/true));
       // Requests are small and few; waiting for each keeps memory flat.
       DIN_RETURN_IF_ERROR(client_->Wait(h));
       ids.clear();
@@ -211,7 +211,10 @@ Status Trainer::Prepass() {
   }
   double totals[2] = {static_cast<double>(counts.samples), static_cast<double>(counts.bad_lines)};
   DIN_RETURN_IF_ERROR(coll_->AllReduceSum(std::span<double>(totals, 2)));
-  // Every worker's counts are on the servers before anyone's first pull.
+  // Every worker's counts are on the servers; one worker has the rows created (most
+  // frequent first, as admission and caps allow) before anyone's first pull.
+  DIN_RETURN_IF_ERROR(coll_->Barrier());
+  if (coll_->rank() == 0) DIN_RETURN_IF_ERROR(client_->Admit());
   DIN_RETURN_IF_ERROR(coll_->Barrier());
   summary_.train_rows = static_cast<uint64_t>(totals[0]);
   summary_.prepass_seconds = Now() - t0;

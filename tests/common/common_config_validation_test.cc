@@ -180,6 +180,19 @@ TEST(ConfigValidationTest, MemoryCap) {
                   "got 268435456; use more shards");
 }
 
+TEST(ConfigValidationTest, Admission) {
+  const std::string t = "config job.pbtxt: tables[0] (user): ";
+  EXPECT_EQ(ErrorOf(WithUser("admission { min_count: 5 default_row: SHARED }")), "");
+  EXPECT_EQ(ErrorOf(WithUser("admission { min_count: 5 }") + "trainer { mba_mode: PREPASS }"), "");
+  // Admission by count is exact only with PREPASS.
+  ExpectError(WithUser("admission { min_count: 5 }") + "trainer { mba_mode: ONLINE }",
+              t + "admission.min_count needs trainer.mba_mode: PREPASS (admission with ONLINE "
+                  "counting is not supported)");
+  EXPECT_EQ(ErrorOf(WithUser("admission { min_count: 1 }") + "trainer { mba_mode: ONLINE }"), "");
+  ExpectError(WithUser("admission { min_count: 1073741825 }"),
+              t + "admission.min_count must be at most 2^30, got 1073741825");
+}
+
 TEST(ConfigValidationTest, PsModelTrainerCheckpointSecurity) {
   const std::string c = std::string(kTables);
   ExpectError(c + "ps { interface: \"\" }", "config job.pbtxt: ps: interface must not be empty");

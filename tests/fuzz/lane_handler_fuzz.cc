@@ -9,7 +9,9 @@
 //  - an accepted request touched only the rows of its keys: PULL returns exactly the
 //    stored rows (zeros and count 0 for unknown IDs in EVAL mode, which creates nothing),
 //    PUSH leaves counts alone, PUSH_COUNTS adds (saturating) to counts and leaves
-//    weights alone, STATS and PING change nothing.
+//    weights alone (with `prepass` it changes nothing until an ADMIT, which the harness
+//    then sends: it adds the gathered counts, creating rows for new keys), STATS, PING
+//    and ADMIT (with nothing gathered) change nothing.
 // DUMP and LOAD requests are skipped: they write and read files at paths the request
 // names, which a fuzzer must not do to the machine it runs on.
 #include <cstdint>
@@ -250,6 +252,40 @@ void CheckAccepted(const wire::RequestHeader& h, const std::vector<zmq::message_
       // is created.
       if (h.has_sync() && h.sync().samples() == 0) {
         CHECK(before == after) << "a synchronous step without samples changed rows";
+        break;
+      }
+      // PREPASS counts are gathered, not applied, until ADMIT: then every key of the
+      // request has a row whose count grew by its counts, and no other row changed.
+      if (h.prepass()) {
+        CHECK(before == after) << "PREPASS counts changed rows before ADMIT";
+        wire::RequestHeader admit;
+        admit.set_version(wire::CURRENT_VERSION);
+        admit.set_op(wire::ADMIT);
+        MustHandle(lane, Frames(admit, {}));
+        const Snapshot admitted = Take(lane, f.tables);
+        std::map<std::pair<TableShard, uint64_t>, uint64_t> added;
+        for (size_t k = 0; k < keys.size(); ++k) {
+          uint32_t delta;
+          std::memcpy(&delta, static_cast<const char*>(request[2].data()) + k * 4, 4);
+          added[{owners[k], keys[k]}] += delta;
+        }
+        for (const auto& [where, rows] : admitted) {
+          for (const auto& [key, bytes] : rows) {
+            auto old = before.at(where).find(key);
+            auto it = added.find({where, key});
+            if (it == added.end()) {
+              CHECK(old != before.at(where).end() && old->second == bytes)
+                  << "ADMIT changed or created row " << key << " outside the counts";
+              continue;
+            }
+            uint32_t old_count = 0, count = 0;
+            if (old != before.at(where).end()) std::memcpy(&old_count, old->second.data(), 4);
+            std::memcpy(&count, bytes.data(), 4);
+            CHECK_EQ(count, std::min<uint64_t>(UINT32_MAX, old_count + it->second))
+                << "ADMIT count of key " << key;
+          }
+        }
+        for (const auto& [wk, n] : added) CHECK(admitted.at(wk.first).count(wk.second) > 0);
         break;
       }
       std::map<std::pair<TableShard, uint64_t>, uint64_t> added;

@@ -90,6 +90,17 @@ void LaneHandler() {
                      Raw(std::vector<float>{1, -1, 1e30f, -1e30f, 0.25f, 3})});
   w("push_counts", {Header(wire::PUSH_COUNTS, segs), Raw(keys),
                     Raw(std::vector<uint32_t>{1, 0xffffffffu, 3, 4, 5})});
+  // PREPASS counts (gathered, then admitted by the ADMIT the harness sends) and an ADMIT
+  // with nothing gathered.
+  auto prepass_header = [&segs]() {
+    wire::RequestHeader ph;
+    ph.ParseFromString(Header(wire::PUSH_COUNTS, segs));
+    ph.set_prepass(true);
+    return ph.SerializeAsString();
+  };
+  w("push_counts_prepass",
+    {prepass_header(), Raw(keys), Raw(std::vector<uint32_t>{1, 0xffffffffu, 3, 4, 5})});
+  w("admit", {Header(wire::ADMIT, {})});
   w("stats", {Header(wire::STATS, {})});
   w("ping", {Header(wire::PING, {})});
   w("bad_version", {Header(wire::PULL, segs, wire::TRAIN, 2), Raw(keys)});

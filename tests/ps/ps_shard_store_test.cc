@@ -1,6 +1,8 @@
 #include "ps/shard_store.h"
 
+#include <algorithm>
 #include <cstring>
+#include <map>
 #include <random>
 #include <string>
 #include <unordered_set>
@@ -274,6 +276,57 @@ TEST(ShardStoreTest, CapBoundsTheInitialIndex) {
   EXPECT_GE(uncapped.slot_capacity(), 125'000u);
   EXPECT_EQ(uncapped.max_rows(), ShardStore::kMaxRows);
   EXPECT_FALSE(uncapped.full());
+}
+
+}  // namespace
+}  // namespace din
+
+namespace din {
+namespace {
+
+// Eviction: random inserts and erases against a map; every live key stays findable
+// (backward-shift deletion keeps probe runs intact, also when they wrap), erased keys
+// are gone, freed rows are reused before the arena grows, and rows never move.
+TEST(ShardStoreEraseTest, RandomInsertsAndErasesMatchAMap) {
+  for (uint64_t cap : {uint64_t{0}, uint64_t{700}}) {
+    ShardStore store(2, 0, 16, cap);
+    std::map<uint64_t, uint32_t> rows;  // key -> row
+    std::mt19937_64 rng(5);
+    uint64_t peak = 0;
+    for (int op = 0; op < 60000; ++op) {
+      const uint64_t key = rng() % 1500;  // few keys: long probe runs, many reuses
+      auto it = rows.find(key);
+      if (rng() % 3 == 0 && it != rows.end()) {
+        store.Erase(it->second);
+        ASSERT_FALSE(store.live(it->second));
+        rows.erase(it);
+      } else if (it == rows.end() && !store.full()) {
+        bool inserted = false;
+        Result<uint32_t> row = store.FindOrInsert(key, &inserted);
+        ASSERT_TRUE(row.ok() && inserted);
+        const float w[2] = {static_cast<float>(key), 1.0f};
+        store.SetWeights(*row, w);
+        rows[key] = *row;
+      }
+      peak = std::max<uint64_t>(peak, rows.size());
+      ASSERT_EQ(store.size(), rows.size());
+      if (op % 997 == 0) {
+        for (uint64_t k = 0; k < 1500; ++k) {
+          auto r = rows.find(k);
+          ASSERT_EQ(store.Find(k), r == rows.end() ? ShardStore::kNoRow : r->second) << k;
+        }
+      }
+    }
+    // Freed memory is reused: the arena never held more rows than were live at once.
+    EXPECT_EQ(store.end_row(), peak);
+    uint64_t visited = 0;
+    store.ForEachRow([&](uint64_t key, uint32_t, const float* w, const float*) {
+      ++visited;
+      EXPECT_TRUE(rows.count(key));
+      EXPECT_EQ(w[0], static_cast<float>(key));
+    });
+    EXPECT_EQ(visited, rows.size());
+  }
 }
 
 }  // namespace

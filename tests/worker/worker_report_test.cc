@@ -119,7 +119,7 @@ TEST(ReportTest, SummaryJsonHoldsTheRunsFigures) {
   s.checkpoints = 3;
   s.checkpoint_seconds = 0.75;
   const std::string j =
-      SummaryJson(s, ServerFigures{17, 3}, SummaryConfig(), 4, 2,
+      SummaryJson(s, ServerFigures{17, 3, {}}, SummaryConfig(), 4, 2,
                   "{\"test_auc\": 0.8125, \"test_logloss\": 0.40625, \"other\": 1}");
   ASSERT_EQ(j.front(), '{');
   ASSERT_EQ(j.back(), '}');
@@ -164,6 +164,24 @@ TEST(ReportTest, SummaryJsonHoldsTheRunsFigures) {
   for (const char* absent : {"bayes_test_gauc", "other", "last_checkpoint", "resumed_from",
                              "resumed_step", "dump_dir", "dump_seconds"})
     EXPECT_FALSE(Contains(j, absent)) << absent << " in " << j;
+}
+
+TEST(ReportTest, SummaryJsonTableFigures) {
+  config::TrainConfig cfg = SummaryConfig();
+  cfg.add_tables()->set_name("user");
+  cfg.add_tables()->set_name("item");
+  ServerFigures f{30, 4, {{10, 10, 5, 7, 0, 3}, {20, 25, 0, 0, 4, 0}}};
+  const std::string j = SummaryJson(TrainSummary(), f, cfg, 1, 1, "");
+  EXPECT_TRUE(Contains(j,
+                       ",\"tables\":{\"user\":{\"rows\":10,\"admitted_ids\":10,"
+                       "\"rejected_ids\":5,\"rejected_keys\":7,\"skipped_keys\":0,"
+                       "\"evicted_rows\":3},\"item\":{\"rows\":20,\"admitted_ids\":25,"
+                       "\"rejected_ids\":0,\"rejected_keys\":0,\"skipped_keys\":4,"
+                       "\"evicted_rows\":0}},"))
+      << j;
+  // Figures that do not match the config's tables are left out.
+  f.tables.pop_back();
+  EXPECT_FALSE(Contains(SummaryJson(TrainSummary(), f, cfg, 1, 1, ""), "\"tables\"")) << j;
 }
 
 TEST(ReportTest, SummaryJsonOptionalParts) {
