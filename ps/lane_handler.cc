@@ -35,7 +35,8 @@ LaneHandler::LaneHandler(const std::vector<TableSpec>& tables, const Placement& 
       placement_(placement),
       server_(server),
       lane_(lane),
-      max_request_keys_(max_request_keys) {
+      max_request_keys_(max_request_keys),
+      frame_pool_(FramePool::Create()) {
   shards_.resize(tables.size());
   skipped_.resize(tables.size());
   pending_keys_.resize(tables.size());
@@ -239,9 +240,9 @@ uint32_t LaneHandler::Materialize(int table, uint32_t shard, ShardStore* store, 
 
 Status LaneHandler::Pull(const wire::RequestHeader& h, const Segments& segs,
                          std::span<const uint64_t> keys, std::vector<zmq::message_t>* reply) {
-  zmq::message_t values(segs.total_floats * sizeof(float));
-  zmq::message_t counts(segs.total_keys * sizeof(uint32_t));
-  // Large zmq messages are malloc'ed (aligned); small inline ones are written bytewise.
+  // Large frames come from the lane's pool (aligned); small inline ones are written bytewise.
+  zmq::message_t values = frame_pool_->Get(segs.total_floats * sizeof(float));
+  zmq::message_t counts = frame_pool_->Get(segs.total_keys * sizeof(uint32_t));
   auto* vbytes = static_cast<std::byte*>(values.data());
   auto* cbytes = static_cast<std::byte*>(counts.data());
   const bool train = h.mode() == wire::TRAIN;
@@ -264,7 +265,7 @@ Status LaneHandler::Pull(const wire::RequestHeader& h, const Segments& segs,
       if (row == ShardStore::kNoRow) {
         std::memset(seg_values + i * row_bytes, 0, row_bytes);
       } else {
-        std::memcpy(seg_values + i * row_bytes, store->Weights(row), row_bytes);
+        CopyRow(seg_values + i * row_bytes, store->Weights(row), row_bytes);
         count = store->Count(row);
       }
       std::memcpy(seg_counts + i * sizeof(uint32_t), &count, sizeof(count));
