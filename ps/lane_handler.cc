@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <ctime>
 
 #include <glog/logging.h>
 
@@ -516,7 +517,10 @@ LaneHandler::Outcome LaneHandler::Process(std::vector<zmq::message_t>& frames) {
     case wire::PUSH_COUNTS:
       status = PushCounts(segs, keys, FrameAs<uint32_t>(frames[2], &count_scratch_));
       break;
-    case wire::STATS:
+    case wire::STATS: {
+      timespec cpu{};
+      clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu);
+      const double cpu_seconds = static_cast<double>(cpu.tv_sec) + 1e-9 * cpu.tv_nsec;
       for (size_t t = 0; t < shards_.size(); ++t) {
         for (size_t s = 0; s < shards_[t].size(); ++s) {
           const ShardStore* store = shards_[t][s].get();
@@ -529,9 +533,11 @@ LaneHandler::Outcome LaneHandler::Process(std::vector<zmq::message_t>& frames) {
           st->set_row_bytes(store->row_bytes());
           st->set_max_rows(tables_[t].max_rows);
           st->set_skipped_keys(skipped_[t][s]);
+          st->set_server_cpu_seconds(cpu_seconds);
         }
       }
       break;
+    }
     case wire::DUMP:
       Dump(h.dump(), &rh);
       break;
