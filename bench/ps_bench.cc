@@ -8,8 +8,14 @@
 // with the same bytes and does no table work): the transport limit; and against a
 // ps-lite-style baseline (a forked minimal summing store: unordered_map + float arena,
 // no optimizer state, no counts, one thread) with the same keys. Then
-//   (c) both workers run (b)'s pulls at once: aggregate keys/s.
+//   (c) both workers run (b)'s pulls at once: aggregate keys/s, worker 0's p99, and the
+//       servers' keys per CPU-second (keys_per_s_per_server_core, from the process CPU
+//       time each server reports in STATS).
+// Also from CPU time, robust to a busy machine: the server's keys per CPU-second of (b)'s
+// pulls and pushes, and the calling thread's CPU microseconds per (b) request. The forked
+// processes are named ps_bench_echo and ps_bench_base (for perf --comm).
 // Prints one JSON line (worker 0).
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -18,8 +24,10 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <numeric>
 #include <random>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -57,6 +65,7 @@ double Quantile(std::vector<double> v, double q) {
 // keys) with header + n*dim floats + n counts, and a push-shaped one (header + keys +
 // values) with a header, without looking at the bytes.
 [[noreturn]] void RawEcho(int port_fd, int dim) {
+  prctl(PR_SET_NAME, "ps_bench_echo");
   zmq::context_t ctx;
   zmq::socket_t sock(ctx, zmq::socket_type::router);
   sock.set(zmq::sockopt::linger, 0);
@@ -88,6 +97,7 @@ double Quantile(std::vector<double> v, double q) {
 // optimizer state, no counts), one thread. A pull creates missing keys as zeros and
 // returns their values; a push adds the values.
 [[noreturn]] void MiniStore(int port_fd, int dim) {
+  prctl(PR_SET_NAME, "ps_bench_base");
   zmq::context_t ctx;
   zmq::socket_t sock(ctx, zmq::socket_type::router);
   sock.set(zmq::sockopt::linger, 0);
@@ -167,6 +177,24 @@ Status TimedPush(PsClient& c, std::span<const uint64_t> ids, std::span<const flo
   return c.Wait(h);
 }
 
+// CPU seconds all servers have used (STATS; each server reports its process CPU time).
+Result<double> ServerCpuSeconds(PsClient& c) {
+  DIN_ASSIGN_OR_RETURN(auto stats, c.Stats());
+  const Placement& pl = c.placement();
+  std::vector<double> per_server(pl.num_servers(), 0.0);
+  for (const auto& st : stats) {
+    const int s = pl.ServerOf(pl.GlobalShard(static_cast<int>(st.table()), st.shard()));
+    per_server[s] = std::max(per_server[s], st.server_cpu_seconds());
+  }
+  return std::accumulate(per_server.begin(), per_server.end(), 0.0);
+}
+
+double ThreadCpuSeconds() {
+  timespec t{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * t.tv_nsec;
+}
+
 Status Run(const config::TrainConfig& cfg, Cluster& cluster, const std::string& raw_ep,
            const std::string& base_ep) {
   const int dim = static_cast<int>(cfg.tables(0).dim());
@@ -190,6 +218,7 @@ Status Run(const config::TrainConfig& cfg, Cluster& cluster, const std::string& 
   };
 
   char json[4096];
+  std::string cpu_json;
   if (w == 0) {
     std::vector<double> pull_s, push_s;
     for (int r = 0; r < FLAGS_reps; ++r) {
@@ -202,6 +231,8 @@ Status Run(const config::TrainConfig& cfg, Cluster& cluster, const std::string& 
       push_s.push_back(Sec(t1, t2));
     }
     std::vector<double> pull_lat, push_lat;
+    DIN_ASSIGN_OR_RETURN(const double srv0, ServerCpuSeconds(*client));
+    const double cli0 = ThreadCpuSeconds();
     auto a0 = Clock::now();
     for (int r = 0; r < FLAGS_requests; ++r) {
       auto t0 = Clock::now();
@@ -209,6 +240,8 @@ Status Run(const config::TrainConfig& cfg, Cluster& cluster, const std::string& 
       pull_lat.push_back(Sec(t0, Clock::now()));
     }
     auto a1 = Clock::now();
+    const double cli1 = ThreadCpuSeconds();
+    DIN_ASSIGN_OR_RETURN(const double srv1, ServerCpuSeconds(*client));
     std::span<const float> small_grads(grads.data(), small * dim);
     for (int r = 0; r < FLAGS_requests; ++r) {
       auto t0 = Clock::now();
@@ -216,6 +249,8 @@ Status Run(const config::TrainConfig& cfg, Cluster& cluster, const std::string& 
       push_lat.push_back(Sec(t0, Clock::now()));
     }
     auto a2 = Clock::now();
+    const double cli2 = ThreadCpuSeconds();
+    DIN_ASSIGN_OR_RETURN(const double srv2, ServerCpuSeconds(*client));
 
     RawClient raw(raw_ep);
     std::vector<double> raw_pull_big, raw_push_big;
@@ -261,6 +296,13 @@ Status Run(const config::TrainConfig& cfg, Cluster& cluster, const std::string& 
     const double raw_pull_1m = big / Median(raw_pull_big), raw_push_1m = big / Median(raw_push_big);
     const double raw_pull_4k = keys_small / Sec(r0, r1), raw_push_4k = keys_small / Sec(r1, r2);
     const double bytes_per_key_pull = 8 + 4 * dim + 4;
+    // Work per key, from CPU time (robust to a busy machine): the server process's keys
+    // per CPU second, and the calling thread's CPU time per 4k-key request.
+    cpu_json =
+        "\"server_keys_per_cpu_s_pull_4k\":" + std::to_string(keys_small / (srv1 - srv0)) +
+        ",\"server_keys_per_cpu_s_push_4k\":" + std::to_string(keys_small / (srv2 - srv1)) +
+        ",\"client_cpu_us_per_pull_4k\":" + std::to_string(1e6 * (cli1 - cli0) / FLAGS_requests) +
+        ",\"client_cpu_us_per_push_4k\":" + std::to_string(1e6 * (cli2 - cli1) / FLAGS_requests);
     std::snprintf(
         json, sizeof(json),
         "\"pull_keys_per_s_1m\":%.0f,\"push_keys_per_s_1m\":%.0f,\"pull_mb_per_s_1m\":%.1f,"
@@ -288,18 +330,32 @@ Status Run(const config::TrainConfig& cfg, Cluster& cluster, const std::string& 
   }
 
   // (c) both workers pull 4k-key requests at once.
+  double srv_c0 = 0;
+  if (w == 0) {
+    DIN_ASSIGN_OR_RETURN(srv_c0, ServerCpuSeconds(*client));
+  }
   DIN_RETURN_IF_ERROR(cluster.RoleBarrier());
   auto c0 = Clock::now();
-  for (int r = 0; r < FLAGS_requests; ++r) DIN_RETURN_IF_ERROR(TimedPull(*client, slice(r), &out));
+  std::vector<double> lat_c;
+  for (int r = 0; r < FLAGS_requests; ++r) {
+    auto t0 = Clock::now();
+    DIN_RETURN_IF_ERROR(TimedPull(*client, slice(r), &out));
+    lat_c.push_back(Sec(t0, Clock::now()));
+  }
   double elapsed = Sec(c0, Clock::now()), slowest = 0;
   MPI_Request req;
   MPI_Iallreduce(&elapsed, &slowest, 1, MPI_DOUBLE, MPI_MAX, cluster.role_comm(), &req);
   DIN_RETURN_IF_ERROR(Cluster::WaitPolling(&req));
   if (w == 0) {
     const double total_keys = static_cast<double>(small) * FLAGS_requests * cluster.num_workers();
+    // Every worker has finished its pulls (the reduction above): the servers' CPU time
+    // since srv_c0 is theirs. keys_per_s_per_server_core is keys per server CPU-second
+    // with all clients pulling at once: the sizing figure (README, sizing the servers).
+    DIN_ASSIGN_OR_RETURN(const double srv_c1, ServerCpuSeconds(*client));
     std::printf(
         "{\"bench\":\"ps_bench\",\"servers\":%d,\"clients\":%d,\"dim\":%d,%s,"
-        "\"pull_keys_per_s_4k_2clients\":%.0f,"
+        "\"pull_keys_per_s_4k_2clients\":%.0f,\"pull_p99_us_4k_2clients\":%.0f,"
+        "\"keys_per_s_per_server_core\":%.0f,\"server_cores_used_2clients\":%.2f,%s,"
         // What the baselines are, and what they skip that din_ps does.
         "\"raw_baseline\":\"forked ZeroMQ ROUTER answering with reply frames of the right "
         "sizes, unread and unfilled: no header parsing, validation, table lookup or "
@@ -307,7 +363,9 @@ Status Run(const config::TrainConfig& cfg, Cluster& cluster, const std::string& 
         "\"baseline\":\"forked ps-lite-style store (unordered_map + float arena, one "
         "thread): pulls create zero rows, pushes add; no header parsing, validation, "
         "optimizer, counts, initializer, sharding or lanes\"}\n",
-        cluster.num_servers(), cluster.num_workers(), dim, json, total_keys / slowest);
+        cluster.num_servers(), cluster.num_workers(), dim, json, total_keys / slowest,
+        1e6 * Quantile(lat_c, 0.99), total_keys / (srv_c1 - srv_c0), (srv_c1 - srv_c0) / slowest,
+        cpu_json.c_str());
     std::fflush(stdout);
   }
   return Status::Ok();

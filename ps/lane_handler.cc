@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <ctime>
 #include <map>
 
 #include <glog/logging.h>
@@ -43,7 +44,8 @@ LaneHandler::LaneHandler(const std::vector<TableSpec>& tables, const Placement& 
       placement_(placement),
       server_(server),
       lane_(lane),
-      max_request_keys_(max_request_keys) {
+      max_request_keys_(max_request_keys),
+      frame_pool_(FramePool::Create()) {
   shards_.resize(tables.size());
   skipped_.resize(tables.size());
   pending_keys_.resize(tables.size());
@@ -311,9 +313,9 @@ void LaneHandler::ApplyGradient(const TableSpec& spec, ShardStore* store, uint32
 
 Status LaneHandler::Pull(const wire::RequestHeader& h, const Segments& segs,
                          std::span<const uint64_t> keys, std::vector<zmq::message_t>* reply) {
-  zmq::message_t values(segs.total_floats * sizeof(float));
-  zmq::message_t counts(segs.total_keys * sizeof(uint32_t));
-  // Large zmq messages are malloc'ed (aligned); small inline ones are written bytewise.
+  // Large frames come from the lane's pool (aligned); small inline ones are written bytewise.
+  zmq::message_t values = frame_pool_->Get(segs.total_floats * sizeof(float));
+  zmq::message_t counts = frame_pool_->Get(segs.total_keys * sizeof(uint32_t));
   auto* vbytes = static_cast<std::byte*>(values.data());
   auto* cbytes = static_cast<std::byte*>(counts.data());
   const bool train = h.mode() == wire::TRAIN;
@@ -337,7 +339,7 @@ Status LaneHandler::Pull(const wire::RequestHeader& h, const Segments& segs,
         ReadDefault(t, shard, seg_values + i * row_bytes);
       } else {
         if (store->format() == WeightFormat::kFp32) {
-          std::memcpy(seg_values + i * row_bytes, store->WeightData(row), row_bytes);
+          CopyRow(seg_values + i * row_bytes, store->WeightData(row), row_bytes);
         } else {
           store->GetWeights(row, weight_scratch_.data());
           std::memcpy(seg_values + i * row_bytes, weight_scratch_.data(), row_bytes);
@@ -768,7 +770,10 @@ LaneHandler::Outcome LaneHandler::Process(std::vector<zmq::message_t>& frames) {
     case wire::ADMIT:
       status = Admit();
       break;
-    case wire::STATS:
+    case wire::STATS: {
+      timespec cpu{};
+      clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu);
+      const double cpu_seconds = static_cast<double>(cpu.tv_sec) + 1e-9 * cpu.tv_nsec;
       for (size_t t = 0; t < shards_.size(); ++t) {
         for (size_t s = 0; s < shards_[t].size(); ++s) {
           const ShardStore* store = shards_[t][s].get();
@@ -785,9 +790,11 @@ LaneHandler::Outcome LaneHandler::Process(std::vector<zmq::message_t>& frames) {
           st->set_rejected_ids(rejected_ids_[t][s]);
           st->set_rejected_keys(rejected_keys_[t][s]);
           st->set_evicted_rows(evicted_[t][s]);
+          st->set_server_cpu_seconds(cpu_seconds);
         }
       }
       break;
+    }
     case wire::DUMP:
       Dump(h.dump(), &rh);
       break;

@@ -18,6 +18,7 @@
 
 #include <zmq.hpp>
 
+#include "common/net/wire.h"
 #include "common/optim/optimizer.h"
 #include "common/optim/row_initializer.h"
 #include "common/placement.h"
@@ -230,6 +231,8 @@ class LaneHandler {
     std::vector<float> sums;
   };
   std::vector<SyncSums> sync_sums_;
+  // Reply frames (pulled rows and counts) come from here and return once sent.
+  std::shared_ptr<FramePool> frame_pool_;
   std::vector<uint64_t> key_scratch_;
   std::vector<float> float_scratch_;
   std::vector<float> weight_scratch_;  // one row's weights as float32

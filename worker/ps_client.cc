@@ -57,9 +57,10 @@ Result<std::unique_ptr<PsClient>> PsClient::Connect(const config::TrainConfig& c
 }
 
 PsClient::PsClient(const config::TrainConfig& cfg, Placement placement)
-    : cfg_(cfg), placement_(std::move(placement)), timeout_(cfg.ps().request_timeout_ms()) {
-  // Order global shards by destination so that each lane's keys form one contiguous run
-  // after a counting sort, with its segments in shard order.
+    : cfg_(cfg),
+      placement_(std::move(placement)),
+      timeout_(cfg.ps().request_timeout_ms()),
+      frame_pool_(FramePool::Create()) {
   const uint32_t g_total = placement_.global_shards();
   shard_of_rank_.resize(g_total);
   std::iota(shard_of_rank_.begin(), shard_of_rank_.end(), 0u);
@@ -68,10 +69,23 @@ PsClient::PsClient(const config::TrainConfig& cfg, Placement placement)
   });
   rank_of_shard_.resize(g_total);
   for (uint32_t r = 0; r < g_total; ++r) rank_of_shard_[shard_of_rank_[r]] = r;
-  table_of_gshard_.resize(g_total);
+  std::vector<uint32_t> table_of_gshard(g_total);
   for (int t = 0; t < placement_.num_tables(); ++t)
     for (uint32_t s = 0; s < placement_.shards(t); ++s)
-      table_of_gshard_[placement_.GlobalShard(t, s)] = static_cast<uint32_t>(t);
+      table_of_gshard[placement_.GlobalShard(t, s)] = static_cast<uint32_t>(t);
+  dest_of_rank_.resize(g_total);
+  table_of_rank_.resize(g_total);
+  shard_in_table_of_rank_.resize(g_total);
+  for (uint32_t r = 0; r < g_total; ++r) {
+    const uint32_t g = shard_of_rank_[r];
+    dest_of_rank_[r] = static_cast<uint32_t>(placement_.DestOf(g));
+    table_of_rank_[r] = table_of_gshard[g];
+    shard_in_table_of_rank_[r] =
+        g - placement_.GlobalShard(static_cast<int>(table_of_gshard[g]), 0);
+  }
+  rank_counts_.assign(g_total, 0);
+  rank_cursor_.assign(g_total, 0);
+  rank_payload_cursor_.assign(g_total, 0);
 }
 
 PsClient::~PsClient() {
@@ -79,20 +93,39 @@ PsClient::~PsClient() {
   ctx_.close();
 }
 
-void PsClient::Dedup(std::span<const uint64_t> ids, TablePull* out) {
+void PsClient::DedupRoute(int table, std::span<const uint64_t> ids, TablePull* out) {
+  const uint32_t shards = placement_.shards(table);
+  const uint32_t* rank_of_shard = rank_of_shard_.data() + placement_.GlobalShard(table, 0);
   out->unique_ids.clear();
   out->index.resize(ids.size());
   const size_t cap = std::bit_ceil(std::max<size_t>(16, ids.size() * 2));
   dedup_slots_.assign(cap, 0);  // 0 = empty, else unique index + 1
   const size_t mask = cap - 1;
-  for (size_t i = 0; i < ids.size(); ++i) {
+  uint32_t* slots = dedup_slots_.data();
+  // Hashes run kAhead IDs ahead of the probes, whose slots are prefetched: a large
+  // batch's map does not fit in cache.
+  constexpr size_t kAhead = 8;
+  uint64_t ring[kAhead];
+  const size_t n = ids.size();
+  for (size_t i = 0; i < std::min(n, kAhead); ++i) {
+    ring[i] = Mix64(ids[i]);
+    __builtin_prefetch(slots + (ring[i] & mask));
+  }
+  for (size_t i = 0; i < n; ++i) {
     const uint64_t id = ids[i];
-    size_t slot = Mix64(id) & mask;
+    const uint64_t h = ring[i % kAhead];
+    if (i + kAhead < n) {
+      const uint64_t next = Mix64(ids[i + kAhead]);
+      ring[i % kAhead] = next;
+      __builtin_prefetch(slots + (next & mask));
+    }
+    size_t slot = h & mask;
     for (;;) {
-      const uint32_t v = dedup_slots_[slot];
+      const uint32_t v = slots[slot];
       if (v == 0) {
         out->unique_ids.push_back(id);
-        dedup_slots_[slot] = static_cast<uint32_t>(out->unique_ids.size());
+        key_rank_.push_back(rank_of_shard[h % shards]);
+        slots[slot] = static_cast<uint32_t>(out->unique_ids.size());
         out->index[i] = static_cast<uint32_t>(out->unique_ids.size() - 1);
         break;
       }
@@ -105,13 +138,23 @@ void PsClient::Dedup(std::span<const uint64_t> ids, TablePull* out) {
   }
 }
 
+void PsClient::Route(int table, std::span<const uint64_t> ids) {
+  const uint32_t shards = placement_.shards(table);
+  const uint32_t* rank_of_shard = rank_of_shard_.data() + placement_.GlobalShard(table, 0);
+  const size_t base = key_rank_.size();
+  key_rank_.resize(base + ids.size());
+  uint32_t* out = key_rank_.data() + base;
+  for (size_t i = 0; i < ids.size(); ++i) out[i] = rank_of_shard[Mix64(ids[i]) % shards];
+}
+
 Result<PsClient::Handle> PsClient::Pull(std::span<const PullSpec> tables, wire::PullMode mode) {
   std::vector<Entry> entries;
   std::vector<TablePull*> outs;
+  key_rank_.clear();
   for (const PullSpec& spec : tables) {
     if (spec.table < 0 || spec.table >= placement_.num_tables())
       return Status::InvalidArgument("pull: unknown table index " + std::to_string(spec.table));
-    Dedup(spec.ids, spec.out);
+    DedupRoute(spec.table, spec.ids, spec.out);
     const uint32_t dim = cfg_.tables(spec.table).dim();
     // Every element is written by Wait(); resize keeps a reused TablePull's memory warm.
     spec.out->values.resize(spec.out->unique_ids.size() * dim);
@@ -119,7 +162,8 @@ Result<PsClient::Handle> PsClient::Pull(std::span<const PullSpec> tables, wire::
     entries.push_back({spec.table, spec.out->unique_ids});
     outs.push_back(spec.out);
   }
-  return Send(wire::PULL, mode, entries, std::move(outs));
+  return Send(wire::PULL, mode, entries, std::move(outs), nullptr, /*prepass=*/false,
+              /*routed=*/true);
 }
 
 Result<PsClient::Handle> PsClient::Push(std::span<const PushSpec> tables) {
@@ -167,43 +211,42 @@ Result<PsClient::Handle> PsClient::PushCounts(std::span<const CountSpec> tables,
 Result<PsClient::Handle> PsClient::Send(wire::Op op, wire::PullMode mode,
                                         std::span<const Entry> entries,
                                         std::vector<TablePull*> outs, const wire::SyncStep* sync,
-                                        bool prepass) {
+                                        bool prepass, bool routed) {
   const uint32_t g_total = placement_.global_shards();
   const int num_dests = placement_.num_dests();
   std::vector<int> entry_of_table(placement_.num_tables(), -1);
-  size_t total = 0;
   for (size_t e = 0; e < entries.size(); ++e) {
     if (entry_of_table[entries[e].table] != -1)
       return Status::InvalidArgument("table " + cfg_.tables(entries[e].table).name() +
                                      " appears twice in one request");
     entry_of_table[entries[e].table] = static_cast<int>(e);
-    total += entries[e].ids.size();
+  }
+  if (!routed) {
+    key_rank_.clear();
+    for (const Entry& entry : entries) Route(entry.table, entry.ids);
   }
 
-  // Counting sort of all keys by (destination, global shard).
-  rank_counts_.assign(g_total, 0);
-  key_rank_.resize(total);
-  size_t pos = 0;
-  for (const Entry& entry : entries) {
-    const uint32_t shards = placement_.shards(entry.table);
-    const uint32_t base = placement_.GlobalShard(entry.table, 0);
-    for (uint64_t id : entry.ids) {
-      const uint32_t r = rank_of_shard_[base + ShardOf(id, shards)];
-      key_rank_[pos++] = r;
-      ++rank_counts_[r];
-    }
+  // Counting sort of all keys by rank (destination, then global shard), over the ranks
+  // this request touches only: nothing here is proportional to the number of shards.
+  touched_.clear();
+  for (uint32_t r : key_rank_)
+    if (rank_counts_[r]++ == 0) touched_.push_back(r);
+  if (touched_.size() * 16 < g_total) {
+    std::sort(touched_.begin(), touched_.end());
+  } else {  // dense: a scan is cheaper than a sort, and bounded by 16 x the keys
+    touched_.clear();
+    for (uint32_t r = 0; r < g_total; ++r)
+      if (rank_counts_[r] != 0) touched_.push_back(r);
   }
   // Per rank: first key index and first payload byte within its destination.
-  std::vector<uint64_t> key_cursor(g_total), payload_cursor(g_total);
   std::vector<uint64_t> dest_keys(num_dests, 0), dest_payload(num_dests, 0);
-  for (uint32_t r = 0; r < g_total; ++r) {
-    const uint32_t g = shard_of_rank_[r];
-    const int d = placement_.DestOf(g);
-    const int e = entry_of_table[table_of_gshard_[g]];
-    key_cursor[r] = dest_keys[d];
-    payload_cursor[r] = dest_payload[d];
+  for (uint32_t r : touched_) {
+    const uint32_t d = dest_of_rank_[r];
+    rank_cursor_[r] = static_cast<uint32_t>(dest_keys[d]);
+    rank_payload_cursor_[r] = dest_payload[d];
     dest_keys[d] += rank_counts_[r];
-    if (e >= 0) dest_payload[d] += rank_counts_[r] * entries[e].payload_bytes_per_key;
+    dest_payload[d] +=
+        rank_counts_[r] * entries[entry_of_table[table_of_rank_[r]]].payload_bytes_per_key;
   }
 
   const Handle id = next_id_++;
@@ -214,42 +257,49 @@ Result<PsClient::Handle> PsClient::Send(wire::Op op, wire::PullMode mode,
   for (const Entry& entry : entries) p.target.dims.push_back(cfg_.tables(entry.table).dim());
   std::vector<int> plan_of_dest(num_dests, -1);
   std::vector<zmq::message_t> key_msgs(num_dests), payload_msgs(num_dests);
+  std::vector<std::byte*> key_bytes(num_dests, nullptr), payload_bytes(num_dests, nullptr);
+  std::vector<uint32_t*> items(num_dests, nullptr);
   for (int d = 0; d < num_dests; ++d) {
     if (dest_keys[d] == 0 && sync == nullptr) continue;
     plan_of_dest[d] = static_cast<int>(p.plans.size());
     p.plans.push_back(DestPlan{d, {}});
-    key_msgs[d].rebuild(dest_keys[d] * sizeof(uint64_t));
-    if (op != wire::PULL) payload_msgs[d].rebuild(dest_payload[d]);
-    if (op == wire::PULL) p.plans.back().sent.items.resize(dest_keys[d]);
+    key_msgs[d] = frame_pool_->Get(dest_keys[d] * sizeof(uint64_t));
+    key_bytes[d] = static_cast<std::byte*>(key_msgs[d].data());
+    if (op != wire::PULL) {
+      payload_msgs[d] = frame_pool_->Get(dest_payload[d]);
+      payload_bytes[d] = static_cast<std::byte*>(payload_msgs[d].data());
+    }
   }
-  for (uint32_t r = 0; r < g_total; ++r) {
-    if (rank_counts_[r] == 0) continue;
-    const uint32_t g = shard_of_rank_[r];
-    const uint32_t t = table_of_gshard_[g];
-    DestPlan& plan = p.plans[plan_of_dest[placement_.DestOf(g)]];
-    plan.sent.segments.push_back({static_cast<uint32_t>(entry_of_table[t]), t,
-                                  g - placement_.GlobalShard(static_cast<int>(t), 0),
-                                  rank_counts_[r]});
+  for (DestPlan& plan : p.plans)
+    if (op == wire::PULL) {
+      plan.sent.items.resize(dest_keys[plan.dest]);
+      items[plan.dest] = plan.sent.items.data();
+    }
+  for (uint32_t r : touched_) {
+    const uint32_t t = table_of_rank_[r];
+    p.plans[plan_of_dest[dest_of_rank_[r]]].sent.segments.push_back(
+        {static_cast<uint32_t>(entry_of_table[t]), t, shard_in_table_of_rank_[r], rank_counts_[r]});
   }
   // Scatter keys (and payload) into their destination frames.
-  pos = 0;
+  size_t pos = 0;
   for (const Entry& entry : entries) {
     const size_t bpk = entry.payload_bytes_per_key;
-    for (size_t j = 0; j < entry.ids.size(); ++j) {
+    const uint64_t* ids = entry.ids.data();
+    const size_t n = entry.ids.size();
+    for (size_t j = 0; j < n; ++j) {
       const uint32_t r = key_rank_[pos++];
-      const int d = placement_.DestOf(shard_of_rank_[r]);
-      const uint64_t k = key_cursor[r]++;
-      std::memcpy(static_cast<std::byte*>(key_msgs[d].data()) + k * sizeof(uint64_t), &entry.ids[j],
-                  sizeof(uint64_t));
+      const uint32_t d = dest_of_rank_[r];
+      const uint32_t k = rank_cursor_[r]++;
+      std::memcpy(key_bytes[d] + size_t{k} * sizeof(uint64_t), ids + j, sizeof(uint64_t));
       if (op == wire::PULL) {
-        p.plans[plan_of_dest[d]].sent.items[k] = static_cast<uint32_t>(j);
+        items[d][k] = static_cast<uint32_t>(j);
       } else {
-        std::memcpy(static_cast<std::byte*>(payload_msgs[d].data()) + payload_cursor[r],
-                    entry.payload + j * bpk, bpk);
-        payload_cursor[r] += bpk;
+        CopyRow(payload_bytes[d] + rank_payload_cursor_[r], entry.payload + j * bpk, bpk);
+        rank_payload_cursor_[r] += bpk;
       }
     }
   }
+  for (uint32_t r : touched_) rank_counts_[r] = 0;
 
   for (const DestPlan& plan : p.plans) {
     wire::RequestHeader h;
@@ -259,6 +309,7 @@ Result<PsClient::Handle> PsClient::Send(wire::Op op, wire::PullMode mode,
     h.set_mode(mode);
     if (sync != nullptr) *h.mutable_sync() = *sync;
     if (prepass) h.set_prepass(true);
+    h.mutable_segments()->Reserve(static_cast<int>(plan.sent.segments.size()));
     for (const RequestSegment& s : plan.sent.segments) {
       wire::Segment* seg = h.add_segments();
       seg->set_table(s.table);
@@ -291,11 +342,12 @@ void PsClient::Complete(Pending& p, size_t plan, const Status& status) {
 }
 
 Status PsClient::Receive(int dest) {
-  std::vector<zmq::message_t> frames;
-  if (!zmq::recv_multipart(sockets_[dest], std::back_inserter(frames), zmq::recv_flags::dontwait))
+  reply_msgs_.clear();
+  if (!zmq::recv_multipart(sockets_[dest], std::back_inserter(reply_msgs_),
+                           zmq::recv_flags::dontwait))
     return Status::Ok();
   reply_frames_.clear();
-  for (const zmq::message_t& f : frames) reply_frames_.push_back(f.to_string_view());
+  for (const zmq::message_t& f : reply_msgs_) reply_frames_.push_back(f.to_string_view());
   wire::ReplyHeader rh;
   DIN_RETURN_IF_ERROR(DecodeReplyHeader(reply_frames_, DescribeDest(dest), &rh));
   auto it = pending_.find(rh.request_id());

@@ -28,6 +28,7 @@
 #include <zmq.hpp>
 
 #include "common/net/cluster.h"
+#include "common/net/wire.h"
 #include "common/placement.h"
 #include "common/proto/config.pb.h"
 #include "common/proto/wire.pb.h"
@@ -146,17 +147,23 @@ class PsClient {
   };
 
   PsClient(const config::TrainConfig& cfg, Placement placement);
-  // `sync` (PUSH only): a synchronous step's push, sent to every lane.
+  // `sync` (PUSH only): a synchronous step's push, sent to every lane. `routed`: the
+  // entries' keys were already routed into key_rank_ (Pull's DedupRoute does this).
   Result<Handle> Send(wire::Op op, wire::PullMode mode, std::span<const Entry> entries,
                       std::vector<TablePull*> outs, const wire::SyncStep* sync = nullptr,
-                      bool prepass = false);
+                      bool prepass = false, bool routed = false);
   Result<std::vector<Entry>> PushEntries(std::span<const PushSpec> tables) const;
   Status Receive(int dest);
   // Sends `h` (op taken from `p.target`) to every lane and waits up to `timeout` for all replies.
   Status Broadcast(wire::RequestHeader h, Pending p, std::chrono::milliseconds timeout);
   void Complete(Pending& p, size_t plan, const Status& status);
   const std::string& DescribeDest(int dest) const { return dest_names_[dest]; }
-  void Dedup(std::span<const uint64_t> ids, TablePull* out);
+  // Deduplicates `ids` into out->unique_ids and out->index and appends the routing rank
+  // of each unique ID to key_rank_, hashing each occurrence once (Mix64 serves both the
+  // dedup map and the shard).
+  void DedupRoute(int table, std::span<const uint64_t> ids, TablePull* out);
+  // Appends the routing rank of each of `ids` (of `table`) to key_rank_.
+  void Route(int table, std::span<const uint64_t> ids);
 
   const config::TrainConfig cfg_;
   const Placement placement_;
@@ -165,15 +172,27 @@ class PsClient {
   std::vector<zmq::socket_t> sockets_;   // per dest
   std::vector<std::string> endpoints_;   // per dest
   std::vector<std::string> dest_names_;  // per dest: server, world rank, host, lane, endpoint
-  std::vector<uint32_t> rank_of_shard_;  // global shard -> position in dest-major order
+  // Global shards ranked in destination-major order: a request's keys, sorted by rank,
+  // form one contiguous run per lane with its segments in shard order.
+  std::vector<uint32_t> rank_of_shard_;  // global shard -> rank
   std::vector<uint32_t> shard_of_rank_;  // inverse
-  std::vector<uint32_t> table_of_gshard_;
+  std::vector<uint32_t> dest_of_rank_;
+  std::vector<uint32_t> table_of_rank_;
+  std::vector<uint32_t> shard_in_table_of_rank_;
   uint64_t next_id_ = 1;
   std::unordered_map<uint64_t, Pending> pending_;
-  // Scratch reused between requests.
+  // Request frames (keys, payload) come from here and return when sent.
+  std::shared_ptr<FramePool> frame_pool_;
+  // Scratch reused between requests. rank_counts_ and rank_cursor_ span all global
+  // shards but only the ranks a request touches (touched_) are read or reset, so a
+  // request costs nothing per shard it does not use.
   std::vector<uint32_t> dedup_slots_;
-  std::vector<uint32_t> rank_counts_;
+  std::vector<uint32_t> rank_counts_;  // all 0 between requests
+  std::vector<uint32_t> rank_cursor_;
+  std::vector<uint64_t> rank_payload_cursor_;
+  std::vector<uint32_t> touched_;
   std::vector<uint32_t> key_rank_;
+  std::vector<zmq::message_t> reply_msgs_;
   std::vector<std::string_view> reply_frames_;
 };
 

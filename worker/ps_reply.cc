@@ -35,10 +35,12 @@ Status DecodeReply(const wire::ReplyHeader& rh, std::span<const std::string_view
       TablePull* out = target.outs[s.entry];
       const uint32_t dim = target.dims[s.entry];
       const size_t row_bytes = dim * sizeof(float);
+      float* out_values = out->values.data();
+      uint32_t* out_counts = out->counts.data();
       for (uint32_t i = 0; i < s.count; ++i, ++k, off += row_bytes) {
         const uint32_t u = sent.items[k];
-        std::memcpy(out->values.data() + size_t{u} * dim, values + off, row_bytes);
-        std::memcpy(&out->counts[u], counts + k * sizeof(uint32_t), sizeof(uint32_t));
+        CopyRow(out_values + size_t{u} * dim, values + off, row_bytes);
+        std::memcpy(out_counts + u, counts + k * sizeof(uint32_t), sizeof(uint32_t));
       }
     }
   }

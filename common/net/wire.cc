@@ -1,10 +1,73 @@
 #include "common/net/wire.h"
 
+#include <algorithm>
 #include <string>
 
 #include <google/protobuf/unknown_field_set.h>
 
 namespace din {
+
+struct FramePool::Block {
+  std::shared_ptr<FramePool> pool;  // set while the block is lent out
+  size_t capacity;
+  std::unique_ptr<std::byte[]> data;
+};
+
+std::shared_ptr<FramePool> FramePool::Create(size_t max_cached_bytes) {
+  return std::shared_ptr<FramePool>(new FramePool(max_cached_bytes));
+}
+
+FramePool::~FramePool() {
+  for (Block* b : idle_) delete b;
+}
+
+size_t FramePool::idle_blocks() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return idle_.size();
+}
+
+zmq::message_t FramePool::Get(size_t bytes) {
+  if (bytes < kMinBytes) return zmq::message_t(bytes);
+  Block* block = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    // The smallest idle block that fits and wastes at most half of itself.
+    size_t best = idle_.size();
+    for (size_t i = 0; i < idle_.size(); ++i)
+      if (idle_[i]->capacity >= bytes && idle_[i]->capacity / 2 <= bytes &&
+          (best == idle_.size() || idle_[i]->capacity < idle_[best]->capacity))
+        best = i;
+    if (best < idle_.size()) {
+      block = idle_[best];
+      idle_[best] = idle_.back();
+      idle_.pop_back();
+      idle_bytes_ -= block->capacity;
+    }
+  }
+  if (block == nullptr) {
+    // Rounded up to 1/8 of the next power of two, so that sizes that vary a little
+    // between requests share blocks.
+    const size_t step = std::max<size_t>(4096, std::bit_ceil(bytes) / 8);
+    const size_t capacity = (bytes + step - 1) / step * step;
+    block = new Block{nullptr, capacity, std::make_unique_for_overwrite<std::byte[]>(capacity)};
+  }
+  block->pool = shared_from_this();
+  return zmq::message_t(block->data.get(), bytes, &FramePool::Release, block);
+}
+
+void FramePool::Release(void* /*data*/, void* hint) {
+  Block* block = static_cast<Block*>(hint);
+  std::shared_ptr<FramePool> pool = std::move(block->pool);
+  {
+    std::lock_guard<std::mutex> lock(pool->mu_);
+    if (pool->idle_bytes_ + block->capacity <= pool->max_cached_) {
+      pool->idle_.push_back(block);
+      pool->idle_bytes_ += block->capacity;
+      return;
+    }
+  }
+  delete block;
+}
 
 wire::Code ToWireCode(StatusCode code) {
   switch (code) {

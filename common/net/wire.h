@@ -6,6 +6,8 @@
 #include <bit>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <span>
 #include <vector>
 
@@ -51,6 +53,63 @@ zmq::message_t ArrayFrame(std::span<const T> values) {
   if (!values.empty()) std::memcpy(msg.data(), values.data(), values.size_bytes());
   return msg;
 }
+
+// memcpy of one row, with the row sizes of common dims (4 to 256 bytes) as constants so
+// that the copy is inlined (a per-row call to memcpy dominates a scatter of small rows).
+inline void CopyRow(void* dst, const void* src, size_t bytes) {
+  switch (bytes) {
+    case 4:
+      std::memcpy(dst, src, 4);
+      return;
+    case 16:
+      std::memcpy(dst, src, 16);
+      return;
+    case 32:
+      std::memcpy(dst, src, 32);
+      return;
+    case 64:
+      std::memcpy(dst, src, 64);
+      return;
+    case 128:
+      std::memcpy(dst, src, 128);
+      return;
+    case 256:
+      std::memcpy(dst, src, 256);
+      return;
+    default:
+      std::memcpy(dst, src, bytes);
+  }
+}
+
+// Reusable memory for large outgoing frames. Get() returns a message whose bytes live in
+// a block of the pool; ZeroMQ hands the block back (zmq_msg_init_data's free function,
+// called from whichever thread releases the message) once it has written the frame out,
+// and the next Get() of a size that fits reuses it. A large frame thus costs no
+// allocation and, above all, no fresh pages (a fresh multi-megabyte malloc is an mmap
+// whose every page the kernel clears on first touch). Small frames (under kMinBytes) are
+// ordinary ZeroMQ messages. Blocks keep the pool alive: messages may outlive the owner's
+// handle. At most `max_cached_bytes` of idle blocks are kept; the rest are freed.
+// Thread-safe.
+class FramePool : public std::enable_shared_from_this<FramePool> {
+ public:
+  static constexpr size_t kMinBytes = 64 << 10;
+  static std::shared_ptr<FramePool> Create(size_t max_cached_bytes = size_t{512} << 20);
+  zmq::message_t Get(size_t bytes);
+  // Idle blocks held (for tests).
+  size_t idle_blocks() const;
+
+ private:
+  struct Block;
+  explicit FramePool(size_t max_cached_bytes) : max_cached_(max_cached_bytes) {}
+  static void Release(void* data, void* hint);
+  const size_t max_cached_;
+  mutable std::mutex mu_;
+  std::vector<Block*> idle_;
+  size_t idle_bytes_ = 0;
+
+ public:
+  ~FramePool();
+};
 
 // ---- Status <-> wire::Code. Each StatusCode has its own wire code (kInvalidArgument is
 // INVALID_REQUEST, every other one the code of the same name), so a reply carries the

@@ -135,6 +135,46 @@ TEST(PsClientTest, InitialRowsDoNotDependOnShardingOrOrder) {
   }
 }
 
+// Many shards (a request touches few of them: routing must only visit those), in one
+// request with a table of few shards, repeated so that routing state left over from one
+// request would corrupt the next; then a request that touches most shards.
+TEST(PsClientTest, ManyShardsRouteExactly) {
+  const auto cfg = MustParse(test::Table("exact", 4, 16384,
+                                         "expected_rows_per_shard: 1 "
+                                         "initializer { kind: CONSTANT value: 0.25 } "
+                                         "optimizer { sgd { learning_rate: 0.5 } }") +
+                             test::Table("emb", 16, 3, "seed: 9 optimizer { adagrad {} }") +
+                             "ps { request_timeout_ms: 60000 }\n");
+  LocalCluster cluster(cfg, 2, 2);
+  auto client = cluster.Connect();
+  for (int round = 0; round < 3; ++round) {
+    const auto ids = SpreadIds(100 + round, 300, 7919);
+    std::vector<uint64_t> with_repeats = ids;
+    with_repeats.insert(with_repeats.end(), ids.begin(), ids.begin() + 50);
+    TablePull a, b;
+    PullSpec specs[2] = {{0, with_repeats, &a}, {1, ids, &b}};
+    auto h = client->Pull(specs, wire::TRAIN);
+    ASSERT_TRUE(h.ok());
+    ASSERT_TRUE(client->Wait(*h).ok());
+    ASSERT_EQ(a.unique_ids, ids);
+    for (float v : a.values) ASSERT_EQ(v, 0.25f);
+    std::vector<float> grads(ids.size() * 4), emb_grads(ids.size() * 16, 0.0f);
+    for (size_t k = 0; k < grads.size(); ++k) grads[k] = static_cast<float>(k % 7) * 0.125f;
+    PushSpec push[2] = {{1, ids, emb_grads}, {0, ids, grads}};
+    auto hp = client->Push(push);
+    ASSERT_TRUE(hp.ok());
+    ASSERT_TRUE(client->Wait(*hp).ok());
+    TablePull after = PullOne(*client, 0, ids);
+    for (size_t k = 0; k < grads.size(); ++k) ASSERT_EQ(after.values[k], 0.25f - 0.5f * grads[k]);
+  }
+  // Thousands of shards at once (the dense path: over 1/16 of the ranks touched).
+  const auto wide = SpreadIds(7, 6000, 104729);
+  TablePull out = PullOne(*client, 0, wide);
+  ASSERT_EQ(out.unique_ids, wide);
+  for (float v : out.values) ASSERT_EQ(v, 0.25f);
+  EXPECT_EQ(TotalRows(*client), 3 * 300 + 3 * 300 + 6000u);
+}
+
 TEST(PsClientTest, SeveralRequestsInFlight) {
   const auto cfg = TwoTableConfig();
   LocalCluster cluster(cfg, 2, 2);

@@ -1,6 +1,7 @@
 // The mapping between Status codes and the error codes of a reply (common/net/wire.h).
 #include "common/net/wire.h"
 
+#include <cstring>
 #include <set>
 #include <string>
 #include <vector>
@@ -92,6 +93,44 @@ TEST(ReplyStatusTest, UnknownCodeInAReplyIsInternal) {
   EXPECT_EQ(st.code(), StatusCode::kInternal);
   EXPECT_THAT(st.message(), HasSubstr("99"));
   EXPECT_THAT(st.message(), HasSubstr("the newer server's reason"));
+}
+
+// Large frames reuse the pool's memory once ZeroMQ released them; small ones are plain
+// messages; a message may outlive every handle to its pool.
+TEST(FramePoolTest, ReusesReleasedBlocksAndOutlivesItsOwner) {
+  auto pool = FramePool::Create(size_t{8} << 20);
+  const size_t big = FramePool::kMinBytes * 4;
+  const void* first = nullptr;
+  {
+    zmq::message_t m = pool->Get(big);
+    ASSERT_EQ(m.size(), big);
+    first = m.data();
+    std::memset(m.data(), 7, m.size());
+    EXPECT_EQ(pool->idle_blocks(), 0u);
+  }
+  EXPECT_EQ(pool->idle_blocks(), 1u);
+  {
+    zmq::message_t a = pool->Get(big - 100);  // fits the released block
+    EXPECT_EQ(a.data(), first);
+    zmq::message_t b = pool->Get(big);  // the block is lent: a new one
+    EXPECT_NE(b.data(), first);
+  }
+  EXPECT_EQ(pool->idle_blocks(), 2u);
+  zmq::message_t small = pool->Get(100);
+  EXPECT_EQ(small.size(), 100u);
+  EXPECT_EQ(pool->idle_blocks(), 2u);
+  // A much smaller frame does not take a large block.
+  zmq::message_t half = pool->Get(FramePool::kMinBytes);
+  EXPECT_EQ(pool->idle_blocks(), 2u);
+  // Past the cap, released blocks are freed.
+  {
+    std::vector<zmq::message_t> many;
+    for (int i = 0; i < 40; ++i) many.push_back(pool->Get(big));
+  }
+  EXPECT_LE(pool->idle_blocks() * big, size_t{8} << 20);
+  zmq::message_t outliving = pool->Get(big);
+  pool.reset();
+  std::memset(outliving.data(), 1, outliving.size());  // still valid (ASan checks)
 }
 
 }  // namespace
