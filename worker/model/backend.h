@@ -107,6 +107,10 @@ class ModelBackend {
 // fails (no driver, driver too old, no device).
 int CudaDeviceCount();
 
+// The CUDA device of this process: local_rank (OMPI_COMM_WORLD_LOCAL_RANK, may be null)
+// modulo count; 0 when it is unset or not a non-negative integer.
+int ChooseCudaDevice(int count, const char* local_rank);
+
 // Creates a backend. kind: "cpu"; "cuda" (an error when no device is usable or CUDA is
 // not built in); "auto" (CUDA when a device is usable, else CPU). threads: GEMM threads
 // of the CPU backend (<= 0: one).
