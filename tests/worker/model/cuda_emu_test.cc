@@ -218,7 +218,7 @@ TEST(CudaEmuTest, SgemmHonoursOpAndLeadingDimensions) {
       EXPECT_EQ(cublasSgemm(h, ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb ? CUBLAS_OP_T : CUBLAS_OP_N, m, n,
                             k, &alpha, a.data(), lda, db, ldb, &beta, dc, ldc),
                 CUBLAS_STATUS_INVALID_VALUE);
-      cudaGetLastError();
+      EXPECT_EQ(cudaGetLastError(), cudaSuccess) << "cuBLAS errors are not runtime errors";
       // beta = 0 never reads C: fresh device memory reads as NaN, the result has none.
       float* dn = DeviceAlloc<float>(c.size());
       const float zero = 0.0f;
@@ -257,6 +257,21 @@ TEST(CudaEmuTest, BackendRunsOnTheEmulation) {
   EXPECT_NEAR(*lg, *lc, 1e-4);
   for (size_t i = 0; i < cpu->grads().size(); ++i)
     EXPECT_NEAR((*cuda)->grads()[i], cpu->grads()[i], 1e-4) << i;
+}
+
+// A kernel that fails is named in the backend's error, and the backend recovers.
+TEST(CudaEmuTest, FailingKernelIsNamed) {
+  using din::model::test::MakeProblem;
+  using din::model::test::ProblemOptions;
+  auto pb = MakeProblem(ProblemOptions{});
+  auto cuda = din::model::CreateBackend("cuda", pb.config, pb.dims).value();
+  setenv("DIN_CUDA_EMU_FAIL_LAUNCH", "DiceForwardKernel", 1);
+  auto failed = cuda->TrainStep(pb.input, pb.labels);
+  unsetenv("DIN_CUDA_EMU_FAIL_LAUNCH");
+  ASSERT_FALSE(failed.ok());
+  EXPECT_NE(failed.status().message().find("DiceForwardKernel"), std::string::npos)
+      << failed.status().ToString();
+  EXPECT_TRUE(cuda->TrainStep(pb.input, pb.labels).ok());
 }
 
 }  // namespace

@@ -222,6 +222,13 @@ void RunKernel(const char* name, LaunchKind kind, dim3 grid, dim3 block, size_t 
          k + std::to_string(shmem) + " bytes of dynamic shared memory (at most 49152)");
     return;
   }
+  // Fault injection for tests of the error paths: the named kernel fails as a kernel
+  // that faulted would.
+  if (const char* fail = std::getenv("DIN_CUDA_EMU_FAIL_LAUNCH");
+      fail != nullptr && std::strcmp(fail, name) == 0) {
+    Fail(cudaErrorLaunchFailure, k + "failed (DIN_CUDA_EMU_FAIL_LAUNCH)");
+    return;
+  }
   launches.fetch_add(1);
   auto run_block = [&](unsigned bx, unsigned by, unsigned bz, unsigned t) {
     blockIdx = dim3(bx, by, bz);
@@ -488,8 +495,9 @@ cublasStatus_t cublasSetMathMode(cublasHandle_t handle, cublasMath_t) {
 }
 
 namespace {
+// A refused cuBLAS call returns its status only; the runtime's last error stays as it is.
 cublasStatus_t BlasFail(const std::string& message) {
-  Fail(cudaErrorInvalidValue, "cublasSgemm: " + message);
+  std::fprintf(stderr, "CUDA emulation: cublasSgemm: %s\n", message.c_str());
   return CUBLAS_STATUS_INVALID_VALUE;
 }
 // A stored column-major matrix rows × cols with leading dimension ld must lie in device

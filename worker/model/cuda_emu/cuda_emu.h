@@ -14,7 +14,9 @@
 // cudaMalloc is tracked: a copy whose direction does not match its pointers, a range past
 // the end of an allocation, a host pointer passed to a kernel or a cuBLAS call and a null
 // host pointer all fail with a message naming the call (cudaGetErrorString of the error
-// returns it) that is also printed to stderr.
+// returns it) that is also printed to stderr. DIN_CUDA_EMU_FAIL_LAUNCH=KERNEL makes every
+// launch of KERNEL fail (for tests of the error paths); DIN_CUDA_EMU_DEVICES=N sets the
+// device count (default 1).
 #pragma once
 
 #include <atomic>
