@@ -131,22 +131,22 @@ void ExpectParity(Problem& pb, const std::string& what, double rtol = 1e-4) {
   ExpectTensorNear(eg, ec, rtol, what + " eval logits (running statistics)");
 }
 
-// A problem at the model's default sizes: item embedding 16 (item and category, 8
-// each), attention MLP 80/40, top MLP 200/80, histories of 0 to 60 behaviours (those
+// A problem at the model's default sizes (model_bench's): dim 16 per field (item and
+// category, so an item embedding of 32), attention MLP 80/40, top MLP 200/80, histories of 0 to 60 behaviours (those
 // past max_history 50 are truncated), a multi-valued user field and a context field.
 Problem MakeWideProblem(int batch, uint64_t seed = 11) {
   Problem pb;
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<float> val(-0.5f, 0.5f);
   auto pick = [&](int n) { return static_cast<uint32_t>(rng() % n); };
-  const int dims[4] = {8, 8, 8, 4};
+  const int dims[4] = {16, 16, 16, 8};
   const int rows[4] = {3000, 200, 500, 50};
   pb.config.set_max_history(50);
   for (int h : {80, 40}) pb.config.add_attention_hidden(h);
   for (int h : {200, 80}) pb.config.add_top_hidden(h);
-  pb.dims.candidate = {8, 8};
-  pb.dims.user = {8};
-  pb.dims.context = {4};
+  pb.dims.candidate = {16, 16};
+  pb.dims.user = {16};
+  pb.dims.context = {8};
   ModelInput& in = pb.input;
   in.batch_size = batch;
   pb.tables_f.resize(4);
