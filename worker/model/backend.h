@@ -75,6 +75,12 @@ class ModelBackend {
   // Unimplemented where the backend cannot (the CUDA backend).
   Status SetBatchStatsSync(BatchStatsSync* sync) { return DoSetBatchStatsSync(sync); }
 
+  // Deterministic: the same inputs give bit-identical results on every run (the default;
+  // always so on the CPU). The CUDA backend then sums each embedding row's gradient in a
+  // fixed order (an index built on the host) instead of with float atomics, which are
+  // faster but add in whatever order the GPU runs them.
+  Status SetDeterministic(bool on) { return DoSetDeterministic(on); }
+
  protected:
   explicit ModelBackend(ModelLayout layout);
 
@@ -85,6 +91,7 @@ class ModelBackend {
                              std::span<const float> labels, float* loss) = 0;
   // DoPredict fills logits_.
   virtual Status DoPredict(const BatchPlan& plan, const ModelInput& input) = 0;
+  virtual Status DoSetDeterministic(bool /*on*/) { return Status::Ok(); }
   virtual Status DoSetBatchStatsSync(BatchStatsSync* sync) {
     (void)sync;
     return Status::Unimplemented("the " + std::string(name()) +

@@ -177,6 +177,28 @@ __global__ void ScatterRowsKernel(const float* grad, int stride, int col, const 
   }
 }
 
+// Deterministic embedding-gradient scatter: unique row u of a table sums its
+// contributions [offsets[u], offsets[u + 1]) in the order the host listed them. A
+// contribution's code is (source << 62) | element offset of its d values in that source
+// (0: dva, 1: de, 2: dz). One thread per (row, k) writes its element: no atomics, so runs
+// are bit-identical.
+__global__ void OrderedScatterKernel(const uint32_t* rows, const uint32_t* offsets,
+                                     const uint64_t* codes, int n_rows, int d, const float* dva,
+                                     const float* de, const float* dz, float* table_grad) {
+  DIN_GRID_LOOP(idx, static_cast<size_t>(n_rows) * d) {
+    const size_t u = idx / d;
+    const int k = static_cast<int>(idx % d);
+    float acc = 0.0f;
+    for (uint32_t c = offsets[u]; c < offsets[u + 1]; ++c) {
+      const uint64_t code = codes[c];
+      const uint64_t src = code >> 62, at = code & ((uint64_t{1} << 62) - 1);
+      const float* base = src == 0 ? dva : (src == 1 ? de : dz);
+      acc += base[at + k];
+    }
+    table_grad[static_cast<size_t>(rows[u]) * d + k] = acc;
+  }
+}
+
 __global__ void AttentionInputKernel(const float* va, const float* e, const int32_t* pos_sample,
                                      int n, int d, float* x) {
   DIN_GRID_LOOP(idx, static_cast<size_t>(n) * d) {
@@ -525,6 +547,11 @@ class CudaBackend final : public ModelBackend {
     return Status::Ok();
   }
 
+  Status DoSetDeterministic(bool on) override {
+    deterministic_ = on;
+    return Status::Ok();
+  }
+
   Status DoPredict(const BatchPlan& plan, const ModelInput& input) override {
     DIN_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
     DIN_RETURN_IF_ERROR(Upload(plan, input, {}));
@@ -633,7 +660,61 @@ class CudaBackend final : public ModelBackend {
       at_seg_offsets_.push_back(append(f.offsets));
       at_seg_rows_.push_back(append(f.rows));
     }
+    if (deterministic_ && !labels.empty()) DIN_RETURN_IF_ERROR(BuildScatterIndex(plan, input));
     return Copy(idx_d_, idx_host_.data(), idx_host_.size());
+  }
+
+  // For each table: every (row, contribution) of the batch, sorted by row (stably, so a
+  // row sums its contributions in a fixed order), appended to idx_host_ and codes_host_.
+  Status BuildScatterIndex(const BatchPlan& plan, const ModelInput& input) {
+    const int B = plan.batch, N = plan.positions, D = layout_.item_dim();
+    const int top_in = layout_.top_in();
+    constexpr uint64_t kDva = 0, kDe = uint64_t{1} << 62, kDz = uint64_t{2} << 62;
+    scatter_.clear();
+    codes_host_.clear();
+    for (size_t t = 0; t < input.tables.size(); ++t) {
+      contrib_.clear();
+      for (size_t s = 0; s < layout_.segments().size(); ++s) {
+        const TopSegment& seg = layout_.segments()[s];
+        const FieldRows& f = Field(input, seg);
+        if (static_cast<size_t>(f.table) != t) continue;
+        for (int b = 0; b < B; ++b)
+          for (uint32_t o = f.offsets[b]; o < f.offsets[b + 1]; ++o)
+            contrib_.emplace_back(f.rows[o], kDz | (static_cast<uint64_t>(b) * top_in + seg.col));
+      }
+      for (size_t i = 0; i < layout_.item_fields().size(); ++i) {
+        const int f = layout_.item_fields()[i], col = layout_.item_cols()[i];
+        if (static_cast<size_t>(input.candidate_fields[f].table) != t) continue;
+        for (int b = 0; b < B; ++b)
+          contrib_.emplace_back(plan.cand_rows[i][b], kDva | (static_cast<uint64_t>(b) * D + col));
+        for (int p = 0; p < N; ++p)
+          contrib_.emplace_back(plan.hist_rows[i][p], kDe | (static_cast<uint64_t>(p) * D + col));
+      }
+      if (contrib_.empty()) continue;
+      std::stable_sort(contrib_.begin(), contrib_.end(),
+                       [](const auto& a, const auto& b) { return a.first < b.first; });
+      ScatterIndex ix;
+      ix.table = static_cast<int>(t);
+      ix.d = input.tables[t].dim;
+      ix.at_rows = idx_host_.size();
+      for (size_t c = 0; c < contrib_.size(); ++c)
+        if (c == 0 || contrib_[c].first != contrib_[c - 1].first) {
+          idx_host_.push_back(contrib_[c].first);
+          ++ix.n_rows;
+        }
+      ix.at_offsets = idx_host_.size();
+      const size_t code0 = codes_host_.size();
+      if (code0 + contrib_.size() > UINT32_MAX)
+        return Status::InvalidArgument("batch too large for the deterministic scatter index");
+      for (size_t c = 0; c < contrib_.size(); ++c) {
+        if (c == 0 || contrib_[c].first != contrib_[c - 1].first)
+          idx_host_.push_back(static_cast<uint32_t>(code0 + c));
+        codes_host_.push_back(contrib_[c].second);
+      }
+      idx_host_.push_back(static_cast<uint32_t>(codes_host_.size()));
+      scatter_.push_back(ix);
+    }
+    return Copy(codes_d_, codes_host_.data(), codes_host_.size());
   }
 
   static const FieldRows& Field(const ModelInput& input, const TopSegment& seg) {
@@ -844,7 +925,7 @@ class CudaBackend final : public ModelBackend {
     DIN_LAUNCH_SYNC(LossKernel, 1, kThreads, top_.layers.back().y.get(), labels_d_.get(), B,
                     dlogit_.get(), loss_d_.get());
     DIN_RETURN_IF_ERROR(MlpBackward(top_, layout_.top(), z_.get(), B, dlogit_.get(), dz_.get()));
-    for (size_t s = 0; s < layout_.segments().size(); ++s) {
+    for (size_t s = 0; s < layout_.segments().size() && !deterministic_; ++s) {
       const TopSegment& seg = layout_.segments()[s];
       DIN_LAUNCH(ScatterPooledKernel, Blocks(static_cast<size_t>(B) * seg.dim), kThreads, dz_.get(),
                  top_in, seg.col, Idx(at_seg_offsets_[s]), Idx(at_seg_rows_[s]), B, seg.dim,
@@ -873,7 +954,11 @@ class CudaBackend final : public ModelBackend {
                    dxatt_.get(), va_.get(), e_.get(), hist_offsets, B, D, dva_.get());
       }
     }
-    for (size_t i = 0; i < layout_.item_fields().size(); ++i) {
+    for (const ScatterIndex& ix : deterministic_ ? scatter_ : std::vector<ScatterIndex>{})
+      DIN_LAUNCH(OrderedScatterKernel, Blocks(static_cast<size_t>(ix.n_rows) * ix.d), kThreads,
+                 Idx(ix.at_rows), Idx(ix.at_offsets), codes_d_.get(), ix.n_rows, ix.d, dva_.get(),
+                 de_.get(), dz_.get(), TableGrad(ix.table));
+    for (size_t i = 0; i < layout_.item_fields().size() && !deterministic_; ++i) {
       const int f = layout_.item_fields()[i], col = layout_.item_cols()[i];
       const int d = layout_.field_dims().candidate[f];
       float* tg = TableGrad(input.candidate_fields[f].table);
@@ -920,6 +1005,17 @@ class CudaBackend final : public ModelBackend {
   DeviceBuffer<float> params_d_, grads_d_, running_d_, tables_d_, table_grads_d_, labels_d_;
   DeviceBuffer<uint32_t> idx_d_;
   std::vector<uint32_t> idx_host_;
+  // Deterministic scatter: per table its unique rows, their contributions' offsets (both
+  // in idx_host_) and the contributions' codes.
+  bool deterministic_ = true;
+  struct ScatterIndex {
+    int table = 0, d = 0, n_rows = 0;
+    size_t at_rows = 0, at_offsets = 0;
+  };
+  std::vector<ScatterIndex> scatter_;
+  std::vector<uint64_t> codes_host_;
+  std::vector<std::pair<uint32_t, uint64_t>> contrib_;
+  DeviceBuffer<uint64_t> codes_d_;
   std::vector<size_t> table_offsets_;
   size_t at_hist_offsets_ = 0, at_pos_sample_ = 0;
   std::vector<size_t> at_hist_rows_, at_cand_rows_, at_seg_offsets_, at_seg_rows_;

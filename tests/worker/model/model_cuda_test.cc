@@ -132,8 +132,9 @@ void ExpectParity(Problem& pb, const std::string& what, double rtol = 1e-4) {
 }
 
 // A problem at the model's default sizes (model_bench's): dim 16 per field (item and
-// category, so an item embedding of 32), attention MLP 80/40, top MLP 200/80, histories of 0 to 60 behaviours (those
-// past max_history 50 are truncated), a multi-valued user field and a context field.
+// category, so an item embedding of 32), attention MLP 80/40, top MLP 200/80, histories of 0 to 60
+// behaviours (those past max_history 50 are truncated), a multi-valued user field and a context
+// field.
 Problem MakeWideProblem(int batch, uint64_t seed = 11) {
   Problem pb;
   std::mt19937_64 rng(seed);
@@ -325,6 +326,28 @@ TEST(CudaBackendTest, BigBatchThenSmallMatchesFreshBackend) {
   ASSERT_TRUE(used->Predict(small.input, eu).ok());
   ASSERT_TRUE(fresh->Predict(small.input, ef).ok());
   ExpectTensorNear(eu, ef, 1e-6, "eval logits after a big batch");
+}
+
+// The deterministic scatter (the default) gives bit-identical runs; the atomic one agrees
+// with it to rounding. On the emulation, blocks run in a different order on each launch,
+// so float atomics add in varying orders there as on a GPU.
+TEST(CudaBackendTest, DeterministicRunsAreBitIdentical) {
+  DIN_REQUIRE_CUDA();
+  Problem pb = MakeWideProblem(kSanitized ? 64 : 256, 9);
+  auto run = [&](bool deterministic) {
+    auto b = CreateBackend("cuda", pb.config, pb.dims).value();
+    EXPECT_TRUE(b->SetDeterministic(deterministic).ok());
+    EXPECT_TRUE(b->TrainStep(pb.input, pb.labels).ok());
+    return b;
+  };
+  auto a = run(true), b = run(true), atomic = run(false);
+  for (int t = 0; t < a->num_table_grads(); ++t) {
+    EXPECT_TRUE(std::ranges::equal(a->table_grad(t), b->table_grad(t))) << "table " << t;
+    ExpectTensorNear(atomic->table_grad(t), a->table_grad(t), 1e-5,
+                     "atomic scatter, table " + std::to_string(t));
+  }
+  EXPECT_TRUE(std::ranges::equal(a->grads(), b->grads()));
+  EXPECT_TRUE(std::ranges::equal(a->logits(), b->logits()));
 }
 
 // Truncated behaviours are masked on the GPU too.

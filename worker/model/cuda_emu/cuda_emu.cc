@@ -11,6 +11,8 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <numeric>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -242,10 +244,17 @@ void RunKernel(const char* name, LaunchKind kind, dim3 grid, dim3 block, size_t 
   };
   if (kind == LaunchKind::kLoop) {
     set_dims();
-    for (unsigned bz = 0; bz < grid.z; ++bz)
-      for (unsigned by = 0; by < grid.y; ++by)
-        for (unsigned bx = 0; bx < grid.x; ++bx)
-          for (unsigned t = 0; t < threads; ++t) run_block(bx, by, bz, t);
+    // Blocks run in a different order on every launch, as a GPU may run them: a result
+    // that depends on it (float atomics, a race between blocks) varies between runs.
+    const uint64_t blocks = static_cast<uint64_t>(grid.x) * grid.y * grid.z;
+    std::vector<uint64_t> order(blocks);
+    std::iota(order.begin(), order.end(), uint64_t{0});
+    std::mt19937_64 rng(launches.load() * 0x9e3779b97f4a7c15ull);
+    std::shuffle(order.begin(), order.end(), rng);
+    for (uint64_t b : order)
+      for (unsigned t = 0; t < threads; ++t)
+        run_block(static_cast<unsigned>(b % grid.x), static_cast<unsigned>(b / grid.x % grid.y),
+                  static_cast<unsigned>(b / grid.x / grid.y), t);
     current_kernel = nullptr;
     return;
   }

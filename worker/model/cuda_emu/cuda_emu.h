@@ -2,12 +2,14 @@
 // own source (cuda_backend.cu) to compile as C++ and run, so that its kernels are tested
 // where no GPU is (DIN_CUDA_EMULATION). Not a general CUDA implementation.
 //
-// Kernels run synchronously at launch. A kernel launched as a loop kernel
-// (DIN_CUDA_EMU_LAUNCH) runs its threads one after the other on the launching thread; one
-// launched as a barrier kernel (DIN_CUDA_EMU_LAUNCH_SYNC) runs each block's threads
-// concurrently as real threads meeting at a std::barrier in __syncthreads, one block after
-// the other, so __shared__ (static storage) belongs to the running block. A loop kernel
-// that calls __syncthreads stops the process.
+// Kernels run synchronously at launch. A kernel launched as a loop kernel runs its
+// threads one after the other on the launching thread, its blocks in a random order
+// (another on each launch, so float atomics add in varying orders as on a GPU). A kernel
+// launched as a barrier kernel runs one block at a time, so __shared__ (static storage)
+// belongs to the running block; the block's threads are fibers run in threadIdx order
+// from one __syncthreads to the next (a missing __syncthreads shows as a wrong value), or
+// under ThreadSanitizer (or DIN_CUDA_EMU_SCHEDULE=concurrent) real threads meeting at a
+// std::barrier. A loop kernel that calls __syncthreads stops the process.
 //
 // What a GPU would refuse is refused: an empty grid or block, more than 1024 threads per
 // block, grid.y or grid.z above 65535, more dynamic shared memory than 48 KiB. Memory from
