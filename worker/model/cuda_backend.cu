@@ -128,6 +128,48 @@ class DeviceBuffer {
   size_t capacity_ = 0;
 };
 
+// Page-locked host memory for staging copies: cudaMemcpyAsync from pageable memory
+// copies synchronously through a driver buffer; from pinned memory it is one DMA that
+// overlaps with the host. Regions are handed out in order until Reset, which the caller
+// calls once the stream has synchronised; a block outgrown meanwhile stays allocated
+// until then, since queued copies (and pending host copies) still use it.
+class PinnedStaging {
+ public:
+  PinnedStaging() = default;
+  PinnedStaging(const PinnedStaging&) = delete;
+  PinnedStaging& operator=(const PinnedStaging&) = delete;
+  ~PinnedStaging() {
+    Reset();
+    if (ptr_ != nullptr) cudaFreeHost(ptr_);
+  }
+  void Reset() {
+    for (char* p : retired_) cudaFreeHost(p);
+    retired_.clear();
+    used_ = 0;
+  }
+  // A region of `bytes` (256-aligned), valid until the next Reset.
+  Status Take(size_t bytes, char** region) {
+    const size_t rounded = (bytes + 255) / 256 * 256;
+    if (used_ + rounded > capacity_) {
+      if (ptr_ != nullptr) retired_.push_back(ptr_);
+      ptr_ = nullptr;
+      const size_t grown = std::max(rounded, 2 * capacity_);
+      capacity_ = 0;
+      used_ = 0;
+      DIN_CUDA_RETURN_IF_ERROR(cudaMallocHost(reinterpret_cast<void**>(&ptr_), grown));
+      capacity_ = grown;
+    }
+    *region = ptr_ + used_;
+    used_ += rounded;
+    return Status::Ok();
+  }
+
+ private:
+  char* ptr_ = nullptr;
+  size_t capacity_ = 0, used_ = 0;
+  std::vector<char*> retired_;
+};
+
 // ---- Kernels ------------------------------------------------------------------------
 
 // for (size_t i ...; i < n; ...) over the whole grid, grid-stride.
@@ -540,10 +582,11 @@ class CudaBackend final : public ModelBackend {
   Status DoTrainStep(const BatchPlan& plan, const ModelInput& input, std::span<const float> labels,
                      float* loss) override {
     DIN_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
+    DIN_RETURN_IF_ERROR(BeginCall());
     DIN_RETURN_IF_ERROR(Upload(plan, input, labels));
     DIN_RETURN_IF_ERROR(Forward(plan, input, Mode::kTrain));
     DIN_RETURN_IF_ERROR(Backward(plan, input));
-    DIN_RETURN_IF_ERROR(Download(input, /*train=*/true, loss));
+    DIN_RETURN_IF_ERROR(DownloadResults(input, /*train=*/true, loss));
     return Status::Ok();
   }
 
@@ -554,9 +597,10 @@ class CudaBackend final : public ModelBackend {
 
   Status DoPredict(const BatchPlan& plan, const ModelInput& input) override {
     DIN_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
+    DIN_RETURN_IF_ERROR(BeginCall());
     DIN_RETURN_IF_ERROR(Upload(plan, input, {}));
     DIN_RETURN_IF_ERROR(Forward(plan, input, Mode::kEval));
-    return Download(input, /*train=*/false, nullptr);
+    return DownloadResults(input, /*train=*/false, nullptr);
   }
 
  private:
@@ -582,12 +626,45 @@ class CudaBackend final : public ModelBackend {
     Mode mode = Mode::kTrain;
   };
 
+  // Host → device through the pinned staging buffer.
+  Status StageUpload(void* dst, const void* src, size_t bytes) {
+    if (bytes == 0) return Status::Ok();
+    char* region = nullptr;
+    DIN_RETURN_IF_ERROR(staging_up_.Take(bytes, &region));
+    std::memcpy(region, src, bytes);
+    DIN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst, region, bytes, cudaMemcpyHostToDevice, stream_));
+    return Status::Ok();
+  }
   template <typename T>
   Status Copy(DeviceBuffer<T>& dst, const T* src, size_t n) {
     DIN_RETURN_IF_ERROR(dst.Reserve(std::max<size_t>(n, 1)));
-    if (n > 0)
-      DIN_CUDA_RETURN_IF_ERROR(
-          cudaMemcpyAsync(dst.get(), src, n * sizeof(T), cudaMemcpyHostToDevice, stream_));
+    return StageUpload(dst.get(), src, n * sizeof(T));
+  }
+  // Device → host through the pinned staging buffer; the host copy happens in
+  // FinishDownloads, after the stream synchronised.
+  Status StageDownload(void* dst, const void* src, size_t bytes) {
+    if (bytes == 0) return Status::Ok();
+    char* region = nullptr;
+    DIN_RETURN_IF_ERROR(staging_down_.Take(bytes, &region));
+    DIN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(region, src, bytes, cudaMemcpyDeviceToHost, stream_));
+    pending_.push_back({dst, region, bytes});
+    return Status::Ok();
+  }
+  // A call that failed half-way may have left copies queued: wait for them before the
+  // staging buffers are reused, and drop its pending host copies.
+  Status BeginCall() {
+    DIN_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    pending_.clear();
+    staging_up_.Reset();
+    staging_down_.Reset();
+    return Status::Ok();
+  }
+  Status FinishDownloads() {
+    DIN_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    for (const PendingDownload& p : pending_) std::memcpy(p.dst, p.region, p.bytes);
+    pending_.clear();
+    staging_up_.Reset();
+    staging_down_.Reset();
     return Status::Ok();
   }
 
@@ -630,10 +707,9 @@ class CudaBackend final : public ModelBackend {
     DIN_RETURN_IF_ERROR(table_grads_d_.Reserve(std::max<size_t>(1, table_offsets_.back())));
     for (size_t t = 0; t < input.tables.size(); ++t)
       if (table_offsets_[t + 1] > table_offsets_[t])
-        DIN_CUDA_RETURN_IF_ERROR(
-            cudaMemcpyAsync(tables_d_.get() + table_offsets_[t], input.tables[t].data,
-                            (table_offsets_[t + 1] - table_offsets_[t]) * sizeof(float),
-                            cudaMemcpyHostToDevice, stream_));
+        DIN_RETURN_IF_ERROR(
+            StageUpload(tables_d_.get() + table_offsets_[t], input.tables[t].data,
+                        (table_offsets_[t + 1] - table_offsets_[t]) * sizeof(float)));
     DIN_RETURN_IF_ERROR(Copy(params_d_, params_.data(), params_.size()));
     DIN_RETURN_IF_ERROR(Copy(running_d_, running_.data(), running_.size()));
     DIN_RETURN_IF_ERROR(Copy(labels_d_, labels.data(), labels.size()));
@@ -972,31 +1048,22 @@ class CudaBackend final : public ModelBackend {
     return Status::Ok();
   }
 
-  Status Download(const ModelInput& input, bool train, float* loss) {
+  // Results to host memory (empty host arrays, e.g. no Dice layer, copy nothing).
+  Status DownloadResults(const ModelInput& input, bool train, float* loss) {
     const int B = static_cast<int>(input.batch_size);
-    if (B > 0)
-      DIN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(logits_.data(), top_.layers.back().y.get(),
-                                               sizeof(float) * B, cudaMemcpyDeviceToHost, stream_));
+    DIN_RETURN_IF_ERROR(
+        StageDownload(logits_.data(), top_.layers.back().y.get(), sizeof(float) * B));
     if (train) {
-      // A model without parameters or without Dice layers has empty (null) host arrays.
-      if (!grads_.empty())
-        DIN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(grads_.data(), grads_d_.get(),
-                                                 sizeof(float) * grads_.size(),
-                                                 cudaMemcpyDeviceToHost, stream_));
-      if (!running_.empty())
-        DIN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(running_.data(), running_d_.get(),
-                                                 sizeof(float) * running_.size(),
-                                                 cudaMemcpyDeviceToHost, stream_));
+      DIN_RETURN_IF_ERROR(
+          StageDownload(grads_.data(), grads_d_.get(), sizeof(float) * grads_.size()));
+      DIN_RETURN_IF_ERROR(
+          StageDownload(running_.data(), running_d_.get(), sizeof(float) * running_.size()));
       for (size_t t = 0; t < input.tables.size(); ++t)
-        if (!table_grads_[t].empty())
-          DIN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(table_grads_[t].data(), TableGrad(t),
-                                                   sizeof(float) * table_grads_[t].size(),
-                                                   cudaMemcpyDeviceToHost, stream_));
-      DIN_CUDA_RETURN_IF_ERROR(
-          cudaMemcpyAsync(loss, loss_d_.get(), sizeof(float), cudaMemcpyDeviceToHost, stream_));
+        DIN_RETURN_IF_ERROR(StageDownload(table_grads_[t].data(), TableGrad(t),
+                                          sizeof(float) * table_grads_[t].size()));
+      DIN_RETURN_IF_ERROR(StageDownload(loss, loss_d_.get(), sizeof(float)));
     }
-    DIN_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
-    return Status::Ok();
+    return FinishDownloads();
   }
 
   const int device_;
@@ -1005,6 +1072,13 @@ class CudaBackend final : public ModelBackend {
   DeviceBuffer<float> params_d_, grads_d_, running_d_, tables_d_, table_grads_d_, labels_d_;
   DeviceBuffer<uint32_t> idx_d_;
   std::vector<uint32_t> idx_host_;
+  PinnedStaging staging_up_, staging_down_;
+  struct PendingDownload {
+    void* dst;
+    const char* region;
+    size_t bytes;
+  };
+  std::vector<PendingDownload> pending_;
   // Deterministic scatter: per table its unique rows, their contributions' offsets (both
   // in idx_host_) and the contributions' codes.
   bool deterministic_ = true;
