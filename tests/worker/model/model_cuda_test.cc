@@ -307,7 +307,7 @@ TEST(CudaBackendTest, DefaultSizesBatchOf4096) {
 // one gives what a fresh backend gives (no stale rows, offsets or statistics).
 TEST(CudaBackendTest, BigBatchThenSmallMatchesFreshBackend) {
   DIN_REQUIRE_CUDA();
-  Problem big = MakeWideProblem(kSanitized ? 600 : 2048, 5);
+  Problem big = MakeWideProblem(kSanitized ? 600 : 1024, 5);
   Problem small = MakeWideProblem(7, 6);
   auto used = CreateBackend("cuda", small.config, small.dims).value();
   auto fresh = CreateBackend("cuda", small.config, small.dims).value();
