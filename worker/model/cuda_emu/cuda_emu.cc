@@ -132,18 +132,21 @@ void FiberYield() {
 #endif
 }
 
+// A fiber ready to run FiberEntry. Out of line: getcontext returns twice, and no loop
+// variable of the caller may live across it.
+[[gnu::noinline]] void InitFiber(Fiber& f, ucontext_t* main) {
+  if (!f.stack) f.stack.reset(new char[kFiberStack]);  // uninitialised: no page touched
+  f.done = false;
+  getcontext(&f.ctx);
+  f.ctx.uc_stack.ss_sp = f.stack.get();
+  f.ctx.uc_stack.ss_size = kFiberStack;
+  f.ctx.uc_link = main;
+  makecontext(&f.ctx, FiberEntry, 0);
+}
+
 // Runs one block of n fibers to completion; index variables set before each resume.
 void RunFiberBlock(FiberBlock& fb, unsigned n, dim3 block) {
-  for (unsigned t = 0; t < n; ++t) {
-    Fiber& f = fb.fibers[t];
-    if (!f.stack) f.stack.reset(new char[kFiberStack]);  // uninitialised: no page touched
-    f.done = false;
-    getcontext(&f.ctx);
-    f.ctx.uc_stack.ss_sp = f.stack.get();
-    f.ctx.uc_stack.ss_size = kFiberStack;
-    f.ctx.uc_link = &fb.main;
-    makecontext(&f.ctx, FiberEntry, 0);
-  }
+  for (unsigned t = 0; t < n; ++t) InitFiber(fb.fibers[t], &fb.main);
   for (bool any = true; any;) {
     any = false;
     for (unsigned t = 0; t < n; ++t) {
