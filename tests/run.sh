@@ -8,7 +8,8 @@
 # First, formatting: any C++ file that clang-format (.clang-format) would change fails the run.
 # Extra stages, after the main build and tests (each in its own build tree):
 #   DIN_CI_SANITIZERS=1  build-asan/ (ASan+UBSan): every unit test; build-tsan/ (TSan): the
-#                        parameter-server concurrency tests. Any sanitizer report fails.
+#                        tests labelled tsan (parameter-server concurrency, the CUDA
+#                        emulation's barrier kernels). Any sanitizer report fails.
 #   DIN_CI_FUZZ=1        build-fuzz/ (clang, libFuzzer): each fuzzer for DIN_FUZZ_SECONDS
 #                        (default 60) from its seed corpus; a crash fails, and the input
 #                        is left in build-fuzz/artifacts/.
@@ -18,6 +19,9 @@
 # ctest's summary; the run ends with the list of skipped tests and their reasons (also
 # when it fails). DIN_CI=1 is exported: a dependency this script installs (numpy) missing
 # is then a failure, not a skip.
+# The CUDA backend's tests run in every stage without a GPU: the default build compiles
+# its source against a CPU emulation of CUDA (DIN_CUDA_EMULATION, ctest label cuda_emu;
+# unit tests among them run under ASan+UBSan, cuda_emu_test under TSan too).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -80,7 +84,7 @@ if [ "$sanitizers" = 1 ]; then
   (cd build-asan &&
      ctest --output-on-failure -j 1 -L unit --output-junit "$root/build-asan/ctest-junit.xml")
 
-  stage "TSan: parameter-server concurrency tests (ctest label tsan)"
+  stage "TSan: concurrency tests (ctest label tsan)"
   cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDIN_CUDA=OFF \
     -DDIN_BUILD_BENCH=OFF -DDIN_BUILD_TESTS=ON -DDIN_SANITIZE=thread
   # Each such test is a case of a gtest binary (din_add_test).

@@ -147,6 +147,9 @@ Status Trainer::Init() {
 
   DIN_ASSIGN_OR_RETURN(backend_,
                        model::CreateBackend(tcfg_.backend(), cfg_.model(), dims, tcfg_.threads()));
+  // staleness 0 promises reproducible runs: the CUDA backend then sums embedding
+  // gradients in a fixed order (float atomics otherwise, a little faster).
+  DIN_RETURN_IF_ERROR(backend_->SetDeterministic(tcfg_.staleness() == 0));
   adam_ = std::make_unique<model::DenseAdam>(cfg_.model().dense_adam(), backend_->params().size());
   if (coll_->size() > 1 && tcfg_.sparse_step() == config::TrainerConfig::SYNC &&
       backend_->layout().num_running() > 0) {

@@ -1,7 +1,10 @@
 #include "worker/model/backend.h"
 
+#include <cstdlib>
 #include <string>
 #include <utility>
+
+#include <glog/logging.h>
 
 #include "common/proto/model_config.pb.h"
 #include "worker/model/cpu_backend.h"
@@ -46,13 +49,29 @@ Status ModelBackend::Predict(const ModelInput& input, std::span<float> logits) {
   return Status::Ok();
 }
 
+int ChooseCudaDevice(int count, const char* local_rank) {
+  if (count <= 0 || local_rank == nullptr) return 0;
+  char* end = nullptr;
+  const long rank = std::strtol(local_rank, &end, 10);
+  if (end == local_rank || *end != '\0' || rank < 0) return 0;
+  return static_cast<int>(rank % count);
+}
+
 Result<std::unique_ptr<ModelBackend>> CreateBackend(std::string_view kind,
                                                     const config::ModelConfig& config,
                                                     const FieldDims& dims, int threads) {
   DIN_ASSIGN_OR_RETURN(ModelLayout layout, ModelLayout::Create(config, dims));
   if (kind == "cpu" || (kind == "auto" && CudaDeviceCount() == 0))
     return std::unique_ptr<ModelBackend>(new CpuBackend(std::move(layout), threads));
-  if (kind == "cuda" || kind == "auto") return CreateCudaBackend(std::move(layout), 0);
+  if (kind == "cuda" || kind == "auto") {
+    // Workers sharing a node spread over its devices by their local rank.
+    const int count = CudaDeviceCount();
+    const char* local_rank = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+    const int device = ChooseCudaDevice(count, local_rank);
+    LOG(INFO) << "CUDA backend on device " << device << " of " << count << " (local rank "
+              << (local_rank != nullptr ? local_rank : "unset") << ")";
+    return CreateCudaBackend(std::move(layout), device);
+  }
   return Status::InvalidArgument("unknown backend '" + std::string(kind) +
                                  "' (expected auto, cpu or cuda)");
 }

@@ -75,6 +75,12 @@ class ModelBackend {
   // Unimplemented where the backend cannot (the CUDA backend).
   Status SetBatchStatsSync(BatchStatsSync* sync) { return DoSetBatchStatsSync(sync); }
 
+  // Deterministic: the same inputs give bit-identical results on every run (the default;
+  // always so on the CPU). The CUDA backend then sums each embedding row's gradient in a
+  // fixed order (an index built on the host) instead of with float atomics, which are
+  // faster but add in whatever order the GPU runs them.
+  Status SetDeterministic(bool on) { return DoSetDeterministic(on); }
+
  protected:
   explicit ModelBackend(ModelLayout layout);
 
@@ -85,6 +91,7 @@ class ModelBackend {
                              std::span<const float> labels, float* loss) = 0;
   // DoPredict fills logits_.
   virtual Status DoPredict(const BatchPlan& plan, const ModelInput& input) = 0;
+  virtual Status DoSetDeterministic(bool /*on*/) { return Status::Ok(); }
   virtual Status DoSetBatchStatsSync(BatchStatsSync* sync) {
     (void)sync;
     return Status::Unimplemented("the " + std::string(name()) +
@@ -106,6 +113,10 @@ class ModelBackend {
 // Number of usable CUDA devices; 0 when CUDA is not built in or when any CUDA call
 // fails (no driver, driver too old, no device).
 int CudaDeviceCount();
+
+// The CUDA device of this process: local_rank (OMPI_COMM_WORLD_LOCAL_RANK, may be null)
+// modulo count; 0 when it is unset or not a non-negative integer.
+int ChooseCudaDevice(int count, const char* local_rank);
 
 // Creates a backend. kind: "cpu"; "cuda" (an error when no device is usable or CUDA is
 // not built in); "auto" (CUDA when a device is usable, else CPU). threads: GEMM threads

@@ -12,6 +12,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <utility>
@@ -40,12 +42,52 @@ using math::Act;
                               std::to_string(static_cast<int>(din_cublas_st_))); \
   } while (0)
 
+// Kernel launches. DIN_LAUNCH for kernels whose threads do not meet, DIN_LAUNCH_SYNC for
+// those that call __syncthreads (the emulation runs a block's threads concurrently only
+// for these). Used in member functions returning Status: a launch error returns at once,
+// naming the kernel; with DIN_CUDA_DEBUG=1 every launch is also synchronised and checked,
+// so a kernel that faults is named too.
+#if defined(DIN_CUDA_EMULATION)
+#define DIN_LAUNCH_IMPL(sync, kernel, grid, block, ...)                                          \
+  DIN_CUDA_EMU_LAUNCH_IMPL(                                                                      \
+      sync ? ::din::cuda_emu::LaunchKind::kBarrier : ::din::cuda_emu::LaunchKind::kLoop, kernel, \
+      grid, block, 0, stream_, __VA_ARGS__)
+#else
+#define DIN_LAUNCH_IMPL(sync, kernel, grid, block, ...) \
+  kernel<<<grid, block, 0, stream_>>>(__VA_ARGS__)
+#endif
+#define DIN_LAUNCH(kernel, grid, block, ...)                  \
+  do {                                                        \
+    DIN_LAUNCH_IMPL(false, kernel, grid, block, __VA_ARGS__); \
+    DIN_RETURN_IF_ERROR(AfterLaunch(#kernel));                \
+  } while (0)
+#define DIN_LAUNCH_SYNC(kernel, grid, block, ...)            \
+  do {                                                       \
+    DIN_LAUNCH_IMPL(true, kernel, grid, block, __VA_ARGS__); \
+    DIN_RETURN_IF_ERROR(AfterLaunch(#kernel));               \
+  } while (0)
+
+bool CudaDebug() {
+  static const bool on = [] {
+    const char* v = std::getenv("DIN_CUDA_DEBUG");
+    return v != nullptr && std::strcmp(v, "0") != 0 && *v != '\0';
+  }();
+  return on;
+}
+
 constexpr int kThreads = 256;
 constexpr int kColTile = 32;
 constexpr int kRowThreads = 8;
 constexpr int kRowsPerChunk = 256;
 
-int Blocks(size_t n) { return static_cast<int>((n + kThreads - 1) / kThreads); }
+// Element kernels loop grid-stride, so any size fits in a grid of at most kMaxBlocks.
+constexpr size_t kMaxBlocks = 65535;
+// Column reductions: blocks along the rows (grid.y ≤ 65535), each looping over chunks.
+constexpr int kMaxChunkBlocks = 256;
+
+int Blocks(size_t n) {
+  return static_cast<int>(std::min((n + kThreads - 1) / kThreads, kMaxBlocks));
+}
 bool HasAlpha(Act act) { return act == Act::kDice || act == Act::kPRelu; }
 
 // A device array that grows to the largest size requested and is never shrunk.
@@ -86,97 +128,167 @@ class DeviceBuffer {
   size_t capacity_ = 0;
 };
 
+// Page-locked host memory for staging copies: cudaMemcpyAsync from pageable memory
+// copies synchronously through a driver buffer; from pinned memory it is one DMA that
+// overlaps with the host. Regions are handed out in order until Reset, which the caller
+// calls once the stream has synchronised; a block outgrown meanwhile stays allocated
+// until then, since queued copies (and pending host copies) still use it.
+class PinnedStaging {
+ public:
+  PinnedStaging() = default;
+  PinnedStaging(const PinnedStaging&) = delete;
+  PinnedStaging& operator=(const PinnedStaging&) = delete;
+  ~PinnedStaging() {
+    Reset();
+    if (ptr_ != nullptr) cudaFreeHost(ptr_);
+  }
+  void Reset() {
+    for (char* p : retired_) cudaFreeHost(p);
+    retired_.clear();
+    used_ = 0;
+  }
+  // A region of `bytes` (256-aligned), valid until the next Reset.
+  Status Take(size_t bytes, char** region) {
+    const size_t rounded = (bytes + 255) / 256 * 256;
+    if (used_ + rounded > capacity_) {
+      if (ptr_ != nullptr) retired_.push_back(ptr_);
+      ptr_ = nullptr;
+      const size_t grown = std::max(rounded, 2 * capacity_);
+      capacity_ = 0;
+      used_ = 0;
+      DIN_CUDA_RETURN_IF_ERROR(cudaMallocHost(reinterpret_cast<void**>(&ptr_), grown));
+      capacity_ = grown;
+    }
+    *region = ptr_ + used_;
+    used_ += rounded;
+    return Status::Ok();
+  }
+
+ private:
+  char* ptr_ = nullptr;
+  size_t capacity_ = 0, used_ = 0;
+  std::vector<char*> retired_;
+};
+
 // ---- Kernels ------------------------------------------------------------------------
+
+// for (size_t i ...; i < n; ...) over the whole grid, grid-stride.
+#define DIN_GRID_LOOP(i, n)                                                            \
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < (n); \
+       i += static_cast<size_t>(gridDim.x) * blockDim.x)
 
 // out[i * stride + col + k] = table[rows[i] * d + k], i < n, k < d.
 __global__ void GatherRowsKernel(const float* table, const uint32_t* rows, int n, int d, float* out,
                                  int stride, int col) {
-  const size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
-  if (idx >= static_cast<size_t>(n) * d) return;
-  const int i = static_cast<int>(idx / d), k = static_cast<int>(idx % d);
-  out[static_cast<size_t>(i) * stride + col + k] = table[static_cast<size_t>(rows[i]) * d + k];
+  DIN_GRID_LOOP(idx, static_cast<size_t>(n) * d) {
+    const int i = static_cast<int>(idx / d), k = static_cast<int>(idx % d);
+    out[static_cast<size_t>(i) * stride + col + k] = table[static_cast<size_t>(rows[i]) * d + k];
+  }
 }
 
 // Sum-pooled field: out[b * stride + col + k] = Σ_o table[rows[o] * d + k], o in sample b.
 __global__ void SumPoolRowsKernel(const float* table, const uint32_t* offsets, const uint32_t* rows,
                                   int batch, int d, float* out, int stride, int col) {
-  const size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
-  if (idx >= static_cast<size_t>(batch) * d) return;
-  const int b = static_cast<int>(idx / d), k = static_cast<int>(idx % d);
-  float acc = 0.0f;
-  for (uint32_t o = offsets[b]; o < offsets[b + 1]; ++o)
-    acc += table[static_cast<size_t>(rows[o]) * d + k];
-  out[static_cast<size_t>(b) * stride + col + k] = acc;
+  DIN_GRID_LOOP(idx, static_cast<size_t>(batch) * d) {
+    const int b = static_cast<int>(idx / d), k = static_cast<int>(idx % d);
+    float acc = 0.0f;
+    for (uint32_t o = offsets[b]; o < offsets[b + 1]; ++o)
+      acc += table[static_cast<size_t>(rows[o]) * d + k];
+    out[static_cast<size_t>(b) * stride + col + k] = acc;
+  }
 }
 
 // Scatter-add of a sum-pooled field's gradient to its rows.
 __global__ void ScatterPooledKernel(const float* grad, int stride, int col, const uint32_t* offsets,
                                     const uint32_t* rows, int batch, int d, float* table_grad) {
-  const size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
-  if (idx >= static_cast<size_t>(batch) * d) return;
-  const int b = static_cast<int>(idx / d), k = static_cast<int>(idx % d);
-  const float g = grad[static_cast<size_t>(b) * stride + col + k];
-  for (uint32_t o = offsets[b]; o < offsets[b + 1]; ++o)
-    atomicAdd(&table_grad[static_cast<size_t>(rows[o]) * d + k], g);
+  DIN_GRID_LOOP(idx, static_cast<size_t>(batch) * d) {
+    const int b = static_cast<int>(idx / d), k = static_cast<int>(idx % d);
+    const float g = grad[static_cast<size_t>(b) * stride + col + k];
+    for (uint32_t o = offsets[b]; o < offsets[b + 1]; ++o)
+      atomicAdd(&table_grad[static_cast<size_t>(rows[o]) * d + k], g);
+  }
 }
 
 // table_grad[rows[i] * d + k] += grad[i * stride + col + k].
 __global__ void ScatterRowsKernel(const float* grad, int stride, int col, const uint32_t* rows,
                                   int n, int d, float* table_grad) {
-  const size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
-  if (idx >= static_cast<size_t>(n) * d) return;
-  const int i = static_cast<int>(idx / d), k = static_cast<int>(idx % d);
-  atomicAdd(&table_grad[static_cast<size_t>(rows[i]) * d + k],
-            grad[static_cast<size_t>(i) * stride + col + k]);
+  DIN_GRID_LOOP(idx, static_cast<size_t>(n) * d) {
+    const int i = static_cast<int>(idx / d), k = static_cast<int>(idx % d);
+    atomicAdd(&table_grad[static_cast<size_t>(rows[i]) * d + k],
+              grad[static_cast<size_t>(i) * stride + col + k]);
+  }
+}
+
+// Deterministic embedding-gradient scatter: unique row u of a table sums its
+// contributions [offsets[u], offsets[u + 1]) in the order the host listed them. A
+// contribution's code is (source << 62) | element offset of its d values in that source
+// (0: dva, 1: de, 2: dz). One thread per (row, k) writes its element: no atomics, so runs
+// are bit-identical.
+__global__ void OrderedScatterKernel(const uint32_t* rows, const uint32_t* offsets,
+                                     const uint64_t* codes, int n_rows, int d, const float* dva,
+                                     const float* de, const float* dz, float* table_grad) {
+  DIN_GRID_LOOP(idx, static_cast<size_t>(n_rows) * d) {
+    const size_t u = idx / d;
+    const int k = static_cast<int>(idx % d);
+    float acc = 0.0f;
+    for (uint32_t c = offsets[u]; c < offsets[u + 1]; ++c) {
+      const uint64_t code = codes[c];
+      const uint64_t src = code >> 62, at = code & ((uint64_t{1} << 62) - 1);
+      const float* base = src == 0 ? dva : (src == 1 ? de : dz);
+      acc += base[at + k];
+    }
+    table_grad[static_cast<size_t>(rows[u]) * d + k] = acc;
+  }
 }
 
 __global__ void AttentionInputKernel(const float* va, const float* e, const int32_t* pos_sample,
                                      int n, int d, float* x) {
-  const size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
-  if (idx >= static_cast<size_t>(n) * d) return;
-  const int p = static_cast<int>(idx / d), k = static_cast<int>(idx % d);
-  math::AttentionInput(va[static_cast<size_t>(pos_sample[p]) * d + k], e[idx],
-                       x + static_cast<size_t>(p) * 4 * d, k, d);
+  DIN_GRID_LOOP(idx, static_cast<size_t>(n) * d) {
+    const int p = static_cast<int>(idx / d), k = static_cast<int>(idx % d);
+    math::AttentionInput(va[static_cast<size_t>(pos_sample[p]) * d + k], e[idx],
+                         x + static_cast<size_t>(p) * 4 * d, k, d);
+  }
 }
 
 __global__ void BiasAddKernel(float* s, const float* bias, size_t total, int k) {
-  const size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
-  if (idx < total) s[idx] += bias[idx % k];
+  DIN_GRID_LOOP(idx, total) s[idx] += bias[idx % k];
 }
 
 __global__ void PointwiseForwardKernel(Act act, const float* s, const float* alpha, size_t total,
                                        int k, float* y) {
-  const size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
-  if (idx < total)
-    y[idx] = math::PointwiseForward(act, s[idx], alpha != nullptr ? alpha[idx % k] : 0.0f);
+  DIN_GRID_LOOP(idx, total)
+  y[idx] = math::PointwiseForward(act, s[idx], alpha != nullptr ? alpha[idx % k] : 0.0f);
 }
 
 __global__ void DiceForwardKernel(const float* s, const float* mean, const float* inv_std,
                                   const float* alpha, size_t total, int k, float* p, float* y) {
-  const size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
-  if (idx >= total) return;
-  const int j = static_cast<int>(idx % k);
-  const float pp = math::Sigmoid((s[idx] - mean[j]) * inv_std[j]);
-  p[idx] = pp;
-  y[idx] = math::DiceForward(s[idx], pp, alpha[j]);
+  DIN_GRID_LOOP(idx, total) {
+    const int j = static_cast<int>(idx % k);
+    const float pp = math::Sigmoid((s[idx] - mean[j]) * inv_std[j]);
+    p[idx] = pp;
+    y[idx] = math::DiceForward(s[idx], pp, alpha[j]);
+  }
 }
 
 // Column reductions over a row-major [n x k] matrix: f(r, j, v) yields NV values per
-// element (and may write per-element outputs); per chunk of kRowsPerChunk rows the
-// column sums go to partials[(chunk * NV + i) * k + j]. Coalesced: a warp reads 32
-// adjacent columns of one row. Deterministic (no atomics).
+// element (and may write per-element outputs). Block row y sums the chunks of
+// kRowsPerChunk rows y, y + gridDim.y, ... and writes its column sums to
+// partials[(y * NV + i) * k + j]. Coalesced: a warp reads 32 adjacent columns of one
+// row. Deterministic (no atomics; the grid depends on n only).
 template <int NV, typename F>
 __global__ void ColumnReduceKernel(int n, int k, F f, float* partials) {
   const int j = blockIdx.x * kColTile + threadIdx.x;
-  const int r0 = blockIdx.y * kRowsPerChunk;
-  const int r1 = min(n, r0 + kRowsPerChunk);
   float acc[NV];
   for (int i = 0; i < NV; ++i) acc[i] = 0.0f;
   if (j < k)
-    for (int r = r0 + threadIdx.y; r < r1; r += kRowThreads) {
-      float v[NV];
-      f(r, j, v);
-      for (int i = 0; i < NV; ++i) acc[i] += v[i];
+    for (size_t r0 = static_cast<size_t>(blockIdx.y) * kRowsPerChunk; r0 < static_cast<size_t>(n);
+         r0 += static_cast<size_t>(gridDim.y) * kRowsPerChunk) {
+      const int r1 = min(n, static_cast<int>(r0) + kRowsPerChunk);
+      for (int r = static_cast<int>(r0) + threadIdx.y; r < r1; r += kRowThreads) {
+        float v[NV];
+        f(r, j, v);
+        for (int i = 0; i < NV; ++i) acc[i] += v[i];
+      }
     }
   __shared__ float sh[NV][kRowThreads][kColTile];
   for (int i = 0; i < NV; ++i) sh[i][threadIdx.y][threadIdx.x] = acc[i];
@@ -191,11 +303,12 @@ __global__ void ColumnReduceKernel(int n, int k, F f, float* partials) {
 
 // out[i] = Σ_c partials[c * width + i].
 __global__ void SumChunksKernel(const float* partials, int chunks, int width, float* out) {
-  const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= width) return;
-  float s = 0.0f;
-  for (int c = 0; c < chunks; ++c) s += partials[static_cast<size_t>(c) * width + i];
-  out[i] = s;
+  DIN_GRID_LOOP(i_, static_cast<size_t>(width)) {
+    const int i = static_cast<int>(i_);
+    float s = 0.0f;
+    for (int c = 0; c < chunks; ++c) s += partials[static_cast<size_t>(c) * width + i];
+    out[i] = s;
+  }
 }
 
 struct ValueF {
@@ -207,11 +320,10 @@ struct ValueF {
 };
 struct SquaredDeviationF {
   const float* s;
-  const float* sum;
-  float inv_n;
+  const float* mean;
   int k;
   __device__ void operator()(int r, int j, float* v) const {
-    const float d = s[static_cast<size_t>(r) * k + j] - sum[j] * inv_n;
+    const float d = s[static_cast<size_t>(r) * k + j] - mean[j];
     v[0] = d * d;
   }
 };
@@ -253,28 +365,35 @@ struct PointwiseBackwardF {
   }
 };
 
-// sums: [sum s | sum (s − mean)²]. Writes mean, inv_std; advances the running stats.
-__global__ void DiceTrainStatsKernel(const float* sums, int n, int k, float momentum, float eps,
-                                     float* running_mean, float* running_var, float* mean,
+// mean[j] = sums[j] / n: the batch mean, computed once and read by the centred squares,
+// the statistics and the normalisation.
+__global__ void DiceMeanKernel(const float* sums, int n, int k, float* mean) {
+  DIN_GRID_LOOP(j, static_cast<size_t>(k)) mean[j] = sums[j] / n;
+}
+
+// sums: Σ (s − mean)² per column. Writes inv_std; advances the running stats.
+__global__ void DiceTrainStatsKernel(const float* sq_sums, int n, int k, float momentum, float eps,
+                                     float* running_mean, float* running_var, const float* mean,
                                      float* inv_std) {
-  const int j = blockIdx.x * blockDim.x + threadIdx.x;
-  if (j >= k) return;
-  const float m = sums[j] / n, var = sums[k + j] / n;
-  mean[j] = m;
-  inv_std[j] = math::InvStd(var, eps);
-  if (running_mean != nullptr) {
-    const float unbiased = n > 1 ? var * n / (n - 1) : var;
-    running_mean[j] = math::RunningUpdate(running_mean[j], m, momentum);
-    running_var[j] = math::RunningUpdate(running_var[j], unbiased, momentum);
+  DIN_GRID_LOOP(j_, static_cast<size_t>(k)) {
+    const int j = static_cast<int>(j_);
+    const float m = mean[j], var = sq_sums[j] / n;
+    inv_std[j] = math::InvStd(var, eps);
+    if (running_mean != nullptr) {
+      const float unbiased = n > 1 ? var * n / (n - 1) : var;
+      running_mean[j] = math::RunningUpdate(running_mean[j], m, momentum);
+      running_var[j] = math::RunningUpdate(running_var[j], unbiased, momentum);
+    }
   }
 }
 
 __global__ void DiceEvalStatsKernel(const float* running_mean, const float* running_var, int k,
                                     float eps, float* mean, float* inv_std) {
-  const int j = blockIdx.x * blockDim.x + threadIdx.x;
-  if (j >= k) return;
-  mean[j] = running_mean[j];
-  inv_std[j] = math::InvStd(running_var[j], eps);
+  DIN_GRID_LOOP(j_, static_cast<size_t>(k)) {
+    const int j = static_cast<int>(j_);
+    mean[j] = running_mean[j];
+    inv_std[j] = math::InvStd(running_var[j], eps);
+  }
 }
 
 // grad += BN input gradient (batch statistics) or inv_std·dx̂ (fixed statistics);
@@ -282,61 +401,64 @@ __global__ void DiceEvalStatsKernel(const float* running_mean, const float* runn
 __global__ void DiceBatchNormBackwardKernel(float* grad, const float* dxhat, const float* s,
                                             const float* mean, const float* inv_std,
                                             const float* sums, bool batch_stats, int n, int k) {
-  const size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
-  if (idx >= static_cast<size_t>(n) * k) return;
-  const int j = static_cast<int>(idx % k);
-  if (batch_stats) {
-    const float xhat = (s[idx] - mean[j]) * inv_std[j];
-    grad[idx] += math::BatchNormInputGrad(dxhat[idx], xhat, sums[k + j] / n, sums[2 * k + j] / n,
-                                          inv_std[j]);
-  } else {
-    grad[idx] += inv_std[j] * dxhat[idx];
+  DIN_GRID_LOOP(idx, static_cast<size_t>(n) * k) {
+    const int j = static_cast<int>(idx % k);
+    if (batch_stats) {
+      const float xhat = (s[idx] - mean[j]) * inv_std[j];
+      grad[idx] += math::BatchNormInputGrad(dxhat[idx], xhat, sums[k + j] / n, sums[2 * k + j] / n,
+                                            inv_std[j]);
+    } else {
+      grad[idx] += inv_std[j] * dxhat[idx];
+    }
   }
 }
 
 // weights: attention scores in, softmax over each sample's positions out.
 __global__ void SegmentSoftmaxKernel(float* w, const int32_t* offsets, int batch) {
-  const int b = blockIdx.x * blockDim.x + threadIdx.x;
-  if (b >= batch) return;
-  const int lo = offsets[b], hi = offsets[b + 1];
-  if (lo == hi) return;
-  float mx = w[lo];
-  for (int n = lo; n < hi; ++n) mx = fmaxf(mx, w[n]);
-  float sum = 0.0f;
-  for (int n = lo; n < hi; ++n) sum += (w[n] = math::Exp(w[n] - mx));
-  for (int n = lo; n < hi; ++n) w[n] /= sum;
+  DIN_GRID_LOOP(b_, static_cast<size_t>(batch)) {
+    const int b = static_cast<int>(b_);
+    const int lo = offsets[b], hi = offsets[b + 1];
+    if (lo == hi) continue;
+    float mx = w[lo];
+    for (int n = lo; n < hi; ++n) mx = fmaxf(mx, w[n]);
+    float sum = 0.0f;
+    for (int n = lo; n < hi; ++n) sum += (w[n] = math::Exp(w[n] - mx));
+    for (int n = lo; n < hi; ++n) w[n] /= sum;
+  }
 }
 
 // SUM (mean = false) or MEAN pooling weights.
 __global__ void FixedWeightsKernel(float* w, const int32_t* offsets, int batch, bool mean) {
-  const int b = blockIdx.x * blockDim.x + threadIdx.x;
-  if (b >= batch) return;
-  const int lo = offsets[b], hi = offsets[b + 1];
-  const float v = mean ? 1.0f / max(hi - lo, 1) : 1.0f;
-  for (int n = lo; n < hi; ++n) w[n] = v;
+  DIN_GRID_LOOP(b_, static_cast<size_t>(batch)) {
+    const int b = static_cast<int>(b_);
+    const int lo = offsets[b], hi = offsets[b + 1];
+    const float v = mean ? 1.0f / max(hi - lo, 1) : 1.0f;
+    for (int n = lo; n < hi; ++n) w[n] = v;
+  }
 }
 
 // u[b, k] = Σ_n w[n]·e[n, k] over sample b's positions.
 __global__ void PoolKernel(const float* w, const float* e, const int32_t* offsets, int batch, int d,
                            float* u) {
-  const size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
-  if (idx >= static_cast<size_t>(batch) * d) return;
-  const int b = static_cast<int>(idx / d), k = static_cast<int>(idx % d);
-  float acc = 0.0f;
-  for (int n = offsets[b]; n < offsets[b + 1]; ++n) acc += w[n] * e[static_cast<size_t>(n) * d + k];
-  u[idx] = acc;
+  DIN_GRID_LOOP(idx, static_cast<size_t>(batch) * d) {
+    const int b = static_cast<int>(idx / d), k = static_cast<int>(idx % d);
+    float acc = 0.0f;
+    for (int n = offsets[b]; n < offsets[b + 1]; ++n)
+      acc += w[n] * e[static_cast<size_t>(n) * d + k];
+    u[idx] = acc;
+  }
 }
 
 // z[b, uc..] = [u, v_a, u ⊙ v_a].
 __global__ void InterestColumnsKernel(const float* u, const float* va, int batch, int d, float* z,
                                       int stride, int uc) {
-  const size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
-  if (idx >= static_cast<size_t>(batch) * d) return;
-  const int b = static_cast<int>(idx / d), k = static_cast<int>(idx % d);
-  float* row = z + static_cast<size_t>(b) * stride + uc;
-  row[k] = u[idx];
-  row[d + k] = va[idx];
-  row[2 * d + k] = u[idx] * va[idx];
+  DIN_GRID_LOOP(idx, static_cast<size_t>(batch) * d) {
+    const int b = static_cast<int>(idx / d), k = static_cast<int>(idx % d);
+    float* row = z + static_cast<size_t>(b) * stride + uc;
+    row[k] = u[idx];
+    row[d + k] = va[idx];
+    row[2 * d + k] = u[idx] * va[idx];
+  }
 }
 
 // Loss and ∂loss/∂logit for the batch mean; one block.
@@ -350,7 +472,7 @@ __global__ void LossKernel(const float* logits, const float* labels, int batch, 
   }
   sh[threadIdx.x] = acc;
   __syncthreads();
-  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+  for (unsigned s = blockDim.x / 2; s > 0; s >>= 1) {
     if (threadIdx.x < s) sh[threadIdx.x] += sh[threadIdx.x + s];
     __syncthreads();
   }
@@ -360,70 +482,73 @@ __global__ void LossKernel(const float* logits, const float* labels, int batch, 
 // du = dz_u + dz_uv ⊙ v_a; dva = dz_va + dz_uv ⊙ u.
 __global__ void InterestBackwardKernel(const float* dz, int stride, int uc, const float* u,
                                        const float* va, int batch, int d, float* du, float* dva) {
-  const size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
-  if (idx >= static_cast<size_t>(batch) * d) return;
-  const int b = static_cast<int>(idx / d), k = static_cast<int>(idx % d);
-  const float* row = dz + static_cast<size_t>(b) * stride + uc;
-  du[idx] = row[k] + row[2 * d + k] * va[idx];
-  dva[idx] = row[d + k] + row[2 * d + k] * u[idx];
+  DIN_GRID_LOOP(idx, static_cast<size_t>(batch) * d) {
+    const int b = static_cast<int>(idx / d), k = static_cast<int>(idx % d);
+    const float* row = dz + static_cast<size_t>(b) * stride + uc;
+    du[idx] = row[k] + row[2 * d + k] * va[idx];
+    dva[idx] = row[d + k] + row[2 * d + k] * u[idx];
+  }
 }
 
 // de[n, k] = w[n]·du[b, k].
 __global__ void PoolBackwardKernel(const float* w, const float* du, const int32_t* pos_sample,
                                    int n, int d, float* de) {
-  const size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
-  if (idx >= static_cast<size_t>(n) * d) return;
-  const int p = static_cast<int>(idx / d), k = static_cast<int>(idx % d);
-  de[idx] = w[p] * du[static_cast<size_t>(pos_sample[p]) * d + k];
+  DIN_GRID_LOOP(idx, static_cast<size_t>(n) * d) {
+    const int p = static_cast<int>(idx / d), k = static_cast<int>(idx % d);
+    de[idx] = w[p] * du[static_cast<size_t>(pos_sample[p]) * d + k];
+  }
 }
 
 // dw[n] = du[b]·e[n].
 __global__ void WeightGradKernel(const float* du, const float* e, const int32_t* pos_sample, int n,
                                  int d, float* dw) {
-  const int p = blockIdx.x * blockDim.x + threadIdx.x;
-  if (p >= n) return;
-  const float* a = du + static_cast<size_t>(pos_sample[p]) * d;
-  const float* b = e + static_cast<size_t>(p) * d;
-  float acc = 0.0f;
-  for (int k = 0; k < d; ++k) acc += a[k] * b[k];
-  dw[p] = acc;
+  DIN_GRID_LOOP(p_, static_cast<size_t>(n)) {
+    const int p = static_cast<int>(p_);
+    const float* a = du + static_cast<size_t>(pos_sample[p]) * d;
+    const float* b = e + static_cast<size_t>(p) * d;
+    float acc = 0.0f;
+    for (int k = 0; k < d; ++k) acc += a[k] * b[k];
+    dw[p] = acc;
+  }
 }
 
 __global__ void SoftmaxBackwardKernel(const float* w, float* dw, const int32_t* offsets,
                                       int batch) {
-  const int b = blockIdx.x * blockDim.x + threadIdx.x;
-  if (b >= batch) return;
-  float dot = 0.0f;
-  for (int n = offsets[b]; n < offsets[b + 1]; ++n) dot += w[n] * dw[n];
-  for (int n = offsets[b]; n < offsets[b + 1]; ++n) dw[n] = w[n] * (dw[n] - dot);
+  DIN_GRID_LOOP(b_, static_cast<size_t>(batch)) {
+    const int b = static_cast<int>(b_);
+    float dot = 0.0f;
+    for (int n = offsets[b]; n < offsets[b + 1]; ++n) dot += w[n] * dw[n];
+    for (int n = offsets[b]; n < offsets[b + 1]; ++n) dw[n] = w[n] * (dw[n] - dot);
+  }
 }
 
 // Gradient of the activation-unit input: de[n, k] += ∂/∂e; per (b, k), dva[b, k] += Σ_n ∂/∂v_a
 // over the sample's positions (a loop, not atomics: deterministic).
 __global__ void AttentionInputBackwardEKernel(const float* dx, const float* va, const float* e,
                                               const int32_t* pos_sample, int n, int d, float* de) {
-  const size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
-  if (idx >= static_cast<size_t>(n) * d) return;
-  const int p = static_cast<int>(idx / d), k = static_cast<int>(idx % d);
-  float g_va, g_e;
-  math::AttentionInputBackward(dx + static_cast<size_t>(p) * 4 * d, k, d,
-                               va[static_cast<size_t>(pos_sample[p]) * d + k], e[idx], &g_va, &g_e);
-  de[idx] += g_e;
+  DIN_GRID_LOOP(idx, static_cast<size_t>(n) * d) {
+    const int p = static_cast<int>(idx / d), k = static_cast<int>(idx % d);
+    float g_va, g_e;
+    math::AttentionInputBackward(dx + static_cast<size_t>(p) * 4 * d, k, d,
+                                 va[static_cast<size_t>(pos_sample[p]) * d + k], e[idx], &g_va,
+                                 &g_e);
+    de[idx] += g_e;
+  }
 }
 __global__ void AttentionInputBackwardVaKernel(const float* dx, const float* va, const float* e,
                                                const int32_t* offsets, int batch, int d,
                                                float* dva) {
-  const size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
-  if (idx >= static_cast<size_t>(batch) * d) return;
-  const int b = static_cast<int>(idx / d), k = static_cast<int>(idx % d);
-  float acc = 0.0f;
-  for (int p = offsets[b]; p < offsets[b + 1]; ++p) {
-    float g_va, g_e;
-    math::AttentionInputBackward(dx + static_cast<size_t>(p) * 4 * d, k, d, va[idx],
-                                 e[static_cast<size_t>(p) * d + k], &g_va, &g_e);
-    acc += g_va;
+  DIN_GRID_LOOP(idx, static_cast<size_t>(batch) * d) {
+    const int b = static_cast<int>(idx / d), k = static_cast<int>(idx % d);
+    float acc = 0.0f;
+    for (int p = offsets[b]; p < offsets[b + 1]; ++p) {
+      float g_va, g_e;
+      math::AttentionInputBackward(dx + static_cast<size_t>(p) * 4 * d, k, d, va[idx],
+                                   e[static_cast<size_t>(p) * d + k], &g_va, &g_e);
+      acc += g_va;
+    }
+    dva[idx] += acc;
   }
-  dva[idx] += acc;
 }
 
 // ---- The backend --------------------------------------------------------------------
@@ -432,6 +557,9 @@ class CudaBackend final : public ModelBackend {
  public:
   CudaBackend(ModelLayout layout, int device) : ModelBackend(std::move(layout)), device_(device) {}
   ~CudaBackend() override {
+    // The buffers (members, freed after this body) and handles belong to device_, which
+    // need not be the thread's current device.
+    cudaSetDevice(device_);
     if (blas_ != nullptr) cublasDestroy(blas_);
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
   }
@@ -454,21 +582,42 @@ class CudaBackend final : public ModelBackend {
   Status DoTrainStep(const BatchPlan& plan, const ModelInput& input, std::span<const float> labels,
                      float* loss) override {
     DIN_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
+    DIN_RETURN_IF_ERROR(BeginCall());
     DIN_RETURN_IF_ERROR(Upload(plan, input, labels));
     DIN_RETURN_IF_ERROR(Forward(plan, input, Mode::kTrain));
     DIN_RETURN_IF_ERROR(Backward(plan, input));
-    DIN_RETURN_IF_ERROR(Download(input, /*train=*/true, loss));
+    DIN_RETURN_IF_ERROR(DownloadResults(input, /*train=*/true, loss));
+    return Status::Ok();
+  }
+
+  Status DoSetDeterministic(bool on) override {
+    deterministic_ = on;
     return Status::Ok();
   }
 
   Status DoPredict(const BatchPlan& plan, const ModelInput& input) override {
     DIN_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
+    DIN_RETURN_IF_ERROR(BeginCall());
     DIN_RETURN_IF_ERROR(Upload(plan, input, {}));
     DIN_RETURN_IF_ERROR(Forward(plan, input, Mode::kEval));
-    return Download(input, /*train=*/false, nullptr);
+    return DownloadResults(input, /*train=*/false, nullptr);
   }
 
  private:
+  // After each launch: a launch error (bad configuration, bad argument) names the kernel;
+  // with DIN_CUDA_DEBUG the stream is synchronised too, so a fault inside it does.
+  Status AfterLaunch(const char* kernel) {
+    cudaError_t err = cudaGetLastError();
+    if (err == cudaSuccess && CudaDebug()) {
+      err = cudaStreamSynchronize(stream_);
+      if (err == cudaSuccess) err = cudaGetLastError();
+    }
+    if (err != cudaSuccess)
+      return Status::Internal(std::string("CUDA kernel ") + kernel + ": " +
+                              cudaGetErrorString(err));
+    return Status::Ok();
+  }
+
   struct MlpBuffers {
     DeviceBuffer<float> s, y, p, mean, inv_std;
   };
@@ -477,12 +626,45 @@ class CudaBackend final : public ModelBackend {
     Mode mode = Mode::kTrain;
   };
 
+  // Host → device through the pinned staging buffer.
+  Status StageUpload(void* dst, const void* src, size_t bytes) {
+    if (bytes == 0) return Status::Ok();
+    char* region = nullptr;
+    DIN_RETURN_IF_ERROR(staging_up_.Take(bytes, &region));
+    std::memcpy(region, src, bytes);
+    DIN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst, region, bytes, cudaMemcpyHostToDevice, stream_));
+    return Status::Ok();
+  }
   template <typename T>
   Status Copy(DeviceBuffer<T>& dst, const T* src, size_t n) {
     DIN_RETURN_IF_ERROR(dst.Reserve(std::max<size_t>(n, 1)));
-    if (n > 0)
-      DIN_CUDA_RETURN_IF_ERROR(
-          cudaMemcpyAsync(dst.get(), src, n * sizeof(T), cudaMemcpyHostToDevice, stream_));
+    return StageUpload(dst.get(), src, n * sizeof(T));
+  }
+  // Device → host through the pinned staging buffer; the host copy happens in
+  // FinishDownloads, after the stream synchronised.
+  Status StageDownload(void* dst, const void* src, size_t bytes) {
+    if (bytes == 0) return Status::Ok();
+    char* region = nullptr;
+    DIN_RETURN_IF_ERROR(staging_down_.Take(bytes, &region));
+    DIN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(region, src, bytes, cudaMemcpyDeviceToHost, stream_));
+    pending_.push_back({dst, region, bytes});
+    return Status::Ok();
+  }
+  // A call that failed half-way may have left copies queued: wait for them before the
+  // staging buffers are reused, and drop its pending host copies.
+  Status BeginCall() {
+    DIN_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    pending_.clear();
+    staging_up_.Reset();
+    staging_down_.Reset();
+    return Status::Ok();
+  }
+  Status FinishDownloads() {
+    DIN_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    for (const PendingDownload& p : pending_) std::memcpy(p.dst, p.region, p.bytes);
+    pending_.clear();
+    staging_up_.Reset();
+    staging_down_.Reset();
     return Status::Ok();
   }
 
@@ -501,14 +683,17 @@ class CudaBackend final : public ModelBackend {
   template <int NV, typename F>
   Status ColumnSums(int n, int k, F f, float* out) {
     const int chunks = std::max(1, (n + kRowsPerChunk - 1) / kRowsPerChunk);
-    DIN_RETURN_IF_ERROR(partials_.Reserve(static_cast<size_t>(chunks) * NV * k));
+    DIN_RETURN_IF_ERROR(
+        partials_.Reserve(static_cast<size_t>(std::min(chunks, kMaxChunkBlocks)) * NV * k));
     if (n == 0) {
       DIN_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(out, 0, sizeof(float) * NV * k, stream_));
       return Status::Ok();
     }
-    const dim3 grid((k + kColTile - 1) / kColTile, chunks), block(kColTile, kRowThreads);
-    ColumnReduceKernel<NV><<<grid, block, 0, stream_>>>(n, k, f, partials_.get());
-    SumChunksKernel<<<Blocks(NV * k), kThreads, 0, stream_>>>(partials_.get(), chunks, NV * k, out);
+    const dim3 grid((k + kColTile - 1) / kColTile, std::min(chunks, kMaxChunkBlocks));
+    const dim3 block(kColTile, kRowThreads);
+    DIN_LAUNCH_SYNC(ColumnReduceKernel<NV>, grid, block, n, k, f, partials_.get());
+    DIN_LAUNCH(SumChunksKernel, Blocks(NV * k), kThreads, partials_.get(), static_cast<int>(grid.y),
+               NV * k, out);
     return Status::Ok();
   }
 
@@ -522,10 +707,9 @@ class CudaBackend final : public ModelBackend {
     DIN_RETURN_IF_ERROR(table_grads_d_.Reserve(std::max<size_t>(1, table_offsets_.back())));
     for (size_t t = 0; t < input.tables.size(); ++t)
       if (table_offsets_[t + 1] > table_offsets_[t])
-        DIN_CUDA_RETURN_IF_ERROR(
-            cudaMemcpyAsync(tables_d_.get() + table_offsets_[t], input.tables[t].data,
-                            (table_offsets_[t + 1] - table_offsets_[t]) * sizeof(float),
-                            cudaMemcpyHostToDevice, stream_));
+        DIN_RETURN_IF_ERROR(
+            StageUpload(tables_d_.get() + table_offsets_[t], input.tables[t].data,
+                        (table_offsets_[t + 1] - table_offsets_[t]) * sizeof(float)));
     DIN_RETURN_IF_ERROR(Copy(params_d_, params_.data(), params_.size()));
     DIN_RETURN_IF_ERROR(Copy(running_d_, running_.data(), running_.size()));
     DIN_RETURN_IF_ERROR(Copy(labels_d_, labels.data(), labels.size()));
@@ -552,7 +736,61 @@ class CudaBackend final : public ModelBackend {
       at_seg_offsets_.push_back(append(f.offsets));
       at_seg_rows_.push_back(append(f.rows));
     }
+    if (deterministic_ && !labels.empty()) DIN_RETURN_IF_ERROR(BuildScatterIndex(plan, input));
     return Copy(idx_d_, idx_host_.data(), idx_host_.size());
+  }
+
+  // For each table: every (row, contribution) of the batch, sorted by row (stably, so a
+  // row sums its contributions in a fixed order), appended to idx_host_ and codes_host_.
+  Status BuildScatterIndex(const BatchPlan& plan, const ModelInput& input) {
+    const int B = plan.batch, N = plan.positions, D = layout_.item_dim();
+    const int top_in = layout_.top_in();
+    constexpr uint64_t kDva = 0, kDe = uint64_t{1} << 62, kDz = uint64_t{2} << 62;
+    scatter_.clear();
+    codes_host_.clear();
+    for (size_t t = 0; t < input.tables.size(); ++t) {
+      contrib_.clear();
+      for (size_t s = 0; s < layout_.segments().size(); ++s) {
+        const TopSegment& seg = layout_.segments()[s];
+        const FieldRows& f = Field(input, seg);
+        if (static_cast<size_t>(f.table) != t) continue;
+        for (int b = 0; b < B; ++b)
+          for (uint32_t o = f.offsets[b]; o < f.offsets[b + 1]; ++o)
+            contrib_.emplace_back(f.rows[o], kDz | (static_cast<uint64_t>(b) * top_in + seg.col));
+      }
+      for (size_t i = 0; i < layout_.item_fields().size(); ++i) {
+        const int f = layout_.item_fields()[i], col = layout_.item_cols()[i];
+        if (static_cast<size_t>(input.candidate_fields[f].table) != t) continue;
+        for (int b = 0; b < B; ++b)
+          contrib_.emplace_back(plan.cand_rows[i][b], kDva | (static_cast<uint64_t>(b) * D + col));
+        for (int p = 0; p < N; ++p)
+          contrib_.emplace_back(plan.hist_rows[i][p], kDe | (static_cast<uint64_t>(p) * D + col));
+      }
+      if (contrib_.empty()) continue;
+      std::stable_sort(contrib_.begin(), contrib_.end(),
+                       [](const auto& a, const auto& b) { return a.first < b.first; });
+      ScatterIndex ix;
+      ix.table = static_cast<int>(t);
+      ix.d = input.tables[t].dim;
+      ix.at_rows = idx_host_.size();
+      for (size_t c = 0; c < contrib_.size(); ++c)
+        if (c == 0 || contrib_[c].first != contrib_[c - 1].first) {
+          idx_host_.push_back(contrib_[c].first);
+          ++ix.n_rows;
+        }
+      ix.at_offsets = idx_host_.size();
+      const size_t code0 = codes_host_.size();
+      if (code0 + contrib_.size() > UINT32_MAX)
+        return Status::InvalidArgument("batch too large for the deterministic scatter index");
+      for (size_t c = 0; c < contrib_.size(); ++c) {
+        if (c == 0 || contrib_[c].first != contrib_[c - 1].first)
+          idx_host_.push_back(static_cast<uint32_t>(code0 + c));
+        codes_host_.push_back(contrib_[c].second);
+      }
+      idx_host_.push_back(static_cast<uint32_t>(codes_host_.size()));
+      scatter_.push_back(ix);
+    }
+    return Copy(codes_d_, codes_host_.data(), codes_host_.size());
   }
 
   static const FieldRows& Field(const ModelInput& input, const TopSegment& seg) {
@@ -586,15 +824,14 @@ class CudaBackend final : public ModelBackend {
       DIN_RETURN_IF_ERROR(
           Gemm(false, false, n, l.out, l.in, in, l.in, params + l.weight, l.out, b.s.get(), l.out));
       if (size == 0) continue;
-      BiasAddKernel<<<Blocks(size), kThreads, 0, stream_>>>(b.s.get(), params + l.bias, size,
-                                                            l.out);
+      DIN_LAUNCH(BiasAddKernel, Blocks(size), kThreads, b.s.get(), params + l.bias, size, l.out);
       const float* alpha = HasAlpha(l.act) ? params + l.alpha : nullptr;
       if (l.act == Act::kNone) {
         DIN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(b.y.get(), b.s.get(), size * sizeof(float),
                                                  cudaMemcpyDeviceToDevice, stream_));
       } else if (l.act != Act::kDice) {
-        PointwiseForwardKernel<<<Blocks(size), kThreads, 0, stream_>>>(l.act, b.s.get(), alpha,
-                                                                       size, l.out, b.y.get());
+        DIN_LAUNCH(PointwiseForwardKernel, Blocks(size), kThreads, l.act, b.s.get(), alpha, size,
+                   l.out, b.y.get());
       } else {
         DIN_RETURN_IF_ERROR(b.p.Reserve(size));
         DIN_RETURN_IF_ERROR(b.mean.Reserve(l.out));
@@ -603,20 +840,19 @@ class CudaBackend final : public ModelBackend {
         float* rvar = rmean + l.out;
         const float eps = layout_.dice_epsilon();
         if (mode == Mode::kTrain) {
-          DIN_RETURN_IF_ERROR(stats_.Reserve(2 * static_cast<size_t>(l.out)));
+          DIN_RETURN_IF_ERROR(stats_.Reserve(static_cast<size_t>(l.out)));
           DIN_RETURN_IF_ERROR(ColumnSums<1>(n, l.out, ValueF{b.s.get(), l.out}, stats_.get()));
-          DIN_RETURN_IF_ERROR(
-              ColumnSums<1>(n, l.out, SquaredDeviationF{b.s.get(), stats_.get(), 1.0f / n, l.out},
-                            stats_.get() + l.out));
-          DiceTrainStatsKernel<<<Blocks(l.out), kThreads, 0, stream_>>>(
-              stats_.get(), n, l.out, layout_.dice_momentum(), eps, rmean, rvar, b.mean.get(),
-              b.inv_std.get());
+          DIN_LAUNCH(DiceMeanKernel, Blocks(l.out), kThreads, stats_.get(), n, l.out, b.mean.get());
+          DIN_RETURN_IF_ERROR(ColumnSums<1>(
+              n, l.out, SquaredDeviationF{b.s.get(), b.mean.get(), l.out}, stats_.get()));
+          DIN_LAUNCH(DiceTrainStatsKernel, Blocks(l.out), kThreads, stats_.get(), n, l.out,
+                     layout_.dice_momentum(), eps, rmean, rvar, b.mean.get(), b.inv_std.get());
         } else {
-          DiceEvalStatsKernel<<<Blocks(l.out), kThreads, 0, stream_>>>(
-              rmean, rvar, l.out, eps, b.mean.get(), b.inv_std.get());
+          DIN_LAUNCH(DiceEvalStatsKernel, Blocks(l.out), kThreads, rmean, rvar, l.out, eps,
+                     b.mean.get(), b.inv_std.get());
         }
-        DiceForwardKernel<<<Blocks(size), kThreads, 0, stream_>>>(
-            b.s.get(), b.mean.get(), b.inv_std.get(), alpha, size, l.out, b.p.get(), b.y.get());
+        DIN_LAUNCH(DiceForwardKernel, Blocks(size), kThreads, b.s.get(), b.mean.get(),
+                   b.inv_std.get(), alpha, size, l.out, b.p.get(), b.y.get());
       }
     }
     DIN_CUDA_RETURN_IF_ERROR(cudaGetLastError());
@@ -655,9 +891,9 @@ class CudaBackend final : public ModelBackend {
                                                  sizeof(float) * l.out, cudaMemcpyDeviceToDevice,
                                                  stream_));
         if (size > 0)
-          DiceBatchNormBackwardKernel<<<Blocks(size), kThreads, 0, stream_>>>(
-              cur, dxhat_.get(), b.s.get(), b.mean.get(), b.inv_std.get(), stats_.get(),
-              mlp.mode == Mode::kTrain, n, l.out);
+          DIN_LAUNCH(DiceBatchNormBackwardKernel, Blocks(size), kThreads, cur, dxhat_.get(),
+                     b.s.get(), b.mean.get(), b.inv_std.get(), stats_.get(),
+                     mlp.mode == Mode::kTrain, n, l.out);
       } else if (l.act != Act::kNone) {
         DIN_RETURN_IF_ERROR(stats_.Reserve(l.out));
         DIN_RETURN_IF_ERROR(ColumnSums<1>(
@@ -703,41 +939,41 @@ class CudaBackend final : public ModelBackend {
       const int d = layout_.field_dims().candidate[f];
       const float* table = Table(input.candidate_fields[f].table);
       if (B > 0)
-        GatherRowsKernel<<<Blocks(static_cast<size_t>(B) * d), kThreads, 0, stream_>>>(
-            table, Idx(at_cand_rows_[i]), B, d, va_.get(), D, col);
+        DIN_LAUNCH(GatherRowsKernel, Blocks(static_cast<size_t>(B) * d), kThreads, table,
+                   Idx(at_cand_rows_[i]), B, d, va_.get(), D, col);
       if (N > 0)
-        GatherRowsKernel<<<Blocks(static_cast<size_t>(N) * d), kThreads, 0, stream_>>>(
-            table, Idx(at_hist_rows_[i]), N, d, e_.get(), D, col);
+        DIN_LAUNCH(GatherRowsKernel, Blocks(static_cast<size_t>(N) * d), kThreads, table,
+                   Idx(at_hist_rows_[i]), N, d, e_.get(), D, col);
     }
     const int32_t* hist_offsets = IdxI(at_hist_offsets_);
     const int32_t* pos_sample = IdxI(at_pos_sample_);
     if (layout_.pooling() == Pooling::kAttention) {
       if (N > 0) {
         DIN_RETURN_IF_ERROR(xatt_.Reserve(static_cast<size_t>(N) * 4 * D));
-        AttentionInputKernel<<<Blocks(static_cast<size_t>(N) * D), kThreads, 0, stream_>>>(
-            va_.get(), e_.get(), pos_sample, N, D, xatt_.get());
+        DIN_LAUNCH(AttentionInputKernel, Blocks(static_cast<size_t>(N) * D), kThreads, va_.get(),
+                   e_.get(), pos_sample, N, D, xatt_.get());
         DIN_RETURN_IF_ERROR(MlpForward(att_, layout_.attention(), mode, xatt_.get(), N));
         DIN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(w_.get(), att_.layers.back().y.get(),
                                                  sizeof(float) * N, cudaMemcpyDeviceToDevice,
                                                  stream_));
         if (layout_.softmax() && B > 0)
-          SegmentSoftmaxKernel<<<Blocks(B), kThreads, 0, stream_>>>(w_.get(), hist_offsets, B);
+          DIN_LAUNCH(SegmentSoftmaxKernel, Blocks(B), kThreads, w_.get(), hist_offsets, B);
       }
     } else if (B > 0) {
-      FixedWeightsKernel<<<Blocks(B), kThreads, 0, stream_>>>(w_.get(), hist_offsets, B,
-                                                              layout_.pooling() == Pooling::kMean);
+      DIN_LAUNCH(FixedWeightsKernel, Blocks(B), kThreads, w_.get(), hist_offsets, B,
+                 layout_.pooling() == Pooling::kMean);
     }
     if (B > 0) {
-      PoolKernel<<<Blocks(static_cast<size_t>(B) * D), kThreads, 0, stream_>>>(
-          w_.get(), e_.get(), hist_offsets, B, D, u_.get());
+      DIN_LAUNCH(PoolKernel, Blocks(static_cast<size_t>(B) * D), kThreads, w_.get(), e_.get(),
+                 hist_offsets, B, D, u_.get());
       for (size_t s = 0; s < layout_.segments().size(); ++s) {
         const TopSegment& seg = layout_.segments()[s];
-        SumPoolRowsKernel<<<Blocks(static_cast<size_t>(B) * seg.dim), kThreads, 0, stream_>>>(
-            Table(Field(input, seg).table), Idx(at_seg_offsets_[s]), Idx(at_seg_rows_[s]), B,
-            seg.dim, z_.get(), top_in, seg.col);
+        DIN_LAUNCH(SumPoolRowsKernel, Blocks(static_cast<size_t>(B) * seg.dim), kThreads,
+                   Table(Field(input, seg).table), Idx(at_seg_offsets_[s]), Idx(at_seg_rows_[s]), B,
+                   seg.dim, z_.get(), top_in, seg.col);
       }
-      InterestColumnsKernel<<<Blocks(static_cast<size_t>(B) * D), kThreads, 0, stream_>>>(
-          u_.get(), va_.get(), B, D, z_.get(), top_in, layout_.u_col());
+      DIN_LAUNCH(InterestColumnsKernel, Blocks(static_cast<size_t>(B) * D), kThreads, u_.get(),
+                 va_.get(), B, D, z_.get(), top_in, layout_.u_col());
     }
     DIN_RETURN_IF_ERROR(MlpForward(top_, layout_.top(), mode, z_.get(), B));
     DIN_CUDA_RETURN_IF_ERROR(cudaGetLastError());
@@ -762,75 +998,72 @@ class CudaBackend final : public ModelBackend {
     DIN_RETURN_IF_ERROR(du_.Reserve(static_cast<size_t>(B) * D));
     DIN_RETURN_IF_ERROR(dva_.Reserve(static_cast<size_t>(B) * D));
     DIN_RETURN_IF_ERROR(de_.Reserve(std::max<size_t>(1, static_cast<size_t>(N) * D)));
-    LossKernel<<<1, kThreads, 0, stream_>>>(top_.layers.back().y.get(), labels_d_.get(), B,
-                                            dlogit_.get(), loss_d_.get());
+    DIN_LAUNCH_SYNC(LossKernel, 1, kThreads, top_.layers.back().y.get(), labels_d_.get(), B,
+                    dlogit_.get(), loss_d_.get());
     DIN_RETURN_IF_ERROR(MlpBackward(top_, layout_.top(), z_.get(), B, dlogit_.get(), dz_.get()));
-    for (size_t s = 0; s < layout_.segments().size(); ++s) {
+    for (size_t s = 0; s < layout_.segments().size() && !deterministic_; ++s) {
       const TopSegment& seg = layout_.segments()[s];
-      ScatterPooledKernel<<<Blocks(static_cast<size_t>(B) * seg.dim), kThreads, 0, stream_>>>(
-          dz_.get(), top_in, seg.col, Idx(at_seg_offsets_[s]), Idx(at_seg_rows_[s]), B, seg.dim,
-          TableGrad(Field(input, seg).table));
+      DIN_LAUNCH(ScatterPooledKernel, Blocks(static_cast<size_t>(B) * seg.dim), kThreads, dz_.get(),
+                 top_in, seg.col, Idx(at_seg_offsets_[s]), Idx(at_seg_rows_[s]), B, seg.dim,
+                 TableGrad(Field(input, seg).table));
     }
-    InterestBackwardKernel<<<Blocks(static_cast<size_t>(B) * D), kThreads, 0, stream_>>>(
-        dz_.get(), top_in, uc, u_.get(), va_.get(), B, D, du_.get(), dva_.get());
+    DIN_LAUNCH(InterestBackwardKernel, Blocks(static_cast<size_t>(B) * D), kThreads, dz_.get(),
+               top_in, uc, u_.get(), va_.get(), B, D, du_.get(), dva_.get());
     const int32_t* hist_offsets = IdxI(at_hist_offsets_);
     const int32_t* pos_sample = IdxI(at_pos_sample_);
     if (N > 0) {
-      PoolBackwardKernel<<<Blocks(static_cast<size_t>(N) * D), kThreads, 0, stream_>>>(
-          w_.get(), du_.get(), pos_sample, N, D, de_.get());
+      DIN_LAUNCH(PoolBackwardKernel, Blocks(static_cast<size_t>(N) * D), kThreads, w_.get(),
+                 du_.get(), pos_sample, N, D, de_.get());
       if (layout_.pooling() == Pooling::kAttention) {
         DIN_RETURN_IF_ERROR(dw_.Reserve(N));
         DIN_RETURN_IF_ERROR(dxatt_.Reserve(static_cast<size_t>(N) * 4 * D));
-        WeightGradKernel<<<Blocks(N), kThreads, 0, stream_>>>(du_.get(), e_.get(), pos_sample, N, D,
-                                                              dw_.get());
+        DIN_LAUNCH(WeightGradKernel, Blocks(N), kThreads, du_.get(), e_.get(), pos_sample, N, D,
+                   dw_.get());
         if (layout_.softmax())
-          SoftmaxBackwardKernel<<<Blocks(B), kThreads, 0, stream_>>>(w_.get(), dw_.get(),
-                                                                     hist_offsets, B);
+          DIN_LAUNCH(SoftmaxBackwardKernel, Blocks(B), kThreads, w_.get(), dw_.get(), hist_offsets,
+                     B);
         DIN_RETURN_IF_ERROR(
             MlpBackward(att_, layout_.attention(), xatt_.get(), N, dw_.get(), dxatt_.get()));
-        AttentionInputBackwardEKernel<<<Blocks(static_cast<size_t>(N) * D), kThreads, 0, stream_>>>(
-            dxatt_.get(), va_.get(), e_.get(), pos_sample, N, D, de_.get());
-        AttentionInputBackwardVaKernel<<<Blocks(static_cast<size_t>(B) * D), kThreads, 0,
-                                         stream_>>>(dxatt_.get(), va_.get(), e_.get(), hist_offsets,
-                                                    B, D, dva_.get());
+        DIN_LAUNCH(AttentionInputBackwardEKernel, Blocks(static_cast<size_t>(N) * D), kThreads,
+                   dxatt_.get(), va_.get(), e_.get(), pos_sample, N, D, de_.get());
+        DIN_LAUNCH(AttentionInputBackwardVaKernel, Blocks(static_cast<size_t>(B) * D), kThreads,
+                   dxatt_.get(), va_.get(), e_.get(), hist_offsets, B, D, dva_.get());
       }
     }
-    for (size_t i = 0; i < layout_.item_fields().size(); ++i) {
+    for (const ScatterIndex& ix : deterministic_ ? scatter_ : std::vector<ScatterIndex>{})
+      DIN_LAUNCH(OrderedScatterKernel, Blocks(static_cast<size_t>(ix.n_rows) * ix.d), kThreads,
+                 Idx(ix.at_rows), Idx(ix.at_offsets), codes_d_.get(), ix.n_rows, ix.d, dva_.get(),
+                 de_.get(), dz_.get(), TableGrad(ix.table));
+    for (size_t i = 0; i < layout_.item_fields().size() && !deterministic_; ++i) {
       const int f = layout_.item_fields()[i], col = layout_.item_cols()[i];
       const int d = layout_.field_dims().candidate[f];
       float* tg = TableGrad(input.candidate_fields[f].table);
-      ScatterRowsKernel<<<Blocks(static_cast<size_t>(B) * d), kThreads, 0, stream_>>>(
-          dva_.get(), D, col, Idx(at_cand_rows_[i]), B, d, tg);
+      DIN_LAUNCH(ScatterRowsKernel, Blocks(static_cast<size_t>(B) * d), kThreads, dva_.get(), D,
+                 col, Idx(at_cand_rows_[i]), B, d, tg);
       if (N > 0)
-        ScatterRowsKernel<<<Blocks(static_cast<size_t>(N) * d), kThreads, 0, stream_>>>(
-            de_.get(), D, col, Idx(at_hist_rows_[i]), N, d, tg);
+        DIN_LAUNCH(ScatterRowsKernel, Blocks(static_cast<size_t>(N) * d), kThreads, de_.get(), D,
+                   col, Idx(at_hist_rows_[i]), N, d, tg);
     }
     DIN_CUDA_RETURN_IF_ERROR(cudaGetLastError());
     return Status::Ok();
   }
 
-  Status Download(const ModelInput& input, bool train, float* loss) {
+  // Results to host memory (empty host arrays, e.g. no Dice layer, copy nothing).
+  Status DownloadResults(const ModelInput& input, bool train, float* loss) {
     const int B = static_cast<int>(input.batch_size);
-    if (B > 0)
-      DIN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(logits_.data(), top_.layers.back().y.get(),
-                                               sizeof(float) * B, cudaMemcpyDeviceToHost, stream_));
+    DIN_RETURN_IF_ERROR(
+        StageDownload(logits_.data(), top_.layers.back().y.get(), sizeof(float) * B));
     if (train) {
-      DIN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(grads_.data(), grads_d_.get(),
-                                               sizeof(float) * grads_.size(),
-                                               cudaMemcpyDeviceToHost, stream_));
-      DIN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(running_.data(), running_d_.get(),
-                                               sizeof(float) * running_.size(),
-                                               cudaMemcpyDeviceToHost, stream_));
+      DIN_RETURN_IF_ERROR(
+          StageDownload(grads_.data(), grads_d_.get(), sizeof(float) * grads_.size()));
+      DIN_RETURN_IF_ERROR(
+          StageDownload(running_.data(), running_d_.get(), sizeof(float) * running_.size()));
       for (size_t t = 0; t < input.tables.size(); ++t)
-        if (!table_grads_[t].empty())
-          DIN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(table_grads_[t].data(), TableGrad(t),
-                                                   sizeof(float) * table_grads_[t].size(),
-                                                   cudaMemcpyDeviceToHost, stream_));
-      DIN_CUDA_RETURN_IF_ERROR(
-          cudaMemcpyAsync(loss, loss_d_.get(), sizeof(float), cudaMemcpyDeviceToHost, stream_));
+        DIN_RETURN_IF_ERROR(StageDownload(table_grads_[t].data(), TableGrad(t),
+                                          sizeof(float) * table_grads_[t].size()));
+      DIN_RETURN_IF_ERROR(StageDownload(loss, loss_d_.get(), sizeof(float)));
     }
-    DIN_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
-    return Status::Ok();
+    return FinishDownloads();
   }
 
   const int device_;
@@ -839,6 +1072,24 @@ class CudaBackend final : public ModelBackend {
   DeviceBuffer<float> params_d_, grads_d_, running_d_, tables_d_, table_grads_d_, labels_d_;
   DeviceBuffer<uint32_t> idx_d_;
   std::vector<uint32_t> idx_host_;
+  PinnedStaging staging_up_, staging_down_;
+  struct PendingDownload {
+    void* dst;
+    const char* region;
+    size_t bytes;
+  };
+  std::vector<PendingDownload> pending_;
+  // Deterministic scatter: per table its unique rows, their contributions' offsets (both
+  // in idx_host_) and the contributions' codes.
+  bool deterministic_ = true;
+  struct ScatterIndex {
+    int table = 0, d = 0, n_rows = 0;
+    size_t at_rows = 0, at_offsets = 0;
+  };
+  std::vector<ScatterIndex> scatter_;
+  std::vector<uint64_t> codes_host_;
+  std::vector<std::pair<uint32_t, uint64_t>> contrib_;
+  DeviceBuffer<uint64_t> codes_d_;
   std::vector<size_t> table_offsets_;
   size_t at_hist_offsets_ = 0, at_pos_sample_ = 0;
   std::vector<size_t> at_hist_rows_, at_cand_rows_, at_seg_offsets_, at_seg_rows_;
