@@ -52,9 +52,9 @@ struct TrainSummary {
   double prepass_seconds = 0;
   uint64_t prepass_flushes = 0;    // worker 0's count map emptied to the servers this often
   uint64_t prepass_map_bytes = 0;  // worker 0's count map
-  double train_seconds = 0;     // the training steps, without PREPASS and evaluations
-  double eval_seconds = 0;      // all evaluations
-  double final_train_loss = 0;  // mean loss over the last epoch's samples
+  double train_seconds = 0;        // the training steps, without PREPASS and evaluations
+  double eval_seconds = 0;         // all evaluations
+  double final_train_loss = 0;     // mean loss over the last epoch's samples
   bool has_test = false;
   EvalMetrics test;
   // Latencies seen by worker 0, from sending a request to seeing its reply.

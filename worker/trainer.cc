@@ -167,8 +167,8 @@ Status Trainer::Prepass() {
     return client_->Wait(h);
   };
   DIN_ASSIGN_OR_RETURN(CountStats counts,
-                       CountIds(cfg_.data(), cfg_.data().train_path(), coll_->rank(),
-                                coll_->size(), tcfg_.prepass_memory_bytes(), kCountChunk, sink));
+                       CountIds(cfg_.data(), cfg_.data().train_path(), coll_->rank(), coll_->size(),
+                                tcfg_.prepass_memory_bytes(), kCountChunk, sink));
   summary_.prepass_flushes = counts.flushes;
   summary_.prepass_map_bytes = counts.map_bytes;
   double totals[2] = {static_cast<double>(counts.samples), static_cast<double>(counts.bad_lines)};

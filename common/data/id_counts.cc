@@ -90,8 +90,8 @@ Result<CountStats> CountIds(const config::DataConfig& cfg, const std::string& pa
   auto table_of = [&](const std::vector<FieldSpec>& fields) {
     std::vector<uint32_t> t;
     for (const auto& f : fields)
-      t.push_back(static_cast<uint32_t>(
-          std::find(out.tables.begin(), out.tables.end(), f.table) - out.tables.begin()));
+      t.push_back(static_cast<uint32_t>(std::find(out.tables.begin(), out.tables.end(), f.table) -
+                                        out.tables.begin()));
     return t;
   };
   const std::vector<uint32_t> user_t = table_of(schema.users()),
