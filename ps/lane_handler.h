@@ -114,9 +114,13 @@ class LaneHandler {
   // (lane_handler_dump_load.cc, as is Load).
   void Dump(const wire::DumpRequest& req, wire::ReplyHeader* rh);
   // Inserts the rows of a checkpoint (written with any number of servers and shards)
-  // that belong to this lane's shards under the current config; every file is verified
-  // against the MANIFEST first, so a refused checkpoint loads nothing. A failure becomes
-  // an INVALID_REQUEST (bad checkpoint) or INTERNAL reply naming the file.
+  // that belong to this lane's shards under the current config. With the checkpoint's
+  // shard count only the parts of this lane's shards are read; with another, every part
+  // of the table once, its rows filtered by ShardOf. The parts are streamed (bounded
+  // memory) and verified against the MANIFEST's sizes (before any row is inserted) and
+  // XXH64 (while streaming; the resuming worker verified every file beforehand, so a
+  // refused checkpoint normally loads nothing). A failure becomes an INVALID_REQUEST
+  // (bad checkpoint) or INTERNAL reply naming the file.
   void Load(const wire::LoadRequest& req, wire::ReplyHeader* rh);
 
   const std::vector<TableSpec>& tables_;

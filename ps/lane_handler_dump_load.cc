@@ -1,7 +1,9 @@
 // LaneHandler's DUMP and LOAD ops: writing the lane's shards as dump parts and inserting
 // the rows of a checkpoint (ps/dump_writer.h), each answered in the reply header.
 #include <algorithm>
+#include <filesystem>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "common/dump_format.h"
@@ -89,27 +91,67 @@ void LaneHandler::Load(const wire::LoadRequest& req, wire::ReplyHeader* rh) {
                                   " state floats; the config has dim " + std::to_string(spec.dim) +
                                   ", optimizer " + spec.optimizer->Name() + " with " +
                                   std::to_string(state_floats)));
-    for (const ManifestPart& part : mt->parts) {
-      for (const ManifestFile& f : part.files) {
-        Result<std::string> data = ReadVerifiedFile(req.dir(), f);
-        if (!data.ok()) return fail(StatusCode::kInvalidArgument, data.status());
-      }
-    }
     sources[t] = mt;
   }
-  uint64_t loaded = 0;
+  // The parts this lane reads: with the checkpoint's shard count, a part holds exactly
+  // the rows of its shard, so only the parts of the lane's own shards; with another
+  // count, every part once (its rows are filtered by ShardOf). Their files must be there
+  // with the MANIFEST's sizes before any row is inserted; the contents are verified
+  // while they stream (LoadCheckpointPart).
+  std::vector<std::vector<const ManifestPart*>> reads(tables_.size());
+  std::vector<std::vector<ShardStore*>> stores(tables_.size());
   for (size_t t = 0; t < tables_.size(); ++t) {
-    std::vector<ShardStore*> stores(shards_[t].size());
     bool any = false;
-    for (size_t s = 0; s < stores.size(); ++s) {
-      stores[s] = shards_[t][s].get();
-      any = any || stores[s] != nullptr;
+    stores[t].resize(shards_[t].size());
+    for (size_t s = 0; s < stores[t].size(); ++s) {
+      stores[t][s] = shards_[t][s].get();
+      any = any || stores[t][s] != nullptr;
     }
     if (!any) continue;
+    const bool same_shards = sources[t]->shards == stores[t].size();
     for (const ManifestPart& part : sources[t]->parts) {
-      Result<uint64_t> rows = LoadCheckpointPart(req.dir(), *sources[t], part, stores);
-      if (!rows.ok())
-        return fail(StatusCode::kInternal, rows.status().WithContext("table " + tables_[t].name));
+      if (same_shards && (part.shard >= stores[t].size() || stores[t][part.shard] == nullptr))
+        continue;
+      for (const ManifestFile& f : part.files) {
+        std::error_code ec;
+        const std::string path = req.dir() + "/" + f.name;
+        const uintmax_t bytes = std::filesystem::file_size(path, ec);
+        if (ec)
+          return fail(StatusCode::kInvalidArgument,
+                      Status::IoError("cannot stat " + path + ": " + ec.message()));
+        if (bytes != f.bytes)
+          return fail(
+              StatusCode::kInvalidArgument,
+              Status::InvalidArgument(path + ": " + std::to_string(bytes) +
+                                      " bytes, the MANIFEST says " + std::to_string(f.bytes)));
+      }
+      reads[t].push_back(&part);
+    }
+  }
+  // A LOAD goes into empty shards (a resume); should a file turn out bad while it streams,
+  // the shards are made empty again, so that a refused checkpoint loads nothing.
+  bool empty = true;
+  for (const auto& table : stores)
+    for (const ShardStore* store : table) empty = empty && (store == nullptr || store->size() == 0);
+  uint64_t loaded = 0;
+  for (size_t t = 0; t < tables_.size(); ++t) {
+    for (const ManifestPart* part : reads[t]) {
+      Result<uint64_t> rows = LoadCheckpointPart(req.dir(), *sources[t], *part, stores[t]);
+      if (!rows.ok()) {
+        if (empty) {
+          for (size_t u = 0; u < tables_.size(); ++u)
+            for (auto& store : shards_[u])
+              if (store != nullptr)
+                store = std::make_unique<ShardStore>(
+                    tables_[u].dim, tables_[u].optimizer->StateFloats(tables_[u].dim),
+                    tables_[u].expected_rows, tables_[u].max_rows);
+        }
+        return fail(
+            StatusCode::kInternal,
+            rows.status()
+                .WithContext("table " + tables_[t].name)
+                .WithContext(empty ? "nothing loaded" : "rows loaded before this error remain"));
+      }
       loaded += *rows;
     }
   }
