@@ -8,6 +8,7 @@
 // request at a time; tests and fuzzers call Handle() directly.
 #pragma once
 
+#include <atomic>
 #include <compare>
 #include <memory>
 #include <span>
@@ -42,12 +43,21 @@ struct TableSpec {
   RowInitializer initializer;
 };
 
+// A server's table memory budget (ps.memory_limit_bytes), shared by its lanes: `used` is
+// the sum of the lanes' ShardStore::MemoryBytes() (index slots and rows), which each lane
+// brings up to date after every request that may create rows.
+struct MemoryBudget {
+  uint64_t limit = 0;  // 0: no budget
+  std::atomic<int64_t> used{0};
+};
+
 // The shards of one lane and the request logic over them. Handle() is the unit the
 // malformed-message tests drive directly, without sockets.
 class LaneHandler {
  public:
+  // `budget` (may be null: no budget) outlives the handler.
   LaneHandler(const std::vector<TableSpec>& tables, const Placement& placement, int server,
-              int lane, uint64_t max_request_keys);
+              int lane, uint64_t max_request_keys, MemoryBudget* budget = nullptr);
   LaneHandler(const LaneHandler&) = delete;
   LaneHandler& operator=(const LaneHandler&) = delete;
 
@@ -107,6 +117,17 @@ class LaneHandler {
   // The row of `key`, created and initialised when absent; kNoRow when the shard is full
   // (under SKIP_NEW the key is counted as skipped, otherwise *status tells why).
   uint32_t Materialize(int table, uint32_t shard, ShardStore* store, uint64_t key, Status* status);
+  // The server's memory budget: a request whose new rows (and the index growth they
+  // cause) would take the server's table memory past it is refused with an error naming
+  // the table and the server when a `when_full: FAIL` table gets new rows; new rows of
+  // SKIP_NEW tables get none for this request (budget_skip_). Cheap unless the request
+  // could reach the budget (its key count times the largest row cost).
+  Status CheckBudget(const Segments& segs, std::span<const uint64_t> keys);
+  // Memory one more row of table t takes: its arena bytes plus index slots at the load
+  // factor.
+  uint64_t RowCost(int table) const;
+  // Brings budget_->used up to date with this lane's shards.
+  void PublishMemory();
   // The FAIL policy's error for a request that would add `adding` rows to the shard.
   Status CapError(int table, uint32_t shard, uint64_t adding) const;
   // Writes every shard of this lane as dump parts (ps/dump_writer.h) and lists them in
@@ -128,6 +149,9 @@ class LaneHandler {
   const int server_;
   const int lane_;
   const uint64_t max_request_keys_;
+  MemoryBudget* const budget_;
+  int64_t published_bytes_ = 0;  // this lane's part of budget_->used
+  bool budget_skip_ = false;     // this request: SKIP_NEW tables create no row (budget)
   std::vector<std::vector<std::unique_ptr<ShardStore>>> shards_;  // [table][shard]
   // SKIP_NEW: keys refused a row, per [table][shard]; and whether the table's first full
   // shard of this lane was logged.

@@ -128,6 +128,35 @@ void LaneHandler::Load(const wire::LoadRequest& req, wire::ReplyHeader* rh) {
       reads[t].push_back(&part);
     }
   }
+  // The rows must fit the server's memory budget (with another shard count, this lane's
+  // share of each part is estimated from the shards it serves).
+  if (budget_ != nullptr && budget_->limit > 0) {
+    int64_t need = 0, worst = 0;
+    size_t worst_table = 0;
+    for (size_t t = 0; t < tables_.size(); ++t) {
+      uint64_t owned = 0;
+      for (const ShardStore* store : stores[t]) owned += store != nullptr;
+      const bool same_shards = sources[t]->shards == stores[t].size();
+      uint64_t rows = 0;
+      for (const ManifestPart* part : reads[t])
+        rows += same_shards ? part->rows : part->rows * owned / stores[t].size();
+      const int64_t bytes = static_cast<int64_t>(rows * RowCost(static_cast<int>(t)));
+      need += bytes;
+      if (bytes > worst) {
+        worst = bytes;
+        worst_table = t;
+      }
+    }
+    const int64_t used = budget_->used.load(std::memory_order_relaxed);
+    if (used + need > static_cast<int64_t>(budget_->limit))
+      return fail(StatusCode::kResourceExhausted,
+                  Status::ResourceExhausted(
+                      "the checkpoint's rows for this lane need about " + std::to_string(need) +
+                      " bytes (table " + tables_[worst_table].name + " the most, " +
+                      std::to_string(worst) + "), the server's tables hold " +
+                      std::to_string(used) + " and its memory budget ps.memory_limit_bytes is " +
+                      std::to_string(budget_->limit) + " bytes; add servers or raise the budget"));
+  }
   // A LOAD goes into empty shards (a resume); should a file turn out bad while it streams,
   // the shards are made empty again, so that a refused checkpoint loads nothing.
   bool empty = true;

@@ -10,6 +10,7 @@
 #include "common/hash.h"
 #include "common/net/wire.h"
 #include "ps/lane_handler.h"
+#include "ps/server.h"
 #include "tests/testing/config.h"
 #include "tests/testing/files.h"
 #include "tests/testing/temp_dir.h"
@@ -556,6 +557,94 @@ TEST_F(CapTest, SkipNewAdmitsUpToTheCapAndDropsTheRest) {
     EXPECT_EQ(st.skipped_keys(), st.table() == kS ? 9u : 0u);
     EXPECT_EQ(st.rows(), st.table() == kU ? 4u : st.table() == kS ? 5u : 0u);
   }
+}
+
+// ---- ps.memory_limit_bytes ----------------------------------------------------------
+
+// One lane, two one-shard tables without row caps: "f" (when_full: FAIL) and "s"
+// (SKIP_NEW), under a server memory budget of 200 kB.
+TEST(MemoryBudgetTest, RefusesOrSkipsPastTheBudgetAndNeverExceedsIt) {
+  const auto cfg = test::MustParse(R"pb(
+    tables { name: "f" dim: 2 }
+    tables { name: "s" dim: 2 when_full: SKIP_NEW }
+  )pb");
+  Placement placement(cfg, {1});
+  std::vector<TableSpec> tables;
+  for (const auto& t : cfg.tables()) tables.emplace_back(t);
+  MemoryBudget budget;
+  budget.limit = 200000;
+  LaneHandler lane(tables, placement, 0, 0, 100000, &budget);
+  auto push_counts = [&](uint32_t table, uint64_t first, uint64_t n) {
+    wire::RequestHeader h;
+    h.set_version(wire::CURRENT_VERSION);
+    h.set_op(wire::PUSH_COUNTS);
+    wire::Segment* seg = h.add_segments();
+    seg->set_table(table);
+    seg->set_shard(0);
+    seg->set_count(n);
+    std::vector<uint64_t> keys(n);
+    for (uint64_t i = 0; i < n; ++i) keys[i] = first + i;
+    std::vector<zmq::message_t> frames;
+    frames.push_back(EncodeFrame(h));
+    frames.push_back(ArrayFrame<uint64_t>(keys));
+    frames.push_back(ArrayFrame<uint32_t>(std::vector<uint32_t>(n, 1)));
+    std::vector<zmq::message_t> reply = lane.Handle(frames);
+    wire::ReplyHeader rh;
+    EXPECT_TRUE(DecodeFrame(reply[0], &rh));
+    return rh;
+  };
+  // FAIL: requests of 500 new rows until one is refused, whole.
+  ShardStore* f = lane.store(0, 0);
+  bool refused = false;
+  for (uint64_t first = 1; first < 100000 && !refused; first += 500) {
+    const uint64_t before = f->size();
+    wire::ReplyHeader rh = push_counts(0, first, 500);
+    EXPECT_LE(budget.used.load(), 200000);
+    if (rh.code() == wire::OK) continue;
+    refused = true;
+    EXPECT_EQ(rh.code(), wire::RESOURCE_EXHAUSTED);
+    for (const char* needle : {"table f on server 0", "ps.memory_limit_bytes = 200000",
+                               "would add 500 new rows", "when_full: FAIL"})
+      EXPECT_NE(rh.error().find(needle), std::string::npos) << needle << ": " << rh.error();
+    EXPECT_EQ(f->size(), before) << "a refused request created rows";
+  }
+  ASSERT_TRUE(refused);
+  EXPECT_GT(f->size(), 1000u);
+  EXPECT_EQ(budget.used.load(),
+            static_cast<int64_t>(f->MemoryBytes() + lane.store(1, 0)->MemoryBytes()));
+  // Known rows still take counts.
+  EXPECT_EQ(push_counts(0, 1, 500).code(), wire::OK);
+
+  // SKIP_NEW: never refused; its new IDs get no row once the budget is reached.
+  ShardStore* s = lane.store(1, 0);
+  for (uint64_t first = 1; first < 20000; first += 500) {
+    EXPECT_EQ(push_counts(1, first, 500).code(), wire::OK);
+    EXPECT_LE(budget.used.load(), 200000);
+  }
+  EXPECT_LT(s->size(), 19500u);
+  wire::RequestHeader h;
+  h.set_version(wire::CURRENT_VERSION);
+  h.set_op(wire::STATS);
+  std::vector<zmq::message_t> frames;
+  frames.push_back(EncodeFrame(h));
+  std::vector<zmq::message_t> reply = lane.Handle(frames);
+  wire::ReplyHeader rh;
+  ASSERT_TRUE(DecodeFrame(reply[0], &rh));
+  uint64_t skipped = 0;
+  for (const auto& st : rh.stats()) skipped += st.skipped_keys();
+  EXPECT_GT(skipped, 0u);
+  EXPECT_EQ(skipped + s->size(), 20000u);  // keys 1..20000, each sent once
+}
+
+TEST(MemoryBudgetTest, DefaultSharesTheHostsAvailableMemory) {
+  EXPECT_EQ(MemAvailableBytes("MemTotal:  100 kB\nMemAvailable:    2048 kB\nCached: 1 kB\n"),
+            2048u * 1024);
+  EXPECT_EQ(MemAvailableBytes("MemTotal: 100 kB\n"), 0u);
+  config::PsConfig ps;
+  // Two servers and two workers on a host with 40 GB available: 9 GB each.
+  EXPECT_EQ(MemoryBudgetBytes(ps, 40000000000ull, 4), 9000000000ull);
+  ps.set_memory_limit_bytes(12345);
+  EXPECT_EQ(MemoryBudgetBytes(ps, 40000000000ull, 4), 12345u);
 }
 
 }  // namespace
