@@ -27,6 +27,7 @@
 
 #include "common/config.h"
 #include "common/net/job_process.h"
+#include "common/placement.h"
 #include "worker/collective.h"
 #include "worker/ps_client.h"
 #include "worker/report.h"
@@ -106,11 +107,10 @@ Status Train(const config::TrainConfig& cfg, Cluster& cluster) {
   }
   if (cluster.role_rank() == 0) {
     DIN_ASSIGN_OR_RETURN(auto stats, client->Stats());
-    ServerFigures servers;
-    for (const auto& s : stats) {
-      servers.rows += s.rows();
-      servers.skipped_keys += s.skipped_keys();
-    }
+    const Placement placement(cfg, LaneCounts(cluster.servers()));
+    const ServerFigures servers = ServerFiguresOf(
+        stats, cfg, cluster.num_servers(),
+        [&](int t, uint32_t shard) { return placement.ServerOf(placement.GlobalShard(t, shard)); });
     const std::string line =
         SummaryJson(trainer->summary(), servers, cfg, cluster.num_workers(), cluster.num_servers(),
                     ReadBayesJson(cfg.data().test_path()));

@@ -51,6 +51,33 @@ uint64_t DenseChecksum(std::span<const float> params, std::span<const float> run
   return h;
 }
 
+// ,"shard_rows":{"TABLE":{"shards":N,"min":N,"max":N,"cv":X},...},"server_bytes":[N,...]
+static std::string BalanceJson(const ServerFigures& f) {
+  std::string j = ",\"shard_rows\":{";
+  for (size_t i = 0; i < f.balance.size(); ++i) {
+    const ShardBalance& b = f.balance[i];
+    if (i > 0) j += ',';
+    j += '"';
+    j += b.table;
+    j += "\":{\"shards\":";
+    j += std::to_string(b.shards);
+    j += ",\"min\":";
+    j += std::to_string(b.min);
+    j += ",\"max\":";
+    j += std::to_string(b.max);
+    j += ",\"cv\":";
+    j += Num(b.cv, "%.4f");
+    j += '}';
+  }
+  j += "},\"server_bytes\":[";
+  for (size_t i = 0; i < f.server_bytes.size(); ++i) {
+    if (i > 0) j += ',';
+    j += std::to_string(f.server_bytes[i]);
+  }
+  j += ']';
+  return j;
+}
+
 std::string SummaryJson(const TrainSummary& s, const ServerFigures& server_figures,
                         const config::TrainConfig& cfg, int workers, int servers,
                         const std::string& bayes_json) {
@@ -86,7 +113,7 @@ std::string SummaryJson(const TrainSummary& s, const ServerFigures& server_figur
        ",\"bad_lines\":" + std::to_string(s.bad_lines) +
        ",\"server_rows\":" + std::to_string(server_figures.rows) +
        ",\"skipped_keys\":" + std::to_string(server_figures.skipped_keys) +
-       ",\"checkpoints\":" + std::to_string(s.checkpoints) +
+       BalanceJson(server_figures) + ",\"checkpoints\":" + std::to_string(s.checkpoints) +
        ",\"checkpoint_seconds\":" + Num(s.checkpoint_seconds, "%.3f") +
        (s.last_checkpoint.empty() ? std::string()
                                   : ",\"last_checkpoint\":\"" + s.last_checkpoint + "\"") +
