@@ -8,8 +8,9 @@ add_custom_target(e2e DEPENDS din_ps din_worker din_gen)
 
 # scaleout: GAUC of 1 worker against W with the synchronous step, staleness 1 and the
 # asynchronous step (bench/scaleout.py); sweep: embedding optimizers, learning rates and
-# MBA lambda over several data sets (bench/sweep.py).
-foreach(script scaleout sweep)
+# MBA lambda over several data sets (bench/sweep.py); scale: a large-ID job phase by phase
+# (bench/scale.py).
+foreach(script scaleout sweep scale)
   set(din_script ${CMAKE_CURRENT_BINARY_DIR}/${script})
   file(WRITE ${din_script} "#!/usr/bin/env bash\nBUILD_DIR=${PROJECT_BINARY_DIR} exec python3 ${CMAKE_CURRENT_SOURCE_DIR}/${script}.py \"$@\"\n")
   file(CHMOD ${din_script} PERMISSIONS OWNER_READ OWNER_WRITE OWNER_EXECUTE GROUP_READ
