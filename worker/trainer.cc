@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <deque>
 #include <filesystem>
 #include <limits>
 #include <string>
@@ -159,16 +160,29 @@ Status Trainer::Prepass() {
       table_index.push_back(t);
     }
   }
+  // Up to kCountsInFlight requests are in flight (PushCounts copies its input), so the
+  // servers apply one while the next is sent; the servers add the counts of every flush,
+  // so the sums are the whole partition's counts.
+  constexpr size_t kCountsInFlight = 2;
+  std::deque<PsClient::Handle> in_flight;
   auto sink = [&](int k, std::span<const uint64_t> ids, std::span<const uint32_t> n) -> Status {
+    if (in_flight.size() >= kCountsInFlight) {
+      DIN_RETURN_IF_ERROR(client_->Wait(in_flight.front()));
+      in_flight.pop_front();
+    }
     CountSpec spec{table_index[k], ids, n};
     DIN_ASSIGN_OR_RETURN(auto h, client_->PushCounts({&spec, 1}));
-    // Waiting for each request keeps memory flat: the servers add the counts of every
-    // flush, so the sums are the whole partition's counts.
-    return client_->Wait(h);
+    in_flight.push_back(h);
+    return Status::Ok();
   };
-  DIN_ASSIGN_OR_RETURN(CountStats counts,
-                       CountIds(cfg_.data(), cfg_.data().train_path(), coll_->rank(), coll_->size(),
-                                tcfg_.prepass_memory_bytes(), kCountChunk, sink));
+  Result<CountStats> scanned =
+      CountIds(cfg_.data(), cfg_.data().train_path(), coll_->rank(), coll_->size(),
+               tcfg_.prepass_memory_bytes(), kCountChunk, sink);
+  for (PsClient::Handle h : in_flight) {
+    const Status st = client_->Wait(h);
+    if (scanned.ok() && !st.ok()) scanned = st;
+  }
+  DIN_ASSIGN_OR_RETURN(CountStats counts, std::move(scanned));
   summary_.prepass_flushes = counts.flushes;
   summary_.prepass_map_bytes = counts.map_bytes;
   double totals[2] = {static_cast<double>(counts.samples), static_cast<double>(counts.bad_lines)};
