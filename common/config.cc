@@ -140,8 +140,6 @@ Status ValidateTable(const std::string& where, config::TableConfig* table) {
     return Bad(where, "max_rows_per_shard must be at most " + std::to_string(kMaxRowsPerShard) +
                           " (the most one shard can hold), got " + std::to_string(cap) +
                           "; use more shards");
-  if (cap == 0 && table->has_when_full())
-    return Bad(where, "when_full is set but max_rows_per_shard is 0 (no cap), so it never applies");
   // A capacity hint above the cap would size the index for rows the shard may never hold.
   if (cap > 0 && table->expected_rows_per_shard() > cap)
     return Bad(where, "expected_rows_per_shard (" +

@@ -29,8 +29,8 @@ Result<config::TrainConfig> ReadConfigFile(const std::string& path);
 //   tables: at least one; each named, unique; dim in 1..kMaxDim; shards in 1..kMaxShards;
 //     optimizer absent (filled in: adagrad with its defaults) or of a kind with valid
 //     hyper-parameters (learning rates > 0, betas in [0, 1), epsilon > 0...);
-//     max_rows_per_shard <= kMaxRowsPerShard, when_full only with a cap, and
-//     expected_rows_per_shard not above the cap;
+//     max_rows_per_shard <= kMaxRowsPerShard, when_full (applies at the cap and at the server's
+//     memory budget), and expected_rows_per_shard not above the cap;
 //   data (when present): every field's table declared;
 //   model, trainer (checkpoint included), ps and security: values in range.
 Status ValidateConfig(config::TrainConfig* cfg);

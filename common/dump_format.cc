@@ -388,6 +388,29 @@ Result<std::string> ReadVerifiedFile(const std::string& dir, const ManifestFile&
   return data;
 }
 
+Status VerifyManifestFile(const std::string& dir, const ManifestFile& file) {
+  const std::string path = dir + "/" + file.name;
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) return Status::IoError("cannot open " + path + ": " + std::strerror(errno));
+  std::vector<char> buf(1 << 20);
+  Xxh64 h;
+  uint64_t total = 0;
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), f)) > 0) {
+    h.Update(buf.data(), n);
+    total += n;
+  }
+  const bool failed = std::ferror(f) != 0;
+  std::fclose(f);
+  if (failed) return Status::IoError("cannot read " + path);
+  if (total != file.bytes)
+    return Status::InvalidArgument(path + ": " + std::to_string(total) +
+                                   " bytes, the MANIFEST says " + std::to_string(file.bytes));
+  if (h.Digest() != file.xxh64)
+    return Status::InvalidArgument(path + ": checksum mismatch (XXH64 differs from the MANIFEST)");
+  return Status::Ok();
+}
+
 Result<Manifest> ReadCompleteManifest(const std::string& dir) {
   const std::string success = dir + "/" + kSuccessName;
   if (!std::filesystem::exists(success))

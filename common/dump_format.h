@@ -112,6 +112,9 @@ Result<Manifest> ParseManifest(const std::string& text, const std::string& origi
 // Reads dir/file.name whole and checks its size and XXH64 against the manifest's; the
 // error names the file.
 Result<std::string> ReadVerifiedFile(const std::string& dir, const ManifestFile& file);
+// Checks dir/file.name's size and XXH64 against the manifest's, reading 1 MiB at a time
+// (memory does not grow with the file); the error names the file.
+Status VerifyManifestFile(const std::string& dir, const ManifestFile& file);
 // The MANIFEST of a complete dump in `dir`: refuses a directory without _SUCCESS.
 Result<Manifest> ReadCompleteManifest(const std::string& dir);
 

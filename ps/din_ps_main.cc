@@ -3,6 +3,9 @@
 // Binds its lanes on ephemeral ports of ps.interface, publishes them through the MPI
 // rendezvous, serves until every worker has reached the final barrier, then exits 0.
 #include <csignal>
+#include <fstream>
+#include <iterator>
+#include <string>
 
 #include <gflags/gflags.h>
 #include <glog/logging.h>
@@ -33,7 +36,21 @@ int main(int argc, char** argv) {
 
   din::Placement placement(cfg, din::LaneCounts(cluster.servers()));
   if (cluster.role_rank() == 0) LOG(INFO) << placement.Describe(cfg);
-  (*server)->Start(placement, cluster.role_rank());
+  // The job's processes on this host share its available memory.
+  int local = 0;
+  for (const auto* peers : {&cluster.servers(), &cluster.workers()})
+    for (const auto& p : *peers) local += p.host == cluster.host();
+  std::ifstream meminfo("/proc/meminfo");
+  const std::string text((std::istreambuf_iterator<char>(meminfo)),
+                         std::istreambuf_iterator<char>());
+  const uint64_t available = din::MemAvailableBytes(text);
+  const uint64_t budget = din::MemoryBudgetBytes(cfg.ps(), available, local);
+  (*server)->Start(placement, cluster.role_rank(), budget);
+  LOG(INFO) << "server " << cluster.role_rank() << ": table memory budget " << budget << " bytes"
+            << (cfg.ps().memory_limit_bytes() > 0
+                    ? " (ps.memory_limit_bytes)"
+                    : " (90% of the host's available " + std::to_string(available) +
+                          " bytes over the job's " + std::to_string(local) + " processes on it)");
   LOG(INFO) << "server " << cluster.role_rank() << " on " << cluster.host() << " serving " << lanes
             << " lane(s) at " << din::JoinEndpoints((*server)->endpoints());
 

@@ -224,19 +224,112 @@ Result<std::vector<ManifestFile>> DumpShard(const ShardStore& store, const Shard
   return files;
 }
 
+namespace {
+
+// One .npy file of a checkpoint part, read front to back in pieces while its XXH64 is
+// computed, so that a part is never held whole in memory.
+class VerifiedNpyStream {
+ public:
+  ~VerifiedNpyStream() {
+    if (f_ != nullptr) std::fclose(f_);
+  }
+  // Opens dir/file, reads and hashes its header and checks type and shape.
+  Status Open(const std::string& dir, const ManifestFile& file, const char* descr,
+              const std::vector<uint64_t>& shape) {
+    file_ = &file;
+    path_ = dir + "/" + file.name;
+    f_ = std::fopen(path_.c_str(), "rb");
+    if (f_ == nullptr) return Status::IoError(Errno("cannot open", path_));
+#ifdef POSIX_FADV_SEQUENTIAL
+    ::posix_fadvise(::fileno(f_), 0, 0, POSIX_FADV_SEQUENTIAL);
+#endif
+    DIN_ASSIGN_OR_RETURN(NpyInfo info, ReadNpyHeader(f_, path_));
+    if (info.descr != descr || info.shape != shape ||
+        info.header_bytes + info.elements() * info.item_bytes() != file.bytes)
+      return Status::InvalidArgument(path_ + ": unexpected type or shape");
+    std::string head(info.header_bytes, '\0');
+    if (std::fseek(f_, 0, SEEK_SET) != 0 ||
+        std::fread(head.data(), 1, head.size(), f_) != head.size())
+      return Status::InvalidArgument(path_ + ": truncated .npy header");
+    hash_.Update(head.data(), head.size());
+    read_ = head.size();
+    return Status::Ok();
+  }
+  // Reads the next `n` bytes of array data into `out`.
+  Status Read(size_t n, std::vector<char>* out) {
+    out->resize(n);
+    if (n == 0) return Status::Ok();
+    if (std::fread(out->data(), 1, n, f_) != n)
+      return Status::InvalidArgument(path_ + ": " + std::to_string(read_) +
+                                     "+ bytes, the MANIFEST says " + std::to_string(file_->bytes) +
+                                     " (truncated)");
+    hash_.Update(out->data(), n);
+    read_ += n;
+    return Status::Ok();
+  }
+  // After the last Read: nothing follows, and the checksum is the MANIFEST's.
+  Status Finish() {
+    char extra;
+    if (std::fread(&extra, 1, 1, f_) != 0 || read_ != file_->bytes)
+      return Status::InvalidArgument(path_ + ": longer than the " + std::to_string(file_->bytes) +
+                                     " bytes the MANIFEST says");
+    if (std::ferror(f_) != 0) return Status::IoError("cannot read " + path_);
+    if (hash_.Digest() != file_->xxh64)
+      return Status::InvalidArgument(path_ +
+                                     ": checksum mismatch (XXH64 differs from the MANIFEST)");
+    return Status::Ok();
+  }
+
+ private:
+  const ManifestFile* file_ = nullptr;
+  std::string path_;
+  std::FILE* f_ = nullptr;
+  Xxh64 hash_;
+  uint64_t read_ = 0;
+};
+
+// Rows streamed per piece of a part: a few MiB of buffers whatever the part's size.
+constexpr uint64_t kLoadRowsPerPiece = 16384;
+
+}  // namespace
+
+Status LoadCheckpointRow(ShardStore* store, uint64_t key, const char* weights, const char* state,
+                         uint32_t count) {
+  bool inserted = false;
+  DIN_ASSIGN_OR_RETURN(const uint32_t row, store->FindOrInsert(key, &inserted));
+  // Float32 weights, exact for any storage the checkpoint was written from: a store of
+  // the same format gets its bits back (docs/design.md §13).
+  thread_local std::vector<float> w;
+  w.resize(store->dim());
+  std::memcpy(w.data(), weights, w.size() * sizeof(float));
+  store->SetWeights(row, w.data());
+  if (store->state_floats() > 0)
+    std::memcpy(store->State(row), state, size_t{store->state_floats()} * sizeof(float));
+  store->SetCount(row, count);
+  return Status::Ok();
+}
+
 Result<uint64_t> LoadCheckpointPart(const std::string& dir, const ManifestTable& table,
                                     const ManifestPart& part,
                                     const std::vector<ShardStore*>& stores, uint32_t min_count) {
   if (!table.checkpoint())
     return Status::InvalidArgument(dir + ": table " + table.name +
                                    " has no optimizer state (a dump, not a checkpoint)");
+  for (const ShardStore* store : stores) {
+    if (store == nullptr) continue;
+    if (store->dim() != table.dim || store->state_floats() != table.state_floats)
+      return Status::InvalidArgument(
+          dir + ": table " + table.name + " has dim " + std::to_string(table.dim) + " and " +
+          std::to_string(table.state_floats) + " optimizer state floats, the config " +
+          std::to_string(store->dim()) + " and " + std::to_string(store->state_floats()));
+  }
   const std::string stem = table.name + "/" + DumpPartStem(part.shard, table.shards);
   struct Array {
     const char* suffix;
     const char* descr;
     uint64_t cols;  // 0: one-dimensional
-    std::string data;
-    NpyInfo info;
+    VerifiedNpyStream stream;
+    std::vector<char> piece;
   };
   Array arrays[4] = {{".ids.npy", "<u8", 0, {}, {}},
                      {".emb.npy", "<f4", table.dim, {}, {}},
@@ -249,16 +342,10 @@ Result<uint64_t> LoadCheckpointPart(const std::string& dir, const ManifestTable&
       if (f.name == name) file = &f;
     if (file == nullptr)
       return Status::InvalidArgument(dir + "/" + kManifestName + ": part lists no " + name);
-    DIN_ASSIGN_OR_RETURN(a.data, ReadVerifiedFile(dir, *file));
-    const std::string origin = dir + "/" + name;
-    DIN_ASSIGN_OR_RETURN(a.info, ParseNpyHeader(a.data, origin));
-    const std::vector<uint64_t> want_shape =
-        std::string(a.suffix) == ".emb.npy" || std::string(a.suffix) == ".state.npy"
-            ? std::vector<uint64_t>{part.rows, a.cols}
-            : std::vector<uint64_t>{part.rows};
-    if (a.info.descr != a.descr || a.info.shape != want_shape ||
-        a.info.header_bytes + a.info.elements() * a.info.item_bytes() != a.data.size())
-      return Status::InvalidArgument(origin + ": unexpected type or shape");
+    const std::vector<uint64_t> want_shape = a.cols > 0 || std::string(a.suffix) == ".state.npy"
+                                                 ? std::vector<uint64_t>{part.rows, a.cols}
+                                                 : std::vector<uint64_t>{part.rows};
+    DIN_RETURN_IF_ERROR(a.stream.Open(dir, *file, a.descr, want_shape));
   }
   const uint32_t shards = static_cast<uint32_t>(stores.size());
   for (const ShardStore* store : stores) {
@@ -269,32 +356,27 @@ Result<uint64_t> LoadCheckpointPart(const std::string& dir, const ManifestTable&
           std::to_string(table.state_floats) + " optimizer state floats, the config " +
           std::to_string(store->dim()) + " and " + std::to_string(store->state_floats()));
   }
-  const char* ids = arrays[0].data.data() + arrays[0].info.header_bytes;
-  const char* emb = arrays[1].data.data() + arrays[1].info.header_bytes;
-  const char* state = arrays[2].data.data() + arrays[2].info.header_bytes;
-  const char* counts = arrays[3].data.data() + arrays[3].info.header_bytes;
-  const size_t row_bytes = size_t{table.dim} * sizeof(float);
-  const size_t state_bytes = size_t{table.state_floats} * sizeof(float);
-  std::vector<float> weights(table.dim);
+  const size_t item_bytes[4] = {sizeof(uint64_t), size_t{table.dim} * sizeof(float),
+                                size_t{table.state_floats} * sizeof(float), sizeof(uint32_t)};
   uint64_t loaded = 0;
-  for (uint64_t i = 0; i < part.rows; ++i) {
-    uint64_t key;
-    std::memcpy(&key, ids + i * sizeof(key), sizeof(key));
-    ShardStore* store = stores[ShardOf(key, shards)];
-    if (store == nullptr) continue;
-    uint32_t count;
-    std::memcpy(&count, counts + i * sizeof(count), sizeof(count));
-    if (count < min_count) continue;  // not admitted
-    bool inserted = false;
-    DIN_ASSIGN_OR_RETURN(const uint32_t row, store->FindOrInsert(key, &inserted));
-    // Float32 weights, exact for any storage the checkpoint was written from: a store of
-    // the same format gets its bits back (docs/design.md §13).
-    std::memcpy(weights.data(), emb + i * row_bytes, row_bytes);
-    store->SetWeights(row, weights.data());
-    if (state_bytes > 0) std::memcpy(store->State(row), state + i * state_bytes, state_bytes);
-    store->SetCount(row, count);
-    ++loaded;
+  for (uint64_t begin = 0; begin < part.rows; begin += kLoadRowsPerPiece) {
+    const uint64_t n = std::min(kLoadRowsPerPiece, part.rows - begin);
+    for (int k = 0; k < 4; ++k)
+      DIN_RETURN_IF_ERROR(arrays[k].stream.Read(n * item_bytes[k], &arrays[k].piece));
+    for (uint64_t i = 0; i < n; ++i) {
+      uint64_t key;
+      std::memcpy(&key, arrays[0].piece.data() + i * item_bytes[0], sizeof(key));
+      ShardStore* store = stores[ShardOf(key, shards)];
+      if (store == nullptr) continue;
+      uint32_t count;
+      std::memcpy(&count, arrays[3].piece.data() + i * item_bytes[3], sizeof(count));
+      if (count < min_count) continue;  // not admitted
+      DIN_RETURN_IF_ERROR(LoadCheckpointRow(store, key, arrays[1].piece.data() + i * item_bytes[1],
+                                            arrays[2].piece.data() + i * item_bytes[2], count));
+      ++loaded;
+    }
   }
+  for (Array& a : arrays) DIN_RETURN_IF_ERROR(a.stream.Finish());
   return loaded;
 }
 

@@ -111,13 +111,22 @@ struct ShardDumpSpec {
 // its files, named relative to spec.dir, with sizes and checksums. Creates dir/table.
 Result<std::vector<ManifestFile>> DumpShard(const ShardStore& store, const ShardDumpSpec& spec);
 
+// One row of a checkpoint part into `store`: `weights` and `state` point at the row's
+// bytes in the part's .emb.npy and .state.npy (float32, as the checkpoint stores them);
+// a 16-bit store rounds them to nearest, which gives back the bits they were written from.
+Status LoadCheckpointRow(ShardStore* store, uint64_t key, const char* weights, const char* state,
+                         uint32_t count);
+
 // Inserts the rows of one checkpoint part (`table` and `part` from a complete MANIFEST
 // in `dir`) whose ShardOf(id, stores.size()) names a non-null store: key, weights,
-// optimizer state and count, byte for byte (an existing row is overwritten). Every file
-// is read whole and checked against the MANIFEST's size and XXH64, and the shapes
-// against the stores, before any row is inserted; errors name the file. Returns the
-// number of rows inserted. Rows with a count below `min_count` (a table's admission,
-// docs/design.md §5) are not inserted. Same thread safety as DumpShard, for every store.
+// optimizer state and count, byte for byte (an existing row is overwritten). The four
+// files are streamed in pieces of 16384 rows (memory does not grow with the
+// part); types and shapes are checked before the first row, sizes and XXH64 against the
+// MANIFEST as the bytes go by, and a mismatch fails the call after its last piece (rows
+// already inserted stay; the worker verified every file before asking for the LOAD).
+// Errors name the file. Returns the number of rows inserted. Rows with a count below
+// `min_count` (a table's admission, docs/design.md §5) are not inserted. Same thread
+// safety as DumpShard, for every store.
 Result<uint64_t> LoadCheckpointPart(const std::string& dir, const ManifestTable& table,
                                     const ManifestPart& part,
                                     const std::vector<ShardStore*>& stores, uint32_t min_count = 0);

@@ -39,12 +39,13 @@ struct LaneHandler::Segments {
 };
 
 LaneHandler::LaneHandler(const std::vector<TableSpec>& tables, const Placement& placement,
-                         int server, int lane, uint64_t max_request_keys)
+                         int server, int lane, uint64_t max_request_keys, MemoryBudget* budget)
     : tables_(tables),
       placement_(placement),
       server_(server),
       lane_(lane),
       max_request_keys_(max_request_keys),
+      budget_(budget),
       frame_pool_(FramePool::Create()) {
   shards_.resize(tables.size());
   skipped_.resize(tables.size());
@@ -258,6 +259,90 @@ Status LaneHandler::CheckCaps(const Segments& segs, std::span<const uint64_t> ke
   return Status::Ok();
 }
 
+uint64_t LaneHandler::RowCost(int table) const {
+  for (const auto& store : shards_[table])
+    if (store != nullptr) return store->row_bytes() + 5;  // 4-byte slots at load 0.8
+  return 0;
+}
+
+void LaneHandler::PublishMemory() {
+  if (budget_ == nullptr) return;
+  int64_t bytes = 0;
+  for (const auto& table : shards_)
+    for (const auto& store : table)
+      if (store != nullptr) bytes += static_cast<int64_t>(store->MemoryBytes());
+  budget_->used.fetch_add(bytes - published_bytes_, std::memory_order_relaxed);
+  published_bytes_ = bytes;
+}
+
+Status LaneHandler::CheckBudget(const Segments& segs, std::span<const uint64_t> keys) {
+  budget_skip_ = false;
+  if (budget_ == nullptr || budget_->limit == 0) return Status::Ok();
+  const int64_t used = budget_->used.load(std::memory_order_relaxed);
+  const int64_t limit = static_cast<int64_t>(budget_->limit);
+  // An index that grows keeps the old one while it drains: 1.5x the slots, plus the old.
+  auto growth = [&](const ShardStore& store, uint64_t adding) -> int64_t {
+    if (static_cast<double>(store.size() + adding) <
+        0.8 * static_cast<double>(store.slot_capacity()))
+      return 0;
+    return static_cast<int64_t>(store.slot_capacity() * 6 + adding * 2);
+  };
+  int64_t worst = 0;
+  for (size_t s = 0; s < segs.table.size(); ++s) {
+    const ShardStore& store = *shards_[segs.table[s]][segs.shard[s]];
+    worst +=
+        static_cast<int64_t>(segs.count[s] * RowCost(segs.table[s])) + growth(store, segs.count[s]);
+  }
+  if (used + worst <= limit) return Status::Ok();
+
+  // Exact: the distinct absent keys per shard.
+  std::vector<NewKey> fresh;
+  size_t k = 0;
+  for (size_t s = 0; s < segs.table.size(); k += segs.count[s], ++s) {
+    const auto t = static_cast<uint32_t>(segs.table[s]);
+    const uint32_t shard = segs.shard[s];
+    const std::span<const uint64_t> seg_keys = keys.subspan(k, segs.count[s]);
+    shards_[t][shard]->FindEach(seg_keys, [&](size_t i, uint32_t row) {
+      if (row == ShardStore::kNoRow) fresh.push_back({t, shard, seg_keys[i]});
+    });
+  }
+  std::sort(fresh.begin(), fresh.end());
+  fresh.erase(std::unique(fresh.begin(), fresh.end()), fresh.end());
+  int64_t need_fail = 0, need_skip = 0;
+  int fail_table = -1;
+  uint64_t fail_rows = 0;
+  for (size_t i = 0; i < fresh.size();) {
+    size_t j = i;
+    while (j < fresh.size() && fresh[j].table == fresh[i].table && fresh[j].shard == fresh[i].shard)
+      ++j;
+    const int t = static_cast<int>(fresh[i].table);
+    const uint64_t n = j - i;
+    const int64_t bytes =
+        static_cast<int64_t>(n * RowCost(t)) + growth(*shards_[t][fresh[i].shard], n);
+    if (tables_[t].when_full == config::TableConfig::SKIP_NEW) {
+      need_skip += bytes;
+    } else {
+      need_fail += bytes;
+      if (fail_table < 0 || t == fail_table) {
+        fail_table = t;
+        fail_rows += n;
+      }
+    }
+    i = j;
+  }
+  if (used + need_fail + need_skip <= limit) return Status::Ok();
+  if (need_fail > 0 && used + need_fail > limit)
+    return Status::ResourceExhausted(
+        "table " + tables_[fail_table].name + " on server " + std::to_string(server_) +
+        ": the server's memory budget ps.memory_limit_bytes = " + std::to_string(limit) +
+        " bytes is reached: its tables hold " + std::to_string(used) + " bytes and a request " +
+        "would add " + std::to_string(fail_rows) + " new rows (about " + std::to_string(need_fail) +
+        " bytes; when_full: FAIL); raise ps.memory_limit_bytes, " +
+        "add servers, or set when_full: SKIP_NEW");
+  budget_skip_ = true;
+  return Status::Ok();
+}
+
 uint32_t LaneHandler::Materialize(int table, uint32_t shard, ShardStore* store, uint64_t key,
                                   Status* status) {
   const TableSpec& spec = tables_[table];
@@ -265,6 +350,19 @@ uint32_t LaneHandler::Materialize(int table, uint32_t shard, ShardStore* store, 
     const uint32_t row = store->Find(key);
     if (row == ShardStore::kNoRow) ++rejected_keys_[table][shard];
     return row;
+  }
+  if (budget_skip_ && spec.when_full == config::TableConfig::SKIP_NEW) {
+    const uint32_t row = store->Find(key);
+    if (row != ShardStore::kNoRow) return row;
+    ++skipped_[table][shard];
+    if (!full_logged_[table]) {
+      full_logged_[table] = true;
+      LOG(WARNING) << "server " << server_ << " lane " << lane_ << ": table " << spec.name
+                   << ": the server's memory budget ps.memory_limit_bytes = " << budget_->limit
+                   << " bytes is reached; new IDs get no row (when_full: SKIP_NEW), counted in "
+                      "STATS skipped_keys (logged once per table and lane)";
+    }
+    return ShardStore::kNoRow;
   }
   if (store->full() && spec.when_full == config::TableConfig::SKIP_NEW && spec.max_rows != 0) {
     const uint32_t row = store->Find(key);
@@ -712,6 +810,7 @@ LaneHandler::Outcome LaneHandler::Process(std::vector<zmq::message_t>& frames) {
                             (h.op() == wire::PULL && h.mode() == wire::TRAIN);
   if (creates_rows) {
     status = CheckCaps(segs, keys);
+    if (status.ok()) status = CheckBudget(segs, keys);
     if (!status.ok()) {
       SetReplyStatus(status, &rh);
       reply[0] = EncodeFrame(rh);
@@ -736,6 +835,8 @@ LaneHandler::Outcome LaneHandler::Process(std::vector<zmq::message_t>& frames) {
     out.held_slot = static_cast<int>(w);
     if (sync_.arrived < sync_.workers) return out;
     status = ApplySyncStep();
+    PublishMemory();
+    budget_skip_ = false;
     for (uint32_t i = 0; i < sync_.workers; ++i) {
       wire::ReplyHeader r;
       r.set_version(wire::CURRENT_VERSION);
@@ -804,6 +905,8 @@ LaneHandler::Outcome LaneHandler::Process(std::vector<zmq::message_t>& frames) {
     default:
       break;
   }
+  if (creates_rows || h.op() == wire::LOAD) PublishMemory();
+  budget_skip_ = false;
   if (!status.ok()) SetReplyStatus(status, &rh);
   reply[0] = EncodeFrame(rh);
   // Between requests: a bounded slice of the ttl_steps sweep.

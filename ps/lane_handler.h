@@ -8,6 +8,7 @@
 // request at a time; tests and fuzzers call Handle() directly.
 #pragma once
 
+#include <atomic>
 #include <compare>
 #include <memory>
 #include <span>
@@ -48,12 +49,21 @@ struct TableSpec {
   RowInitializer initializer;
 };
 
+// A server's table memory budget (ps.memory_limit_bytes), shared by its lanes: `used` is
+// the sum of the lanes' ShardStore::MemoryBytes() (index slots and rows), which each lane
+// brings up to date after every request that may create rows.
+struct MemoryBudget {
+  uint64_t limit = 0;  // 0: no budget
+  std::atomic<int64_t> used{0};
+};
+
 // The shards of one lane and the request logic over them. Handle() is the unit the
 // malformed-message tests drive directly, without sockets.
 class LaneHandler {
  public:
+  // `budget` (may be null: no budget) outlives the handler.
   LaneHandler(const std::vector<TableSpec>& tables, const Placement& placement, int server,
-              int lane, uint64_t max_request_keys);
+              int lane, uint64_t max_request_keys, MemoryBudget* budget = nullptr);
   LaneHandler(const LaneHandler&) = delete;
   LaneHandler& operator=(const LaneHandler&) = delete;
 
@@ -135,6 +145,17 @@ class LaneHandler {
   // drawn from (table, key, clock) (docs/design.md §5).
   void ApplyGradient(const TableSpec& spec, ShardStore* store, uint32_t row, const float* g,
                      uint64_t clock);
+  // The server's memory budget: a request whose new rows (and the index growth they
+  // cause) would take the server's table memory past it is refused with an error naming
+  // the table and the server when a `when_full: FAIL` table gets new rows; new rows of
+  // SKIP_NEW tables get none for this request (budget_skip_). Cheap unless the request
+  // could reach the budget (its key count times the largest row cost).
+  Status CheckBudget(const Segments& segs, std::span<const uint64_t> keys);
+  // Memory one more row of table t takes: its arena bytes plus index slots at the load
+  // factor.
+  uint64_t RowCost(int table) const;
+  // Brings budget_->used up to date with this lane's shards.
+  void PublishMemory();
   // The FAIL policy's error for a request that would add `adding` rows to the shard.
   Status CapError(int table, uint32_t shard, uint64_t adding) const;
   // PUSH_COUNTS with `prepass`: adds the counts to the shards' gathered PREPASS counts.
@@ -166,9 +187,13 @@ class LaneHandler {
   // (lane_handler_dump_load.cc, as is Load).
   void Dump(const wire::DumpRequest& req, wire::ReplyHeader* rh);
   // Inserts the rows of a checkpoint (written with any number of servers and shards)
-  // that belong to this lane's shards under the current config; every file is verified
-  // against the MANIFEST first, so a refused checkpoint loads nothing. A failure becomes
-  // an INVALID_REQUEST (bad checkpoint) or INTERNAL reply naming the file.
+  // that belong to this lane's shards under the current config. With the checkpoint's
+  // shard count only the parts of this lane's shards are read; with another, every part
+  // of the table once, its rows filtered by ShardOf. The parts are streamed (bounded
+  // memory) and verified against the MANIFEST's sizes (before any row is inserted) and
+  // XXH64 (while streaming; the resuming worker verified every file beforehand, so a
+  // refused checkpoint normally loads nothing). A failure becomes an INVALID_REQUEST
+  // (bad checkpoint) or INTERNAL reply naming the file.
   void Load(const wire::LoadRequest& req, wire::ReplyHeader* rh);
 
   const std::vector<TableSpec>& tables_;
@@ -176,6 +201,9 @@ class LaneHandler {
   const int server_;
   const int lane_;
   const uint64_t max_request_keys_;
+  MemoryBudget* const budget_;
+  int64_t published_bytes_ = 0;  // this lane's part of budget_->used
+  bool budget_skip_ = false;     // this request: SKIP_NEW tables create no row (budget)
   std::vector<std::vector<std::unique_ptr<ShardStore>>> shards_;  // [table][shard]
   // SKIP_NEW: keys refused a row, per [table][shard]; and whether the table's first full
   // shard of this lane was logged.

@@ -1,7 +1,9 @@
 // LaneHandler's DUMP and LOAD ops: writing the lane's shards as dump parts and inserting
 // the rows of a checkpoint (ps/dump_writer.h), each answered in the reply header.
 #include <algorithm>
+#include <filesystem>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "common/dump_format.h"
@@ -89,30 +91,99 @@ void LaneHandler::Load(const wire::LoadRequest& req, wire::ReplyHeader* rh) {
                                   " state floats; the config has dim " + std::to_string(spec.dim) +
                                   ", optimizer " + spec.optimizer->Name() + " with " +
                                   std::to_string(state_floats)));
-    for (const ManifestPart& part : mt->parts) {
-      for (const ManifestFile& f : part.files) {
-        Result<std::string> data = ReadVerifiedFile(req.dir(), f);
-        if (!data.ok()) return fail(StatusCode::kInvalidArgument, data.status());
-      }
-    }
     sources[t] = mt;
   }
-  uint64_t loaded = 0;
+  // The parts this lane reads: with the checkpoint's shard count, a part holds exactly
+  // the rows of its shard, so only the parts of the lane's own shards; with another
+  // count, every part once (its rows are filtered by ShardOf). Their files must be there
+  // with the MANIFEST's sizes before any row is inserted; the contents are verified
+  // while they stream (LoadCheckpointPart).
+  std::vector<std::vector<const ManifestPart*>> reads(tables_.size());
+  std::vector<std::vector<ShardStore*>> stores(tables_.size());
   for (size_t t = 0; t < tables_.size(); ++t) {
-    std::vector<ShardStore*> stores(shards_[t].size());
     bool any = false;
-    for (size_t s = 0; s < stores.size(); ++s) {
-      stores[s] = shards_[t][s].get();
-      any = any || stores[s] != nullptr;
+    stores[t].resize(shards_[t].size());
+    for (size_t s = 0; s < stores[t].size(); ++s) {
+      stores[t][s] = shards_[t][s].get();
+      any = any || stores[t][s] != nullptr;
     }
     if (!any) continue;
+    const bool same_shards = sources[t]->shards == stores[t].size();
     for (const ManifestPart& part : sources[t]->parts) {
+      if (same_shards && (part.shard >= stores[t].size() || stores[t][part.shard] == nullptr))
+        continue;
+      for (const ManifestFile& f : part.files) {
+        std::error_code ec;
+        const std::string path = req.dir() + "/" + f.name;
+        const uintmax_t bytes = std::filesystem::file_size(path, ec);
+        if (ec)
+          return fail(StatusCode::kInvalidArgument,
+                      Status::IoError("cannot stat " + path + ": " + ec.message()));
+        if (bytes != f.bytes)
+          return fail(
+              StatusCode::kInvalidArgument,
+              Status::InvalidArgument(path + ": " + std::to_string(bytes) +
+                                      " bytes, the MANIFEST says " + std::to_string(f.bytes)));
+      }
+      reads[t].push_back(&part);
+    }
+  }
+  // The rows must fit the server's memory budget (with another shard count, this lane's
+  // share of each part is estimated from the shards it serves).
+  if (budget_ != nullptr && budget_->limit > 0) {
+    int64_t need = 0, worst = 0;
+    size_t worst_table = 0;
+    for (size_t t = 0; t < tables_.size(); ++t) {
+      uint64_t owned = 0;
+      for (const ShardStore* store : stores[t]) owned += store != nullptr;
+      const bool same_shards = sources[t]->shards == stores[t].size();
+      uint64_t rows = 0;
+      for (const ManifestPart* part : reads[t])
+        rows += same_shards ? part->rows : part->rows * owned / stores[t].size();
+      const int64_t bytes = static_cast<int64_t>(rows * RowCost(static_cast<int>(t)));
+      need += bytes;
+      if (bytes > worst) {
+        worst = bytes;
+        worst_table = t;
+      }
+    }
+    const int64_t used = budget_->used.load(std::memory_order_relaxed);
+    if (used + need > static_cast<int64_t>(budget_->limit))
+      return fail(StatusCode::kResourceExhausted,
+                  Status::ResourceExhausted(
+                      "the checkpoint's rows for this lane need about " + std::to_string(need) +
+                      " bytes (table " + tables_[worst_table].name + " the most, " +
+                      std::to_string(worst) + "), the server's tables hold " +
+                      std::to_string(used) + " and its memory budget ps.memory_limit_bytes is " +
+                      std::to_string(budget_->limit) + " bytes; add servers or raise the budget"));
+  }
+  // A LOAD goes into empty shards (a resume); should a file turn out bad while it streams,
+  // the shards are made empty again, so that a refused checkpoint loads nothing.
+  bool empty = true;
+  for (const auto& table : stores)
+    for (const ShardStore* store : table) empty = empty && (store == nullptr || store->size() == 0);
+  uint64_t loaded = 0;
+  for (size_t t = 0; t < tables_.size(); ++t) {
+    for (const ManifestPart* part : reads[t]) {
       // Rows below the table's min_count are not admitted (a checkpoint of another
       // config may hold them).
       Result<uint64_t> rows =
-          LoadCheckpointPart(req.dir(), *sources[t], part, stores, tables_[t].min_count);
-      if (!rows.ok())
-        return fail(StatusCode::kInternal, rows.status().WithContext("table " + tables_[t].name));
+          LoadCheckpointPart(req.dir(), *sources[t], *part, stores[t], tables_[t].min_count);
+      if (!rows.ok()) {
+        if (empty) {
+          for (size_t u = 0; u < tables_.size(); ++u)
+            for (auto& store : shards_[u])
+              if (store != nullptr)
+                store = std::make_unique<ShardStore>(
+                    tables_[u].dim, tables_[u].optimizer->StateFloats(tables_[u].dim),
+                    tables_[u].expected_rows, tables_[u].max_rows, tables_[u].storage);
+        }
+        return fail(
+            StatusCode::kInternal,
+            rows.status()
+                .WithContext("table " + tables_[t].name)
+                .WithContext(empty ? "nothing loaded" : "rows loaded before this error remain"));
+      }
       loaded += *rows;
     }
   }

@@ -1,5 +1,7 @@
 #include "ps/server.h"
 
+#include <cstdlib>
+
 #include <algorithm>
 #include <chrono>
 
@@ -15,6 +17,19 @@ int DefaultLanes(const config::PsConfig& ps) {
   if (ps.threads() > 0) return static_cast<int>(ps.threads());
   const unsigned hw = std::thread::hardware_concurrency();
   return static_cast<int>(std::clamp(hw, 1u, 8u));
+}
+
+uint64_t MemAvailableBytes(const std::string& meminfo) {
+  const std::string key = "MemAvailable:";
+  const size_t at = meminfo.find(key);
+  if (at == std::string::npos) return 0;
+  return std::strtoull(meminfo.c_str() + at + key.size(), nullptr, 10) * 1024;  // kB
+}
+
+uint64_t MemoryBudgetBytes(const config::PsConfig& ps, uint64_t available, int local_processes) {
+  if (ps.memory_limit_bytes() > 0) return ps.memory_limit_bytes();
+  return static_cast<uint64_t>(0.9 * static_cast<double>(available)) /
+         static_cast<uint64_t>(std::max(local_processes, 1));
 }
 
 Result<std::unique_ptr<PsServer>> PsServer::Create(const config::TrainConfig& cfg, int lanes) {
@@ -61,14 +76,15 @@ Result<std::unique_ptr<PsServer>> PsServer::Create(const config::TrainConfig& cf
 
 PsServer::~PsServer() { Stop(); }
 
-void PsServer::Start(const Placement& placement, int rank) {
+void PsServer::Start(const Placement& placement, int rank, uint64_t memory_limit_bytes) {
   CHECK(!running_.exchange(true)) << "PsServer started twice";
   rank_ = rank;
+  budget_.limit = memory_limit_bytes;
   placement_ = std::make_unique<Placement>(placement);
   CHECK_EQ(placement_->lanes(rank_), static_cast<int>(sockets_.size()));
   for (size_t l = 0; l < sockets_.size(); ++l) {
     handlers_.push_back(std::make_unique<LaneHandler>(
-        tables_, *placement_, rank_, static_cast<int>(l), cfg_.ps().max_request_keys()));
+        tables_, *placement_, rank_, static_cast<int>(l), cfg_.ps().max_request_keys(), &budget_));
   }
   for (size_t l = 0; l < sockets_.size(); ++l)
     threads_.emplace_back([this, l] { LaneLoop(static_cast<int>(l)); });

@@ -43,8 +43,12 @@ class PsServer {
 
   // One tcp:// endpoint per lane, in lane order.
   const std::vector<std::string>& endpoints() const { return endpoints_; }
-  // Creates the shards `placement` assigns to server `rank` and starts the lanes.
-  void Start(const Placement& placement, int rank);
+  // Creates the shards `placement` assigns to server `rank` and starts the lanes. The
+  // lanes together keep their tables within `memory_limit_bytes` (0: no budget;
+  // LaneHandler::CheckBudget).
+  void Start(const Placement& placement, int rank, uint64_t memory_limit_bytes = 0);
+  // The table memory budget the lanes share (limit and bytes in use).
+  const MemoryBudget& budget() const { return budget_; }
   // Stops the lanes (pending requests are dropped) and joins their threads.
   void Stop();
   // For tests and tools after Stop(): the handler of lane `lane`.
@@ -66,6 +70,7 @@ class PsServer {
   std::unique_ptr<ZapHandler> zap_;
   std::vector<zmq::socket_t> sockets_;
   std::vector<std::string> endpoints_;
+  MemoryBudget budget_;
   std::vector<std::unique_ptr<LaneHandler>> handlers_;
   std::vector<std::thread> threads_;
   std::atomic<bool> running_{false};
@@ -73,5 +78,12 @@ class PsServer {
 
 // Number of lanes a server opens for ps.threads (0 = one per core, at most 8).
 int DefaultLanes(const config::PsConfig& ps);
+
+// MemAvailable of text in /proc/meminfo's format, in bytes (0 when absent).
+uint64_t MemAvailableBytes(const std::string& meminfo);
+// ps.memory_limit_bytes when set; else 90% of `available` bytes divided among the job's
+// `local_processes` on this host (servers and workers), so that servers sharing a
+// machine do not each count all of it.
+uint64_t MemoryBudgetBytes(const config::PsConfig& ps, uint64_t available, int local_processes);
 
 }  // namespace din

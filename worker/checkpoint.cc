@@ -135,7 +135,8 @@ std::vector<std::pair<uint64_t, std::string>> ListCheckpoints(const std::string&
   return out;
 }
 
-Result<std::string> FindCheckpoint(const std::string& path, std::vector<std::string>* refused) {
+Result<std::string> FindCheckpoint(const std::string& path, std::vector<std::string>* refused,
+                                   ckpt::CheckpointManifest* manifest) {
   std::error_code ec;
   if (!fs::is_directory(path, ec))
     return Status::NotFound("resume: " + path + " is not a directory");
@@ -144,6 +145,7 @@ Result<std::string> FindCheckpoint(const std::string& path, std::vector<std::str
       ParseStep(fs::path(path).filename().string(), &step)) {
     auto m = VerifyCheckpoint(path);
     if (!m.ok()) return m.status().WithContext("resume: refusing checkpoint " + path);
+    if (manifest) *manifest = std::move(*m);
     return path;
   }
   auto all = ListCheckpoints(path);
@@ -151,7 +153,10 @@ Result<std::string> FindCheckpoint(const std::string& path, std::vector<std::str
     return Status::NotFound("resume: no checkpoint (ckpt-STEP directory) in " + path);
   for (auto it = all.rbegin(); it != all.rend(); ++it) {
     auto m = VerifyCheckpoint(it->second);
-    if (m.ok()) return it->second;
+    if (m.ok()) {
+      if (manifest) *manifest = std::move(*m);
+      return it->second;
+    }
     const std::string why = "refusing checkpoint " + it->second + ": " + m.status().message();
     LOG(WARNING) << "resume: " << why
                  << (std::next(it) != all.rend() ? "; trying the one before it" : "");

@@ -39,8 +39,10 @@ Result<ckpt::CheckpointManifest> VerifyCheckpoint(const std::string& dir);
 // file or is named ckpt-*), which must verify, or a directory of checkpoints, whose
 // complete ones are tried newest first: one that fails VerifyCheckpoint is refused with
 // a warning naming why (appended to *refused) and the one before it is tried. Fails
-// when none verifies.
-Result<std::string> FindCheckpoint(const std::string& path, std::vector<std::string>* refused);
+// when none verifies. *manifest (when given) gets the chosen one's CHECKPOINT file, so
+// that nothing needs to verify it twice.
+Result<std::string> FindCheckpoint(const std::string& path, std::vector<std::string>* refused,
+                                   ckpt::CheckpointManifest* manifest = nullptr);
 
 // The checkpoint directories under `root` named ckpt-<digits> (not .tmp), by step,
 // oldest first. Completeness is not checked.

@@ -27,6 +27,7 @@
 
 #include "common/config.h"
 #include "common/net/job_process.h"
+#include "common/placement.h"
 #include "worker/collective.h"
 #include "worker/ps_client.h"
 #include "worker/report.h"
@@ -106,20 +107,10 @@ Status Train(const config::TrainConfig& cfg, Cluster& cluster) {
   }
   if (cluster.role_rank() == 0) {
     DIN_ASSIGN_OR_RETURN(auto stats, client->Stats());
-    ServerFigures servers;
-    servers.tables.resize(cfg.tables_size());
-    for (const auto& s : stats) {
-      servers.rows += s.rows();
-      servers.skipped_keys += s.skipped_keys();
-      if (s.table() >= servers.tables.size()) continue;
-      ServerFigures::Table& t = servers.tables[s.table()];
-      t.rows += s.rows();
-      t.admitted_ids += s.admitted_ids();
-      t.rejected_ids += s.rejected_ids();
-      t.rejected_keys += s.rejected_keys();
-      t.skipped_keys += s.skipped_keys();
-      t.evicted_rows += s.evicted_rows();
-    }
+    const Placement placement(cfg, LaneCounts(cluster.servers()));
+    const ServerFigures servers = ServerFiguresOf(
+        stats, cfg, cluster.num_servers(),
+        [&](int t, uint32_t shard) { return placement.ServerOf(placement.GlobalShard(t, shard)); });
     const std::string line =
         SummaryJson(trainer->summary(), servers, cfg, cluster.num_workers(), cluster.num_servers(),
                     ReadBayesJson(cfg.data().test_path()));

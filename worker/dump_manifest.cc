@@ -91,7 +91,7 @@ Result<uint64_t> LoadTables(PsClient& client, const config::TrainConfig& cfg,
   std::error_code ec;
   const std::string abs = std::filesystem::absolute(dir, ec).lexically_normal().string();
   if (ec) return Status::IoError("load: cannot resolve " + dir + ": " + ec.message());
-  // The cheap checks here, with one clear message; the lanes verify every file.
+  // The cheap checks first, with one clear message.
   Result<Manifest> m = ReadCompleteManifest(abs);
   if (!m.ok()) return m.status().WithContext("load from " + abs);
   for (const auto& t : cfg.tables()) {
@@ -105,6 +105,13 @@ Result<uint64_t> LoadTables(PsClient& client, const config::TrainConfig& cfg,
       return Status::InvalidArgument("load: " + where + " has dim " + std::to_string(mt->dim) +
                                      ", the config " + std::to_string(t.dim()));
   }
+  // Every file is intact before any lane inserts a row, so a refused checkpoint loads
+  // nothing (the lanes verify again as they stream, against a file changed since).
+  if (!options.files_verified)
+    for (const auto& t : cfg.tables())
+      for (const auto& part : m->Find(t.name())->parts)
+        for (const auto& f : part.files)
+          DIN_RETURN_IF_ERROR(VerifyManifestFile(abs, f).WithContext("load"));
   return client.Load(abs, options);
 }
 

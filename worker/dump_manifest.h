@@ -38,7 +38,8 @@ Status SaveTables(PsClient& client, const config::TrainConfig& cfg, const std::s
 // lane's shards under `cfg` (the config the servers run). Refuses, naming the file, a
 // directory without _SUCCESS, a file whose size or XXH64 differs from the MANIFEST, a
 // dump without optimizer state, a missing table, or a dim, optimizer or state size other
-// than the config's; a refused checkpoint loads nothing. Call before training starts,
+// than the config's; a refused checkpoint loads nothing (every file is verified before
+// the LOAD unless options.files_verified). Call before training starts,
 // while no other request is in flight. Returns the rows inserted (over all lanes).
 Result<uint64_t> LoadTables(PsClient& client, const config::TrainConfig& cfg,
                             const std::string& dir, const LoadOptions& options = {});

@@ -68,6 +68,9 @@ struct DumpOptions {
 struct LoadOptions {
   // How long Load() waits for every lane to finish reading.
   std::chrono::milliseconds timeout{std::chrono::hours(1)};
+  // LoadTables: the caller already checked the size and XXH64 of every table file (a
+  // resume's FindCheckpoint does), so they are not read an extra time before the LOAD.
+  bool files_verified = false;
 };
 
 class PsClient {

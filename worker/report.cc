@@ -68,6 +68,33 @@ static std::string TableFiguresJson(const ServerFigures& f, const config::TrainC
   return j + "}";
 }
 
+// ,"shard_rows":{"TABLE":{"shards":N,"min":N,"max":N,"cv":X},...},"server_bytes":[N,...]
+static std::string BalanceJson(const ServerFigures& f) {
+  std::string j = ",\"shard_rows\":{";
+  for (size_t i = 0; i < f.balance.size(); ++i) {
+    const ShardBalance& b = f.balance[i];
+    if (i > 0) j += ',';
+    j += '"';
+    j += b.table;
+    j += "\":{\"shards\":";
+    j += std::to_string(b.shards);
+    j += ",\"min\":";
+    j += std::to_string(b.min);
+    j += ",\"max\":";
+    j += std::to_string(b.max);
+    j += ",\"cv\":";
+    j += Num(b.cv, "%.4f");
+    j += '}';
+  }
+  j += "},\"server_bytes\":[";
+  for (size_t i = 0; i < f.server_bytes.size(); ++i) {
+    if (i > 0) j += ',';
+    j += std::to_string(f.server_bytes[i]);
+  }
+  j += ']';
+  return j;
+}
+
 std::string SummaryJson(const TrainSummary& s, const ServerFigures& server_figures,
                         const config::TrainConfig& cfg, int workers, int servers,
                         const std::string& bayes_json) {
@@ -103,7 +130,8 @@ std::string SummaryJson(const TrainSummary& s, const ServerFigures& server_figur
        ",\"bad_lines\":" + std::to_string(s.bad_lines) +
        ",\"server_rows\":" + std::to_string(server_figures.rows) +
        ",\"skipped_keys\":" + std::to_string(server_figures.skipped_keys) +
-       TableFiguresJson(server_figures, cfg) + ",\"checkpoints\":" + std::to_string(s.checkpoints) +
+       TableFiguresJson(server_figures, cfg) + BalanceJson(server_figures) +
+       ",\"checkpoints\":" + std::to_string(s.checkpoints) +
        ",\"checkpoint_seconds\":" + Num(s.checkpoint_seconds, "%.3f") +
        (s.last_checkpoint.empty() ? std::string()
                                   : ",\"last_checkpoint\":\"" + s.last_checkpoint + "\"") +

@@ -9,6 +9,7 @@
 // Thread safety: none; one thread uses each object. MetricsFile owns its FILE*.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -50,9 +51,11 @@ struct TrainSummary {
   std::string dump_dir;  // where the tables were dumped (empty: no dump)
   double dump_seconds = 0;
   double prepass_seconds = 0;
-  double train_seconds = 0;     // the training steps, without PREPASS and evaluations
-  double eval_seconds = 0;      // all evaluations
-  double final_train_loss = 0;  // mean loss over the last epoch's samples
+  uint64_t prepass_flushes = 0;    // worker 0's count map emptied to the servers this often
+  uint64_t prepass_map_bytes = 0;  // worker 0's count map
+  double train_seconds = 0;        // the training steps, without PREPASS and evaluations
+  double eval_seconds = 0;         // all evaluations
+  double final_train_loss = 0;     // mean loss over the last epoch's samples
   bool has_test = false;
   EvalMetrics test;
   // Latencies seen by worker 0, from sending a request to seeing its reply.
@@ -80,6 +83,14 @@ uint64_t DenseChecksum(std::span<const float> params, std::span<const float> run
 
 // Figures the servers hold at the end of a run (from PsClient::Stats, summed over all
 // servers), which the trainer does not know.
+// Rows per shard of one table: how evenly the IDs spread.
+struct ShardBalance {
+  std::string table;
+  uint32_t shards = 0;
+  uint64_t min = 0, max = 0;
+  double cv = 0;  // coefficient of variation: standard deviation / mean (0 when empty)
+};
+
 struct ServerFigures {
   uint64_t rows = 0;  // rows on all servers
   // Keys that got no row because their shard was full (when_full: SKIP_NEW).
@@ -96,7 +107,56 @@ struct ServerFigures {
     uint64_t evicted_rows = 0;
   };
   std::vector<Table> tables;
+  std::vector<ShardBalance> balance;   // per table, config order
+  std::vector<uint64_t> server_bytes;  // [server] memory of its shards (index and rows)
 };
+
+// The figures of every lane's STATS; `server_of(table, shard)` names the server holding
+// a shard, `servers` their number.
+template <typename Stats, typename ServerOf>
+ServerFigures ServerFiguresOf(const Stats& stats, const config::TrainConfig& cfg, int servers,
+                              ServerOf&& server_of) {
+  ServerFigures f;
+  f.server_bytes.assign(servers, 0);
+  f.tables.resize(cfg.tables_size());
+  std::vector<std::vector<uint64_t>> rows(cfg.tables_size());
+  for (int t = 0; t < cfg.tables_size(); ++t) rows[t].assign(cfg.tables(t).shards(), 0);
+  for (const auto& s : stats) {
+    f.rows += s.rows();
+    f.skipped_keys += s.skipped_keys();
+    if (s.table() < f.tables.size()) {
+      ServerFigures::Table& t = f.tables[s.table()];
+      t.rows += s.rows();
+      t.admitted_ids += s.admitted_ids();
+      t.rejected_ids += s.rejected_ids();
+      t.rejected_keys += s.rejected_keys();
+      t.skipped_keys += s.skipped_keys();
+      t.evicted_rows += s.evicted_rows();
+    }
+    if (s.table() < rows.size() && s.shard() < rows[s.table()].size())
+      rows[s.table()][s.shard()] = s.rows();
+    const int server = server_of(static_cast<int>(s.table()), s.shard());
+    if (server >= 0 && server < servers) f.server_bytes[server] += s.bytes();
+  }
+  for (int t = 0; t < cfg.tables_size(); ++t) {
+    ShardBalance b;
+    b.table = cfg.tables(t).name();
+    b.shards = static_cast<uint32_t>(rows[t].size());
+    double sum = 0, sq = 0;
+    b.min = rows[t].empty() ? 0 : rows[t][0];
+    for (uint64_t r : rows[t]) {
+      b.min = std::min(b.min, r);
+      b.max = std::max(b.max, r);
+      sum += static_cast<double>(r);
+    }
+    const double mean = rows[t].empty() ? 0 : sum / static_cast<double>(rows[t].size());
+    for (uint64_t r : rows[t])
+      sq += (static_cast<double>(r) - mean) * (static_cast<double>(r) - mean);
+    b.cv = mean > 0 ? std::sqrt(sq / static_cast<double>(rows[t].size())) / mean : 0;
+    f.balance.push_back(b);
+  }
+  return f;
+}
 
 // The one JSON line din_worker prints at the end (from worker 0). `bayes_json`: the
 // content of a bayes.json next to the test file (din_gen's ceiling), or empty.

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <limits>
 #include <string>
@@ -184,34 +185,42 @@ Status Trainer::Init() {
 
 Status Trainer::Prepass() {
   const double t0 = Now();
-  DIN_ASSIGN_OR_RETURN(IdCounts counts, CountIds(cfg_.data(), cfg_.data().train_path(),
-                                                 coll_->rank(), coll_->size()));
-  std::vector<PsClient::Handle> handles;
-  std::vector<uint64_t> ids;
-  std::vector<uint32_t> n;
-  for (size_t k = 0; k < counts.tables.size(); ++k) {
-    const int t = FindTable(cfg_, counts.tables[k]);
-    if (t < 0) return Status::InvalidArgument("PREPASS: unknown table " + counts.tables[k]);
-    ids.clear();
-    n.clear();
-    auto flush = [&]() -> Status {
-      if (ids.empty()) return Status::Ok();
-      CountSpec spec{t, ids, n};
-      DIN_ASSIGN_OR_RETURN(auto h, client_->PushCounts({&spec, 1}, /*prepass=*/true));
-      // Requests are small and few; waiting for each keeps memory flat.
-      DIN_RETURN_IF_ERROR(client_->Wait(h));
-      ids.clear();
-      n.clear();
-      return Status::Ok();
-    };
-    for (const auto& [id, c] : counts.counts[k]) {
-      ids.push_back(id);
-      n.push_back(
-          static_cast<uint32_t>(std::min<uint64_t>(c, std::numeric_limits<uint32_t>::max())));
-      if (ids.size() >= kCountChunk) DIN_RETURN_IF_ERROR(flush());
+  // Schema::Tables() index -> config table.
+  std::vector<int> table_index;
+  {
+    DIN_ASSIGN_OR_RETURN(Schema schema, Schema::FromConfig(cfg_.data()));
+    for (const auto& name : schema.Tables()) {
+      const int t = FindTable(cfg_, name);
+      if (t < 0) return Status::InvalidArgument("PREPASS: unknown table " + name);
+      table_index.push_back(t);
     }
-    DIN_RETURN_IF_ERROR(flush());
   }
+  // Up to kCountsInFlight requests are in flight (PushCounts copies its input), so the
+  // servers apply one while the next is sent; the servers add the counts of every flush,
+  // so the sums are the whole partition's counts.
+  constexpr size_t kCountsInFlight = 2;
+  std::deque<PsClient::Handle> in_flight;
+  auto sink = [&](int k, std::span<const uint64_t> ids, std::span<const uint32_t> n) -> Status {
+    if (in_flight.size() >= kCountsInFlight) {
+      DIN_RETURN_IF_ERROR(client_->Wait(in_flight.front()));
+      in_flight.pop_front();
+    }
+    CountSpec spec{table_index[k], ids, n};
+    // Gathered by the servers until ADMIT creates the rows (docs/design.md §5).
+    DIN_ASSIGN_OR_RETURN(auto h, client_->PushCounts({&spec, 1}, /*prepass=*/true));
+    in_flight.push_back(h);
+    return Status::Ok();
+  };
+  Result<CountStats> scanned =
+      CountIds(cfg_.data(), cfg_.data().train_path(), coll_->rank(), coll_->size(),
+               tcfg_.prepass_memory_bytes(), kCountChunk, sink);
+  for (PsClient::Handle h : in_flight) {
+    const Status st = client_->Wait(h);
+    if (scanned.ok() && !st.ok()) scanned = st;
+  }
+  DIN_ASSIGN_OR_RETURN(CountStats counts, std::move(scanned));
+  summary_.prepass_flushes = counts.flushes;
+  summary_.prepass_map_bytes = counts.map_bytes;
   double totals[2] = {static_cast<double>(counts.samples), static_cast<double>(counts.bad_lines)};
   DIN_RETURN_IF_ERROR(coll_->AllReduceSum(std::span<double>(totals, 2)));
   // Every worker's counts are on the servers; one worker has the rows created (most
@@ -223,7 +232,8 @@ Status Trainer::Prepass() {
   summary_.prepass_seconds = Now() - t0;
   if (coll_->rank() == 0)
     LOG(INFO) << "PREPASS: counted IDs of " << summary_.train_rows << " training samples in "
-              << FormatNumber(summary_.prepass_seconds, "%.2f") << " s";
+              << FormatNumber(summary_.prepass_seconds, "%.2f") << " s (count map of "
+              << counts.map_bytes << " bytes, flushed " << counts.flushes << " times)";
   return Status::Ok();
 }
 

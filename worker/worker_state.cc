@@ -169,16 +169,15 @@ Result<OpenedCheckpoint> OpenCheckpoint(Collective& coll, PsClient& client,
   std::string chosen;
   if (coll.rank() == 0) {
     std::vector<std::string> refused;
-    auto found = FindCheckpoint(cfg.trainer().resume_from(), &refused);
+    ckpt::CheckpointManifest m;
+    auto found = FindCheckpoint(cfg.trainer().resume_from(), &refused, &m);
     Status st = found.status();
     if (st.ok()) {
-      auto m = VerifyCheckpoint(*found);
-      st = m.status();
-      if (st.ok() && m->workers() != static_cast<uint32_t>(coll.size()))
+      if (m.workers() != static_cast<uint32_t>(coll.size()))
         st = Status::InvalidArgument(
-            "resume: checkpoint " + *found + " was written by " + std::to_string(m->workers()) +
+            "resume: checkpoint " + *found + " was written by " + std::to_string(m.workers()) +
             " workers; resume it with the same number of workers (--workers " +
-            std::to_string(m->workers()) + "); the servers may differ");
+            std::to_string(m.workers()) + "); the servers may differ");
     }
     chosen = st.ok() ? "+" + *found : "-" + st.message();
   }
@@ -188,7 +187,9 @@ Result<OpenedCheckpoint> OpenCheckpoint(Collective& coll, PsClient& client,
   out.dir = chosen.substr(1);
   if (coll.rank() == 0) {
     const double t0 = Now();
-    DIN_ASSIGN_OR_RETURN(uint64_t rows, LoadTables(client, cfg, out.dir + "/tables"));
+    LoadOptions load;
+    load.files_verified = true;  // FindCheckpoint verified every file
+    DIN_ASSIGN_OR_RETURN(uint64_t rows, LoadTables(client, cfg, out.dir + "/tables", load));
     LOG(INFO) << "resume: loaded " << rows << " rows from " << out.dir << "/tables in "
               << FormatNumber(Now() - t0, "%.2f") << " s";
   }

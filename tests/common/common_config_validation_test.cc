@@ -171,8 +171,8 @@ TEST(ConfigValidationTest, MemoryCap) {
   EXPECT_EQ(ErrorOf(WithUser("max_rows_per_shard: 1000 when_full: SKIP_NEW "
                              "expected_rows_per_shard: 1000")),
             "");
-  ExpectError(WithUser("when_full: SKIP_NEW"),
-              t + "when_full is set but max_rows_per_shard is 0 (no cap), so it never applies");
+  // Without a row cap when_full still applies when the server's memory budget is reached.
+  EXPECT_EQ(ErrorOf(WithUser("when_full: SKIP_NEW")), "");
   ExpectError(WithUser("max_rows_per_shard: 1000 expected_rows_per_shard: 5000"),
               t + "expected_rows_per_shard (5000) exceeds max_rows_per_shard (1000)");
   ExpectError(WithUser("max_rows_per_shard: 268435456"),

@@ -1,11 +1,19 @@
 // Malformed requests straight into a lane's handler: each gets an error reply naming the
 // problem, and no row is created or changed.
+#include <cstring>
+#include <filesystem>
+
 #include <gtest/gtest.h>
+
+#include "common/dump_format.h"
 
 #include "common/hash.h"
 #include "common/net/wire.h"
 #include "ps/lane_handler.h"
+#include "ps/server.h"
 #include "tests/testing/config.h"
+#include "tests/testing/files.h"
+#include "tests/testing/temp_dir.h"
 
 namespace din {
 namespace {
@@ -178,6 +186,184 @@ TEST_F(LaneHandlerTest, SegmentsOnAnOpWithoutKeysAreRefused) {
     EXPECT_NE(rh.error().find("carries no keys but declares 1 segment"), std::string::npos)
         << rh.error();
   }
+}
+
+// ---- LOAD ---------------------------------------------------------------------------
+
+// Server 0 has two lanes; lane 0 serves shards 0 and 2 of table a (4 shards) and table b,
+// lane 1 shards 1 and 3 of table a. A checkpoint of both lanes is loaded by fresh lanes.
+class LoadTest : public LaneHandlerTest {
+ protected:
+  LoadTest() { lane1_ = std::make_unique<LaneHandler>(tables_, placement_, 0, 1, 1000); }
+
+  static wire::ReplyHeader Call(LaneHandler& lane, const wire::RequestHeader& h) {
+    std::vector<zmq::message_t> frames;
+    frames.push_back(EncodeFrame(h));
+    std::vector<zmq::message_t> reply = lane.Handle(frames);
+    wire::ReplyHeader rh;
+    EXPECT_TRUE(DecodeFrame(reply[0], &rh));
+    return rh;
+  }
+  static wire::ReplyHeader Load(LaneHandler& lane, const std::string& dir) {
+    wire::RequestHeader h;
+    h.set_version(wire::CURRENT_VERSION);
+    h.set_op(wire::LOAD);
+    h.mutable_load()->set_dir(dir);
+    return Call(lane, h);
+  }
+  // Table b's part spans two pieces of the streaming load (16384 rows each).
+  static int RowsPerShard(int t) { return t == 0 ? 3000 : 20000; }
+  // Rows with distinct weights, state and counts in every shard of both lanes, dumped
+  // with state into dir with a MANIFEST and _SUCCESS.
+  void WriteCheckpoint(const std::string& dir) {
+    for (LaneHandler* lane : {lane0_.get(), lane1_.get()})
+      for (int t = 0; t < 2; ++t)
+        for (uint32_t s = 0; s < tables_[t].shards; ++s) {
+          ShardStore* store = lane->store(t, s);
+          if (store == nullptr) continue;
+          for (uint64_t key : KeysOf(t, s, RowsPerShard(t))) {
+            bool inserted = false;
+            const uint32_t row = store->FindOrInsert(key, &inserted).value();
+            for (uint32_t k = 0; k < store->dim(); ++k)
+              store->Weights(row)[k] = static_cast<float>(key) + 0.25f * k;
+            for (uint32_t k = 0; k < store->state_floats(); ++k)
+              store->State(row)[k] = static_cast<float>(key) * 2 + k;
+            store->SetCount(row, static_cast<uint32_t>(key % 1000));
+          }
+        }
+    Manifest m;
+    for (int t = 0; t < 2; ++t) {
+      ManifestTable mt;
+      mt.name = tables_[t].name;
+      mt.dim = tables_[t].dim;
+      mt.shards = tables_[t].shards;
+      mt.counts = true;
+      mt.state_floats = tables_[t].optimizer->StateFloats(mt.dim);
+      mt.optimizer = tables_[t].optimizer->Name();
+      mt.parts.resize(mt.shards);
+      m.tables.push_back(mt);
+    }
+    for (LaneHandler* lane : {lane0_.get(), lane1_.get()}) {
+      wire::RequestHeader h;
+      h.set_version(wire::CURRENT_VERSION);
+      h.set_op(wire::DUMP);
+      h.mutable_dump()->set_dir(dir);
+      h.mutable_dump()->set_with_state(true);
+      wire::ReplyHeader rh = Call(*lane, h);
+      ASSERT_EQ(rh.code(), wire::OK) << rh.error();
+      for (const auto& p : rh.dump_parts()) {
+        ManifestPart& part = m.tables[p.table()].parts[p.shard()];
+        part.shard = p.shard();
+        part.rows = p.rows();
+        m.tables[p.table()].rows += p.rows();
+        for (const auto& f : p.files()) part.files.push_back({f.name(), f.bytes(), f.xxh64()});
+      }
+    }
+    test::WriteFile(dir + "/" + kManifestName, FormatManifest(m));
+    test::WriteFile(dir + "/" + kSuccessName, "");
+  }
+  // Every row of `from`'s shards of table t, byte for byte in `to`'s, and no other row.
+  static void ExpectSameRows(LaneHandler& from, LaneHandler& to, int t, uint32_t shards) {
+    for (uint32_t s = 0; s < shards; ++s) {
+      ShardStore* a = from.store(t, s);
+      ShardStore* b = to.store(t, s);
+      ASSERT_EQ(a == nullptr, b == nullptr);
+      if (a == nullptr) continue;
+      ASSERT_EQ(a->size(), b->size()) << "table " << t << " shard " << s;
+      a->ForEachRow([&](uint64_t key, uint32_t count, const float* w, const float* st) {
+        const uint32_t row = b->Find(key);
+        ASSERT_NE(row, ShardStore::kNoRow);
+        EXPECT_EQ(b->Count(row), count);
+        EXPECT_EQ(std::memcmp(b->Weights(row), w, a->dim() * sizeof(float)), 0);
+        EXPECT_EQ(std::memcmp(b->State(row), st, a->state_floats() * sizeof(float)), 0);
+      });
+    }
+  }
+  // Flips one byte in the middle of a file (same size: only the checksum can tell).
+  static void Garble(const std::string& path) {
+    std::string data = test::ReadFile(path);
+    ASSERT_GT(data.size(), 200u);
+    data[data.size() / 2] ^= 0x5a;
+    test::WriteFile(path, data);
+  }
+
+  std::unique_ptr<LaneHandler> lane1_;
+};
+
+TEST_F(LoadTest, SameShardCountReadsOnlyTheLanesOwnParts) {
+  test::TempDir dir;
+  WriteCheckpoint(dir.path());
+  // Parts of lane 1's shards are damaged: lane 0 never opens them.
+  Garble(dir.path() + "/a/part-00001-of-00004.emb.npy");
+  std::filesystem::remove(dir.path() + "/a/part-00003-of-00004.state.npy");
+  LaneHandler fresh(tables_, placement_, 0, 0, 1000);
+  wire::ReplyHeader rh = Load(fresh, dir.path());
+  ASSERT_EQ(rh.code(), wire::OK) << rh.error();
+  EXPECT_EQ(rh.loaded_rows(), 2 * 3000u + 20000u);
+  ExpectSameRows(*lane0_, fresh, 0, 4);
+  ExpectSameRows(*lane0_, fresh, 1, 1);
+
+  // Lane 1 reads them and refuses, naming the file.
+  LaneHandler fresh1(tables_, placement_, 0, 1, 1000);
+  rh = Load(fresh1, dir.path());
+  EXPECT_NE(rh.code(), wire::OK);
+  EXPECT_NE(rh.error().find("part-00003-of-00004.state.npy"), std::string::npos) << rh.error();
+}
+
+TEST_F(LoadTest, StreamingVerifiesChecksums) {
+  test::TempDir dir;
+  WriteCheckpoint(dir.path());
+  {
+    LaneHandler fresh(tables_, placement_, 0, 1, 1000);
+    wire::ReplyHeader rh = Load(fresh, dir.path());
+    ASSERT_EQ(rh.code(), wire::OK) << rh.error();
+    EXPECT_EQ(rh.loaded_rows(), 2 * 3000u);
+    ExpectSameRows(*lane1_, fresh, 0, 4);
+  }
+  // A flipped byte in the middle of lane 0's part of table b (in its second piece).
+  Garble(dir.path() + "/b/part-00000-of-00001.emb.npy");
+  LaneHandler fresh(tables_, placement_, 0, 0, 1000);
+  wire::ReplyHeader rh = Load(fresh, dir.path());
+  EXPECT_NE(rh.code(), wire::OK);
+  EXPECT_NE(rh.error().find("b/part-00000-of-00001.emb.npy: checksum mismatch"), std::string::npos)
+      << rh.error();
+}
+
+TEST_F(LoadTest, OtherShardCountReadsEveryPartOnceAndFilters) {
+  test::TempDir dir;
+  WriteCheckpoint(dir.path());
+  // Table a with 3 shards instead of 4, split over the two lanes of the server.
+  config::TrainConfig cfg = cfg_;
+  cfg.mutable_tables(0)->set_shards(3);
+  std::vector<TableSpec> tables;
+  for (const auto& t : cfg.tables()) tables.emplace_back(t);
+  Placement one(cfg, {2});
+  LaneHandler l0(tables, one, 0, 0, 1000), l1(tables, one, 0, 1, 1000);
+  uint64_t loaded = 0;
+  for (LaneHandler* lane : {&l0, &l1}) {
+    wire::ReplyHeader rh = Load(*lane, dir.path());
+    ASSERT_EQ(rh.code(), wire::OK) << rh.error();
+    loaded += rh.loaded_rows();
+  }
+  EXPECT_EQ(loaded, 4 * 3000u + 20000u);
+  for (uint32_t s = 0; s < 3; ++s) {
+    ShardStore* store = l0.store(0, s) != nullptr ? l0.store(0, s) : l1.store(0, s);
+    ASSERT_NE(store, nullptr);
+    EXPECT_GT(store->size(), 3000u);
+    store->ForEachRow([&](uint64_t key, uint32_t count, const float* w, const float*) {
+      EXPECT_EQ(ShardOf(key, 3), s);
+      EXPECT_EQ(count, key % 1000);
+      EXPECT_EQ(w[1], static_cast<float>(key) + 0.25f);
+    });
+  }
+  // Every part is read: a damaged one fails the lanes that serve table a.
+  Garble(dir.path() + "/a/part-00001-of-00004.count.npy");
+  LaneHandler again(tables, one, 0, 0, 1000);
+  wire::ReplyHeader rh = Load(again, dir.path());
+  EXPECT_NE(rh.code(), wire::OK);
+  EXPECT_NE(rh.error().find("a/part-00001-of-00004.count.npy: checksum mismatch"),
+            std::string::npos)
+      << rh.error();
 }
 
 // ---- max_rows_per_shard ------------------------------------------------------------
@@ -474,6 +660,94 @@ TEST(HalfStorageTest, SmallUpdatesAccumulateAndRerunsStoreTheSameBits) {
     ASSERT_EQ(reply[1].size(), 16u);
     EXPECT_EQ(0, std::memcmp(reply[1].data(), w, 16));
   }
+}
+
+// ---- ps.memory_limit_bytes ----------------------------------------------------------
+
+// One lane, two one-shard tables without row caps: "f" (when_full: FAIL) and "s"
+// (SKIP_NEW), under a server memory budget of 200 kB.
+TEST(MemoryBudgetTest, RefusesOrSkipsPastTheBudgetAndNeverExceedsIt) {
+  const auto cfg = test::MustParse(R"pb(
+    tables { name: "f" dim: 2 }
+    tables { name: "s" dim: 2 when_full: SKIP_NEW }
+  )pb");
+  Placement placement(cfg, {1});
+  std::vector<TableSpec> tables;
+  for (const auto& t : cfg.tables()) tables.emplace_back(t);
+  MemoryBudget budget;
+  budget.limit = 200000;
+  LaneHandler lane(tables, placement, 0, 0, 100000, &budget);
+  auto push_counts = [&](uint32_t table, uint64_t first, uint64_t n) {
+    wire::RequestHeader h;
+    h.set_version(wire::CURRENT_VERSION);
+    h.set_op(wire::PUSH_COUNTS);
+    wire::Segment* seg = h.add_segments();
+    seg->set_table(table);
+    seg->set_shard(0);
+    seg->set_count(n);
+    std::vector<uint64_t> keys(n);
+    for (uint64_t i = 0; i < n; ++i) keys[i] = first + i;
+    std::vector<zmq::message_t> frames;
+    frames.push_back(EncodeFrame(h));
+    frames.push_back(ArrayFrame<uint64_t>(keys));
+    frames.push_back(ArrayFrame<uint32_t>(std::vector<uint32_t>(n, 1)));
+    std::vector<zmq::message_t> reply = lane.Handle(frames);
+    wire::ReplyHeader rh;
+    EXPECT_TRUE(DecodeFrame(reply[0], &rh));
+    return rh;
+  };
+  // FAIL: requests of 500 new rows until one is refused, whole.
+  ShardStore* f = lane.store(0, 0);
+  bool refused = false;
+  for (uint64_t first = 1; first < 100000 && !refused; first += 500) {
+    const uint64_t before = f->size();
+    wire::ReplyHeader rh = push_counts(0, first, 500);
+    EXPECT_LE(budget.used.load(), 200000);
+    if (rh.code() == wire::OK) continue;
+    refused = true;
+    EXPECT_EQ(rh.code(), wire::RESOURCE_EXHAUSTED);
+    for (const char* needle : {"table f on server 0", "ps.memory_limit_bytes = 200000",
+                               "would add 500 new rows", "when_full: FAIL"})
+      EXPECT_NE(rh.error().find(needle), std::string::npos) << needle << ": " << rh.error();
+    EXPECT_EQ(f->size(), before) << "a refused request created rows";
+  }
+  ASSERT_TRUE(refused);
+  EXPECT_GT(f->size(), 1000u);
+  EXPECT_EQ(budget.used.load(),
+            static_cast<int64_t>(f->MemoryBytes() + lane.store(1, 0)->MemoryBytes()));
+  // Known rows still take counts.
+  EXPECT_EQ(push_counts(0, 1, 500).code(), wire::OK);
+
+  // SKIP_NEW: never refused; its new IDs get no row once the budget is reached.
+  ShardStore* s = lane.store(1, 0);
+  for (uint64_t first = 1; first < 20000; first += 500) {
+    EXPECT_EQ(push_counts(1, first, 500).code(), wire::OK);
+    EXPECT_LE(budget.used.load(), 200000);
+  }
+  EXPECT_LT(s->size(), 19500u);
+  wire::RequestHeader h;
+  h.set_version(wire::CURRENT_VERSION);
+  h.set_op(wire::STATS);
+  std::vector<zmq::message_t> frames;
+  frames.push_back(EncodeFrame(h));
+  std::vector<zmq::message_t> reply = lane.Handle(frames);
+  wire::ReplyHeader rh;
+  ASSERT_TRUE(DecodeFrame(reply[0], &rh));
+  uint64_t skipped = 0;
+  for (const auto& st : rh.stats()) skipped += st.skipped_keys();
+  EXPECT_GT(skipped, 0u);
+  EXPECT_EQ(skipped + s->size(), 20000u);  // keys 1..20000, each sent once
+}
+
+TEST(MemoryBudgetTest, DefaultSharesTheHostsAvailableMemory) {
+  EXPECT_EQ(MemAvailableBytes("MemTotal:  100 kB\nMemAvailable:    2048 kB\nCached: 1 kB\n"),
+            2048u * 1024);
+  EXPECT_EQ(MemAvailableBytes("MemTotal: 100 kB\n"), 0u);
+  config::PsConfig ps;
+  // Two servers and two workers on a host with 40 GB available: 9 GB each.
+  EXPECT_EQ(MemoryBudgetBytes(ps, 40000000000ull, 4), 9000000000ull);
+  ps.set_memory_limit_bytes(12345);
+  EXPECT_EQ(MemoryBudgetBytes(ps, 40000000000ull, 4), 12345u);
 }
 
 }  // namespace

@@ -11,8 +11,12 @@ Scenarios (each one ctest test):
   skip_new  when_full: SKIP_NEW: the job completes; every shard holds exactly the cap (the
             data has far more IDs per shard than the cap), and each server lane logs
             once per table that new IDs are skipped.
+  memory    ps.memory_limit_bytes of 150 kB per server (no row caps): with when_full: FAIL
+            the job exits non-zero within seconds, naming the table, the server and the
+            budget; with SKIP_NEW it completes, skipping keys.
 """
 import os
+import re
 import subprocess
 import sys
 import time
@@ -97,9 +101,49 @@ def scenario_skip_new(args):
           % (r["server_rows"], r["skipped_keys"], r["test_auc"], len(warned)))
 
 
+def scenario_memory(args):
+    d = data_dir(args)
+    budget = 150000
+    for when_full in ("FAIL", "SKIP_NEW"):
+        cmd = din_e2e.din_train(args.build, [
+            "--train", os.path.join(d, "train.tsv"), "--test", os.path.join(d, "test.tsv"),
+            "--epochs", "1", "--backend", "cpu", "--set", "ps.memory_limit_bytes=%d" % budget],
+            servers=2)
+        for table in ("user", "item", "cate"):
+            cmd += ["--set", "tables[%s].when_full=%s" % (table, when_full)]
+        t0 = time.time()
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           timeout=180)
+        secs = time.time() - t0
+        print("%s: exit %d after %.1fs" % (when_full, p.returncode, secs))
+        if when_full == "FAIL":
+            if p.returncode == 0:
+                fail("a job past its memory budget with when_full: FAIL exited 0")
+            if secs > FAIL_WITHIN_S:
+                fail("the job took %.1fs to fail (limit %ds)" % (secs, FAIL_WITHIN_S))
+            lines = [l for l in p.stderr.splitlines()
+                     if "ps.memory_limit_bytes = %d" % budget in l]
+            if not lines:
+                print(p.stderr[-4000:])
+                fail("no error naming ps.memory_limit_bytes = %d" % budget)
+            if not re.search(r"table (user|item|cate) on server [01]: the server's memory "
+                             r"budget", lines[0]):
+                fail("the error names no table and server: " + lines[0])
+            print("message: " + lines[0].strip())
+        else:
+            if p.returncode != 0:
+                print(p.stderr[-4000:])
+                fail("a job past its memory budget with when_full: SKIP_NEW failed")
+            r = din_e2e.result_lines(p.stdout)[0]
+            if not r.get("skipped_keys", 0) > 0:
+                fail("the summary reports %r skipped keys" % r.get("skipped_keys"))
+            print("server_rows %d, skipped_keys %d" % (r["server_rows"], r["skipped_keys"]))
+
+
 def main():
-    args = din_e2e.parse_args(["fail", "skip_new"])
-    {"fail": scenario_fail, "skip_new": scenario_skip_new}[args.scenario](args)
+    args = din_e2e.parse_args(["fail", "skip_new", "memory"])
+    {"fail": scenario_fail, "skip_new": scenario_skip_new,
+     "memory": scenario_memory}[args.scenario](args)
     print("PASS")
 
 

@@ -20,6 +20,9 @@ Scenarios (each one ctest test):
                exit 1 and a message naming the file/line, field or table, without a hang.
   curve        security.curve=true through the launcher: per-job keys, the same result as
                a plain run bit for bit (one worker), the key directory removed at exit.
+  prepass_bounded  2 servers, 2 workers: a PREPASS count map of 256 slots (flushed to the
+               servers hundreds of times) leaves exactly the counts of a map that holds
+               every ID (dumped with dump_counts), and the same rows.
   movielens    ml-latest-small converted with the paper's protocol (din_convert
                movielens), launch/configs/movielens.pbtxt: DIN trains and reports GAUC
                (measured 0.699 after 2 epochs -> require > 0.65). Skipped (exit 77,
@@ -409,6 +412,55 @@ def curve(args):
           % (secure["dense_checksum"], secure["test_auc"], key_dir))
 
 
+def prepass_counts(args, memory_bytes):
+    d = data_dir(args)
+    dump = os.path.join(args.work, "dump_prepass_%d" % memory_bytes)
+    shutil.rmtree(dump, ignore_errors=True)
+    extra = data_args(d) + ["--epochs", "1", "--set", "trainer.backend=cpu",
+                            "--set", "trainer.max_steps=2", "--dump", dump,
+                            "--set", "trainer.prepass_memory_bytes=%d" % memory_bytes]
+    for table in ("user", "item", "cate"):
+        extra += ["--set", "tables[%s].dump_counts=true" % table]
+    cmd = din_e2e.din_train(args.build, extra, 2, 2)
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       timeout=150)
+    if p.returncode != 0:
+        print(p.stderr[-4000:])
+        fail("job exited %d" % p.returncode)
+    m = re.search(r"PREPASS: .* flushed (\d+) times", p.stderr)
+    if not m:
+        print(p.stderr[-4000:])
+        fail("no PREPASS log line with the flush count")
+    counts = {}
+    for table in ("user", "item", "cate"):
+        t = os.path.join(dump, table)
+        rows = {}
+        for name in sorted(os.listdir(t)):
+            if name.endswith(".ids.npy"):
+                _, ids = din_e2e.read_npy(os.path.join(t, name))
+                _, n = din_e2e.read_npy(os.path.join(t, name.replace(".ids.npy", ".count.npy")))
+                rows.update(zip(ids, n))
+        counts[table] = rows
+    return int(m.group(1)), counts
+
+
+def prepass_bounded(args):
+    big_flushes, big = prepass_counts(args, 256 << 20)
+    tiny_flushes, tiny = prepass_counts(args, 256 * 16)
+    print("flushes: map of 256 MiB %d, map of 256 slots %d" % (big_flushes, tiny_flushes))
+    if big_flushes != 1 or tiny_flushes < 100:
+        fail("unexpected flush counts %d, %d" % (big_flushes, tiny_flushes))
+    for table in ("user", "item", "cate"):
+        if not big[table] or sum(big[table].values()) == 0:
+            fail("table %s: no counts dumped" % table)
+        if big[table] != tiny[table]:
+            diff = sum(1 for k in big[table] if tiny[table].get(k) != big[table][k])
+            fail("table %s: %d of %d IDs have other counts with the tiny map"
+                 % (table, diff, len(big[table])))
+        print("table %s: %d rows, identical counts (sum %d)"
+              % (table, len(big[table]), sum(big[table].values())))
+
+
 def movielens(args):
     src = os.path.join(os.path.dirname(ROOT), "shared", "data", "ml-latest-small")
     if not os.path.exists(os.path.join(src, "ratings.csv")):
@@ -440,7 +492,8 @@ def movielens(args):
 
 def main():
     args = din_e2e.parse_args(["quality", "shuffled", "determinism", "workers", "workers_adaptive",
-                                         "staleness1", "failures", "curve", "movielens"])
+                                         "staleness1", "failures", "curve", "prepass_bounded",
+                                "movielens"])
     globals()[args.scenario](args)
     print("PASS " + args.scenario)
 

@@ -173,8 +173,6 @@ TEST_F(CheckpointTest, ReshardsExactlyAndRefusesBadCheckpoints) {
     ASSERT_FALSE(r.ok());
     EXPECT_NE(r.status().message().find(victim), std::string::npos) << r.status().ToString();
     EXPECT_NE(r.status().message().find("checksum"), std::string::npos) << r.status().ToString();
-    auto direct = cc->Load(flipped);
-    EXPECT_FALSE(direct.ok());
     EXPECT_EQ(TotalRows(*cc), 0u);
 
     const std::string incomplete = Dir("incomplete");
@@ -183,10 +181,53 @@ TEST_F(CheckpointTest, ReshardsExactlyAndRefusesBadCheckpoints) {
     r = LoadTables(*cc, cfg_b, incomplete);
     ASSERT_FALSE(r.ok());
     EXPECT_NE(r.status().message().find("_SUCCESS"), std::string::npos) << r.status().ToString();
-    direct = cc->Load(incomplete);
+    auto direct = cc->Load(incomplete);
     ASSERT_FALSE(direct.ok());
     EXPECT_NE(direct.status().message().find("_SUCCESS"), std::string::npos);
     EXPECT_EQ(TotalRows(*cc), 0u);
+
+    // Straight to the servers: the lanes that stream the flipped file (every lane serves
+    // one of item's 7 shards, and its shard count changed, so each reads every part)
+    // refuse it naming the file, and hold no row: the refused checkpoint loads nothing.
+    direct = cc->Load(flipped);
+    ASSERT_FALSE(direct.ok());
+    EXPECT_NE(direct.status().message().find(victim + ": checksum"), std::string::npos)
+        << direct.status().ToString();
+    EXPECT_EQ(TotalRows(*cc), 0u);
+  }
+  // A bad file that only one lane reads (cat: one shard, as saved): LoadTables verifies
+  // every file before the LOAD, so no lane loads anything; straight to the servers, the
+  // other lanes load their rows and the one lane refuses, holding no cat row.
+  {
+    LocalCluster c(cfg_b, 3, 2);
+    auto cc = c.Connect();
+    const std::string flipped = Dir("flipped_cat");
+    std::filesystem::copy(saved, flipped, std::filesystem::copy_options::recursive);
+    const std::string victim = flipped + "/cat/" + DumpPartStem(0, 1) + ".emb.npy";
+    {
+      std::fstream f(victim, std::ios::in | std::ios::out | std::ios::binary);
+      f.seekg(-3, std::ios::end);
+      char c = 0;
+      f.read(&c, 1);
+      c ^= 0x01;
+      f.seekp(-3, std::ios::end);
+      f.write(&c, 1);
+    }
+    auto r = LoadTables(*cc, cfg_b, flipped);
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.status().message().find(victim + ": checksum"), std::string::npos)
+        << r.status().ToString();
+    EXPECT_EQ(TotalRows(*cc), 0u);
+    auto direct = cc->Load(flipped);
+    ASSERT_FALSE(direct.ok());
+    EXPECT_NE(direct.status().message().find(victim + ": checksum"), std::string::npos)
+        << direct.status().ToString();
+    auto stats = cc->Stats();
+    ASSERT_TRUE(stats.ok());
+    uint64_t cat_rows = 0, other_rows = 0;
+    for (const auto& st : *stats) (st.table() == 2 ? cat_rows : other_rows) += st.rows();
+    EXPECT_EQ(cat_rows, 0u);
+    EXPECT_GT(other_rows, 0u);
   }
   {  // Another dim, another optimizer (another state size).
     const auto cfg_dim = MustParse(Config(7, 5));

@@ -14,6 +14,8 @@
 
 #include <gtest/gtest.h>
 
+#include "common/proto/wire.pb.h"
+#include "tests/testing/config.h"
 #include "worker/report.h"
 
 namespace din {
@@ -118,8 +120,11 @@ TEST(ReportTest, SummaryJsonHoldsTheRunsFigures) {
   s.backend = "cpu";
   s.checkpoints = 3;
   s.checkpoint_seconds = 0.75;
+  ServerFigures figures;
+  figures.rows = 17;
+  figures.skipped_keys = 3;
   const std::string j =
-      SummaryJson(s, ServerFigures{17, 3, {}}, SummaryConfig(), 4, 2,
+      SummaryJson(s, figures, SummaryConfig(), 4, 2,
                   "{\"test_auc\": 0.8125, \"test_logloss\": 0.40625, \"other\": 1}");
   ASSERT_EQ(j.front(), '{');
   ASSERT_EQ(j.back(), '}');
@@ -400,6 +405,44 @@ TEST(ReportTest, ProgressMeterRunningAucOverTheRecentPredictions) {
   m.AddPredictions(l2, s2);
   ASSERT_TRUE(m.Due(true, 3, 1, 1, 3, 4, 0, 0, Latencies{}, &p));
   EXPECT_DOUBLE_EQ(p.train_auc, 1.0);
+}
+
+TEST(ReportTest, ShardBalanceAndServerBytes) {
+  // Table a: 4 shards of 10, 20, 30, 40 rows (mean 25, population sd sqrt(125)); b: one
+  // empty shard. Shards alternate between 2 servers.
+  auto cfg = test::MustParse(R"pb(
+    tables { name: "a" dim: 2 shards: 4 }
+    tables { name: "b" dim: 2 }
+  )pb");
+  std::vector<wire::ShardStats> stats;
+  for (uint32_t s = 0; s < 4; ++s) {
+    wire::ShardStats st;
+    st.set_table(0);
+    st.set_shard(s);
+    st.set_rows(10 * (s + 1));
+    st.set_bytes(1000 * (s + 1));
+    stats.push_back(st);
+  }
+  wire::ShardStats b;
+  b.set_table(1);
+  b.set_shard(0);
+  b.set_bytes(7);
+  stats.push_back(b);
+  const ServerFigures f = ServerFiguresOf(
+      stats, cfg, 2, [](int t, uint32_t shard) { return static_cast<int>((t * 4 + shard) % 2); });
+  EXPECT_EQ(f.rows, 100u);
+  ASSERT_EQ(f.balance.size(), 2u);
+  EXPECT_EQ(f.balance[0].min, 10u);
+  EXPECT_EQ(f.balance[0].max, 40u);
+  EXPECT_NEAR(f.balance[0].cv, std::sqrt(125.0) / 25, 1e-12);
+  EXPECT_EQ(f.balance[1].cv, 0);
+  EXPECT_EQ(f.server_bytes, (std::vector<uint64_t>{1000 + 3000 + 7, 2000 + 4000}));
+  const std::string j = SummaryJson(TrainSummary{}, f, SummaryConfig(), 1, 2, "");
+  EXPECT_TRUE(Contains(j,
+                       ",\"shard_rows\":{\"a\":{\"shards\":4,\"min\":10,\"max\":40,"
+                       "\"cv\":0.4472},\"b\":{\"shards\":1,\"min\":0,\"max\":0,"
+                       "\"cv\":0.0000}},\"server_bytes\":[4007,6000],"))
+      << j;
 }
 
 }  // namespace
