@@ -29,6 +29,7 @@
 #include <zmq_addon.hpp>
 
 #include "common/config.h"
+#include "common/json.h"
 #include "common/net/job_process.h"
 #include "worker/ps_client.h"
 
@@ -189,7 +190,7 @@ Status Run(const config::TrainConfig& cfg, Cluster& cluster, const std::string& 
     return std::span<const uint64_t>(shuffled.data() + start, small);
   };
 
-  char json[4096];
+  Json json;  // worker 0's figures, in the order printed
   if (w == 0) {
     std::vector<double> pull_s, push_s;
     for (int r = 0; r < FLAGS_reps; ++r) {
@@ -261,30 +262,40 @@ Status Run(const config::TrainConfig& cfg, Cluster& cluster, const std::string& 
     const double raw_pull_1m = big / Median(raw_pull_big), raw_push_1m = big / Median(raw_push_big);
     const double raw_pull_4k = keys_small / Sec(r0, r1), raw_push_4k = keys_small / Sec(r1, r2);
     const double bytes_per_key_pull = 8 + 4 * dim + 4;
-    std::snprintf(
-        json, sizeof(json),
-        "\"pull_keys_per_s_1m\":%.0f,\"push_keys_per_s_1m\":%.0f,\"pull_mb_per_s_1m\":%.1f,"
-        "\"push_mb_per_s_1m\":%.1f,\"pull_keys_per_s_4k\":%.0f,\"push_keys_per_s_4k\":%.0f,"
-        "\"pull_p50_us_4k\":%.0f,\"pull_p99_us_4k\":%.0f,\"push_p50_us_4k\":%.0f,"
-        "\"push_p99_us_4k\":%.0f,\"raw_pull_keys_per_s_1m\":%.0f,\"raw_push_keys_per_s_1m\":%.0f,"
-        "\"raw_pull_keys_per_s_4k\":%.0f,\"raw_push_keys_per_s_4k\":%.0f,"
-        "\"raw_ratio_pull_1m\":%.3f,\"raw_ratio_push_1m\":%.3f,\"raw_ratio_pull_4k\":%.3f,"
-        "\"raw_ratio_push_4k\":%.3f,\"raw_zmq_ratio\":%.3f,"
-        "\"baseline_pull_keys_per_s_1m\":%.0f,\"baseline_push_keys_per_s_1m\":%.0f,"
-        "\"baseline_pull_keys_per_s_4k\":%.0f,\"baseline_push_keys_per_s_4k\":%.0f,"
-        "\"vs_baseline_pull_1m\":%.2f,\"vs_baseline_push_1m\":%.2f,"
-        "\"vs_baseline_pull_4k\":%.2f,\"vs_baseline_push_4k\":%.2f",
-        pull_1m, push_1m, pull_1m * bytes_per_key_pull / 1e6, push_1m * (8 + 4 * dim) / 1e6,
-        pull_4k, push_4k, 1e6 * Quantile(pull_lat, 0.5), 1e6 * Quantile(pull_lat, 0.99),
-        1e6 * Quantile(push_lat, 0.5), 1e6 * Quantile(push_lat, 0.99), raw_pull_1m, raw_push_1m,
-        raw_pull_4k, raw_push_4k, pull_1m / raw_pull_1m, push_1m / raw_push_1m,
-        pull_4k / raw_pull_4k, push_4k / raw_push_4k,
-        // The headline ratio: the geometric mean over the four shapes.
-        std::pow((pull_1m / raw_pull_1m) * (push_1m / raw_push_1m) * (pull_4k / raw_pull_4k) *
-                     (push_4k / raw_push_4k),
-                 0.25),
-        base_pull_1m, base_push_1m, base_pull_4k, base_push_4k, pull_1m / base_pull_1m,
-        push_1m / base_push_1m, pull_4k / base_pull_4k, push_4k / base_push_4k);
+    const double geo = std::pow((pull_1m / raw_pull_1m) * (push_1m / raw_push_1m) *
+                                    (pull_4k / raw_pull_4k) * (push_4k / raw_push_4k),
+                                0.25);
+    auto put = [&json](const char* key, double v, int decimals) {
+      json[key] = JsonNumber(v, decimals);
+    };
+    put("pull_keys_per_s_1m", pull_1m, 0);
+    put("push_keys_per_s_1m", push_1m, 0);
+    put("pull_mb_per_s_1m", pull_1m * bytes_per_key_pull / 1e6, 1);
+    put("push_mb_per_s_1m", push_1m * (8 + 4 * dim) / 1e6, 1);
+    put("pull_keys_per_s_4k", pull_4k, 0);
+    put("push_keys_per_s_4k", push_4k, 0);
+    put("pull_p50_us_4k", 1e6 * Quantile(pull_lat, 0.5), 0);
+    put("pull_p99_us_4k", 1e6 * Quantile(pull_lat, 0.99), 0);
+    put("push_p50_us_4k", 1e6 * Quantile(push_lat, 0.5), 0);
+    put("push_p99_us_4k", 1e6 * Quantile(push_lat, 0.99), 0);
+    put("raw_pull_keys_per_s_1m", raw_pull_1m, 0);
+    put("raw_push_keys_per_s_1m", raw_push_1m, 0);
+    put("raw_pull_keys_per_s_4k", raw_pull_4k, 0);
+    put("raw_push_keys_per_s_4k", raw_push_4k, 0);
+    put("raw_ratio_pull_1m", pull_1m / raw_pull_1m, 3);
+    put("raw_ratio_push_1m", push_1m / raw_push_1m, 3);
+    put("raw_ratio_pull_4k", pull_4k / raw_pull_4k, 3);
+    put("raw_ratio_push_4k", push_4k / raw_push_4k, 3);
+    // The headline ratio: the geometric mean over the four shapes.
+    put("raw_zmq_ratio", geo, 3);
+    put("baseline_pull_keys_per_s_1m", base_pull_1m, 0);
+    put("baseline_push_keys_per_s_1m", base_push_1m, 0);
+    put("baseline_pull_keys_per_s_4k", base_pull_4k, 0);
+    put("baseline_push_keys_per_s_4k", base_push_4k, 0);
+    put("vs_baseline_pull_1m", pull_1m / base_pull_1m, 2);
+    put("vs_baseline_push_1m", push_1m / base_push_1m, 2);
+    put("vs_baseline_pull_4k", pull_4k / base_pull_4k, 2);
+    put("vs_baseline_push_4k", push_4k / base_push_4k, 2);
   }
 
   // (c) both workers pull 4k-key requests at once.
@@ -297,10 +308,14 @@ Status Run(const config::TrainConfig& cfg, Cluster& cluster, const std::string& 
   DIN_RETURN_IF_ERROR(Cluster::WaitPolling(&req));
   if (w == 0) {
     const double total_keys = static_cast<double>(small) * FLAGS_requests * cluster.num_workers();
-    std::printf(
-        "{\"bench\":\"ps_bench\",\"servers\":%d,\"clients\":%d,\"dim\":%d,%s,"
-        "\"pull_keys_per_s_4k_2clients\":%.0f}\n",
-        cluster.num_servers(), cluster.num_workers(), dim, json, total_keys / slowest);
+    Json line;
+    line["bench"] = "ps_bench";
+    line["servers"] = cluster.num_servers();
+    line["clients"] = cluster.num_workers();
+    line["dim"] = dim;
+    for (const auto& [key, value] : json.items()) line[key] = value;
+    line["pull_keys_per_s_4k_2clients"] = JsonNumber(total_keys / slowest, 0);
+    std::printf("%s\n", JsonLine(line).c_str());
     std::fflush(stdout);
   }
   return Status::Ok();

@@ -17,6 +17,7 @@
 
 #include <gflags/gflags.h>
 
+#include "common/json.h"
 #include "common/optim/optimizer.h"
 #include "common/optim/row_initializer.h"
 #include "common/proto/config.pb.h"
@@ -87,16 +88,22 @@ int main(int argc, char** argv) {
   store->CompleteGrowth();
   const double settled_per_row = static_cast<double>(store->MemoryBytes()) / n;
   const double rss_per_row = static_cast<double>(rss1 - rss0) / n;
-  std::printf(
-      "{\"bench\":\"table_bench\",\"rows\":%llu,\"dim\":%u,\"optimizer\":\"adagrad\","
-      "\"inserts_per_s\":%.0f,\"lookups_per_s\":%.0f,\"bytes_per_row\":%.2f,"
-      "\"overhead_bytes_per_row\":%.2f,\"index_draining\":%s,"
-      "\"overhead_bytes_per_row_settled\":%.2f,\"rss_bytes_per_row\":%.2f,\"payload_bytes_per_"
-      "row\":%u,"
-      "\"insert_max_us\":%.1f,\"checksum\":%g}\n",
-      static_cast<unsigned long long>(n), dim, n / Seconds(t0, t1), n / Seconds(t2, t3),
-      bytes_per_row, bytes_per_row - store->payload_bytes(), draining ? "true" : "false",
-      settled_per_row - store->payload_bytes(), rss_per_row, store->payload_bytes(), insert_max_us,
-      checksum);
+  din::Json j;
+  j["bench"] = "table_bench";
+  j["rows"] = n;
+  j["dim"] = dim;
+  j["optimizer"] = "adagrad";
+  j["inserts_per_s"] = din::JsonNumber(n / Seconds(t0, t1), 0);
+  j["lookups_per_s"] = din::JsonNumber(n / Seconds(t2, t3), 0);
+  j["bytes_per_row"] = din::JsonNumber(bytes_per_row, 2);
+  j["overhead_bytes_per_row"] = din::JsonNumber(bytes_per_row - store->payload_bytes(), 2);
+  j["index_draining"] = draining;
+  j["overhead_bytes_per_row_settled"] =
+      din::JsonNumber(settled_per_row - store->payload_bytes(), 2);
+  j["rss_bytes_per_row"] = din::JsonNumber(rss_per_row, 2);
+  j["payload_bytes_per_row"] = store->payload_bytes();
+  j["insert_max_us"] = din::JsonNumber(insert_max_us, 1);
+  j["checksum"] = checksum;
+  std::printf("%s\n", din::JsonLine(j).c_str());
   return 0;
 }

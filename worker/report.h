@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "common/data/metrics.h"
+#include "common/json.h"
 #include "common/proto/config.pb.h"
 #include "common/status.h"
 
@@ -44,18 +45,21 @@ struct Latencies {
 // Figures of a finished run, as worker 0 reports them.
 struct TrainSummary {
   uint64_t train_rows = 0;       // samples in one pass over the training data, all workers
-  uint64_t samples_trained = 0;  // all epochs, all workers
+  uint64_t samples_trained = 0;  // all epochs, all workers, a resumed run's past included
   uint32_t epochs = 0;
+  // Samples trained by this run alone, all workers: what its rates are over.
+  uint64_t run_samples_trained = 0;
   uint64_t steps = 0;
   std::string dump_dir;  // where the tables were dumped (empty: no dump)
   double dump_seconds = 0;
   double prepass_seconds = 0;
-  double train_seconds = 0;     // the training steps, without PREPASS and evaluations
+  double train_seconds = 0;     // this run's training steps, without PREPASS and evaluations
   double eval_seconds = 0;      // all evaluations
   double final_train_loss = 0;  // mean loss over the last epoch's samples
   bool has_test = false;
   EvalMetrics test;
-  // Latencies seen by worker 0, from sending a request to seeing its reply.
+  // Latencies seen by worker 0 in this run, from sending a request to seeing its reply
+  // (NaN: no such request).
   double pull_ms_p50 = 0, pull_ms_p99 = 0, push_ms_p50 = 0, push_ms_p99 = 0;
   double allreduce_ms_p50 = 0, step_ms_p50 = 0;
   uint64_t bad_lines = 0;       // skipped malformed training lines, all workers
@@ -71,7 +75,7 @@ struct TrainSummary {
 };
 
 // Sets the latency percentiles of *s (p50 and p99 of pulls and pushes, p50 of the
-// all-reduce and of steps) from `l`.
+// all-reduce and of steps) from `l`; NaN where `l` has no entry.
 void SetLatencyPercentiles(const Latencies& l, TrainSummary* s);
 
 // The checksum of the dense state summarised as TrainSummary::dense_checksum: a hash of
@@ -87,7 +91,13 @@ struct ServerFigures {
 };
 
 // The one JSON line din_worker prints at the end (from worker 0). `bayes_json`: the
-// content of a bayes.json next to the test file (din_gen's ceiling), or empty.
+// content of a bayes.json next to the test file (din_gen's ceiling), or empty (text
+// that is not a JSON object adds nothing). Figures that do not exist are null: a rate
+// over no samples or no time, a latency of no request.
+Json SummaryObject(const TrainSummary& s, const ServerFigures& servers_figures,
+                   const config::TrainConfig& cfg, int workers, int servers,
+                   const std::string& bayes_json);
+// SummaryObject on one line.
 std::string SummaryJson(const TrainSummary& s, const ServerFigures& servers_figures,
                         const config::TrainConfig& cfg, int workers, int servers,
                         const std::string& bayes_json);

@@ -385,6 +385,7 @@ Status Trainer::RunEpoch(uint32_t epoch, StepReader* reader, bool resumed) {
     epoch_samples_ += samples;
     progress_.AddSamples(all.loss_sum, samples);
     summary_.samples_trained += samples;
+    summary_.run_samples_trained += samples;
 
     const bool stop = all.stop();
     const bool checkpoint = ckpt_on && (stop || all.checkpoint() ||
