@@ -39,6 +39,38 @@ DenseState DenseStateOf(model::ModelBackend& backend, model::DenseAdam& adam) {
 
 void RequestStop() { g_stop_requested.store(1, std::memory_order_relaxed); }
 
+Result<ModelShape> ModelShapeOf(const config::TrainConfig& cfg) {
+  DIN_ASSIGN_OR_RETURN(Schema schema, Schema::FromConfig(cfg.data()));
+  // ValidateConfig refuses a field of an undeclared table; this keeps a config that
+  // bypassed it from indexing out of range.
+  auto table_of = [&](const FieldSpec& f) -> Result<int> {
+    const int t = FindTable(cfg, f.table);
+    if (t < 0)
+      return Status::InvalidArgument("field '" + f.name + "' reads table '" + f.table +
+                                     "', which the config does not declare (tables { name: \"" +
+                                     f.table + "\" ... })");
+    return t;
+  };
+  ModelShape shape;
+  for (const auto& f : schema.users()) {
+    DIN_ASSIGN_OR_RETURN(int t, table_of(f));
+    shape.field_tables.user.push_back(t);
+    shape.dims.user.push_back(static_cast<int>(cfg.tables(t).dim()));
+  }
+  for (const auto& f : schema.candidates()) {
+    DIN_ASSIGN_OR_RETURN(int t, table_of(f));
+    shape.field_tables.candidate.push_back(t);
+    shape.dims.candidate.push_back(static_cast<int>(cfg.tables(t).dim()));
+  }
+  for (const auto& f : schema.contexts()) {
+    DIN_ASSIGN_OR_RETURN(int t, table_of(f));
+    shape.field_tables.context.push_back(t);
+    shape.dims.context.push_back(static_cast<int>(cfg.tables(t).dim()));
+  }
+  for (const auto& table : cfg.tables()) shape.table_dims.push_back(static_cast<int>(table.dim()));
+  return shape;
+}
+
 void AddMbaTerm(float lambda, int dim, std::span<const float> rows,
                 std::span<const uint32_t> counts, std::span<float> grads) {
   if (lambda == 0) return;
@@ -83,35 +115,10 @@ Status Trainer::Init() {
     if (!std::filesystem::exists(cfg_.data().test_path(), ec))
       return Status::NotFound("test data " + cfg_.data().test_path() + " does not exist");
   }
-  DIN_ASSIGN_OR_RETURN(Schema schema, Schema::FromConfig(cfg_.data()));
-
-  // ValidateConfig refuses a field of an undeclared table; this keeps a config that
-  // bypassed it from indexing out of range.
-  auto table_of = [&](const FieldSpec& f) -> Result<int> {
-    const int t = FindTable(cfg_, f.table);
-    if (t < 0)
-      return Status::InvalidArgument("field '" + f.name + "' reads table '" + f.table +
-                                     "', which the config does not declare (tables { name: \"" +
-                                     f.table + "\" ... })");
-    return t;
-  };
-  model::FieldDims dims;
-  for (const auto& f : schema.users()) {
-    DIN_ASSIGN_OR_RETURN(int t, table_of(f));
-    field_tables_.user.push_back(t);
-    dims.user.push_back(static_cast<int>(cfg_.tables(t).dim()));
-  }
-  for (const auto& f : schema.candidates()) {
-    DIN_ASSIGN_OR_RETURN(int t, table_of(f));
-    field_tables_.candidate.push_back(t);
-    dims.candidate.push_back(static_cast<int>(cfg_.tables(t).dim()));
-  }
-  for (const auto& f : schema.contexts()) {
-    DIN_ASSIGN_OR_RETURN(int t, table_of(f));
-    field_tables_.context.push_back(t);
-    dims.context.push_back(static_cast<int>(cfg_.tables(t).dim()));
-  }
-  for (const auto& table : cfg_.tables()) table_dims_.push_back(static_cast<int>(table.dim()));
+  DIN_ASSIGN_OR_RETURN(ModelShape shape, ModelShapeOf(cfg_));
+  field_tables_ = shape.field_tables;
+  table_dims_ = shape.table_dims;
+  const model::FieldDims& dims = shape.dims;
 
   DIN_ASSIGN_OR_RETURN(backend_,
                        model::CreateBackend(tcfg_.backend(), cfg_.model(), dims, tcfg_.threads()));

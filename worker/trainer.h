@@ -76,6 +76,16 @@ void AddMbaTerm(float lambda, int dim, std::span<const float> rows,
 // (without a checkpoint directory: to stop without one). Async-signal-safe.
 void RequestStop();
 
+// The model's input under `cfg`: the table each field reads, the fields' embedding
+// sizes and every table's dim, as the trainer and prediction build them. Fails on a bad
+// schema or a field of an undeclared table.
+struct ModelShape {
+  model::FieldTables field_tables;
+  model::FieldDims dims;
+  std::vector<int> table_dims;
+};
+Result<ModelShape> ModelShapeOf(const config::TrainConfig& cfg);
+
 class Trainer {
  public:
   struct Options {
