@@ -11,6 +11,9 @@
 // --mode=predict loads the checkpoint trainer.resume_from designates and scores
 // --predict_data into --predict_output, one probability per input line in input order
 // (worker/predict.h); worker 0 prints one JSON line with the metrics.
+//
+// --mode=export writes that checkpoint's model (dense tensors as .npy, model.json, the
+// embeddings as a dump) into --export_dir (worker/export.h).
 #include <unistd.h>
 
 #include <pthread.h>
@@ -32,6 +35,7 @@
 #include "common/config.h"
 #include "common/net/job_process.h"
 #include "worker/collective.h"
+#include "worker/export.h"
 #include "worker/predict.h"
 #include "worker/ps_client.h"
 #include "worker/report.h"
@@ -40,13 +44,15 @@
 
 DEFINE_string(mode, "train",
               "train: the training loop; selfcheck: verify pull/push against the servers; "
-              "predict: score --predict_data with the checkpoint trainer.resume_from");
+              "predict: score --predict_data with the checkpoint trainer.resume_from; "
+              "export: write that checkpoint's model into --export_dir (worker/export.h)");
 DEFINE_string(progress, "auto",
               "worker 0's progress: bar (redrawn line), log (a line every "
               "trainer.log_every_seconds) or auto (bar when stderr is a terminal)");
 DEFINE_int32(ids, 100000, "selfcheck: IDs per worker and table");
 DEFINE_int32(rounds, 3, "selfcheck: push/pull rounds");
 DEFINE_string(predict_data, "", "predict: the input (din-tsv or data.format), a file or directory");
+DEFINE_string(export_dir, "", "export: the directory to write the model export into");
 DEFINE_string(predict_output, "", "predict: where to write one probability per input line");
 
 namespace din {
@@ -128,6 +134,19 @@ Status Train(const config::TrainConfig& cfg, Cluster& cluster) {
   return Status::Ok();
 }
 
+Status ExportJob(const config::TrainConfig& cfg, Cluster& cluster) {
+  if (cfg.trainer().resume_from().empty())
+    return Status::InvalidArgument("export: no checkpoint (set trainer.resume_from or --resume)");
+  DIN_ASSIGN_OR_RETURN(auto client, PsClient::Connect(cfg, cluster.servers()));
+  MpiCollective collective(cluster.role_comm());
+  DIN_ASSIGN_OR_RETURN(Json figures, ExportModel(cfg, *client, collective, FLAGS_export_dir));
+  if (cluster.role_rank() == 0) {
+    std::printf("%s\n", JsonLine(figures).c_str());
+    std::fflush(stdout);
+  }
+  return Status::Ok();
+}
+
 Status PredictJob(const config::TrainConfig& cfg, Cluster& cluster) {
   if (cfg.trainer().resume_from().empty())
     return Status::InvalidArgument("predict: no checkpoint (set trainer.resume_from or --resume)");
@@ -158,6 +177,8 @@ int main(int argc, char** argv) {
   if (!st.ok()) cluster.Fail(st);
   if (FLAGS_mode == "selfcheck") {
     st = din::SelfCheck(cfg, cluster, {.ids = FLAGS_ids, .rounds = FLAGS_rounds});
+  } else if (FLAGS_mode == "export") {
+    st = din::ExportJob(cfg, cluster);
   } else if (FLAGS_mode == "predict") {
     st = din::PredictJob(cfg, cluster);
   } else if (FLAGS_mode == "train") {

@@ -62,11 +62,7 @@ Status LoadInferenceDense(const std::string& dir, int workers, const config::Mod
   return Status::Ok();
 }
 
-Result<Json> Predict(const config::TrainConfig& cfg, PsClient& client, Collective& coll,
-                     const PredictOptions& options) {
-  const double t0 = Now();
-  if (options.data.empty()) return Status::InvalidArgument("predict: no input data given");
-  if (options.output.empty()) return Status::InvalidArgument("predict: no output file given");
+Result<ChosenCheckpoint> ChooseCheckpoint(const config::TrainConfig& cfg, Collective& coll) {
   // Worker 0 picks the checkpoint; every worker learns it and its worker count.
   std::string chosen;
   if (coll.rank() == 0) {
@@ -74,19 +70,46 @@ Result<Json> Predict(const config::TrainConfig& cfg, PsClient& client, Collectiv
     auto found = FindCheckpoint(cfg.trainer().resume_from(), &refused);
     Status st = found.status();
     uint32_t workers = 0;
+    uint64_t step = 0;
     if (st.ok()) {
       auto m = VerifyCheckpoint(*found);
       st = m.status();
-      if (st.ok()) workers = m->workers();
+      if (st.ok()) {
+        workers = m->workers();
+        step = m->step();
+      }
     }
-    chosen = st.ok() ? "+" + std::to_string(workers) + " " + *found : "-" + st.message();
+    if (st.ok()) {
+      chosen = "+";
+      chosen += std::to_string(workers);
+      chosen += ' ';
+      chosen += std::to_string(step);
+      chosen += ' ';
+      chosen += *found;
+    } else {
+      chosen = "-";
+      chosen += st.message();
+    }
   }
   DIN_RETURN_IF_ERROR(coll.Broadcast(&chosen));
-  if (chosen.empty() || chosen[0] != '+')
-    return Status::InvalidArgument("predict: " + chosen.substr(1));
-  const size_t space = chosen.find(' ');
-  const int ckpt_workers = std::stoi(chosen.substr(1, space - 1));
-  const std::string dir = chosen.substr(space + 1);
+  if (chosen.empty() || chosen[0] != '+') return Status::InvalidArgument(chosen.substr(1));
+  const size_t space = chosen.find(' '), space2 = chosen.find(' ', space + 1);
+  ChosenCheckpoint out;
+  out.workers = std::stoi(chosen.substr(1, space - 1));
+  out.step = std::stoull(chosen.substr(space + 1, space2 - space - 1));
+  out.dir = chosen.substr(space2 + 1);
+  return out;
+}
+
+Result<Json> Predict(const config::TrainConfig& cfg, PsClient& client, Collective& coll,
+                     const PredictOptions& options) {
+  const double t0 = Now();
+  if (options.data.empty()) return Status::InvalidArgument("predict: no input data given");
+  if (options.output.empty()) return Status::InvalidArgument("predict: no output file given");
+  auto chosen = ChooseCheckpoint(cfg, coll);
+  if (!chosen.ok()) return chosen.status().WithContext("predict");
+  const int ckpt_workers = chosen->workers;
+  const std::string dir = chosen->dir;
 
   // The model, with the dense network of the checkpoint.
   DIN_ASSIGN_OR_RETURN(ModelShape shape, ModelShapeOf(cfg));

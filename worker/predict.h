@@ -13,6 +13,7 @@
 // Thread safety: none; one thread per worker calls Predict, all workers together.
 #pragma once
 
+#include <cstdint>
 #include <span>
 #include <string>
 
@@ -31,6 +32,15 @@ namespace din {
 // naming the file, on a missing or damaged state or one of another model shape.
 Status LoadInferenceDense(const std::string& dir, int workers, const config::ModelConfig& model,
                           std::span<float> params, std::span<float> running);
+
+// The checkpoint trainer.resume_from designates, as worker 0 finds and verifies it
+// (FindCheckpoint, VerifyCheckpoint), told to every worker. Collective.
+struct ChosenCheckpoint {
+  std::string dir;
+  int workers = 0;  // that wrote it
+  uint64_t step = 0;
+};
+Result<ChosenCheckpoint> ChooseCheckpoint(const config::TrainConfig& cfg, Collective& collective);
 
 struct PredictOptions {
   std::string data;    // din-tsv or schema-described input: a file or a directory

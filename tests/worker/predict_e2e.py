@@ -14,6 +14,11 @@ Scenarios (each one ctest test):
           input order.
   workers a checkpoint written by 2 workers (2 servers) scored by 1 worker on 1 server:
           the metrics equal the 2-worker trainer's final evaluation.
+  export  --export of a 2-worker checkpoint (quickstart config): model.json describes the
+          network (layers, sizes, activation, pooling, fields and tables, max_history),
+          dense/ holds one .npy per tensor and per Dice statistic, embeddings/ is a
+          complete dump of every row; tools/din_score.py (numpy alone) reads it and the
+          test file and reproduces the C++ predictions (--predict) to 1e-5.
 """
 import json
 import os
@@ -104,7 +109,7 @@ def exact(args):
     res2 = predict(args, ckpt, test, out2, servers=1, workers=2)
     preds2 = read_preds(out2)
     worst = max(abs(a - b) for a, b in zip(preds, preds2)) if len(preds2) == len(preds) else 1
-    if worst > 1e-6:
+    if not worst <= 1e-6:
         fail("2 workers: predictions differ from 1 worker's by up to %g" % worst)
     no_rows_created(res2, trained, "2 workers")
     # Reversed input, plus a line of IDs no training line has (last): the predictions
@@ -119,7 +124,7 @@ def exact(args):
     if len(preds3) != len(lines) + 1:
         fail("reversed: %d predictions for %d lines" % (len(preds3), len(lines) + 1))
     worst = max(abs(a - b) for a, b in zip(preds[::-1], preds3))
-    if worst > 1e-6:
+    if not worst <= 1e-6:
         fail("reversed input: predictions are not in input order (differ by %g)" % worst)
     no_rows_created(res3, trained, "reversed input with unseen IDs")
     print("%d predictions in input order (1 and 2 workers, reversed input); rows %d before "
@@ -135,8 +140,70 @@ def workers(args):
     no_rows_created(res, trained, "2-worker checkpoint")
 
 
+def numpy_python():
+    """An interpreter that has numpy (the Debian one when the first python3 lacks it)."""
+    for exe in (sys.executable, "/usr/bin/python3"):
+        if exe and subprocess.run([exe, "-c", "import numpy"],
+                                  stderr=subprocess.DEVNULL).returncode == 0:
+            return exe
+    fail("no python3 with numpy (apt-get install python3-numpy)")
+
+
+def export(args):
+    d, trained, ckpt = train(args, "export-ckpt", servers=2, workers=2)
+    test = os.path.join(d, "test.tsv")
+    out = fresh(args, "export")
+    res = run(args, ["--export", out, "--resume", ckpt])
+    if res["rows"] != trained["server_rows"]:
+        fail("export: %d rows, the trainer ended with %d" % (res["rows"], trained["server_rows"]))
+    with open(os.path.join(out, "model.json")) as f:
+        m = json.load(f)
+    if (m["pooling"], m["activation"], m["max_history"]) != ("ATTENTION", "DICE", 50):
+        fail("model.json: pooling %s activation %s max_history %s"
+             % (m["pooling"], m["activation"], m["max_history"]))
+    tables = {g: [f["table"] for f in m["fields"][g]] for g in m["fields"]}
+    if tables != {"user": ["user"], "candidate": ["item", "cate"], "behavior": ["item", "cate"],
+                  "context": []}:
+        fail("model.json: fields read %s" % tables)
+    sizes = [(l["in"], l["out"], l["activation"]) for l in m["attention"] + m["top"]]
+    if sizes != [(128, 80, "DICE"), (80, 40, "DICE"), (40, 1, "NONE"),
+                 (112, 200, "DICE"), (200, 80, "DICE"), (80, 1, "NONE")]:
+        fail("model.json: layers %s" % sizes)
+    files = sorted(os.listdir(os.path.join(out, "dense")))
+    want = []
+    for l in m["attention"] + m["top"]:
+        want += [l[k] for k in ("weight", "bias", "alpha", "running_mean", "running_var") if k in l]
+    if sorted("dense/" + f for f in files) != sorted(want):
+        fail("dense/ holds %s" % files)
+    rows = 0
+    for t in ("user", "item", "cate"):
+        for n in os.listdir(os.path.join(out, "embeddings", t)):
+            if n.endswith(".ids.npy"):
+                rows += len(din_e2e.read_npy(os.path.join(out, "embeddings", t, n))[1])
+    if rows != res["rows"] or not os.path.exists(os.path.join(out, "embeddings", "_SUCCESS")):
+        fail("embeddings/: %d rows, the checkpoint has %d" % (rows, res["rows"]))
+    cpp = os.path.join(args.work, "export-cpp.pred")
+    predict(args, ckpt, test, cpp)
+    ref = os.path.join(args.work, "export-numpy.pred")
+    score = os.path.join(din_e2e.ROOT, "tools", "din_score.py")
+    p = subprocess.run([numpy_python(), score, out, test, "--output", ref],
+                       stderr=subprocess.PIPE, text=True, timeout=300)
+    if p.returncode != 0:
+        fail("din_score.py: " + p.stderr[-2000:])
+    a, b = read_preds(cpp), read_preds(ref)
+    if len(a) != len(b):
+        fail("%d C++ predictions, %d from din_score.py" % (len(a), len(b)))
+    bad = [i for i, (x, y) in enumerate(zip(a, b)) if not abs(x - y) <= 1e-5]  # NaN too
+    if bad:
+        fail("din_score.py differs from the C++ predictions on %d lines, first line %d: %r vs %r"
+             % (len(bad), bad[0] + 1, b[bad[0]], a[bad[0]]))
+    worst = max(abs(x - y) for x, y in zip(a, b))
+    print("din_score.py reproduces %d C++ predictions to %.2g (%s)" % (len(a), worst,
+                                                                     p.stderr.strip()))
+
+
 def main():
-    args = din_e2e.parse_args(["exact", "workers"])
+    args = din_e2e.parse_args(["exact", "workers", "export"])
     globals()[args.scenario](args)
     print("PASS " + args.scenario)
 
