@@ -141,7 +141,7 @@ std::string StepMetricsJson(const StepFigures& f) {
 }
 
 std::string EvalMetricsJson(const std::string& why, uint64_t step, uint32_t epoch,
-                            const EvalMetrics& m) {
+                            const EvalMetrics& m, const EvalMetrics* train) {
   Json j;
   j["eval"] = why;
   j["step"] = step;
@@ -150,6 +150,11 @@ std::string EvalMetricsJson(const std::string& why, uint64_t step, uint32_t epoc
   j["test_gauc"] = JsonNumber(m.gauc);
   j["test_logloss"] = JsonNumber(m.logloss);
   j["test_rows"] = m.samples;
+  if (train != nullptr) {
+    j["train_auc"] = JsonNumber(train->auc);
+    j["train_gauc"] = JsonNumber(train->gauc);
+    j["train_rows"] = train->samples;
+  }
   return JsonLine(j);
 }
 
@@ -217,17 +222,28 @@ void ProgressMeter::AddSamples(double loss_sum, uint64_t samples) {
   window_samples_ += samples;
 }
 
-void ProgressMeter::AddPredictions(std::span<const float> labels, std::span<const float> logits) {
+void ProgressMeter::AddPredictions(std::span<const float> labels, std::span<const float> logits,
+                                   std::span<const uint64_t> users) {
   for (size_t i = 0; i < labels.size(); ++i) {
+    const uint64_t user = i < users.size() ? users[i] : 0;
     if (recent_labels_.size() < kRecent) {
       recent_labels_.push_back(labels[i]);
       recent_probs_.push_back(Sigmoid(logits[i]));
+      recent_users_.push_back(user);
     } else {
       recent_labels_[recent_pos_] = labels[i];
       recent_probs_[recent_pos_] = Sigmoid(logits[i]);
+      recent_users_[recent_pos_] = user;
       recent_pos_ = (recent_pos_ + 1) % kRecent;
     }
   }
+}
+
+EvalMetrics ProgressMeter::RecentMetrics() const {
+  EvalAccumulator acc;
+  for (size_t i = 0; i < recent_labels_.size(); ++i)
+    acc.Add(recent_users_[i], recent_labels_[i], recent_probs_[i]);
+  return acc.Compute();
 }
 
 bool ProgressMeter::Due(bool force, double now, uint32_t epoch, uint32_t epochs, uint64_t step,

@@ -113,8 +113,10 @@ struct StepFigures {
 };
 std::string StepMetricsJson(const StepFigures& f);
 // One evaluation's line of the metrics file; `why`: "step", "epoch" or "final".
+// `train`: the metrics of worker 0's recent training predictions (train_auc,
+// train_gauc), or nullptr.
 std::string EvalMetricsJson(const std::string& why, uint64_t step, uint32_t epoch,
-                            const EvalMetrics& m);
+                            const EvalMetrics& m, const EvalMetrics* train = nullptr);
 
 // trainer.metrics_path: one JSON object per line. Closed on destruction.
 class MetricsFile {
@@ -168,8 +170,12 @@ class ProgressMeter {
   void Start(double now);
   // A step's samples and the sum of their losses.
   void AddSamples(double loss_sum, uint64_t samples);
-  // Worker 0's predictions of a batch: labels and logits, as many of each.
-  void AddPredictions(std::span<const float> labels, std::span<const float> logits);
+  // Worker 0's predictions of a batch: labels and logits, as many of each, and the
+  // samples' GAUC keys (empty: all 0).
+  void AddPredictions(std::span<const float> labels, std::span<const float> logits,
+                      std::span<const uint64_t> users = {});
+  // AUC, GAUC and logloss of the recent training predictions (kRecent at most).
+  EvalMetrics RecentMetrics() const;
   // `secs` spent outside training (evaluation, checkpoint) do not count in the rate.
   void ExcludeTime(double secs) { window_start_ += secs; }
 
@@ -189,6 +195,7 @@ class ProgressMeter {
   double window_loss_sum_ = 0;
   uint64_t window_samples_ = 0;
   std::vector<float> recent_labels_, recent_probs_;
+  std::vector<uint64_t> recent_users_;
   size_t recent_pos_ = 0;
 };
 

@@ -353,8 +353,10 @@ Status Trainer::RunEpoch(uint32_t epoch, StepReader* reader, bool resumed) {
       const float scale = static_cast<float>(cur->batch.size);
       for (size_t i = 0; i < n; ++i) grad_buf[i] = grads[i] * scale;
       if (coll_->rank() == 0)
-        progress_.AddPredictions(std::span<const float>(cur->batch.labels).first(cur->batch.size),
-                                 backend_->logits().first(cur->batch.size));
+        progress_.AddPredictions(
+            std::span<const float>(cur->batch.labels).first(cur->batch.size),
+            backend_->logits().first(cur->batch.size),
+            std::span<const uint64_t>(cur->batch.users).first(cur->batch.size));
       mine.has_batch = 1.0f;
       mine.loss_sum = loss * static_cast<float>(cur->batch.size);
       mine.samples = static_cast<float>(cur->batch.size);
@@ -471,7 +473,11 @@ Status Trainer::MaybeEvaluate(const char* why) {
               << "): test AUC " << FormatNumber(m.auc, "%.4f") << "  GAUC "
               << FormatNumber(m.gauc, "%.4f") << "  logloss " << FormatNumber(m.logloss, "%.4f")
               << " over " << m.samples << " samples in " << FormatNumber(secs, "%.1f") << " s";
-    metrics_.Write(EvalMetricsJson(why, step_, epoch_ + 1, m));
+    if (metrics_.is_open()) {
+      // Worker 0's recent training predictions, next to the test metrics.
+      const EvalMetrics train = progress_.RecentMetrics();
+      metrics_.Write(EvalMetricsJson(why, step_, epoch_ + 1, m, &train));
+    }
   }
   summary_.test = m;
   summary_.has_test = true;

@@ -278,6 +278,38 @@ TEST(ReportTest, MetricsLines) {
             "\"test_logloss\":0.25,\"test_rows\":4}");
 }
 
+TEST(ReportTest, EvalLineWithTrainMetrics) {
+  EvalMetrics test, train;
+  test.auc = 0.75;
+  test.samples = 4;
+  train.auc = 0.5;
+  train.gauc = 0.625;
+  train.samples = 9;
+  const Json j = Json::parse(EvalMetricsJson("step", 10, 1, test, &train));
+  EXPECT_EQ(j.at("test_auc"), 0.75);
+  EXPECT_EQ(j.at("train_auc"), 0.5);
+  EXPECT_EQ(j.at("train_gauc"), 0.625);
+  EXPECT_EQ(j.at("train_rows"), 9);
+  EXPECT_FALSE(Json::parse(EvalMetricsJson("step", 10, 1, test)).contains("train_auc"));
+}
+
+TEST(ReportTest, ProgressMeterRecentMetricsGroupByUser) {
+  ProgressMeter m(false, 10);
+  // User 1: ordered (AUC 1); user 2: reversed (AUC 0); pooled, 3 of 4 pairs ordered.
+  const std::vector<float> labels = {1, 0, 1, 0}, logits = {2, -2, -1, 1};
+  const std::vector<uint64_t> users = {1, 1, 2, 2};
+  m.AddPredictions(labels, logits, users);
+  const EvalMetrics r = m.RecentMetrics();
+  EXPECT_EQ(r.samples, 4u);
+  EXPECT_DOUBLE_EQ(r.gauc, 0.5) << "the mean of 1 and 0, weighted by 2 samples each";
+  EXPECT_DOUBLE_EQ(r.auc, 0.75);
+  // Without keys every sample is one user's: GAUC is the AUC.
+  ProgressMeter n(false, 10);
+  const std::vector<float> l2 = {1, 0, 1, 0}, s2 = {2, -2, 1, 3};
+  n.AddPredictions(l2, s2);
+  EXPECT_DOUBLE_EQ(n.RecentMetrics().gauc, n.RecentMetrics().auc);
+}
+
 std::vector<std::string> Lines(const std::string& path) {
   std::ifstream in(path);
   std::vector<std::string> out;
