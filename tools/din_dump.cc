@@ -3,6 +3,7 @@
 //   din_dump inspect DIR                         tables, rows, dims; verifies every file
 //   din_dump lookup DIR --table T --ids 1,2,3    prints "id<TAB>v1 v2 ..." per ID
 //   din_dump to-text DIR --table T               prints every row of T the same way
+//   din_dump export CKPT OUT                     the model of checkpoint CKPT, for others
 //
 // inspect checks that _SUCCESS exists, that every file the MANIFEST lists is there with
 // its size and XXH64, that NPY headers have the dtype and shape the MANIFEST implies,
@@ -11,6 +12,11 @@
 // Given a checkpoint (ckpt-STEP, worker/checkpoint.h), inspect also verifies CHECKPOINT,
 // _SUCCESS and every worker state, then inspects its tables/ as a dump; lookup and
 // to-text read its tables/.
+// export writes what `launch/din-train --export` writes (worker/export.h), without
+// servers: OUT/model.json and OUT/dense/*.npy from CKPT's worker states (the Dice
+// statistics averaged over its workers), and OUT/embeddings/, a dump of CKPT's tables
+// (their .ids.npy and .emb.npy parts, with a MANIFEST and _SUCCESS); it refuses a
+// checkpoint whose embeddings are not float32.
 // lookup finds an ID's part with ShardOf(id, shards) (common/hash.h) and exits 1 when
 // an ID is not in the table.
 #include <charconv>
@@ -30,6 +36,7 @@
 #include "common/hash.h"
 #include "common/status.h"
 #include "worker/checkpoint.h"
+#include "worker/export.h"
 
 namespace din {
 namespace {
@@ -354,11 +361,79 @@ int ToText(const std::string& dir, const std::string& table) {
   return std::fflush(stdout) == 0 ? 0 : 1;
 }
 
+// din_dump export CKPT OUT (see the top of this file).
+int Export(const std::string& ckpt, const std::string& out) {
+  namespace fs = std::filesystem;
+  auto verified = VerifyCheckpoint(ckpt);
+  if (!verified.ok()) return Fail(verified.status());
+  const ckpt::CheckpointManifest& cm = *verified;
+  auto params = WriteDenseExport(cm.config(), ckpt, static_cast<int>(cm.workers()), cm.step(), out);
+  if (!params.ok()) return Fail(params.status());
+  auto tables = ReadCompleteManifest(ckpt + "/tables");
+  if (!tables.ok()) return Fail(tables.status());
+  Manifest dump;
+  dump.step = tables->step;
+  dump.config_text = tables->config_text;
+  const std::string dir = out + "/embeddings";
+  uint64_t rows = 0;
+  for (ManifestTable t : tables->tables) {
+    t.optimizer.clear();
+    t.state_floats = 0;
+    t.counts = false;
+    t.text = false;
+    std::error_code ec;
+    fs::create_directories(dir + "/" + t.name, ec);
+    if (ec) return Fail(Status::IoError("cannot create " + dir + "/" + t.name));
+    for (ManifestPart& p : t.parts) {
+      std::vector<ManifestFile> kept;
+      for (const ManifestFile& f : p.files) {
+        if (!f.name.ends_with(".ids.npy") && !f.name.ends_with(".emb.npy")) continue;
+        if (f.name.ends_with(".emb.npy")) {
+          std::unique_ptr<std::FILE, FileCloser> in(
+              std::fopen((ckpt + "/tables/" + f.name).c_str(), "rb"));
+          if (!in) return Fail(Status::IoError("cannot open " + ckpt + "/tables/" + f.name));
+          auto info = ReadNpyHeader(in.get(), ckpt + "/tables/" + f.name);
+          if (!info.ok()) return Fail(info.status());
+          if (info->descr != "<f4")
+            return Fail(Status::InvalidArgument(
+                ckpt + "/tables/" + f.name + " stores " + info->descr +
+                ", not float32: export with launch/din-train --export, whose servers dump "
+                "float32"));
+        }
+        fs::copy_file(ckpt + "/tables/" + f.name, dir + "/" + f.name,
+                      fs::copy_options::overwrite_existing, ec);
+        if (ec) return Fail(Status::IoError("cannot copy " + f.name + ": " + ec.message()));
+        kept.push_back(f);
+      }
+      p.files = kept;
+      rows += p.rows;
+    }
+    dump.tables.push_back(std::move(t));
+  }
+  for (const auto& t : dump.tables) {
+    const Status st = SyncDirectory(dir + "/" + t.name);
+    if (!st.ok()) return Fail(st);
+  }
+  Status st = WriteFileDurably(dir + "/" + kManifestName, FormatManifest(dump));
+  if (st.ok()) st = WriteFileDurably(dir + "/" + kSuccessName, "");
+  if (!st.ok()) return Fail(st);
+  Json j;
+  j["mode"] = "export";
+  j["checkpoint"] = ckpt;
+  j["step"] = cm.step();
+  j["export_dir"] = out;
+  j["rows"] = rows;
+  j["dense_params"] = *params;
+  std::printf("%s\n", JsonLine(j).c_str());
+  return 0;
+}
+
 int Usage() {
   std::fprintf(stderr,
                "usage: din_dump inspect DIR\n"
                "       din_dump lookup DIR --table T --ids 1,2,3\n"
-               "       din_dump to-text DIR --table T\n");
+               "       din_dump to-text DIR --table T\n"
+               "       din_dump export CKPT OUT\n");
   return 2;
 }
 
@@ -366,6 +441,7 @@ int Main(int argc, char** argv) {
   if (argc < 3) return Usage();
   const std::string cmd = argv[1];
   const std::string dir = argv[2];
+  if (cmd == "export") return argc == 4 ? Export(dir, argv[3]) : Usage();
   std::string table, ids_arg;
   for (int i = 3; i < argc; ++i) {
     std::string a = argv[i];

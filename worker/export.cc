@@ -168,6 +168,27 @@ Status WriteDenseNpy(const model::ModelLayout& layout, std::span<const float> pa
   return Status::Ok();
 }
 
+Result<uint64_t> WriteDenseExport(const config::TrainConfig& cfg, const std::string& checkpoint,
+                                  int workers, uint64_t step, const std::string& root) {
+  std::error_code ec;
+  std::filesystem::create_directories(root + "/dense", ec);
+  if (ec) return Status::IoError("export: cannot create " + root + "/dense: " + ec.message());
+  DIN_ASSIGN_OR_RETURN(ModelShape shape, ModelShapeOf(cfg));
+  DIN_ASSIGN_OR_RETURN(auto backend, model::CreateBackend("cpu", cfg.model(), shape.dims));
+  DIN_RETURN_IF_ERROR(LoadInferenceDense(checkpoint, workers, cfg.model(), backend->params(),
+                                         backend->running_stats()));
+  DIN_RETURN_IF_ERROR(WriteDenseNpy(backend->layout(), backend->params(), backend->running_stats(),
+                                    root + "/dense"));
+  DIN_ASSIGN_OR_RETURN(Json model, ModelJson(cfg, backend->layout(), checkpoint, step));
+  std::FILE* f = std::fopen((root + "/model.json").c_str(), "w");
+  if (!f) return Status::IoError("export: cannot create " + root + "/model.json");
+  const std::string text = model.dump(2, ' ', false, Json::error_handler_t::replace) + "\n";
+  const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  if (std::fclose(f) != 0 || !ok)
+    return Status::IoError("export: cannot write " + root + "/model.json");
+  return backend->params().size();
+}
+
 Result<Json> ExportModel(const config::TrainConfig& cfg, PsClient& client, Collective& coll,
                          const std::string& out) {
   namespace fs = std::filesystem;
@@ -178,23 +199,8 @@ Result<Json> ExportModel(const config::TrainConfig& cfg, PsClient& client, Colle
   if (coll.rank() == 0) {
     std::error_code ec;
     const std::string root = fs::absolute(out, ec).string();
-    fs::create_directories(root + "/dense", ec);
-    if (ec) return Status::IoError("export: cannot create " + root + "/dense: " + ec.message());
-    DIN_ASSIGN_OR_RETURN(ModelShape shape, ModelShapeOf(cfg));
-    DIN_ASSIGN_OR_RETURN(auto backend, model::CreateBackend("cpu", cfg.model(), shape.dims));
-    DIN_RETURN_IF_ERROR(LoadInferenceDense(chosen->dir, chosen->workers, cfg.model(),
-                                           backend->params(), backend->running_stats()));
-    DIN_RETURN_IF_ERROR(WriteDenseNpy(backend->layout(), backend->params(),
-                                      backend->running_stats(), root + "/dense"));
-    DIN_ASSIGN_OR_RETURN(Json model, ModelJson(cfg, backend->layout(), chosen->dir, chosen->step));
-    {
-      std::FILE* f = std::fopen((root + "/model.json").c_str(), "w");
-      if (!f) return Status::IoError("export: cannot create " + root + "/model.json");
-      const std::string text = model.dump(2, ' ', false, Json::error_handler_t::replace) + "\n";
-      const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
-      if (std::fclose(f) != 0 || !ok)
-        return Status::IoError("export: cannot write " + root + "/model.json");
-    }
+    DIN_ASSIGN_OR_RETURN(uint64_t params,
+                         WriteDenseExport(cfg, chosen->dir, chosen->workers, chosen->step, root));
     DIN_ASSIGN_OR_RETURN(uint64_t rows, LoadTables(client, cfg, chosen->dir + "/tables"));
     DIN_RETURN_IF_ERROR(DumpTables(client, cfg, root + "/embeddings", chosen->step));
     LOG(INFO) << "export: " << rows << " rows and the dense network of " << chosen->dir << " in "
@@ -204,7 +210,7 @@ Result<Json> ExportModel(const config::TrainConfig& cfg, PsClient& client, Colle
     figures["step"] = chosen->step;
     figures["export_dir"] = root;
     figures["rows"] = rows;
-    figures["dense_params"] = backend->params().size();
+    figures["dense_params"] = params;
   }
   DIN_RETURN_IF_ERROR(coll.Barrier());
   return figures;

@@ -35,6 +35,12 @@ Result<Json> ModelJson(const config::TrainConfig& cfg, const model::ModelLayout&
 Status WriteDenseNpy(const model::ModelLayout& layout, std::span<const float> params,
                      std::span<const float> running, const std::string& dir);
 
+// Writes root/model.json and root/dense/ from the dense state of `checkpoint` (written by
+// `workers` workers at `step`) under `cfg`; returns the number of dense parameters.
+// What ExportModel and `din_dump export` share; the embeddings are theirs to write.
+Result<uint64_t> WriteDenseExport(const config::TrainConfig& cfg, const std::string& checkpoint,
+                                  int workers, uint64_t step, const std::string& root);
+
 // Loads the checkpoint trainer.resume_from designates into the servers and writes the
 // export into `out` (created). Collective; returns worker 0's figures (an empty object
 // on the others).

@@ -19,6 +19,7 @@ Scenarios (each one ctest test):
           dense/ holds one .npy per tensor and per Dice statistic, embeddings/ is a
           complete dump of every row; tools/din_score.py (numpy alone) reads it and the
           test file and reproduces the C++ predictions (--predict) to 1e-5.
+          din_dump export (no servers) writes the same files, byte for byte.
 """
 import json
 import os
@@ -200,6 +201,27 @@ def export(args):
     worst = max(abs(x - y) for x, y in zip(a, b))
     print("din_score.py reproduces %d C++ predictions to %.2g (%s)" % (len(a), worst,
                                                                      p.stderr.strip()))
+    # din_dump export, without servers, writes the same export.
+    off = fresh(args, "export-offline")
+    subprocess.check_call([din_e2e.tool(args.build, "din_dump"), "export", ckpt, off],
+                          stdout=subprocess.DEVNULL)
+    compared = 0
+    for dirpath, _, names in os.walk(out):
+        for n in names:
+            rel = os.path.relpath(os.path.join(dirpath, n), out)
+            mine, theirs = os.path.join(out, rel), os.path.join(off, rel)
+            if not os.path.exists(theirs):
+                fail("din_dump export wrote no " + rel)
+            with open(mine, "rb") as f:
+                x = f.read()
+            with open(theirs, "rb") as f:
+                y = f.read()
+            if rel == os.path.join("embeddings", "MANIFEST"):  # the config section differs
+                x, y = x.split(b"\nconfig\n")[0], y.split(b"\nconfig\n")[0]
+            if x != y:
+                fail("din_dump export: %s differs from din-train --export's" % rel)
+            compared += 1
+    print("din_dump export: the same %d files as din-train --export" % compared)
 
 
 def main():
