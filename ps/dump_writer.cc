@@ -150,6 +150,13 @@ size_t FormatTextRow(uint64_t key, const float* w, uint32_t dim, char* out, size
 
 }  // namespace
 
+uint64_t DumpShardRows(const ShardStore& store, const ShardDumpSpec& spec) {
+  if (!spec.delta) return store.size();
+  uint64_t n = 0;
+  for (uint64_t r = 0; r < store.size(); ++r) n += spec.Keeps(r) ? 1 : 0;
+  return n;
+}
+
 Result<std::vector<ManifestFile>> DumpShard(const ShardStore& store, const ShardDumpSpec& spec) {
   DIN_RETURN_IF_ERROR(CheckDumpTableName(spec.table));
   const std::filesystem::path table_dir = std::filesystem::path(spec.dir) / spec.table;
@@ -160,8 +167,9 @@ Result<std::vector<ManifestFile>> DumpShard(const ShardStore& store, const Shard
     return Status::IoError("cannot create directory " + table_dir.string() +
                            (ec ? ": " + ec.message() : ""));
 
-  const uint64_t rows = store.size();
+  const uint64_t rows = DumpShardRows(store, spec);
   const uint32_t dim = store.dim();
+  uint64_t row_index = 0;  // of the row ForEachRow visits (creation order)
   const std::string stem = spec.table + "/" + DumpPartStem(spec.shard, spec.shards);
   struct Out {
     std::string name;
@@ -184,6 +192,7 @@ Result<std::vector<ManifestFile>> DumpShard(const ShardStore& store, const Shard
     // Worst case per value: 15 characters for a float, 20 for the ID, plus separators.
     std::vector<char> line(24 + size_t{dim} * 16);
     store.ForEachRow([&](uint64_t key, uint32_t, const float* w, const float*) {
+      if (!spec.Keeps(row_index++)) return;
       if (!st.ok()) return;
       st = txt.Append(line.data(), FormatTextRow(key, w, dim, line.data(), line.size()));
     });
@@ -206,6 +215,7 @@ Result<std::vector<ManifestFile>> DumpShard(const ShardStore& store, const Shard
       if (!f.TryAppend(data, n) && st.ok()) st = f.Append(data, n);
     };
     store.ForEachRow([&](uint64_t key, uint32_t count, const float* w, const float* s) {
+      if (!spec.Keeps(row_index++)) return;
       put(ids, &key, sizeof(key));
       put(emb, w, row_bytes);
       if (counts != nullptr) put(*counts, &count, sizeof(count));

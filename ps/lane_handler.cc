@@ -41,8 +41,12 @@ LaneHandler::LaneHandler(const std::vector<TableSpec>& tables, const Placement& 
   pending_keys_.resize(tables.size());
   full_logged_.assign(tables.size(), false);
   sync_sums_.resize(tables.size());
+  changed_.resize(tables.size());
+  marked_rows_.resize(tables.size());
   for (size_t t = 0; t < tables.size(); ++t) {
     shards_[t].resize(tables[t].shards);
+    changed_[t].resize(tables[t].shards);
+    marked_rows_[t].assign(tables[t].shards, 0);
     skipped_[t].assign(tables[t].shards, 0);
     pending_keys_[t].assign(tables[t].shards, 0);
     for (uint32_t s = 0; s < tables[t].shards; ++s) {
@@ -298,6 +302,7 @@ Status LaneHandler::Push(const Segments& segs, std::span<const uint64_t> keys,
       }
       spec.optimizer->Apply(store->Weights(row), store->State(row), seg_grads + i * spec.dim,
                             spec.dim);
+      MarkChanged(t, shard, row);
       return true;
     });
     if (!status.ok()) return status;
@@ -317,7 +322,10 @@ Status LaneHandler::PushCounts(const Segments& segs, std::span<const uint64_t> k
     for (uint64_t i = 0; i < segs.count[s]; ++i, ++k) {
       const uint32_t row = Materialize(t, segs.shard[s], store, keys[k], &status);
       if (!status.ok()) return status;
-      if (row != ShardStore::kNoRow) store->AddCount(row, counts[k]);
+      if (row != ShardStore::kNoRow) {
+        store->AddCount(row, counts[k]);
+        MarkChanged(t, segs.shard[s], row);
+      }
     }
   }
   return Status::Ok();
@@ -427,6 +435,7 @@ Status LaneHandler::ApplySyncStep() {
       for (uint32_t j = 0; j < spec.dim; ++j)
         g[j] = sum[j] * inv + (spec.mba_lambda != 0 ? scale * w[j] : 0.0f);
       spec.optimizer->Apply(store->Weights(row), store->State(row), g.data(), spec.dim);
+      MarkChanged(static_cast<int>(t), acc.shards[i], row);
     }
   }
   return Status::Ok();

@@ -109,6 +109,11 @@ Status Trainer::Init() {
   if (cfg_.data().train_path().empty())
     return Status::InvalidArgument("no training data: set data.train_path (or --train)");
   DIN_RETURN_IF_ERROR(ValidateDataConfig(cfg_.data()));
+  if ((tcfg_.dump_every_steps() > 0 || tcfg_.dump_every_minutes() > 0) && tcfg_.dump_dir().empty())
+    return Status::InvalidArgument(
+        "trainer.dump_every_steps / dump_every_minutes need trainer.dump_dir (or --dump)");
+  if (tcfg_.dump_every_minutes() < 0)
+    return Status::InvalidArgument("trainer.dump_every_minutes must be >= 0");
   // A missing test set would otherwise surface only after training.
   if (!cfg_.data().test_path().empty()) {
     std::error_code ec;
@@ -376,6 +381,9 @@ Status Trainer::RunEpoch(uint32_t epoch, StepReader* reader, bool resumed) {
         Now() - last_ckpt_time_ >= ck.every_minutes() * 60)
       mine.checkpoint_due = 1.0f;
     if (g_stop_requested.load(std::memory_order_relaxed)) mine.stop_requested = 1.0f;
+    if (coll_->rank() == 0 && tcfg_.dump_every_minutes() > 0 &&
+        Now() - last_dump_time_ >= tcfg_.dump_every_minutes() * 60)
+      mine.dump_due = 1.0f;
     mine.PackInto(control_buf);
     // The push travels while the dense gradients are averaged; its latency is taken
     // when it is seen complete.
@@ -400,6 +408,8 @@ Status Trainer::RunEpoch(uint32_t epoch, StepReader* reader, bool resumed) {
     const bool checkpoint = ckpt_on && (stop || all.checkpoint() ||
                                         (ck.every_steps() > 0 && step_ % ck.every_steps() == 0));
     const bool evaluate = tcfg_.eval_every_steps() > 0 && step_ % tcfg_.eval_every_steps() == 0;
+    const bool dump =
+        all.dump() || (tcfg_.dump_every_steps() > 0 && step_ % tcfg_.dump_every_steps() == 0);
     const double aside_start = Now();  // evaluation and checkpoint time is not step time
     if (tcfg_.staleness() == 0) {
       DIN_RETURN_IF_ERROR(WaitPush());
@@ -407,12 +417,14 @@ Status Trainer::RunEpoch(uint32_t epoch, StepReader* reader, bool resumed) {
       // so a run resumed from it continues from the state this run continues from.
       if (evaluate) DIN_RETURN_IF_ERROR(MaybeEvaluate("step"));
       if (checkpoint) DIN_RETURN_IF_ERROR(WriteCheckpoint(reader->SaveState()));
+      if (dump) DIN_RETURN_IF_ERROR(WritePeriodicDump());
       if (!stop) DIN_RETURN_IF_ERROR(Prepare(next, reader, &exhausted));
     } else {
       if (evaluate) DIN_RETURN_IF_ERROR(MaybeEvaluate("step"));
       if (checkpoint) DIN_RETURN_IF_ERROR(WriteCheckpoint(reader_state));
+      if (dump) DIN_RETURN_IF_ERROR(WritePeriodicDump());
     }
-    const double aside = evaluate || checkpoint ? Now() - aside_start : 0.0;
+    const double aside = evaluate || checkpoint || dump ? Now() - aside_start : 0.0;
     const double step_s = Now() - step_start - aside;
     latencies_.step_ms.push_back(step_s * 1e3);
     if (metrics_.is_open()) {
@@ -518,6 +530,40 @@ Status Trainer::WriteCheckpoint(const std::string& reader_state) {
   return Status::Ok();
 }
 
+Status Trainer::WritePeriodicDump() {
+  const double t0 = Now();
+  // Every push is applied before any lane starts writing its shards.
+  DIN_RETURN_IF_ERROR(WaitPush());
+  DIN_RETURN_IF_ERROR(coll_->Barrier());
+  char name[32];
+  std::snprintf(name, sizeof(name), "dump-%012llu", static_cast<unsigned long long>(step_));
+  if (coll_->rank() == 0) {
+    DumpOptions options;
+    options.mark = true;
+    if (tcfg_.incremental()) {
+      const bool delta = !dump_base_.empty();
+      if (!delta) dump_base_ = name;
+      options.delta = delta;
+      options.base = dump_base_;
+      options.parent = delta ? dump_parent_ : "";
+    }
+    const std::string dir = tcfg_.dump_dir() + "/" + name;
+    DIN_RETURN_IF_ERROR(DumpTables(*client_, cfg_, dir, step_, options));
+    uint64_t bytes = 0;
+    std::error_code ec;
+    for (const auto& e : std::filesystem::recursive_directory_iterator(dir, ec))
+      if (e.is_regular_file(ec)) bytes += e.file_size(ec);
+    LOG(INFO) << (options.delta ? "delta dump " : "dump ") << dir << " (step " << step_
+              << "): " << bytes << " bytes in " << FormatNumber(Now() - t0, "%.2f") << " s";
+  }
+  dump_parent_ = name;
+  last_dump_step_ = step_;
+  last_dump_time_ = Now();
+  DIN_RETURN_IF_ERROR(coll_->Barrier());
+  progress_.ExcludeTime(Now() - t0);
+  return Status::Ok();
+}
+
 Status Trainer::Resume(StepReader* reader) {
   DIN_ASSIGN_OR_RETURN(OpenedCheckpoint ckpt, OpenCheckpoint(*coll_, *client_, cfg_));
   DIN_ASSIGN_OR_RETURN(DecodedWorkerState ws,
@@ -550,6 +596,7 @@ Status Trainer::Train() {
     DIN_RETURN_IF_ERROR(Prepass());
   }
   last_ckpt_time_ = Now();
+  last_dump_time_ = last_ckpt_time_;
   progress_.Start(last_ckpt_time_);
   last_ckpt_step_ = step_;
   double eval_before = summary_.eval_seconds;
@@ -590,6 +637,9 @@ Status Trainer::Train() {
     DIN_RETURN_IF_ERROR(AverageRunningStats(*coll_, backend_->running_stats()));
   SetLatencyPercentiles(latencies_, &summary_);
   summary_.dense_checksum = DenseChecksum(backend_->params(), backend_->running_stats());
+  // The periodic dumps end at the final step (a base plus deltas merge to the dump below).
+  const bool periodic = tcfg_.dump_every_steps() > 0 || tcfg_.dump_every_minutes() > 0;
+  if (periodic && last_dump_step_ != step_) DIN_RETURN_IF_ERROR(WritePeriodicDump());
   if (!tcfg_.dump_dir().empty()) {
     // Every push is applied before any lane starts writing its shards.
     DIN_RETURN_IF_ERROR(WaitPush());
