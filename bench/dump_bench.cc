@@ -24,6 +24,7 @@
 #include <gflags/gflags.h>
 
 #include "common/hash.h"
+#include "common/json.h"
 #include "ps/dump_writer.h"
 #include "ps/shard_store.h"
 
@@ -124,15 +125,21 @@ int main(int argc, char** argv) {
 
   const double dump_gbs = bytes / dump_s / 1e9;
   const double disk_gbs = bytes / disk_s / 1e9;
-  std::printf(
-      "{\"bench\": \"dump_bench\", \"rows\": %llu, \"dim\": %u, \"bytes\": %llu, "
-      "\"dump_seconds\": %.3f, \"disk_seconds\": %.3f, \"dump_gb_per_s\": %.3f, "
-      "\"disk_gb_per_s\": %.3f, \"ratio\": %.3f, \"checkpoint_bytes\": %llu, "
-      "\"checkpoint_seconds\": %.3f, \"checkpoint_gb_per_s\": %.3f, "
-      "\"checkpoint_disk_gb_per_s\": %.3f, \"checkpoint_ratio\": %.3f}\n",
-      static_cast<unsigned long long>(FLAGS_rows), dim, static_cast<unsigned long long>(bytes),
-      dump_s, disk_s, dump_gbs, disk_gbs, dump_gbs / disk_gbs,
-      static_cast<unsigned long long>(ckpt_bytes), ckpt_s, ckpt_gbs, ckpt_disk_gbs,
-      ckpt_gbs / ckpt_disk_gbs);
+  din::Json j;
+  j["bench"] = "dump_bench";
+  j["rows"] = FLAGS_rows;
+  j["dim"] = dim;
+  j["bytes"] = bytes;
+  j["dump_seconds"] = din::JsonNumber(dump_s, 3);
+  j["disk_seconds"] = din::JsonNumber(disk_s, 3);
+  j["dump_gb_per_s"] = din::JsonNumber(dump_gbs, 3);
+  j["disk_gb_per_s"] = din::JsonNumber(disk_gbs, 3);
+  j["ratio"] = din::JsonNumber(dump_gbs / disk_gbs, 3);
+  j["checkpoint_bytes"] = ckpt_bytes;
+  j["checkpoint_seconds"] = din::JsonNumber(ckpt_s, 3);
+  j["checkpoint_gb_per_s"] = din::JsonNumber(ckpt_gbs, 3);
+  j["checkpoint_disk_gb_per_s"] = din::JsonNumber(ckpt_disk_gbs, 3);
+  j["checkpoint_ratio"] = din::JsonNumber(ckpt_gbs / ckpt_disk_gbs, 3);
+  std::printf("%s\n", din::JsonLine(j).c_str());
   return 0;
 }

@@ -16,6 +16,7 @@
 
 #include <Eigen/Core>
 
+#include "common/json.h"
 #include "common/proto/model_config.pb.h"
 #include "worker/model/backend.h"
 #include "worker/model/cuda_backend.h"
@@ -165,11 +166,16 @@ int main(int argc, char** argv) {
   }
   std::printf("# %d steps, %.1f kept positions per batch, %.3f GFLOP per step\n", steps,
               static_cast<double>(positions), flops / 1e9);
-  std::printf(
-      "{\"bench\":\"model_bench\",\"backend\":\"%s\",\"threads\":%d,\"batch\":%d,"
-      "\"samples_per_s\":%.1f,\"ms_per_batch\":%.3f,\"gflops\":%.2f,\"peak_gflops\":%.2f,"
-      "\"peak_ratio\":%.4f}\n",
-      std::string(backend->name()).c_str(), threads, batch, batch / per_batch, per_batch * 1e3,
-      gflops, peak, gflops / peak);
+  din::Json j;
+  j["bench"] = "model_bench";
+  j["backend"] = std::string(backend->name());
+  j["threads"] = threads;
+  j["batch"] = batch;
+  j["samples_per_s"] = din::JsonNumber(batch / per_batch, 1);
+  j["ms_per_batch"] = din::JsonNumber(per_batch * 1e3, 3);
+  j["gflops"] = din::JsonNumber(gflops, 2);
+  j["peak_gflops"] = din::JsonNumber(peak, 2);
+  j["peak_ratio"] = din::JsonNumber(gflops / peak, 4);
+  std::printf("%s\n", din::JsonLine(j).c_str());
   return 0;
 }

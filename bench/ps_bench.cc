@@ -37,6 +37,7 @@
 #include <zmq_addon.hpp>
 
 #include "common/config.h"
+#include "common/json.h"
 #include "common/net/job_process.h"
 #include "worker/ps_client.h"
 
@@ -217,8 +218,7 @@ Status Run(const config::TrainConfig& cfg, Cluster& cluster, const std::string& 
     return std::span<const uint64_t>(shuffled.data() + start, small);
   };
 
-  char json[4096];
-  std::string cpu_json;
+  Json json;  // worker 0's figures, in the order printed
   if (w == 0) {
     std::vector<double> pull_s, push_s;
     for (int r = 0; r < FLAGS_reps; ++r) {
@@ -298,35 +298,44 @@ Status Run(const config::TrainConfig& cfg, Cluster& cluster, const std::string& 
     const double bytes_per_key_pull = 8 + 4 * dim + 4;
     // Work per key, from CPU time (robust to a busy machine): the server process's keys
     // per CPU second, and the calling thread's CPU time per 4k-key request.
-    cpu_json =
-        "\"server_keys_per_cpu_s_pull_4k\":" + std::to_string(keys_small / (srv1 - srv0)) +
-        ",\"server_keys_per_cpu_s_push_4k\":" + std::to_string(keys_small / (srv2 - srv1)) +
-        ",\"client_cpu_us_per_pull_4k\":" + std::to_string(1e6 * (cli1 - cli0) / FLAGS_requests) +
-        ",\"client_cpu_us_per_push_4k\":" + std::to_string(1e6 * (cli2 - cli1) / FLAGS_requests);
-    std::snprintf(
-        json, sizeof(json),
-        "\"pull_keys_per_s_1m\":%.0f,\"push_keys_per_s_1m\":%.0f,\"pull_mb_per_s_1m\":%.1f,"
-        "\"push_mb_per_s_1m\":%.1f,\"pull_keys_per_s_4k\":%.0f,\"push_keys_per_s_4k\":%.0f,"
-        "\"pull_p50_us_4k\":%.0f,\"pull_p99_us_4k\":%.0f,\"push_p50_us_4k\":%.0f,"
-        "\"push_p99_us_4k\":%.0f,\"raw_pull_keys_per_s_1m\":%.0f,\"raw_push_keys_per_s_1m\":%.0f,"
-        "\"raw_pull_keys_per_s_4k\":%.0f,\"raw_push_keys_per_s_4k\":%.0f,"
-        "\"raw_ratio_pull_1m\":%.3f,\"raw_ratio_push_1m\":%.3f,\"raw_ratio_pull_4k\":%.3f,"
-        "\"raw_ratio_push_4k\":%.3f,\"raw_zmq_ratio\":%.3f,"
-        "\"baseline_pull_keys_per_s_1m\":%.0f,\"baseline_push_keys_per_s_1m\":%.0f,"
-        "\"baseline_pull_keys_per_s_4k\":%.0f,\"baseline_push_keys_per_s_4k\":%.0f,"
-        "\"vs_baseline_pull_1m\":%.2f,\"vs_baseline_push_1m\":%.2f,"
-        "\"vs_baseline_pull_4k\":%.2f,\"vs_baseline_push_4k\":%.2f",
-        pull_1m, push_1m, pull_1m * bytes_per_key_pull / 1e6, push_1m * (8 + 4 * dim) / 1e6,
-        pull_4k, push_4k, 1e6 * Quantile(pull_lat, 0.5), 1e6 * Quantile(pull_lat, 0.99),
-        1e6 * Quantile(push_lat, 0.5), 1e6 * Quantile(push_lat, 0.99), raw_pull_1m, raw_push_1m,
-        raw_pull_4k, raw_push_4k, pull_1m / raw_pull_1m, push_1m / raw_push_1m,
-        pull_4k / raw_pull_4k, push_4k / raw_push_4k,
-        // The headline ratio: the geometric mean over the four shapes.
-        std::pow((pull_1m / raw_pull_1m) * (push_1m / raw_push_1m) * (pull_4k / raw_pull_4k) *
-                     (push_4k / raw_push_4k),
-                 0.25),
-        base_pull_1m, base_push_1m, base_pull_4k, base_push_4k, pull_1m / base_pull_1m,
-        push_1m / base_push_1m, pull_4k / base_pull_4k, push_4k / base_push_4k);
+    const double geo = std::pow((pull_1m / raw_pull_1m) * (push_1m / raw_push_1m) *
+                                    (pull_4k / raw_pull_4k) * (push_4k / raw_push_4k),
+                                0.25);
+    auto put = [&json](const char* key, double v, int decimals) {
+      json[key] = JsonNumber(v, decimals);
+    };
+    put("pull_keys_per_s_1m", pull_1m, 0);
+    put("push_keys_per_s_1m", push_1m, 0);
+    put("pull_mb_per_s_1m", pull_1m * bytes_per_key_pull / 1e6, 1);
+    put("push_mb_per_s_1m", push_1m * (8 + 4 * dim) / 1e6, 1);
+    put("pull_keys_per_s_4k", pull_4k, 0);
+    put("push_keys_per_s_4k", push_4k, 0);
+    put("pull_p50_us_4k", 1e6 * Quantile(pull_lat, 0.5), 0);
+    put("pull_p99_us_4k", 1e6 * Quantile(pull_lat, 0.99), 0);
+    put("push_p50_us_4k", 1e6 * Quantile(push_lat, 0.5), 0);
+    put("push_p99_us_4k", 1e6 * Quantile(push_lat, 0.99), 0);
+    put("raw_pull_keys_per_s_1m", raw_pull_1m, 0);
+    put("raw_push_keys_per_s_1m", raw_push_1m, 0);
+    put("raw_pull_keys_per_s_4k", raw_pull_4k, 0);
+    put("raw_push_keys_per_s_4k", raw_push_4k, 0);
+    put("raw_ratio_pull_1m", pull_1m / raw_pull_1m, 3);
+    put("raw_ratio_push_1m", push_1m / raw_push_1m, 3);
+    put("raw_ratio_pull_4k", pull_4k / raw_pull_4k, 3);
+    put("raw_ratio_push_4k", push_4k / raw_push_4k, 3);
+    // The headline ratio: the geometric mean over the four shapes.
+    put("raw_zmq_ratio", geo, 3);
+    put("baseline_pull_keys_per_s_1m", base_pull_1m, 0);
+    put("baseline_push_keys_per_s_1m", base_push_1m, 0);
+    put("baseline_pull_keys_per_s_4k", base_pull_4k, 0);
+    put("baseline_push_keys_per_s_4k", base_push_4k, 0);
+    put("vs_baseline_pull_1m", pull_1m / base_pull_1m, 2);
+    put("vs_baseline_push_1m", push_1m / base_push_1m, 2);
+    put("vs_baseline_pull_4k", pull_4k / base_pull_4k, 2);
+    put("vs_baseline_push_4k", push_4k / base_push_4k, 2);
+    put("server_keys_per_cpu_s_pull_4k", keys_small / (srv1 - srv0), 0);
+    put("server_keys_per_cpu_s_push_4k", keys_small / (srv2 - srv1), 0);
+    put("client_cpu_us_per_pull_4k", 1e6 * (cli1 - cli0) / FLAGS_requests, 1);
+    put("client_cpu_us_per_push_4k", 1e6 * (cli2 - cli1) / FLAGS_requests, 1);
   }
 
   // (c) both workers pull 4k-key requests at once.
@@ -352,20 +361,25 @@ Status Run(const config::TrainConfig& cfg, Cluster& cluster, const std::string& 
     // since srv_c0 is theirs. keys_per_s_per_server_core is keys per server CPU-second
     // with all clients pulling at once: the sizing figure (README, sizing the servers).
     DIN_ASSIGN_OR_RETURN(const double srv_c1, ServerCpuSeconds(*client));
-    std::printf(
-        "{\"bench\":\"ps_bench\",\"servers\":%d,\"clients\":%d,\"dim\":%d,%s,"
-        "\"pull_keys_per_s_4k_2clients\":%.0f,\"pull_p99_us_4k_2clients\":%.0f,"
-        "\"keys_per_s_per_server_core\":%.0f,\"server_cores_used_2clients\":%.2f,%s,"
-        // What the baselines are, and what they skip that din_ps does.
-        "\"raw_baseline\":\"forked ZeroMQ ROUTER answering with reply frames of the right "
-        "sizes, unread and unfilled: no header parsing, validation, table lookup or "
-        "update\","
-        "\"baseline\":\"forked ps-lite-style store (unordered_map + float arena, one "
-        "thread): pulls create zero rows, pushes add; no header parsing, validation, "
-        "optimizer, counts, initializer, sharding or lanes\"}\n",
-        cluster.num_servers(), cluster.num_workers(), dim, json, total_keys / slowest,
-        1e6 * Quantile(lat_c, 0.99), total_keys / (srv_c1 - srv_c0), (srv_c1 - srv_c0) / slowest,
-        cpu_json.c_str());
+    Json line;
+    line["bench"] = "ps_bench";
+    line["servers"] = cluster.num_servers();
+    line["clients"] = cluster.num_workers();
+    line["dim"] = dim;
+    for (const auto& [key, value] : json.items()) line[key] = value;
+    line["pull_keys_per_s_4k_2clients"] = JsonNumber(total_keys / slowest, 0);
+    line["pull_p99_us_4k_2clients"] = JsonNumber(1e6 * Quantile(lat_c, 0.99), 0);
+    line["keys_per_s_per_server_core"] = JsonNumber(total_keys / (srv_c1 - srv_c0), 0);
+    line["server_cores_used_2clients"] = JsonNumber((srv_c1 - srv_c0) / slowest, 2);
+    // What the baselines are, and what they skip that din_ps does.
+    line["raw_baseline"] =
+        "forked ZeroMQ ROUTER answering with reply frames of the right sizes, unread and "
+        "unfilled: no header parsing, validation, table lookup or update";
+    line["baseline"] =
+        "forked ps-lite-style store (unordered_map + float arena, one thread): pulls create "
+        "zero rows, pushes add; no header parsing, validation, optimizer, counts, "
+        "initializer, sharding or lanes";
+    std::printf("%s\n", JsonLine(line).c_str());
     std::fflush(stdout);
   }
   return Status::Ok();

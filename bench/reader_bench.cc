@@ -31,6 +31,7 @@
 #include "common/data/reader.h"
 #include "common/data/step_reader.h"
 #include "common/hash.h"
+#include "common/json.h"
 #include "common/tsv_writer.h"
 
 namespace {
@@ -198,16 +199,23 @@ int main(int argc, char** argv) {
   std::printf("# %s: %.1f MB, %llu lines, %llu rows in %llu batches of %u\n", input.c_str(), mb,
               static_cast<unsigned long long>(lines), static_cast<unsigned long long>(parsed),
               static_cast<unsigned long long>(batches), batch);
-  std::printf(
-      "{\"bench\": \"reader_bench\", \"threads\": 1, \"rows\": %llu, \"bytes\": %.0f, "
-      "\"batch\": %u, \"rows_per_s\": %.0f, \"mb_per_s\": %.1f, \"scan_mb_per_s\": %.1f, "
-      "\"parse_over_scan\": %.3f, \"shuffled_rows_per_s\": %.0f, \"us_per_batch\": %.2f",
-      static_cast<unsigned long long>(parsed), bytes, batch, parsed / parse, mb / parse, mb / scan,
-      scan / parse, shuffled_rows / shuffled, 1e6 * parse / std::max<uint64_t>(1, batches));
-  if (partitions > 0)
-    std::printf(
-        ", \"partitions\": %u, \"step_rows_per_s\": %.0f, \"step_shuffled_rows_per_s\": %.0f",
-        partitions, step_rows / step, step_shuffled_rows / step_shuffled);
-  std::printf("}\n");
+  din::Json j;
+  j["bench"] = "reader_bench";
+  j["threads"] = 1;
+  j["rows"] = parsed;
+  j["bytes"] = din::JsonNumber(bytes, 0);
+  j["batch"] = batch;
+  j["rows_per_s"] = din::JsonNumber(parsed / parse, 0);
+  j["mb_per_s"] = din::JsonNumber(mb / parse, 1);
+  j["scan_mb_per_s"] = din::JsonNumber(mb / scan, 1);
+  j["parse_over_scan"] = din::JsonNumber(scan / parse, 3);
+  j["shuffled_rows_per_s"] = din::JsonNumber(shuffled_rows / shuffled, 0);
+  j["us_per_batch"] = din::JsonNumber(1e6 * parse / std::max<uint64_t>(1, batches), 2);
+  if (partitions > 0) {
+    j["partitions"] = partitions;
+    j["step_rows_per_s"] = din::JsonNumber(step_rows / step, 0);
+    j["step_shuffled_rows_per_s"] = din::JsonNumber(step_shuffled_rows / step_shuffled, 0);
+  }
+  std::printf("%s\n", din::JsonLine(j).c_str());
   return 0;
 }

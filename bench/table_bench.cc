@@ -21,6 +21,7 @@
 
 #include <gflags/gflags.h>
 
+#include "common/json.h"
 #include "common/optim/optimizer.h"
 #include "common/optim/row_initializer.h"
 #include "common/proto/config.pb.h"
@@ -123,14 +124,21 @@ int main(int argc, char** argv) {
   const auto t3 = std::chrono::steady_clock::now();
 
   const double rss_per_row = static_cast<double>(rss1 - rss0) / n;
-  std::printf(
-      "{\"bench\":\"table_bench\",\"rows\":%llu,\"dim\":%u,\"optimizer\":\"%s\","
-      "\"storage\":\"%s\",\"inserts_per_s\":%.0f,\"lookups_per_s\":%.0f,"
-      "\"bytes_per_row\":%.2f,\"computed_bytes_per_row\":%.2f,\"row_bytes\":%u,"
-      "\"payload_bytes_per_row\":%u,\"index_draining\":%s,\"insert_max_us\":%.1f,"
-      "\"checksum\":%g}\n",
-      static_cast<unsigned long long>(n), dim, opt->Name().c_str(), FLAGS_storage.c_str(),
-      n / Seconds(t0, t1), n / Seconds(t2, t3), rss_per_row, computed_per_row, store->row_bytes(),
-      store->payload_bytes(), draining ? "true" : "false", insert_max_us, checksum);
+  din::Json j;
+  j["bench"] = "table_bench";
+  j["rows"] = n;
+  j["dim"] = dim;
+  j["optimizer"] = opt->Name();
+  j["storage"] = FLAGS_storage;
+  j["inserts_per_s"] = din::JsonNumber(n / Seconds(t0, t1), 0);
+  j["lookups_per_s"] = din::JsonNumber(n / Seconds(t2, t3), 0);
+  j["bytes_per_row"] = din::JsonNumber(rss_per_row, 2);
+  j["computed_bytes_per_row"] = din::JsonNumber(computed_per_row, 2);
+  j["row_bytes"] = store->row_bytes();
+  j["payload_bytes_per_row"] = store->payload_bytes();
+  j["index_draining"] = draining;
+  j["insert_max_us"] = din::JsonNumber(insert_max_us, 1);
+  j["checksum"] = checksum;
+  std::printf("%s\n", din::JsonLine(j).c_str());
   return 0;
 }

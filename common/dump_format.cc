@@ -266,6 +266,8 @@ std::string FormatManifest(const Manifest& m) {
   std::ostringstream out;
   out << "din-dump 1\n";
   out << "step " << m.step << "\n";
+  if (!m.base.empty()) out << "base " << m.base << "\n";
+  if (!m.parent.empty()) out << "parent " << m.parent << "\n";
   for (const auto& t : m.tables) {
     out << "table " << t.name << " dim " << t.dim << " shards " << t.shards << " rows " << t.rows
         << " format " << (t.text ? "text" : "npy") << " counts " << (t.counts ? 1 : 0);
@@ -310,6 +312,10 @@ Result<Manifest> ParseManifest(const std::string& text, const std::string& origi
     }
     if (kind == "step") {
       if (!(ls >> m.step)) return bad("bad step");
+    } else if (kind == "base") {
+      if (!(ls >> m.base)) return bad("bad base");
+    } else if (kind == "parent") {
+      if (!(ls >> m.parent)) return bad("bad parent");
     } else if (kind == "table") {
       if (part != nullptr) return bad("table line after the parts");
       ManifestTable t;

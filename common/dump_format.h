@@ -102,6 +102,10 @@ struct ManifestTable {
 };
 struct Manifest {
   uint64_t step = 0;
+  // Incremental dumps (optional `base NAME` and `parent NAME` lines after `step`): the
+  // full dump a delta builds on and the dump just before it, as directory names next
+  // to this one. A base names itself as base and has no parent.
+  std::string base, parent;
   std::vector<ManifestTable> tables;
   std::string config_text;
   const ManifestTable* Find(const std::string& table) const;

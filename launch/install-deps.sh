@@ -9,7 +9,8 @@ PACKAGES=(
   libprotobuf-dev protobuf-compiler
   libeigen3-dev libgoogle-glog-dev libgflags-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  python3 python3-numpy
+  nlohmann-json3-dev
+  python3 python3-numpy python3-matplotlib
   clang-format
   clang libclang-rt-dev llvm  # tests/run.sh: libFuzzer (libclang_rt.fuzzer), llvm-symbolizer
 )

@@ -4,7 +4,9 @@
 # its Bayes-optimal ceiling), trains DIN with 2 parameter servers and 2 workers under
 # mpirun (loopback only) and prints the test metrics next to the ceiling (on stderr).
 # stdout holds the trainer's one JSON line of figures. The trained embeddings are dumped
-# to DATA_DIR/dump (TABLE/part-*.npy, MANIFEST, _SUCCESS) and checked with din_dump.
+# to DATA_DIR/dump (TABLE/part-*.npy, MANIFEST, _SUCCESS) and checked with din_dump;
+# tools/din_plot draws DATA_DIR/metrics.jsonl (an evaluation every 250 steps) into
+# DATA_DIR/metrics.png.
 #
 # Environment: BUILD_DIR (default build/), DATA_DIR (default data/quickstart/), ROWS,
 # SERVERS, WORKERS, CONFIG; extra arguments go to launch/din-train (e.g. --set ...).
@@ -34,7 +36,8 @@ BUILD_DIR="$build" ./launch/din-train \
   --config "${CONFIG:-launch/configs/quickstart.pbtxt}" \
   --train "$data/train.tsv" --test "$data/test.tsv" \
   --servers "${SERVERS:-2}" --workers "${WORKERS:-2}" \
-  --metrics "$data/metrics.jsonl" --dump "$data/dump" "$@" | tee "$out"
+  --metrics "$data/metrics.jsonl" --dump "$data/dump" \
+  --set trainer.eval_every_steps=250 "$@" | tee "$out"
 
 python3 - "$out" <<'PY'
 import json, sys
@@ -52,3 +55,5 @@ for k in ("auc", "gauc", "logloss"):
 PY
 "$build/tools/din_dump" inspect "$data/dump" >&2
 echo "quickstart: embeddings dumped to $data/dump" >&2
+png="$(python3 tools/din_plot "$data/metrics.jsonl" "$data/metrics.png")"
+echo "quickstart: training curves (loss, AUC/GAUC, samples/s, latencies) in $png" >&2

@@ -150,6 +150,16 @@ size_t FormatTextRow(uint64_t key, const float* w, uint32_t dim, char* out, size
 
 }  // namespace
 
+uint64_t DumpShardRows(const ShardStore& store, const ShardDumpSpec& spec) {
+  if (!spec.delta) return store.size();
+  // By row number: rows freed by eviction are not written (and their numbers may be
+  // taken again by new rows, which are marked changed when created).
+  uint64_t n = 0;
+  for (uint64_t r = 0; r < store.end_row(); ++r)
+    n += store.live(static_cast<uint32_t>(r)) && spec.Keeps(r) ? 1 : 0;
+  return n;
+}
+
 Result<std::vector<ManifestFile>> DumpShard(const ShardStore& store, const ShardDumpSpec& spec) {
   DIN_RETURN_IF_ERROR(CheckDumpTableName(spec.table));
   const std::filesystem::path table_dir = std::filesystem::path(spec.dir) / spec.table;
@@ -160,7 +170,7 @@ Result<std::vector<ManifestFile>> DumpShard(const ShardStore& store, const Shard
     return Status::IoError("cannot create directory " + table_dir.string() +
                            (ec ? ": " + ec.message() : ""));
 
-  const uint64_t rows = store.size();
+  const uint64_t rows = DumpShardRows(store, spec);
   const uint32_t dim = store.dim();
   const std::string stem = spec.table + "/" + DumpPartStem(spec.shard, spec.shards);
   struct Out {
@@ -183,10 +193,12 @@ Result<std::vector<ManifestFile>> DumpShard(const ShardStore& store, const Shard
     DumpFileWriter& txt = *outs[0].writer;
     // Worst case per value: 15 characters for a float, 20 for the ID, plus separators.
     std::vector<char> line(24 + size_t{dim} * 16);
-    store.ForEachRow([&](uint64_t key, uint32_t, const float* w, const float*) {
-      if (!st.ok()) return;
-      st = txt.Append(line.data(), FormatTextRow(key, w, dim, line.data(), line.size()));
-    });
+    store.ForEachRowIndexed(
+        [&](uint32_t row, uint64_t key, uint32_t, const float* w, const float*) {
+          if (!spec.Keeps(row)) return;
+          if (!st.ok()) return;
+          st = txt.Append(line.data(), FormatTextRow(key, w, dim, line.data(), line.size()));
+        });
   } else {
     DIN_RETURN_IF_ERROR(open(".ids.npy", NpyHeader("<u8", {rows})));
     DIN_RETURN_IF_ERROR(open(".emb.npy", NpyHeader("<f4", {rows, dim})));
@@ -205,12 +217,14 @@ Result<std::vector<ManifestFile>> DumpShard(const ShardStore& store, const Shard
     auto put = [&st](DumpFileWriter& f, const void* data, size_t n) {
       if (!f.TryAppend(data, n) && st.ok()) st = f.Append(data, n);
     };
-    store.ForEachRow([&](uint64_t key, uint32_t count, const float* w, const float* s) {
-      put(ids, &key, sizeof(key));
-      put(emb, w, row_bytes);
-      if (counts != nullptr) put(*counts, &count, sizeof(count));
-      if (state != nullptr && state_bytes > 0) put(*state, s, state_bytes);
-    });
+    store.ForEachRowIndexed(
+        [&](uint32_t row, uint64_t key, uint32_t count, const float* w, const float* s) {
+          if (!spec.Keeps(row)) return;
+          put(ids, &key, sizeof(key));
+          put(emb, w, row_bytes);
+          if (counts != nullptr) put(*counts, &count, sizeof(count));
+          if (state != nullptr && state_bytes > 0) put(*state, s, state_bytes);
+        });
   }
   DIN_RETURN_IF_ERROR(st);
 

@@ -105,7 +105,19 @@ struct ShardDumpSpec {
   // A checkpoint part: also .state.npy (float32 [n, state_floats], the optimizer state
   // bytes as stored) and always .count.npy (NPY only).
   bool state = false;
+  // A delta of an incremental dump: only rows at or past `first_new` (created since the
+  // last mark) or with changed[row] != 0 (pushed or counted since), in creation order.
+  bool delta = false;
+  const std::vector<uint8_t>* changed = nullptr;
+  uint64_t first_new = 0;
+  bool Keeps(uint64_t row) const {
+    return !delta || row >= first_new ||
+           (changed != nullptr && row < changed->size() && (*changed)[row] != 0);
+  }
 };
+
+// The rows DumpShard writes of `store` under `spec`.
+uint64_t DumpShardRows(const ShardStore& store, const ShardDumpSpec& spec);
 
 // Writes one part of `spec.table` from `store` (its dim is the table's dim) and returns
 // its files, named relative to spec.dir, with sizes and checksums. Creates dir/table.

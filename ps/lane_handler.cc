@@ -64,8 +64,12 @@ LaneHandler::LaneHandler(const std::vector<TableSpec>& tables, const Placement& 
   for (const TableSpec& spec : tables) max_dim = std::max(max_dim, spec.dim);
   weight_scratch_.resize(max_dim);
   default_grad_.resize(max_dim);
+  changed_.resize(tables.size());
+  marked_rows_.resize(tables.size());
   for (size_t t = 0; t < tables.size(); ++t) {
     shards_[t].resize(tables[t].shards);
+    changed_[t].resize(tables[t].shards);
+    marked_rows_[t].assign(tables[t].shards, 0);
     skipped_[t].assign(tables[t].shards, 0);
     pending_keys_[t].assign(tables[t].shards, 0);
     prepass_counts_[t].resize(tables[t].shards);
@@ -386,6 +390,7 @@ uint32_t LaneHandler::Materialize(int table, uint32_t shard, ShardStore* store, 
   }
   if (inserted) {
     Touch(table, shard, *row);
+    MarkChanged(table, shard, *row);  // a row number freed by eviction may be taken again
     spec.initializer.Fill(key, weight_scratch_.data(), spec.dim);
     store->SetWeights(*row, weight_scratch_.data());
     spec.optimizer->InitState(store->State(*row), spec.dim);
@@ -488,6 +493,7 @@ Status LaneHandler::Push(const Segments& segs, std::span<const uint64_t> keys,
       }
       ApplyGradient(spec, store, row, seg_grads + i * spec.dim, clock);
       Touch(t, shard, row);
+      MarkChanged(t, shard, row);
       return true;
     });
     if (!status.ok()) return status;
@@ -508,7 +514,10 @@ Status LaneHandler::PushCounts(const Segments& segs, std::span<const uint64_t> k
     for (uint64_t i = 0; i < segs.count[s]; ++i, ++k) {
       const uint32_t row = Materialize(t, segs.shard[s], store, keys[k], &status);
       if (!status.ok()) return status;
-      if (row != ShardStore::kNoRow) store->AddCount(row, counts[k]);
+      if (row != ShardStore::kNoRow) {
+        store->AddCount(row, counts[k]);
+        MarkChanged(t, segs.shard[s], row);
+      }
     }
   }
   return Status::Ok();
@@ -754,6 +763,7 @@ Status LaneHandler::ApplySyncStep() {
         g[j] = sum[j] * inv + (spec.mba_lambda != 0 ? scale * w[j] : 0.0f);
       ApplyGradient(spec, store, row, g.data(), clock);
       Touch(static_cast<int>(t), acc.shards[i], row);
+      MarkChanged(static_cast<int>(t), acc.shards[i], row);
     }
     for (const auto& [shard, dg] : default_g) ApplyDefault(static_cast<int>(t), shard, dg.data());
   }

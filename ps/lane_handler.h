@@ -205,6 +205,16 @@ class LaneHandler {
   int64_t published_bytes_ = 0;  // this lane's part of budget_->used
   bool budget_skip_ = false;     // this request: SKIP_NEW tables create no row (budget)
   std::vector<std::vector<std::unique_ptr<ShardStore>>> shards_;  // [table][shard]
+  // Incremental dumps, per [table][shard]: the rows pushed or counted since the last
+  // DUMP with `mark` (by row index), and the row count then (rows past it are new).
+  std::vector<std::vector<std::vector<uint8_t>>> changed_;
+  std::vector<std::vector<uint64_t>> marked_rows_;
+  void MarkChanged(int table, uint32_t shard, uint32_t row) {
+    std::vector<uint8_t>& c = changed_[table][shard];
+    if (row >= marked_rows_[table][shard]) return;  // new since the mark: written anyway
+    if (row >= c.size()) c.resize(marked_rows_[table][shard], 0);
+    c[row] = 1;
+  }
   // SKIP_NEW: keys refused a row, per [table][shard]; and whether the table's first full
   // shard of this lane was logged.
   std::vector<std::vector<uint64_t>> skipped_;

@@ -36,16 +36,19 @@ void LaneHandler::Dump(const wire::DumpRequest& req, wire::ReplyHeader* rh) {
                   req.count_tables().end();
     spec.state = req.with_state();
     if (spec.state) spec.text = false;
+    spec.delta = req.delta();
     for (uint32_t s = 0; s < shards_[t].size(); ++s) {
       const ShardStore* store = shards_[t][s].get();
       if (store == nullptr) continue;
       spec.shard = s;
+      spec.changed = &changed_[t][s];
+      spec.first_new = marked_rows_[t][s];
       Result<std::vector<ManifestFile>> files = DumpShard(*store, spec);
       if (!files.ok()) return fail(StatusCode::kInternal, files.status().ToString());
       wire::DumpPart* part = rh->add_dump_parts();
       part->set_table(static_cast<uint32_t>(t));
       part->set_shard(s);
-      part->set_rows(store->size());
+      part->set_rows(DumpShardRows(*store, spec));
       if (req.with_state()) {
         part->set_state_floats(store->state_floats());
         part->set_optimizer(tables_[t].optimizer->Name());
@@ -58,6 +61,14 @@ void LaneHandler::Dump(const wire::DumpRequest& req, wire::ReplyHeader* rh) {
       }
     }
   }
+  if (req.mark())
+    for (size_t t = 0; t < shards_.size(); ++t)
+      for (uint32_t s = 0; s < shards_[t].size(); ++s) {
+        if (shards_[t][s] == nullptr) continue;
+        changed_[t][s].clear();
+        changed_[t][s].shrink_to_fit();
+        marked_rows_[t][s] = shards_[t][s]->end_row();
+      }
 }
 
 void LaneHandler::Load(const wire::LoadRequest& req, wire::ReplyHeader* rh) {

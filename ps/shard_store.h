@@ -174,17 +174,24 @@ class ShardStore {
   // weights as float32 whatever the storage (a 16-bit value converts exactly).
   template <typename Fn>
   void ForEachRow(Fn&& fn) const {
+    ForEachRowIndexed([&](uint32_t, uint64_t key, uint32_t count, const float* w,
+                          const float* state) { fn(key, count, w, state); });
+  }
+  // The same, with each row's number first: fn(row, key, count, weights, state).
+  template <typename Fn>
+  void ForEachRowIndexed(Fn&& fn) const {
     if (format_ == WeightFormat::kFp32) {
       for (uint32_t r = 0; r < size_; ++r)
         if (live(r))
-          fn(Key(r), Count(r), reinterpret_cast<const float*>(RowPtr(r) + kHeaderBytes), State(r));
+          fn(r, Key(r), Count(r), reinterpret_cast<const float*>(RowPtr(r) + kHeaderBytes),
+             State(r));
       return;
     }
     std::vector<float> w(dim_);
     for (uint32_t r = 0; r < size_; ++r) {
       if (!live(r)) continue;
       GetWeights(r, w.data());
-      fn(Key(r), Count(r), static_cast<const float*>(w.data()), State(r));
+      fn(r, Key(r), Count(r), static_cast<const float*>(w.data()), State(r));
     }
   }
 

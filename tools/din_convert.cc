@@ -40,6 +40,7 @@
 #include <glog/logging.h>
 
 #include "common/hash.h"
+#include "common/json.h"
 #include "common/rng.h"
 #include "common/status.h"
 #include "common/tsv_writer.h"
@@ -51,6 +52,8 @@ DEFINE_uint32(max_history, 50, "newest behaviours kept per row; 0 = all");
 
 namespace {
 
+using din::Json;
+using din::JsonLine;
 using din::LiteralValue;
 using din::ParseLiteral;
 using din::Result;
@@ -320,12 +323,15 @@ Status ConvertMovieLens(const std::vector<std::string>& args) {
   for (size_t i : train_rows)
     write_row(train, *(std::upper_bound(user_begin.begin(), user_begin.end(), i) - 1), i);
   DIN_RETURN_IF_ERROR(train.Close());
-  std::printf(
-      "{\"dataset\": \"%s\", \"ratings\": %zu, \"positives\": %llu, \"train_rows\": %zu, "
-      "\"test_rows\": %zu, \"train_users\": %llu, \"test_users\": %llu}\n",
-      format->name, ratings.size(), static_cast<unsigned long long>(positives), train_rows.size(),
-      ratings.size() - train_rows.size(), static_cast<unsigned long long>(train_users),
-      static_cast<unsigned long long>(test_users));
+  Json j;
+  j["dataset"] = format->name;
+  j["ratings"] = ratings.size();
+  j["positives"] = positives;
+  j["train_rows"] = train_rows.size();
+  j["test_rows"] = ratings.size() - train_rows.size();
+  j["train_users"] = train_users;
+  j["test_users"] = test_users;
+  std::printf("%s\n", JsonLine(j).c_str());
   return Status::Ok();
 }
 
@@ -478,12 +484,16 @@ Status ConvertAmazon(const std::vector<std::string>& args) {
   };
   DIN_RETURN_IF_ERROR(write(train, out + "/train.tsv"));
   DIN_RETURN_IF_ERROR(write(test, out + "/test.tsv"));
-  std::printf(
-      "{\"dataset\": \"amazon\", \"reviews\": %zu, \"users\": %zu, \"items\": %zu, "
-      "\"categories\": %zu, \"train_rows\": %zu, \"test_rows\": %zu, \"items_without_meta\": "
-      "%llu}\n",
-      reviews.size(), user_id.size(), item_id.size(), cate_id.size(), train.size(), test.size(),
-      static_cast<unsigned long long>(missing_meta));
+  Json j;
+  j["dataset"] = "amazon";
+  j["reviews"] = reviews.size();
+  j["users"] = user_id.size();
+  j["items"] = item_id.size();
+  j["categories"] = cate_id.size();
+  j["train_rows"] = train.size();
+  j["test_rows"] = test.size();
+  j["items_without_meta"] = missing_meta;
+  std::printf("%s\n", JsonLine(j).c_str());
   return Status::Ok();
 }
 

@@ -3,6 +3,8 @@
 //   din_dump inspect DIR                         tables, rows, dims; verifies every file
 //   din_dump lookup DIR --table T --ids 1,2,3    prints "id<TAB>v1 v2 ..." per ID
 //   din_dump to-text DIR --table T               prints every row of T the same way
+//   din_dump export CKPT OUT                     the model of checkpoint CKPT, for others
+//   din_dump merge BASE DELTA... OUT             an incremental series as one full dump
 //
 // inspect checks that _SUCCESS exists, that every file the MANIFEST lists is there with
 // its size and XXH64, that NPY headers have the dtype and shape the MANIFEST implies,
@@ -11,6 +13,17 @@
 // Given a checkpoint (ckpt-STEP, worker/checkpoint.h), inspect also verifies CHECKPOINT,
 // _SUCCESS and every worker state, then inspects its tables/ as a dump; lookup and
 // to-text read its tables/.
+// export writes what `launch/din-train --export` writes (worker/export.h), without
+// servers: OUT/model.json and OUT/dense/*.npy from CKPT's worker states (the Dice
+// statistics averaged over its workers), and OUT/embeddings/, a dump of CKPT's tables
+// (their .ids.npy and .emb.npy parts, with a MANIFEST and _SUCCESS); it refuses a
+// checkpoint whose embeddings are not float32.
+// merge reads the base (a full dump whose MANIFEST names itself as base) and the deltas
+// in order (each naming that base and, as parent, the dump before it; all verified) and
+// writes OUT: per part, the base's rows with each delta's rows replacing theirs and new
+// IDs appended in the delta's order, which is the servers' creation order, so OUT equals
+// a full dump taken at the last delta's step, byte for byte (MANIFEST: the last delta's
+// step and config, no lineage). NPY dumps only.
 // lookup finds an ID's part with ShardOf(id, shards) (common/hash.h) and exits 1 when
 // an ID is not in the table.
 #include <charconv>
@@ -24,12 +37,14 @@
 #include <sstream>
 #include <string>
 #include <system_error>
+#include <unordered_map>
 #include <vector>
 
 #include "common/dump_format.h"
 #include "common/hash.h"
 #include "common/status.h"
 #include "worker/checkpoint.h"
+#include "worker/export.h"
 
 namespace din {
 namespace {
@@ -354,11 +369,206 @@ int ToText(const std::string& dir, const std::string& table) {
   return std::fflush(stdout) == 0 ? 0 : 1;
 }
 
+// din_dump export CKPT OUT (see the top of this file).
+int Export(const std::string& ckpt, const std::string& out) {
+  namespace fs = std::filesystem;
+  auto verified = VerifyCheckpoint(ckpt);
+  if (!verified.ok()) return Fail(verified.status());
+  const ckpt::CheckpointManifest& cm = *verified;
+  auto params = WriteDenseExport(cm.config(), ckpt, static_cast<int>(cm.workers()), cm.step(), out);
+  if (!params.ok()) return Fail(params.status());
+  auto tables = ReadCompleteManifest(ckpt + "/tables");
+  if (!tables.ok()) return Fail(tables.status());
+  Manifest dump;
+  dump.step = tables->step;
+  dump.config_text = tables->config_text;
+  const std::string dir = out + "/embeddings";
+  uint64_t rows = 0;
+  for (ManifestTable t : tables->tables) {
+    t.optimizer.clear();
+    t.state_floats = 0;
+    t.counts = false;
+    t.text = false;
+    std::error_code ec;
+    fs::create_directories(dir + "/" + t.name, ec);
+    if (ec) return Fail(Status::IoError("cannot create " + dir + "/" + t.name));
+    for (ManifestPart& p : t.parts) {
+      std::vector<ManifestFile> kept;
+      for (const ManifestFile& f : p.files) {
+        if (!f.name.ends_with(".ids.npy") && !f.name.ends_with(".emb.npy")) continue;
+        if (f.name.ends_with(".emb.npy")) {
+          std::unique_ptr<std::FILE, FileCloser> in(
+              std::fopen((ckpt + "/tables/" + f.name).c_str(), "rb"));
+          if (!in) return Fail(Status::IoError("cannot open " + ckpt + "/tables/" + f.name));
+          auto info = ReadNpyHeader(in.get(), ckpt + "/tables/" + f.name);
+          if (!info.ok()) return Fail(info.status());
+          if (info->descr != "<f4")
+            return Fail(Status::InvalidArgument(
+                ckpt + "/tables/" + f.name + " stores " + info->descr +
+                ", not float32: export with launch/din-train --export, whose servers dump "
+                "float32"));
+        }
+        fs::copy_file(ckpt + "/tables/" + f.name, dir + "/" + f.name,
+                      fs::copy_options::overwrite_existing, ec);
+        if (ec) return Fail(Status::IoError("cannot copy " + f.name + ": " + ec.message()));
+        kept.push_back(f);
+      }
+      p.files = kept;
+      rows += p.rows;
+    }
+    dump.tables.push_back(std::move(t));
+  }
+  for (const auto& t : dump.tables) {
+    const Status st = SyncDirectory(dir + "/" + t.name);
+    if (!st.ok()) return Fail(st);
+  }
+  Status st = WriteFileDurably(dir + "/" + kManifestName, FormatManifest(dump));
+  if (st.ok()) st = WriteFileDurably(dir + "/" + kSuccessName, "");
+  if (!st.ok()) return Fail(st);
+  Json j;
+  j["mode"] = "export";
+  j["checkpoint"] = ckpt;
+  j["step"] = cm.step();
+  j["export_dir"] = out;
+  j["rows"] = rows;
+  j["dense_params"] = *params;
+  std::printf("%s\n", JsonLine(j).c_str());
+  return 0;
+}
+
+// One part of one table while merging: ids, embedding rows and (when the table has
+// them) counts, with the position of every ID.
+struct MergePart {
+  std::vector<uint64_t> ids;
+  std::vector<float> emb;
+  std::vector<uint32_t> counts;
+  std::unordered_map<uint64_t, size_t> at;
+};
+
+// Appends the rows of `part` of `table` in dump `dir` to *out (replacing rows of IDs it
+// has).
+Status MergeInto(const std::string& dir, const ManifestTable& table, const ManifestPart& part,
+                 MergePart* out) {
+  if (table.text) return Status::InvalidArgument(dir + ": table " + table.name + " is text");
+  const std::string stem = table.name + "/" + DumpPartStem(part.shard, table.shards);
+  std::string data[3];
+  const char* suffixes[3] = {".ids.npy", ".emb.npy", ".count.npy"};
+  const size_t arrays = table.counts ? 3 : 2;
+  const char* at[3] = {nullptr, nullptr, nullptr};
+  for (size_t a = 0; a < arrays; ++a) {
+    const ManifestFile* file = nullptr;
+    for (const ManifestFile& f : part.files)
+      if (f.name == stem + suffixes[a]) file = &f;
+    if (file == nullptr) return Status::InvalidArgument(dir + ": no " + stem + suffixes[a]);
+    DIN_ASSIGN_OR_RETURN(data[a], ReadVerifiedFile(dir, *file));
+    DIN_ASSIGN_OR_RETURN(NpyInfo info, ParseNpyHeader(data[a], dir + "/" + file->name));
+    if (info.elements() * info.item_bytes() + info.header_bytes != data[a].size() ||
+        info.shape.empty() || info.shape[0] != part.rows)
+      return Status::InvalidArgument(dir + "/" + file->name + ": unexpected shape");
+    at[a] = data[a].data() + info.header_bytes;
+  }
+  const size_t dim = table.dim;
+  for (uint64_t i = 0; i < part.rows; ++i) {
+    uint64_t id;
+    std::memcpy(&id, at[0] + i * 8, 8);
+    auto [it, fresh] = out->at.emplace(id, out->ids.size());
+    if (fresh) {
+      out->ids.push_back(id);
+      out->emb.resize(out->emb.size() + dim);
+      if (arrays == 3) out->counts.push_back(0);
+    }
+    std::memcpy(out->emb.data() + it->second * dim, at[1] + i * dim * 4, dim * 4);
+    if (arrays == 3) std::memcpy(&out->counts[it->second], at[2] + i * 4, 4);
+  }
+  return Status::Ok();
+}
+
+Result<ManifestFile> WriteNpyFile(const std::string& dir, const std::string& name,
+                                  const std::string& header, const void* data, size_t bytes) {
+  std::string content = header;
+  content.append(static_cast<const char*>(data), bytes);
+  DIN_RETURN_IF_ERROR(WriteFileDurably(dir + "/" + name, content));
+  return ManifestFile{name, content.size(), Xxh64::Of(content.data(), content.size())};
+}
+
+int Merge(const std::vector<std::string>& inputs, const std::string& out) {
+  namespace fs = std::filesystem;
+  std::vector<Manifest> ms;
+  for (const std::string& in : inputs) {
+    auto m = ReadCompleteManifest(in);
+    if (!m.ok()) return Fail(m.status());
+    ms.push_back(std::move(*m));
+  }
+  auto name_of = [](const std::string& p) { return fs::path(p).lexically_normal().filename(); };
+  const std::string base = fs::path(inputs[0]).lexically_normal().filename().string();
+  if (ms[0].base != base || !ms[0].parent.empty())
+    return Fail(Status::InvalidArgument(inputs[0] +
+                                        " is not the base of an incremental series "
+                                        "(its MANIFEST names base '" +
+                                        ms[0].base + "')"));
+  for (size_t i = 1; i < ms.size(); ++i) {
+    const std::string parent = name_of(inputs[i - 1]).string();
+    if (ms[i].base != base || ms[i].parent != parent)
+      return Fail(Status::InvalidArgument(inputs[i] + ": base '" + ms[i].base + "', parent '" +
+                                          ms[i].parent + "'; expected base '" + base +
+                                          "', parent '" + parent + "'"));
+  }
+  Manifest merged;
+  merged.step = ms.back().step;
+  merged.config_text = ms.back().config_text;
+  std::error_code ec;
+  for (const ManifestTable& bt : ms[0].tables) {
+    ManifestTable t = bt;
+    t.rows = 0;
+    fs::create_directories(out + "/" + t.name, ec);
+    if (ec) return Fail(Status::IoError("cannot create " + out + "/" + t.name));
+    for (ManifestPart& p : t.parts) {
+      MergePart mp;
+      for (size_t i = 0; i < ms.size(); ++i) {
+        const ManifestTable* it = ms[i].Find(t.name);
+        if (it == nullptr || it->dim != t.dim || it->shards != t.shards || it->counts != t.counts)
+          return Fail(Status::InvalidArgument(inputs[i] + ": table " + t.name +
+                                              " differs from the base's"));
+        const Status st = MergeInto(inputs[i], *it, it->parts[p.shard], &mp);
+        if (!st.ok()) return Fail(st);
+      }
+      const std::string stem = t.name + "/" + DumpPartStem(p.shard, t.shards);
+      const uint64_t n = mp.ids.size();
+      p.rows = n;
+      p.files.clear();
+      auto put = [&](const std::string& suffix, const std::string& header, const void* d,
+                     size_t bytes) -> Status {
+        DIN_ASSIGN_OR_RETURN(ManifestFile f, WriteNpyFile(out, stem + suffix, header, d, bytes));
+        p.files.push_back(f);
+        return Status::Ok();
+      };
+      Status st = put(".ids.npy", NpyHeader("<u8", {n}), mp.ids.data(), n * 8);
+      if (st.ok())
+        st = put(".emb.npy", NpyHeader("<f4", {n, t.dim}), mp.emb.data(), mp.emb.size() * 4);
+      if (st.ok() && t.counts)
+        st = put(".count.npy", NpyHeader("<u4", {n}), mp.counts.data(), n * 4);
+      if (!st.ok()) return Fail(st);
+      t.rows += n;
+    }
+    merged.tables.push_back(std::move(t));
+  }
+  Status st = WriteFileDurably(out + "/" + kManifestName, FormatManifest(merged));
+  if (st.ok()) st = WriteFileDurably(out + "/" + kSuccessName, "");
+  if (!st.ok()) return Fail(st);
+  uint64_t rows = 0;
+  for (const auto& t : merged.tables) rows += t.rows;
+  std::printf("merged %zu dumps into %s: step %llu, %llu rows\n", inputs.size(), out.c_str(),
+              static_cast<unsigned long long>(merged.step), static_cast<unsigned long long>(rows));
+  return 0;
+}
+
 int Usage() {
   std::fprintf(stderr,
                "usage: din_dump inspect DIR\n"
                "       din_dump lookup DIR --table T --ids 1,2,3\n"
-               "       din_dump to-text DIR --table T\n");
+               "       din_dump to-text DIR --table T\n"
+               "       din_dump export CKPT OUT\n"
+               "       din_dump merge BASE DELTA... OUT\n");
   return 2;
 }
 
@@ -366,6 +576,11 @@ int Main(int argc, char** argv) {
   if (argc < 3) return Usage();
   const std::string cmd = argv[1];
   const std::string dir = argv[2];
+  if (cmd == "export") return argc == 4 ? Export(dir, argv[3]) : Usage();
+  if (cmd == "merge") {
+    if (argc < 4) return Usage();
+    return Merge(std::vector<std::string>(argv + 2, argv + argc - 1), argv[argc - 1]);
+  }
   std::string table, ids_arg;
   for (int i = 3; i < argc; ++i) {
     std::string a = argv[i];

@@ -40,6 +40,7 @@
 
 #include "common/data/metrics.h"
 #include "common/hash.h"
+#include "common/json.h"
 #include "common/rng.h"
 #include "common/status.h"
 #include "common/tsv_writer.h"
@@ -207,13 +208,6 @@ void WriteRow(const World& w, const Row& row, std::vector<uint64_t> (&scratch)[2
                  static_cast<uint64_t>(w.item_cate[row.item]) + 1, items, cates);
 }
 
-std::string JsonNumber(double x) {
-  if (!std::isfinite(x)) return "null";
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "%.6f", x);
-  return buf;
-}
-
 // Generates the data set into FLAGS_out and returns the bayes.json line.
 din::Result<std::string> Generate() {
   std::error_code ec;
@@ -288,19 +282,21 @@ din::Result<std::string> Generate() {
   const double auc = (test_pos > 0 && test_neg > 0) ? wins / (test_pos * test_neg) : NAN;
   const double gauc = gauc_weight > 0 ? gauc_sum / gauc_weight : NAN;
 
-  std::string json =
-      "{\"test_auc\": " + JsonNumber(auc) + ", \"test_gauc\": " + JsonNumber(gauc) +
-      ", \"test_logloss\": " + JsonNumber(index ? logloss / index : NAN) +
-      ", \"test_rows\": " + std::to_string(index) +
-      ", \"test_positive_rate\": " + JsonNumber(index ? 1.0 * test_pos / index : NAN) +
-      ", \"gauc_users\": " + std::to_string(gauc_users) +
-      ", \"train_rows\": " + std::to_string(FLAGS_rows) +
-      ", \"train_positive_rate\": " + JsonNumber(FLAGS_rows ? 1.0 * train_pos / FLAGS_rows : NAN) +
-      ", \"users\": " + std::to_string(FLAGS_users) +
-      ", \"items\": " + std::to_string(FLAGS_items) +
-      ", \"cates\": " + std::to_string(FLAGS_cates) +
-      ", \"max_history\": " + std::to_string(FLAGS_max_history) +
-      ", \"seed\": " + std::to_string(FLAGS_seed) + "}\n";
+  din::Json j;
+  j["test_auc"] = din::JsonNumber(auc);
+  j["test_gauc"] = din::JsonNumber(gauc);
+  j["test_logloss"] = din::JsonNumber(index ? logloss / index : NAN);
+  j["test_rows"] = index;
+  j["test_positive_rate"] = din::JsonNumber(index ? 1.0 * test_pos / index : NAN);
+  j["gauc_users"] = gauc_users;
+  j["train_rows"] = FLAGS_rows;
+  j["train_positive_rate"] = din::JsonNumber(FLAGS_rows ? 1.0 * train_pos / FLAGS_rows : NAN);
+  j["users"] = FLAGS_users;
+  j["items"] = FLAGS_items;
+  j["cates"] = FLAGS_cates;
+  j["max_history"] = FLAGS_max_history;
+  j["seed"] = FLAGS_seed;
+  const std::string json = din::JsonLine(j) + "\n";
   TsvWriter bayes;
   DIN_RETURN_IF_ERROR(bayes.Open(FLAGS_out + "/bayes.json"));
   bayes.Text(json);

@@ -7,6 +7,13 @@
 //
 // --mode=selfcheck exercises the parameter servers end to end (worker/selfcheck.h) and
 // exits non-zero on any mismatch.
+//
+// --mode=predict loads the checkpoint trainer.resume_from designates and scores
+// --predict_data into --predict_output, one probability per input line in input order
+// (worker/predict.h); worker 0 prints one JSON line with the metrics.
+//
+// --mode=export writes that checkpoint's model (dense tensors as .npy, model.json, the
+// embeddings as a dump) into --export_dir (worker/export.h).
 #include <unistd.h>
 
 #include <pthread.h>
@@ -29,18 +36,25 @@
 #include "common/net/job_process.h"
 #include "common/placement.h"
 #include "worker/collective.h"
+#include "worker/export.h"
+#include "worker/predict.h"
 #include "worker/ps_client.h"
 #include "worker/report.h"
 #include "worker/selfcheck.h"
 #include "worker/trainer.h"
 
 DEFINE_string(mode, "train",
-              "train: the training loop; selfcheck: verify pull/push against the servers");
+              "train: the training loop; selfcheck: verify pull/push against the servers; "
+              "predict: score --predict_data with the checkpoint trainer.resume_from; "
+              "export: write that checkpoint's model into --export_dir (worker/export.h)");
 DEFINE_string(progress, "auto",
               "worker 0's progress: bar (redrawn line), log (a line every "
               "trainer.log_every_seconds) or auto (bar when stderr is a terminal)");
 DEFINE_int32(ids, 100000, "selfcheck: IDs per worker and table");
 DEFINE_int32(rounds, 3, "selfcheck: push/pull rounds");
+DEFINE_string(predict_data, "", "predict: the input (din-tsv or data.format), a file or directory");
+DEFINE_string(export_dir, "", "export: the directory to write the model export into");
+DEFINE_string(predict_output, "", "predict: where to write one probability per input line");
 
 namespace din {
 namespace {
@@ -120,6 +134,36 @@ Status Train(const config::TrainConfig& cfg, Cluster& cluster) {
   return Status::Ok();
 }
 
+Status ExportJob(const config::TrainConfig& cfg, Cluster& cluster) {
+  if (cfg.trainer().resume_from().empty())
+    return Status::InvalidArgument("export: no checkpoint (set trainer.resume_from or --resume)");
+  DIN_ASSIGN_OR_RETURN(auto client, PsClient::Connect(cfg, cluster.servers()));
+  MpiCollective collective(cluster.role_comm());
+  DIN_ASSIGN_OR_RETURN(Json figures, ExportModel(cfg, *client, collective, FLAGS_export_dir));
+  if (cluster.role_rank() == 0) {
+    std::printf("%s\n", JsonLine(figures).c_str());
+    std::fflush(stdout);
+  }
+  return Status::Ok();
+}
+
+Status PredictJob(const config::TrainConfig& cfg, Cluster& cluster) {
+  if (cfg.trainer().resume_from().empty())
+    return Status::InvalidArgument("predict: no checkpoint (set trainer.resume_from or --resume)");
+  DIN_ASSIGN_OR_RETURN(auto client, PsClient::Connect(cfg, cluster.servers()));
+  MpiCollective collective(cluster.role_comm());
+  PredictOptions options;
+  options.data = FLAGS_predict_data;
+  options.output = FLAGS_predict_output;
+  options.num_servers = cluster.num_servers();
+  DIN_ASSIGN_OR_RETURN(Json figures, Predict(cfg, *client, collective, options));
+  if (cluster.role_rank() == 0) {
+    std::printf("%s\n", JsonLine(figures).c_str());
+    std::fflush(stdout);
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 }  // namespace din
 
@@ -133,6 +177,10 @@ int main(int argc, char** argv) {
   if (!st.ok()) cluster.Fail(st);
   if (FLAGS_mode == "selfcheck") {
     st = din::SelfCheck(cfg, cluster, {.ids = FLAGS_ids, .rounds = FLAGS_rounds});
+  } else if (FLAGS_mode == "export") {
+    st = din::ExportJob(cfg, cluster);
+  } else if (FLAGS_mode == "predict") {
+    st = din::PredictJob(cfg, cluster);
   } else if (FLAGS_mode == "train") {
     st = din::Train(cfg, cluster);
   } else {

@@ -10,9 +10,12 @@
 namespace din {
 
 Status WriteDumpManifest(const std::string& dir, const config::TrainConfig& cfg, uint64_t step,
-                         const std::vector<wire::DumpPart>& parts) {
+                         const std::vector<wire::DumpPart>& parts, const std::string& base,
+                         const std::string& parent) {
   Manifest m;
   m.step = step;
+  m.base = base;
+  m.parent = parent;
   for (const auto& t : cfg.tables()) {
     ManifestTable mt;
     mt.name = t.name();
@@ -76,7 +79,8 @@ Status DumpTables(PsClient& client, const config::TrainConfig& cfg, const std::s
   }
   DIN_RETURN_IF_ERROR(SyncDirectory(abs));
   DIN_ASSIGN_OR_RETURN(std::vector<wire::DumpPart> parts, client.Dump(abs, options));
-  return WriteDumpManifest(abs, cfg, step, parts).WithContext("dump to " + abs);
+  return WriteDumpManifest(abs, cfg, step, parts, options.base, options.parent)
+      .WithContext("dump to " + abs);
 }
 
 Status SaveTables(PsClient& client, const config::TrainConfig& cfg, const std::string& dir,

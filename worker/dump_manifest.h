@@ -47,7 +47,9 @@ Result<uint64_t> LoadTables(PsClient& client, const config::TrainConfig& cfg,
 // Checks that `parts` (the servers' DUMP replies) cover every (table, shard) of `cfg`
 // exactly once, then writes dir/MANIFEST (durably, via a temporary name) and then
 // dir/_SUCCESS.
+// `base` and `parent`: an incremental dump's lineage (Manifest), empty for others.
 Status WriteDumpManifest(const std::string& dir, const config::TrainConfig& cfg, uint64_t step,
-                         const std::vector<wire::DumpPart>& parts);
+                         const std::vector<wire::DumpPart>& parts, const std::string& base = "",
+                         const std::string& parent = "");
 
 }  // namespace din

@@ -63,6 +63,12 @@ struct DumpOptions {
   // A checkpoint: every table as NPY with counts and optimizer state (.state.npy), for
   // Load(); the config's dump_format and dump_counts are ignored.
   bool with_state = false;
+  // Incremental dumps (wire::DumpRequest): write only the rows changed since the last
+  // `mark`; start a new window of changes after writing. `base` and `parent` go into the
+  // MANIFEST (DumpTables).
+  bool delta = false;
+  bool mark = false;
+  std::string base, parent;
 };
 
 struct LoadOptions {

@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "common/hash.h"
+#include "common/json.h"
 #include "common/proto/model_config.pb.h"
 
 namespace din {
@@ -34,12 +35,16 @@ double Percentile(std::vector<double> v, double q) {
 }
 
 void SetLatencyPercentiles(const Latencies& l, TrainSummary* s) {
-  s->pull_ms_p50 = Percentile(l.pull_ms, 0.5);
-  s->pull_ms_p99 = Percentile(l.pull_ms, 0.99);
-  s->push_ms_p50 = Percentile(l.push_ms, 0.5);
-  s->push_ms_p99 = Percentile(l.push_ms, 0.99);
-  s->allreduce_ms_p50 = Percentile(l.allreduce_ms, 0.5);
-  s->step_ms_p50 = Percentile(l.step_ms, 0.5);
+  // No request of a kind in this run: no latency (NaN, reported as null), not 0 ms.
+  auto p = [](const std::vector<double>& v, double q) {
+    return v.empty() ? NAN : Percentile(v, q);
+  };
+  s->pull_ms_p50 = p(l.pull_ms, 0.5);
+  s->pull_ms_p99 = p(l.pull_ms, 0.99);
+  s->push_ms_p50 = p(l.push_ms, 0.5);
+  s->push_ms_p99 = p(l.push_ms, 0.99);
+  s->allreduce_ms_p50 = p(l.allreduce_ms, 0.5);
+  s->step_ms_p50 = p(l.step_ms, 0.5);
 }
 
 uint64_t DenseChecksum(std::span<const float> params, std::span<const float> running) {
@@ -51,125 +56,144 @@ uint64_t DenseChecksum(std::span<const float> params, std::span<const float> run
   return h;
 }
 
-// ,"tables":{"NAME":{"rows":..,"admitted_ids":..,...},...}, or nothing when the figures
-// do not cover the config's tables.
-static std::string TableFiguresJson(const ServerFigures& f, const config::TrainConfig& cfg) {
-  if (f.tables.empty() || static_cast<int>(f.tables.size()) != cfg.tables_size()) return "";
-  std::string j = ",\"tables\":{";
+// "tables":{"NAME":{"rows":..,"admitted_ids":..,...},...}: per table, when the figures
+// cover the config's tables (docs/design.md §5).
+static void AddTableFigures(const ServerFigures& f, const config::TrainConfig& cfg, Json* j) {
+  if (f.tables.empty() || static_cast<int>(f.tables.size()) != cfg.tables_size()) return;
+  Json tables;
   for (int t = 0; t < cfg.tables_size(); ++t) {
     const ServerFigures::Table& x = f.tables[t];
-    j += (t > 0 ? ",\"" : "\"") + cfg.tables(t).name() + "\":{\"rows\":" + std::to_string(x.rows) +
-         ",\"admitted_ids\":" + std::to_string(x.admitted_ids) +
-         ",\"rejected_ids\":" + std::to_string(x.rejected_ids) +
-         ",\"rejected_keys\":" + std::to_string(x.rejected_keys) +
-         ",\"skipped_keys\":" + std::to_string(x.skipped_keys) +
-         ",\"evicted_rows\":" + std::to_string(x.evicted_rows) + "}";
+    Json table;
+    table["rows"] = x.rows;
+    table["admitted_ids"] = x.admitted_ids;
+    table["rejected_ids"] = x.rejected_ids;
+    table["rejected_keys"] = x.rejected_keys;
+    table["skipped_keys"] = x.skipped_keys;
+    table["evicted_rows"] = x.evicted_rows;
+    tables[cfg.tables(t).name()] = std::move(table);
   }
-  return j + "}";
+  (*j)["tables"] = std::move(tables);
 }
 
-// ,"shard_rows":{"TABLE":{"shards":N,"min":N,"max":N,"cv":X},...},"server_bytes":[N,...]
-static std::string BalanceJson(const ServerFigures& f) {
-  std::string j = ",\"shard_rows\":{";
-  for (size_t i = 0; i < f.balance.size(); ++i) {
-    const ShardBalance& b = f.balance[i];
-    if (i > 0) j += ',';
-    j += '"';
-    j += b.table;
-    j += "\":{\"shards\":";
-    j += std::to_string(b.shards);
-    j += ",\"min\":";
-    j += std::to_string(b.min);
-    j += ",\"max\":";
-    j += std::to_string(b.max);
-    j += ",\"cv\":";
-    j += Num(b.cv, "%.4f");
-    j += '}';
+// "shard_rows":{"TABLE":{"shards":N,"min":N,"max":N,"cv":X},...},"server_bytes":[N,...]
+static void AddBalance(const ServerFigures& f, Json* j) {
+  Json rows = Json::object();
+  for (const ShardBalance& b : f.balance) {
+    Json table;
+    table["shards"] = b.shards;
+    table["min"] = b.min;
+    table["max"] = b.max;
+    table["cv"] = JsonNumber(b.cv, 4);
+    rows[b.table] = std::move(table);
   }
-  j += "},\"server_bytes\":[";
-  for (size_t i = 0; i < f.server_bytes.size(); ++i) {
-    if (i > 0) j += ',';
-    j += std::to_string(f.server_bytes[i]);
+  (*j)["shard_rows"] = std::move(rows);
+  Json bytes = Json::array();
+  for (uint64_t b : f.server_bytes) bytes.push_back(b);
+  (*j)["server_bytes"] = std::move(bytes);
+}
+
+Json SummaryObject(const TrainSummary& s, const ServerFigures& server_figures,
+                   const config::TrainConfig& cfg, int workers, int servers,
+                   const std::string& bayes_json) {
+  Json j;
+  j["train_rows"] = s.train_rows;
+  j["epochs"] = s.epochs;
+  j["steps"] = s.steps;
+  j["samples_trained"] = s.samples_trained;
+  j["train_seconds"] = JsonNumber(s.train_seconds, 3);
+  // Over this run's own samples and time: a resumed run that trains nothing has no rate.
+  j["train_samples_per_s"] =
+      JsonRate(static_cast<double>(s.run_samples_trained), s.train_seconds, 1);
+  j["prepass_seconds"] = JsonNumber(s.prepass_seconds, 3);
+  j["eval_seconds"] = JsonNumber(s.eval_seconds, 3);
+  j["final_train_loss"] = JsonNumber(s.final_train_loss);
+  j["test_auc"] = s.has_test ? JsonNumber(s.test.auc) : Json(nullptr);
+  j["test_gauc"] = s.has_test ? JsonNumber(s.test.gauc) : Json(nullptr);
+  j["test_logloss"] = s.has_test ? JsonNumber(s.test.logloss) : Json(nullptr);
+  j["test_rows"] = s.test.samples;
+  j["gauc_users"] = s.test.gauc_users;
+  // din_gen's Bayes-optimal ceiling of the same test set, when it is there.
+  if (!bayes_json.empty()) {
+    const Json bayes = Json::parse(bayes_json, nullptr, /*allow_exceptions=*/false);
+    if (bayes.is_object())
+      for (const char* key : {"test_auc", "test_gauc", "test_logloss"}) {
+        const auto it = bayes.find(key);
+        if (it != bayes.end() && it->is_number())
+          j[std::string("bayes_") + key] = JsonNumber(it->get<double>());
+      }
   }
-  j += ']';
+  j["pull_ms_p50"] = JsonNumber(s.pull_ms_p50, 3);
+  j["pull_ms_p99"] = JsonNumber(s.pull_ms_p99, 3);
+  j["push_ms_p50"] = JsonNumber(s.push_ms_p50, 3);
+  j["push_ms_p99"] = JsonNumber(s.push_ms_p99, 3);
+  j["allreduce_ms_p50"] = JsonNumber(s.allreduce_ms_p50, 3);
+  j["step_ms_p50"] = JsonNumber(s.step_ms_p50, 3);
+  j["bad_lines"] = s.bad_lines;
+  j["server_rows"] = server_figures.rows;
+  j["skipped_keys"] = server_figures.skipped_keys;
+  AddTableFigures(server_figures, cfg, &j);
+  AddBalance(server_figures, &j);
+  j["checkpoints"] = s.checkpoints;
+  j["checkpoint_seconds"] = JsonNumber(s.checkpoint_seconds, 3);
+  if (!s.last_checkpoint.empty()) j["last_checkpoint"] = s.last_checkpoint;
+  if (!s.resumed_from.empty()) {
+    j["resumed_from"] = s.resumed_from;
+    j["resumed_step"] = s.resumed_step;
+  }
+  if (!s.dump_dir.empty()) {
+    j["dump_dir"] = s.dump_dir;
+    j["dump_seconds"] = JsonNumber(s.dump_seconds, 3);
+  }
+  j["workers"] = workers;
+  j["servers"] = servers;
+  j["backend"] = s.backend;
+  j["pooling"] = config::ModelConfig::Pooling_Name(cfg.model().pooling());
+  j["staleness"] = cfg.trainer().staleness();
+  j["mba_mode"] = config::TrainerConfig::MbaMode_Name(cfg.trainer().mba_mode());
+  j["sparse_step"] = config::TrainerConfig::SparseStep_Name(cfg.trainer().sparse_step());
+  j["batch_size"] = cfg.data().batch_size();
+  char hex[24];
+  std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(s.dense_checksum));
+  j["dense_checksum"] = hex;
   return j;
 }
 
 std::string SummaryJson(const TrainSummary& s, const ServerFigures& server_figures,
                         const config::TrainConfig& cfg, int workers, int servers,
                         const std::string& bayes_json) {
-  const double train_sps = s.train_seconds > 0 ? s.samples_trained / s.train_seconds : 0;
-  std::string j = "{\"train_rows\":" + std::to_string(s.train_rows) +
-                  ",\"epochs\":" + std::to_string(s.epochs) +
-                  ",\"steps\":" + std::to_string(s.steps) +
-                  ",\"samples_trained\":" + std::to_string(s.samples_trained) +
-                  ",\"train_seconds\":" + Num(s.train_seconds, "%.3f") +
-                  ",\"train_samples_per_s\":" + Num(train_sps, "%.1f") +
-                  ",\"prepass_seconds\":" + Num(s.prepass_seconds, "%.3f") +
-                  ",\"eval_seconds\":" + Num(s.eval_seconds, "%.3f") +
-                  ",\"final_train_loss\":" + Num(s.final_train_loss) +
-                  ",\"test_auc\":" + (s.has_test ? Num(s.test.auc) : "null") +
-                  ",\"test_gauc\":" + (s.has_test ? Num(s.test.gauc) : "null") +
-                  ",\"test_logloss\":" + (s.has_test ? Num(s.test.logloss) : "null") +
-                  ",\"test_rows\":" + std::to_string(s.test.samples) +
-                  ",\"gauc_users\":" + std::to_string(s.test.gauc_users);
-  // din_gen's Bayes-optimal ceiling of the same test set, when it is there.
-  for (const char* key : {"test_auc", "test_gauc", "test_logloss"}) {
-    const std::string k = std::string("\"") + key + "\":";
-    const size_t at = bayes_json.find(k);
-    if (at == std::string::npos) continue;
-    const double v = std::strtod(bayes_json.c_str() + at + k.size(), nullptr);
-    j += ",\"bayes_" + std::string(key) + "\":" + Num(v);
-  }
-  j += ",\"pull_ms_p50\":" + Num(s.pull_ms_p50, "%.3f") +
-       ",\"pull_ms_p99\":" + Num(s.pull_ms_p99, "%.3f") +
-       ",\"push_ms_p50\":" + Num(s.push_ms_p50, "%.3f") +
-       ",\"push_ms_p99\":" + Num(s.push_ms_p99, "%.3f") +
-       ",\"allreduce_ms_p50\":" + Num(s.allreduce_ms_p50, "%.3f") +
-       ",\"step_ms_p50\":" + Num(s.step_ms_p50, "%.3f") +
-       ",\"bad_lines\":" + std::to_string(s.bad_lines) +
-       ",\"server_rows\":" + std::to_string(server_figures.rows) +
-       ",\"skipped_keys\":" + std::to_string(server_figures.skipped_keys) +
-       TableFiguresJson(server_figures, cfg) + BalanceJson(server_figures) +
-       ",\"checkpoints\":" + std::to_string(s.checkpoints) +
-       ",\"checkpoint_seconds\":" + Num(s.checkpoint_seconds, "%.3f") +
-       (s.last_checkpoint.empty() ? std::string()
-                                  : ",\"last_checkpoint\":\"" + s.last_checkpoint + "\"") +
-       (s.resumed_from.empty() ? std::string()
-                               : ",\"resumed_from\":\"" + s.resumed_from +
-                                     "\",\"resumed_step\":" + std::to_string(s.resumed_step)) +
-       (s.dump_dir.empty() ? std::string()
-                           : ",\"dump_dir\":\"" + s.dump_dir +
-                                 "\",\"dump_seconds\":" + Num(s.dump_seconds, "%.3f")) +
-       ",\"workers\":" + std::to_string(workers) + ",\"servers\":" + std::to_string(servers) +
-       ",\"backend\":\"" + s.backend + "\"" + ",\"pooling\":\"" +
-       config::ModelConfig::Pooling_Name(cfg.model().pooling()) + "\"" +
-       ",\"staleness\":" + std::to_string(cfg.trainer().staleness()) + ",\"mba_mode\":\"" +
-       config::TrainerConfig::MbaMode_Name(cfg.trainer().mba_mode()) + "\"" +
-       ",\"sparse_step\":\"" + config::TrainerConfig::SparseStep_Name(cfg.trainer().sparse_step()) +
-       "\"" + ",\"batch_size\":" + std::to_string(cfg.data().batch_size()) +
-       ",\"dense_checksum\":\"";
-  char hex[24];
-  std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(s.dense_checksum));
-  j += std::string(hex) + "\"}";
-  return j;
+  return JsonLine(SummaryObject(s, server_figures, cfg, workers, servers, bayes_json));
 }
 
 std::string StepMetricsJson(const StepFigures& f) {
-  return "{\"step\":" + std::to_string(f.step) + ",\"epoch\":" + std::to_string(f.epoch) +
-         ",\"samples\":" + std::to_string(f.samples_trained) + ",\"loss\":" + Num(f.loss) +
-         ",\"samples_per_s\":" + Num(f.samples_per_s, "%.1f") +
-         ",\"step_ms\":" + Num(f.step_ms, "%.3f") + ",\"pull_ms\":" + Num(f.pull_ms, "%.3f") +
-         ",\"push_ms\":" + Num(f.push_ms, "%.3f") +
-         ",\"allreduce_ms\":" + Num(f.allreduce_ms, "%.3f") + "}";
+  Json j;
+  j["step"] = f.step;
+  j["epoch"] = f.epoch;
+  j["samples"] = f.samples_trained;
+  j["loss"] = JsonNumber(f.loss);
+  j["samples_per_s"] = JsonNumber(f.samples_per_s, 1);
+  j["step_ms"] = JsonNumber(f.step_ms, 3);
+  j["pull_ms"] = JsonNumber(f.pull_ms, 3);
+  j["push_ms"] = JsonNumber(f.push_ms, 3);
+  j["allreduce_ms"] = JsonNumber(f.allreduce_ms, 3);
+  return JsonLine(j);
 }
 
 std::string EvalMetricsJson(const std::string& why, uint64_t step, uint32_t epoch,
-                            const EvalMetrics& m) {
-  return "{\"eval\":\"" + why + "\",\"step\":" + std::to_string(step) +
-         ",\"epoch\":" + std::to_string(epoch) + ",\"test_auc\":" + Num(m.auc) +
-         ",\"test_gauc\":" + Num(m.gauc) + ",\"test_logloss\":" + Num(m.logloss) +
-         ",\"test_rows\":" + std::to_string(m.samples) + "}";
+                            const EvalMetrics& m, const EvalMetrics* train) {
+  Json j;
+  j["eval"] = why;
+  j["step"] = step;
+  j["epoch"] = epoch;
+  j["test_auc"] = JsonNumber(m.auc);
+  j["test_gauc"] = JsonNumber(m.gauc);
+  j["test_logloss"] = JsonNumber(m.logloss);
+  j["test_rows"] = m.samples;
+  if (train != nullptr) {
+    j["train_auc"] = JsonNumber(train->auc);
+    j["train_gauc"] = JsonNumber(train->gauc);
+    j["train_rows"] = train->samples;
+  }
+  return JsonLine(j);
 }
 
 MetricsFile::~MetricsFile() {
@@ -236,17 +260,28 @@ void ProgressMeter::AddSamples(double loss_sum, uint64_t samples) {
   window_samples_ += samples;
 }
 
-void ProgressMeter::AddPredictions(std::span<const float> labels, std::span<const float> logits) {
+void ProgressMeter::AddPredictions(std::span<const float> labels, std::span<const float> logits,
+                                   std::span<const uint64_t> users) {
   for (size_t i = 0; i < labels.size(); ++i) {
+    const uint64_t user = i < users.size() ? users[i] : 0;
     if (recent_labels_.size() < kRecent) {
       recent_labels_.push_back(labels[i]);
       recent_probs_.push_back(Sigmoid(logits[i]));
+      recent_users_.push_back(user);
     } else {
       recent_labels_[recent_pos_] = labels[i];
       recent_probs_[recent_pos_] = Sigmoid(logits[i]);
+      recent_users_[recent_pos_] = user;
       recent_pos_ = (recent_pos_ + 1) % kRecent;
     }
   }
+}
+
+EvalMetrics ProgressMeter::RecentMetrics() const {
+  EvalAccumulator acc;
+  for (size_t i = 0; i < recent_labels_.size(); ++i)
+    acc.Add(recent_users_[i], recent_labels_[i], recent_probs_[i]);
+  return acc.Compute();
 }
 
 bool ProgressMeter::Due(bool force, double now, uint32_t epoch, uint32_t epochs, uint64_t step,

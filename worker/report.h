@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "common/data/metrics.h"
+#include "common/json.h"
 #include "common/proto/config.pb.h"
 #include "common/status.h"
 
@@ -45,20 +46,23 @@ struct Latencies {
 // Figures of a finished run, as worker 0 reports them.
 struct TrainSummary {
   uint64_t train_rows = 0;       // samples in one pass over the training data, all workers
-  uint64_t samples_trained = 0;  // all epochs, all workers
+  uint64_t samples_trained = 0;  // all epochs, all workers, a resumed run's past included
   uint32_t epochs = 0;
+  // Samples trained by this run alone, all workers: what its rates are over.
+  uint64_t run_samples_trained = 0;
   uint64_t steps = 0;
   std::string dump_dir;  // where the tables were dumped (empty: no dump)
   double dump_seconds = 0;
   double prepass_seconds = 0;
   uint64_t prepass_flushes = 0;    // worker 0's count map emptied to the servers this often
   uint64_t prepass_map_bytes = 0;  // worker 0's count map
-  double train_seconds = 0;        // the training steps, without PREPASS and evaluations
+  double train_seconds = 0;        // this run's training steps, without PREPASS and evaluations
   double eval_seconds = 0;         // all evaluations
   double final_train_loss = 0;     // mean loss over the last epoch's samples
   bool has_test = false;
   EvalMetrics test;
-  // Latencies seen by worker 0, from sending a request to seeing its reply.
+  // Latencies seen by worker 0 in this run, from sending a request to seeing its reply
+  // (NaN: no such request).
   double pull_ms_p50 = 0, pull_ms_p99 = 0, push_ms_p50 = 0, push_ms_p99 = 0;
   double allreduce_ms_p50 = 0, step_ms_p50 = 0;
   uint64_t bad_lines = 0;       // skipped malformed training lines, all workers
@@ -74,7 +78,7 @@ struct TrainSummary {
 };
 
 // Sets the latency percentiles of *s (p50 and p99 of pulls and pushes, p50 of the
-// all-reduce and of steps) from `l`.
+// all-reduce and of steps) from `l`; NaN where `l` has no entry.
 void SetLatencyPercentiles(const Latencies& l, TrainSummary* s);
 
 // The checksum of the dense state summarised as TrainSummary::dense_checksum: a hash of
@@ -159,7 +163,13 @@ ServerFigures ServerFiguresOf(const Stats& stats, const config::TrainConfig& cfg
 }
 
 // The one JSON line din_worker prints at the end (from worker 0). `bayes_json`: the
-// content of a bayes.json next to the test file (din_gen's ceiling), or empty.
+// content of a bayes.json next to the test file (din_gen's ceiling), or empty (text
+// that is not a JSON object adds nothing). Figures that do not exist are null: a rate
+// over no samples or no time, a latency of no request.
+Json SummaryObject(const TrainSummary& s, const ServerFigures& servers_figures,
+                   const config::TrainConfig& cfg, int workers, int servers,
+                   const std::string& bayes_json);
+// SummaryObject on one line.
 std::string SummaryJson(const TrainSummary& s, const ServerFigures& servers_figures,
                         const config::TrainConfig& cfg, int workers, int servers,
                         const std::string& bayes_json);
@@ -175,8 +185,10 @@ struct StepFigures {
 };
 std::string StepMetricsJson(const StepFigures& f);
 // One evaluation's line of the metrics file; `why`: "step", "epoch" or "final".
+// `train`: the metrics of worker 0's recent training predictions (train_auc,
+// train_gauc), or nullptr.
 std::string EvalMetricsJson(const std::string& why, uint64_t step, uint32_t epoch,
-                            const EvalMetrics& m);
+                            const EvalMetrics& m, const EvalMetrics* train = nullptr);
 
 // trainer.metrics_path: one JSON object per line. Closed on destruction.
 class MetricsFile {
@@ -230,8 +242,12 @@ class ProgressMeter {
   void Start(double now);
   // A step's samples and the sum of their losses.
   void AddSamples(double loss_sum, uint64_t samples);
-  // Worker 0's predictions of a batch: labels and logits, as many of each.
-  void AddPredictions(std::span<const float> labels, std::span<const float> logits);
+  // Worker 0's predictions of a batch: labels and logits, as many of each, and the
+  // samples' GAUC keys (empty: all 0).
+  void AddPredictions(std::span<const float> labels, std::span<const float> logits,
+                      std::span<const uint64_t> users = {});
+  // AUC, GAUC and logloss of the recent training predictions (kRecent at most).
+  EvalMetrics RecentMetrics() const;
   // `secs` spent outside training (evaluation, checkpoint) do not count in the rate.
   void ExcludeTime(double secs) { window_start_ += secs; }
 
@@ -251,6 +267,7 @@ class ProgressMeter {
   double window_loss_sum_ = 0;
   uint64_t window_samples_ = 0;
   std::vector<float> recent_labels_, recent_probs_;
+  std::vector<uint64_t> recent_users_;
   size_t recent_pos_ = 0;
 };
 

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "common/json.h"
 #include "common/optim/optimizer.h"
 #include "common/optim/row_initializer.h"
 #include "worker/ps_client.h"
@@ -99,12 +100,18 @@ Status SelfCheck(const config::TrainConfig& cfg, Cluster& cluster, SelfCheckOpti
     bytes += s.bytes();
   }
   if (w == 0) {
-    std::printf(
-        "{\"mode\":\"selfcheck\",\"workers\":%d,\"servers\":%d,\"tables\":%d,\"rows\":%llu,"
-        "\"bytes\":%llu,\"pull_ms\":%.2f,\"push_ms\":%.2f,\"keys_moved\":%llu,\"ok\":true}\n",
-        cluster.num_workers(), cluster.num_servers(), cfg.tables_size(),
-        static_cast<unsigned long long>(rows), static_cast<unsigned long long>(bytes), pull_ms,
-        push_ms, static_cast<unsigned long long>(keys_moved));
+    Json j;
+    j["mode"] = "selfcheck";
+    j["workers"] = cluster.num_workers();
+    j["servers"] = cluster.num_servers();
+    j["tables"] = cfg.tables_size();
+    j["rows"] = rows;
+    j["bytes"] = bytes;
+    j["pull_ms"] = JsonNumber(pull_ms, 2);
+    j["push_ms"] = JsonNumber(push_ms, 2);
+    j["keys_moved"] = keys_moved;
+    j["ok"] = true;
+    std::printf("%s\n", JsonLine(j).c_str());
     std::fflush(stdout);
   }
   return Status::Ok();

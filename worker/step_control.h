@@ -20,8 +20,9 @@ struct StepControl {
   float samples = 0;         // the batch size
   float checkpoint_due = 0;  // 1 on worker 0 when its clock says a checkpoint is due
   float stop_requested = 0;  // 1 when the worker got a stop request (RequestStop)
+  float dump_due = 0;        // 1 on worker 0 when its clock says a periodic dump is due
 
-  static constexpr size_t kFloats = 5;
+  static constexpr size_t kFloats = 6;
 
   // Writes the fields, in declaration order, to out[0 .. kFloats).
   void PackInto(std::span<float> out) const {
@@ -31,10 +32,11 @@ struct StepControl {
     out[2] = samples;
     out[3] = checkpoint_due;
     out[4] = stop_requested;
+    out[5] = dump_due;
   }
   static StepControl Unpack(std::span<const float> in) {
     CHECK_GE(in.size(), kFloats);
-    return StepControl{in[0], in[1], in[2], in[3], in[4]};
+    return StepControl{in[0], in[1], in[2], in[3], in[4], in[5]};
   }
 
   // Meanings of the sums over the workers.
@@ -42,6 +44,7 @@ struct StepControl {
   uint64_t sample_count() const { return static_cast<uint64_t>(samples + 0.5f); }
   bool checkpoint() const { return checkpoint_due > 0.5f; }
   bool stop() const { return stop_requested > 0.5f; }
+  bool dump() const { return dump_due > 0.5f; }
 };
 // A field added without updating PackInto/Unpack (and kFloats) fails here.
 static_assert(sizeof(StepControl) == StepControl::kFloats * sizeof(float));

@@ -42,6 +42,38 @@ DenseState DenseStateOf(model::ModelBackend& backend, model::DenseAdam& adam) {
 
 void RequestStop() { g_stop_requested.store(1, std::memory_order_relaxed); }
 
+Result<ModelShape> ModelShapeOf(const config::TrainConfig& cfg) {
+  DIN_ASSIGN_OR_RETURN(Schema schema, Schema::FromConfig(cfg.data()));
+  // ValidateConfig refuses a field of an undeclared table; this keeps a config that
+  // bypassed it from indexing out of range.
+  auto table_of = [&](const FieldSpec& f) -> Result<int> {
+    const int t = FindTable(cfg, f.table);
+    if (t < 0)
+      return Status::InvalidArgument("field '" + f.name + "' reads table '" + f.table +
+                                     "', which the config does not declare (tables { name: \"" +
+                                     f.table + "\" ... })");
+    return t;
+  };
+  ModelShape shape;
+  for (const auto& f : schema.users()) {
+    DIN_ASSIGN_OR_RETURN(int t, table_of(f));
+    shape.field_tables.user.push_back(t);
+    shape.dims.user.push_back(static_cast<int>(cfg.tables(t).dim()));
+  }
+  for (const auto& f : schema.candidates()) {
+    DIN_ASSIGN_OR_RETURN(int t, table_of(f));
+    shape.field_tables.candidate.push_back(t);
+    shape.dims.candidate.push_back(static_cast<int>(cfg.tables(t).dim()));
+  }
+  for (const auto& f : schema.contexts()) {
+    DIN_ASSIGN_OR_RETURN(int t, table_of(f));
+    shape.field_tables.context.push_back(t);
+    shape.dims.context.push_back(static_cast<int>(cfg.tables(t).dim()));
+  }
+  for (const auto& table : cfg.tables()) shape.table_dims.push_back(static_cast<int>(table.dim()));
+  return shape;
+}
+
 void AddMbaTerm(float lambda, int dim, std::span<const float> rows,
                 std::span<const uint32_t> counts, std::span<float> grads) {
   if (lambda == 0) return;
@@ -110,41 +142,21 @@ Status Trainer::Init() {
   if (cfg_.data().train_path().empty())
     return Status::InvalidArgument("no training data: set data.train_path (or --train)");
   DIN_RETURN_IF_ERROR(ValidateDataConfig(cfg_.data()));
+  if ((tcfg_.dump_every_steps() > 0 || tcfg_.dump_every_minutes() > 0) && tcfg_.dump_dir().empty())
+    return Status::InvalidArgument(
+        "trainer.dump_every_steps / dump_every_minutes need trainer.dump_dir (or --dump)");
+  if (tcfg_.dump_every_minutes() < 0)
+    return Status::InvalidArgument("trainer.dump_every_minutes must be >= 0");
   // A missing test set would otherwise surface only after training.
   if (!cfg_.data().test_path().empty()) {
     std::error_code ec;
     if (!std::filesystem::exists(cfg_.data().test_path(), ec))
       return Status::NotFound("test data " + cfg_.data().test_path() + " does not exist");
   }
-  DIN_ASSIGN_OR_RETURN(Schema schema, Schema::FromConfig(cfg_.data()));
-
-  // ValidateConfig refuses a field of an undeclared table; this keeps a config that
-  // bypassed it from indexing out of range.
-  auto table_of = [&](const FieldSpec& f) -> Result<int> {
-    const int t = FindTable(cfg_, f.table);
-    if (t < 0)
-      return Status::InvalidArgument("field '" + f.name + "' reads table '" + f.table +
-                                     "', which the config does not declare (tables { name: \"" +
-                                     f.table + "\" ... })");
-    return t;
-  };
-  model::FieldDims dims;
-  for (const auto& f : schema.users()) {
-    DIN_ASSIGN_OR_RETURN(int t, table_of(f));
-    field_tables_.user.push_back(t);
-    dims.user.push_back(static_cast<int>(cfg_.tables(t).dim()));
-  }
-  for (const auto& f : schema.candidates()) {
-    DIN_ASSIGN_OR_RETURN(int t, table_of(f));
-    field_tables_.candidate.push_back(t);
-    dims.candidate.push_back(static_cast<int>(cfg_.tables(t).dim()));
-  }
-  for (const auto& f : schema.contexts()) {
-    DIN_ASSIGN_OR_RETURN(int t, table_of(f));
-    field_tables_.context.push_back(t);
-    dims.context.push_back(static_cast<int>(cfg_.tables(t).dim()));
-  }
-  for (const auto& table : cfg_.tables()) table_dims_.push_back(static_cast<int>(table.dim()));
+  DIN_ASSIGN_OR_RETURN(ModelShape shape, ModelShapeOf(cfg_));
+  field_tables_ = shape.field_tables;
+  table_dims_ = shape.table_dims;
+  const model::FieldDims& dims = shape.dims;
 
   DIN_ASSIGN_OR_RETURN(backend_,
                        model::CreateBackend(tcfg_.backend(), cfg_.model(), dims, tcfg_.threads()));
@@ -395,8 +407,10 @@ Status Trainer::RunEpoch(uint32_t epoch, StepReader* reader, bool resumed) {
       const float scale = static_cast<float>(cur->batch.size);
       for (size_t i = 0; i < n; ++i) grad_buf[i] = grads[i] * scale;
       if (coll_->rank() == 0)
-        progress_.AddPredictions(std::span<const float>(cur->batch.labels).first(cur->batch.size),
-                                 backend_->logits().first(cur->batch.size));
+        progress_.AddPredictions(
+            std::span<const float>(cur->batch.labels).first(cur->batch.size),
+            backend_->logits().first(cur->batch.size),
+            std::span<const uint64_t>(cur->batch.users).first(cur->batch.size));
       mine.has_batch = 1.0f;
       mine.loss_sum = loss * static_cast<float>(cur->batch.size);
       mine.samples = static_cast<float>(cur->batch.size);
@@ -416,6 +430,9 @@ Status Trainer::RunEpoch(uint32_t epoch, StepReader* reader, bool resumed) {
         Now() - last_ckpt_time_ >= ck.every_minutes() * 60)
       mine.checkpoint_due = 1.0f;
     if (g_stop_requested.load(std::memory_order_relaxed)) mine.stop_requested = 1.0f;
+    if (coll_->rank() == 0 && tcfg_.dump_every_minutes() > 0 &&
+        Now() - last_dump_time_ >= tcfg_.dump_every_minutes() * 60)
+      mine.dump_due = 1.0f;
     mine.PackInto(control_buf);
     // The push travels while the dense gradients are averaged; its latency is taken
     // when it is seen complete.
@@ -434,11 +451,14 @@ Status Trainer::RunEpoch(uint32_t epoch, StepReader* reader, bool resumed) {
     epoch_samples_ += samples;
     progress_.AddSamples(all.loss_sum, samples);
     summary_.samples_trained += samples;
+    summary_.run_samples_trained += samples;
 
     const bool stop = all.stop();
     const bool checkpoint = ckpt_on && (stop || all.checkpoint() ||
                                         (ck.every_steps() > 0 && step_ % ck.every_steps() == 0));
     const bool evaluate = tcfg_.eval_every_steps() > 0 && step_ % tcfg_.eval_every_steps() == 0;
+    const bool dump =
+        all.dump() || (tcfg_.dump_every_steps() > 0 && step_ % tcfg_.dump_every_steps() == 0);
     const double aside_start = Now();  // evaluation and checkpoint time is not step time
     if (tcfg_.staleness() == 0) {
       DIN_RETURN_IF_ERROR(WaitPush());
@@ -446,12 +466,14 @@ Status Trainer::RunEpoch(uint32_t epoch, StepReader* reader, bool resumed) {
       // so a run resumed from it continues from the state this run continues from.
       if (evaluate) DIN_RETURN_IF_ERROR(MaybeEvaluate("step"));
       if (checkpoint) DIN_RETURN_IF_ERROR(WriteCheckpoint(reader->SaveState()));
+      if (dump) DIN_RETURN_IF_ERROR(WritePeriodicDump());
       if (!stop) DIN_RETURN_IF_ERROR(Prepare(next, reader, &exhausted));
     } else {
       if (evaluate) DIN_RETURN_IF_ERROR(MaybeEvaluate("step"));
       if (checkpoint) DIN_RETURN_IF_ERROR(WriteCheckpoint(reader_state));
+      if (dump) DIN_RETURN_IF_ERROR(WritePeriodicDump());
     }
-    const double aside = evaluate || checkpoint ? Now() - aside_start : 0.0;
+    const double aside = evaluate || checkpoint || dump ? Now() - aside_start : 0.0;
     const double step_s = Now() - step_start - aside;
     latencies_.step_ms.push_back(step_s * 1e3);
     if (metrics_.is_open()) {
@@ -512,7 +534,11 @@ Status Trainer::MaybeEvaluate(const char* why) {
               << "): test AUC " << FormatNumber(m.auc, "%.4f") << "  GAUC "
               << FormatNumber(m.gauc, "%.4f") << "  logloss " << FormatNumber(m.logloss, "%.4f")
               << " over " << m.samples << " samples in " << FormatNumber(secs, "%.1f") << " s";
-    metrics_.Write(EvalMetricsJson(why, step_, epoch_ + 1, m));
+    if (metrics_.is_open()) {
+      // Worker 0's recent training predictions, next to the test metrics.
+      const EvalMetrics train = progress_.RecentMetrics();
+      metrics_.Write(EvalMetricsJson(why, step_, epoch_ + 1, m, &train));
+    }
   }
   summary_.test = m;
   summary_.has_test = true;
@@ -553,6 +579,40 @@ Status Trainer::WriteCheckpoint(const std::string& reader_state) {
   return Status::Ok();
 }
 
+Status Trainer::WritePeriodicDump() {
+  const double t0 = Now();
+  // Every push is applied before any lane starts writing its shards.
+  DIN_RETURN_IF_ERROR(WaitPush());
+  DIN_RETURN_IF_ERROR(coll_->Barrier());
+  char name[32];
+  std::snprintf(name, sizeof(name), "dump-%012llu", static_cast<unsigned long long>(step_));
+  if (coll_->rank() == 0) {
+    DumpOptions options;
+    options.mark = true;
+    if (tcfg_.incremental()) {
+      const bool delta = !dump_base_.empty();
+      if (!delta) dump_base_ = name;
+      options.delta = delta;
+      options.base = dump_base_;
+      options.parent = delta ? dump_parent_ : "";
+    }
+    const std::string dir = tcfg_.dump_dir() + "/" + name;
+    DIN_RETURN_IF_ERROR(DumpTables(*client_, cfg_, dir, step_, options));
+    uint64_t bytes = 0;
+    std::error_code ec;
+    for (const auto& e : std::filesystem::recursive_directory_iterator(dir, ec))
+      if (e.is_regular_file(ec)) bytes += e.file_size(ec);
+    LOG(INFO) << (options.delta ? "delta dump " : "dump ") << dir << " (step " << step_
+              << "): " << bytes << " bytes in " << FormatNumber(Now() - t0, "%.2f") << " s";
+  }
+  dump_parent_ = name;
+  last_dump_step_ = step_;
+  last_dump_time_ = Now();
+  DIN_RETURN_IF_ERROR(coll_->Barrier());
+  progress_.ExcludeTime(Now() - t0);
+  return Status::Ok();
+}
+
 Status Trainer::Resume(StepReader* reader) {
   DIN_ASSIGN_OR_RETURN(OpenedCheckpoint ckpt, OpenCheckpoint(*coll_, *client_, cfg_));
   DIN_ASSIGN_OR_RETURN(DecodedWorkerState ws,
@@ -585,6 +645,7 @@ Status Trainer::Train() {
     DIN_RETURN_IF_ERROR(Prepass());
   }
   last_ckpt_time_ = Now();
+  last_dump_time_ = last_ckpt_time_;
   progress_.Start(last_ckpt_time_);
   last_ckpt_step_ = step_;
   double eval_before = summary_.eval_seconds;
@@ -626,6 +687,9 @@ Status Trainer::Train() {
   SetLatencyPercentiles(latencies_, &summary_);
   summary_.dense_checksum = DenseChecksum(backend_->params(), backend_->running_stats());
   DIN_RETURN_IF_ERROR(CheckDenseReplicas(*coll_, summary_.dense_checksum));
+  // The periodic dumps end at the final step (a base plus deltas merge to the dump below).
+  const bool periodic = tcfg_.dump_every_steps() > 0 || tcfg_.dump_every_minutes() > 0;
+  if (periodic && last_dump_step_ != step_) DIN_RETURN_IF_ERROR(WritePeriodicDump());
   if (!tcfg_.dump_dir().empty()) {
     // Every push is applied before any lane starts writing its shards.
     DIN_RETURN_IF_ERROR(WaitPush());

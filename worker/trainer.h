@@ -82,6 +82,16 @@ Status CheckDenseReplicas(Collective& coll, uint64_t checksum);
 // (without a checkpoint directory: to stop without one). Async-signal-safe.
 void RequestStop();
 
+// The model's input under `cfg`: the table each field reads, the fields' embedding
+// sizes and every table's dim, as the trainer and prediction build them. Fails on a bad
+// schema or a field of an undeclared table.
+struct ModelShape {
+  model::FieldTables field_tables;
+  model::FieldDims dims;
+  std::vector<int> table_dims;
+};
+Result<ModelShape> ModelShapeOf(const config::TrainConfig& cfg);
+
 class Trainer {
  public:
   struct Options {
@@ -145,6 +155,9 @@ class Trainer {
   // Writes a checkpoint of the state after step_ (collective); `reader_state` is the
   // training reader's position at that point.
   Status WriteCheckpoint(const std::string& reader_state);
+  // A periodic dump into trainer.dump_dir/dump-STEP (a delta after the base when
+  // trainer.incremental). Collective.
+  Status WritePeriodicDump();
   // Pushes the embedding gradients of `slot`'s batch (SYNC: every step, even without a
   // batch, as sums over the worker's share; ASYNC: the share's mean plus the MBA term).
   Status PushGradients(Slot* slot);
@@ -202,6 +215,11 @@ class Trainer {
   // Checkpoints.
   uint64_t last_ckpt_step_ = 0;
   double last_ckpt_time_ = 0;
+  // Periodic (incremental) dumps: the base's and the latest dump's directory names, the
+  // latest's step (UINT64_MAX: none yet) and time.
+  std::string dump_base_, dump_parent_;
+  uint64_t last_dump_step_ = UINT64_MAX;
+  double last_dump_time_ = 0;
   bool stop_ = false;
 };
 

@@ -12,6 +12,7 @@
 
 #include "common/data/metrics.h"
 #include "common/data/reader.h"
+#include "common/json.h"
 #include "tests/testing/files.h"
 #include "tests/testing/temp_dir.h"
 
@@ -23,9 +24,9 @@ using test::RunCommand;
 using test::TempDir;
 
 double JsonField(const std::string& json, const std::string& key) {
-  const size_t at = json.find("\"" + key + "\": ");
-  if (at == std::string::npos) return NAN;
-  return std::strtod(json.c_str() + at + key.size() + 4, nullptr);
+  const Json j = Json::parse(json, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains(key) || !j[key].is_number()) return NAN;
+  return j[key].get<double>();
 }
 
 std::string Gen(const std::string& out, const std::string& flags) {

@@ -11,7 +11,9 @@ Scenarios (each one ctest test):
             and the MANIFEST up to its config section, which records the run's own
             paths), and identical figures (loss, test AUC/GAUC/logloss, dense checksum).
             din_dump inspect verifies the checkpoint (worker states and tables).
-            Resuming on 3 servers instead of 1 gives the same dump; checkpoints by
+            Resumed from its final checkpoint, a run trains nothing and reports
+            null rates and latencies. Resuming on 3 servers instead of 1 gives the
+            same dump; checkpoints by
             time (every 0.3 s) are all intact; keep=2 leaves the newest two.
   corrupt   the newest checkpoints are damaged (a flipped byte in a worker state, a
             truncated table part, a missing _SUCCESS): --resume refuses each, naming
@@ -172,6 +174,18 @@ def exact(args):
             fail("resumed_step %r, expected %d" % (res.get("resumed_step"), step))
         same_dump(base_dump, dump, "resumed from step %d" % step)
         same_figures(base, res, "resumed from step %d" % step)
+    # Resumed from the final checkpoint: nothing left to train, so no rate and no
+    # latency of this run's own work (null), while the run's totals stay the base's.
+    if not (isinstance(base["train_samples_per_s"], float) and base["train_samples_per_s"] > 0):
+        fail("the uninterrupted run's train_samples_per_s is %r" % base["train_samples_per_s"])
+    res, _ = run(args, ["--epochs", "2", "--resume", os.path.join(ckpt, "ckpt-%012d" % last)])
+    if res.get("resumed_step") != last or res["steps"] != last:
+        fail("resumed at the end: %s" % res)
+    # (The synchronous step's closing push without samples is a request it did make.)
+    for k in ("train_samples_per_s", "pull_ms_p50", "pull_ms_p99", "step_ms_p50"):
+        if res[k] is not None:
+            fail("resumed with nothing to train: %s is %r, expected null" % (k, res[k]))
+    same_figures(base, res, "resumed at the end")
     # The tables load into another number of servers (shards stay, lanes move).
     dump = fresh(args, "exact-dump-3servers")
     res, _ = run(args, ["--epochs", "2", "--dump", dump, "--resume",

@@ -97,6 +97,7 @@ TEST(ReportTest, SummaryJsonHoldsTheRunsFigures) {
   TrainSummary s;
   s.train_rows = 1000;
   s.samples_trained = 5000;
+  s.run_samples_trained = 5000;
   s.epochs = 5;
   s.steps = 20;
   s.train_seconds = 2.0;
@@ -114,61 +115,56 @@ TEST(ReportTest, SummaryJsonHoldsTheRunsFigures) {
   s.push_ms_p50 = 2.5;
   s.push_ms_p99 = 10.75;
   s.allreduce_ms_p50 = 0.5;
-  s.step_ms_p50 = 4.25;
+  s.step_ms_p50 = 4.2504;  // rounded to 3 decimals
   s.bad_lines = 2;
   s.dense_checksum = 0xabc;
   s.backend = "cpu";
   s.checkpoints = 3;
   s.checkpoint_seconds = 0.75;
-  ServerFigures figures;
-  figures.rows = 17;
-  figures.skipped_keys = 3;
-  const std::string j =
-      SummaryJson(s, figures, SummaryConfig(), 4, 2,
+  const std::string line =
+      SummaryJson(s, ServerFigures{17, 3}, SummaryConfig(), 4, 2,
                   "{\"test_auc\": 0.8125, \"test_logloss\": 0.40625, \"other\": 1}");
-  ASSERT_EQ(j.front(), '{');
-  ASSERT_EQ(j.back(), '}');
-  EXPECT_FALSE(Contains(j, "\n"));
-  for (const char* part : {"\"train_rows\":1000,",
-                           "\"epochs\":5,",
-                           "\"steps\":20,",
-                           "\"samples_trained\":5000,",
-                           "\"train_seconds\":2.000,",
-                           "\"train_samples_per_s\":2500.0,",
-                           "\"prepass_seconds\":0.125,",
-                           "\"eval_seconds\":1.500,",
-                           "\"final_train_loss\":0.437500,",
-                           "\"test_auc\":0.750000,",
-                           "\"test_gauc\":0.625000,",
-                           "\"test_logloss\":0.500000,",
-                           "\"test_rows\":400,",
-                           "\"gauc_users\":33,",
-                           "\"bayes_test_auc\":0.812500,",
-                           "\"bayes_test_logloss\":0.406250,",
-                           "\"pull_ms_p50\":1.250,",
-                           "\"pull_ms_p99\":9.500,",
-                           "\"push_ms_p50\":2.500,",
-                           "\"push_ms_p99\":10.750,",
-                           "\"allreduce_ms_p50\":0.500,",
-                           "\"step_ms_p50\":4.250,",
-                           "\"bad_lines\":2,",
-                           "\"server_rows\":17,",
-                           "\"skipped_keys\":3,",
-                           "\"checkpoints\":3,",
-                           "\"checkpoint_seconds\":0.750,",
-                           "\"workers\":4,",
-                           "\"servers\":2,",
-                           "\"backend\":\"cpu\",",
-                           "\"pooling\":\"MEAN\",",
-                           "\"staleness\":1,",
-                           "\"mba_mode\":\"ONLINE\",",
-                           "\"batch_size\":256,",
-                           "\"dense_checksum\":\"0000000000000abc\"}"})
-    EXPECT_TRUE(Contains(j, part)) << "missing " << part << " in " << j;
-  // Only what bayes.json has; only what the run did.
-  for (const char* absent : {"bayes_test_gauc", "other", "last_checkpoint", "resumed_from",
-                             "resumed_step", "dump_dir", "dump_seconds"})
-    EXPECT_FALSE(Contains(j, absent)) << absent << " in " << j;
+  EXPECT_FALSE(Contains(line, "\n"));
+  const Json j = Json::parse(line);
+  const Json want = {{"train_rows", 1000},
+                     {"epochs", 5},
+                     {"steps", 20},
+                     {"samples_trained", 5000},
+                     {"train_seconds", 2.0},
+                     {"train_samples_per_s", 2500.0},
+                     {"prepass_seconds", 0.125},
+                     {"eval_seconds", 1.5},
+                     {"final_train_loss", 0.4375},
+                     {"test_auc", 0.75},
+                     {"test_gauc", 0.625},
+                     {"test_logloss", 0.5},
+                     {"test_rows", 400},
+                     {"gauc_users", 33},
+                     {"bayes_test_auc", 0.8125},
+                     {"bayes_test_logloss", 0.40625},
+                     {"pull_ms_p50", 1.25},
+                     {"pull_ms_p99", 9.5},
+                     {"push_ms_p50", 2.5},
+                     {"push_ms_p99", 10.75},
+                     {"allreduce_ms_p50", 0.5},
+                     {"step_ms_p50", 4.25},
+                     {"bad_lines", 2},
+                     {"server_rows", 17},
+                     {"skipped_keys", 3},
+                     {"checkpoints", 3},
+                     {"checkpoint_seconds", 0.75},
+                     {"workers", 4},
+                     {"servers", 2},
+                     {"backend", "cpu"},
+                     {"pooling", "MEAN"},
+                     {"staleness", 1},
+                     {"mba_mode", "ONLINE"},
+                     {"sparse_step", "SYNC"},
+                     {"batch_size", 256},
+                     {"dense_checksum", "0000000000000abc"}};
+  // The same keys, in this order, with these values: only what bayes.json has, only
+  // what the run did (no checkpoint path, no resume, no dump).
+  EXPECT_EQ(j, want) << line;
 }
 
 TEST(ReportTest, SummaryJsonTableFigures) {
@@ -197,15 +193,82 @@ TEST(ReportTest, SummaryJsonOptionalParts) {
   s.resumed_step = 20;
   s.dump_dir = "/out/dump";
   s.dump_seconds = 3.5;
-  const std::string j = SummaryJson(s, ServerFigures{}, SummaryConfig(), 1, 1, "");
-  for (const char* part :
-       {"\"final_train_loss\":null,", "\"test_auc\":null,", "\"test_gauc\":null,",
-        "\"test_logloss\":null,", "\"test_rows\":0,", "\"train_samples_per_s\":0.0,",
-        "\"server_rows\":0,\"skipped_keys\":0,", "\"last_checkpoint\":\"/ck/ckpt-000000000040\",",
-        "\"resumed_from\":\"/ck/ckpt-000000000020\",\"resumed_step\":20,",
-        "\"dump_dir\":\"/out/dump\",\"dump_seconds\":3.500,"})
-    EXPECT_TRUE(Contains(j, part)) << "missing " << part << " in " << j;
-  EXPECT_FALSE(Contains(j, "bayes_"));
+  const Json j = Json::parse(SummaryJson(s, ServerFigures{}, SummaryConfig(), 1, 1, ""));
+  for (const char* key : {"final_train_loss", "test_auc", "test_gauc", "test_logloss"})
+    EXPECT_TRUE(j.at(key).is_null()) << key;
+  EXPECT_EQ(j.at("test_rows"), 0);
+  EXPECT_EQ(j.at("server_rows"), 0);
+  EXPECT_EQ(j.at("skipped_keys"), 0);
+  EXPECT_EQ(j.at("last_checkpoint"), "/ck/ckpt-000000000040");
+  EXPECT_EQ(j.at("resumed_from"), "/ck/ckpt-000000000020");
+  EXPECT_EQ(j.at("resumed_step"), 20);
+  EXPECT_EQ(j.at("dump_dir"), "/out/dump");
+  EXPECT_EQ(j.at("dump_seconds"), 3.5);
+  EXPECT_FALSE(j.contains("bayes_test_auc"));
+  // Not JSON, or not an object: no ceiling, no failure.
+  for (const char* bad : {"{\"test_auc\": ", "[0.5]", "{\"test_auc\": \"0.5\"}"}) {
+    const Json k = Json::parse(SummaryJson(s, ServerFigures{}, SummaryConfig(), 1, 1, bad));
+    EXPECT_FALSE(k.contains("bayes_test_auc")) << bad;
+  }
+}
+
+TEST(ReportTest, SummaryJsonPathsRoundTrip) {
+  TrainSummary s;
+  const std::string odd = "/tmp/a \"quoted\" dir\\with\\backslashes\t/and\nnewline";
+  s.last_checkpoint = odd + "/ckpt-000000000040";
+  s.resumed_from = odd + "/ckpt-000000000020";
+  s.dump_dir = odd;
+  s.backend = "cpu\"";
+  const std::string line = SummaryJson(s, ServerFigures{}, SummaryConfig(), 1, 1, "");
+  EXPECT_FALSE(Contains(line, "\n")) << "one line";
+  const Json j = Json::parse(line);
+  EXPECT_EQ(j.at("last_checkpoint").get<std::string>(), odd + "/ckpt-000000000040");
+  EXPECT_EQ(j.at("resumed_from").get<std::string>(), odd + "/ckpt-000000000020");
+  EXPECT_EQ(j.at("dump_dir").get<std::string>(), odd);
+  EXPECT_EQ(j.at("backend").get<std::string>(), "cpu\"");
+  // Bytes that are not UTF-8 do not make the line fail.
+  s.dump_dir = std::string("/tmp/\xff\xfe");
+  EXPECT_TRUE(Json::parse(SummaryJson(s, ServerFigures{}, SummaryConfig(), 1, 1, ""))
+                  .at("dump_dir")
+                  .is_string());
+}
+
+TEST(ReportTest, SummaryRatesCoverOnlyThisRunsWork) {
+  // A run resumed from step 20 (5000 samples before it) that trains 1000 more in 2 s.
+  TrainSummary s;
+  s.samples_trained = 6000;
+  s.run_samples_trained = 1000;
+  s.train_seconds = 2.0;
+  s.resumed_from = "/ck/ckpt-000000000020";
+  Json j = Json::parse(SummaryJson(s, ServerFigures{}, SummaryConfig(), 1, 1, ""));
+  EXPECT_EQ(j.at("train_samples_per_s"), 500.0);
+  EXPECT_EQ(j.at("samples_trained"), 6000);
+  // Resumed at the end: nothing trained in a few microseconds is no rate at all.
+  s.samples_trained = 5000;
+  s.run_samples_trained = 0;
+  s.train_seconds = 3e-6;
+  SetLatencyPercentiles(Latencies{}, &s);
+  j = Json::parse(SummaryJson(s, ServerFigures{}, SummaryConfig(), 1, 1, ""));
+  EXPECT_TRUE(j.at("train_samples_per_s").is_null()) << j.dump();
+  for (const char* key : {"pull_ms_p50", "pull_ms_p99", "push_ms_p50", "push_ms_p99",
+                          "allreduce_ms_p50", "step_ms_p50"})
+    EXPECT_TRUE(j.at(key).is_null()) << key << " of no request: " << j.dump();
+  s.run_samples_trained = 10;  // samples but no time measured
+  s.train_seconds = 0;
+  j = Json::parse(SummaryJson(s, ServerFigures{}, SummaryConfig(), 1, 1, ""));
+  EXPECT_TRUE(j.at("train_samples_per_s").is_null());
+}
+
+TEST(ReportTest, JsonNumbersAndRates) {
+  EXPECT_EQ(JsonNumber(2.0 / 3, 3), 0.667);
+  EXPECT_EQ(JsonNumber(0.5), 0.5);
+  EXPECT_TRUE(JsonNumber(NAN).is_null());
+  EXPECT_TRUE(JsonNumber(INFINITY, 1).is_null());
+  EXPECT_EQ(JsonNumber(1e300, 3), 1e300);
+  EXPECT_EQ(JsonRate(10, 4), 2.5);
+  EXPECT_TRUE(JsonRate(0, 4).is_null());
+  EXPECT_TRUE(JsonRate(10, 0).is_null());
+  EXPECT_TRUE(JsonRate(10, NAN).is_null());
 }
 
 TEST(ReportTest, MetricsLines) {
@@ -220,10 +283,10 @@ TEST(ReportTest, MetricsLines) {
   f.push_ms = 0.125;
   f.allreduce_ms = 2.25;
   EXPECT_EQ(StepMetricsJson(f),
-            "{\"step\":3,\"epoch\":1,\"samples\":96,\"loss\":0.500000,\"samples_per_s\":1234.6,"
-            "\"step_ms\":1.500,\"pull_ms\":0.250,\"push_ms\":0.125,\"allreduce_ms\":2.250}");
+            "{\"step\":3,\"epoch\":1,\"samples\":96,\"loss\":0.5,\"samples_per_s\":1234.6,"
+            "\"step_ms\":1.5,\"pull_ms\":0.25,\"push_ms\":0.125,\"allreduce_ms\":2.25}");
   f.loss = NAN;
-  EXPECT_TRUE(Contains(StepMetricsJson(f), "\"loss\":null,"));
+  EXPECT_TRUE(Json::parse(StepMetricsJson(f)).at("loss").is_null());
 
   EvalMetrics m;
   m.auc = 0.75;
@@ -231,8 +294,40 @@ TEST(ReportTest, MetricsLines) {
   m.logloss = 0.25;
   m.samples = 4;
   EXPECT_EQ(EvalMetricsJson("final", 10, 2, m),
-            "{\"eval\":\"final\",\"step\":10,\"epoch\":2,\"test_auc\":0.750000,\"test_gauc\":null,"
-            "\"test_logloss\":0.250000,\"test_rows\":4}");
+            "{\"eval\":\"final\",\"step\":10,\"epoch\":2,\"test_auc\":0.75,\"test_gauc\":null,"
+            "\"test_logloss\":0.25,\"test_rows\":4}");
+}
+
+TEST(ReportTest, EvalLineWithTrainMetrics) {
+  EvalMetrics test, train;
+  test.auc = 0.75;
+  test.samples = 4;
+  train.auc = 0.5;
+  train.gauc = 0.625;
+  train.samples = 9;
+  const Json j = Json::parse(EvalMetricsJson("step", 10, 1, test, &train));
+  EXPECT_EQ(j.at("test_auc"), 0.75);
+  EXPECT_EQ(j.at("train_auc"), 0.5);
+  EXPECT_EQ(j.at("train_gauc"), 0.625);
+  EXPECT_EQ(j.at("train_rows"), 9);
+  EXPECT_FALSE(Json::parse(EvalMetricsJson("step", 10, 1, test)).contains("train_auc"));
+}
+
+TEST(ReportTest, ProgressMeterRecentMetricsGroupByUser) {
+  ProgressMeter m(false, 10);
+  // User 1: ordered (AUC 1); user 2: reversed (AUC 0); pooled, 3 of 4 pairs ordered.
+  const std::vector<float> labels = {1, 0, 1, 0}, logits = {2, -2, -1, 1};
+  const std::vector<uint64_t> users = {1, 1, 2, 2};
+  m.AddPredictions(labels, logits, users);
+  const EvalMetrics r = m.RecentMetrics();
+  EXPECT_EQ(r.samples, 4u);
+  EXPECT_DOUBLE_EQ(r.gauc, 0.5) << "the mean of 1 and 0, weighted by 2 samples each";
+  EXPECT_DOUBLE_EQ(r.auc, 0.75);
+  // Without keys every sample is one user's: GAUC is the AUC.
+  ProgressMeter n(false, 10);
+  const std::vector<float> l2 = {1, 0, 1, 0}, s2 = {2, -2, 1, 3};
+  n.AddPredictions(l2, s2);
+  EXPECT_DOUBLE_EQ(n.RecentMetrics().gauc, n.RecentMetrics().auc);
 }
 
 std::vector<std::string> Lines(const std::string& path) {

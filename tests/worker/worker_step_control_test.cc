@@ -25,10 +25,10 @@ TEST(StepControlTest, PackUnpackRoundTripsEveryField) {
 TEST(StepControlTest, PacksAfterTheGradientsWithoutTouchingThem) {
   // The trainer's buffer: n dense gradients, then the control floats.
   const size_t n = 3;
-  std::vector<float> buf = {0.5f, -1.5f, 2.0f, 0, 0, 0, 0, 0};
+  std::vector<float> buf = {0.5f, -1.5f, 2.0f, 0, 0, 0, 0, 0, 0};
   ASSERT_EQ(buf.size(), n + StepControl::kFloats);
-  StepControl{1, 2, 3, 4, 5}.PackInto(std::span<float>(buf).subspan(n));
-  EXPECT_EQ(buf, (std::vector<float>{0.5f, -1.5f, 2.0f, 1, 2, 3, 4, 5}));
+  StepControl{1, 2, 3, 4, 5, 6}.PackInto(std::span<float>(buf).subspan(n));
+  EXPECT_EQ(buf, (std::vector<float>{0.5f, -1.5f, 2.0f, 1, 2, 3, 4, 5, 6}));
 }
 
 // What the all-reduce does: element-wise sums of every worker's packed floats.
@@ -44,7 +44,7 @@ StepControl SumOver(const std::vector<StepControl>& workers) {
 TEST(StepControlTest, SumOverWorkersMeansWhatTheTrainerReads) {
   // Worker 0: a batch of 32, its clock says a checkpoint is due. Worker 1: out of data.
   // Worker 2: a batch of 17 and a stop request.
-  StepControl w0{1, 0.25f * 32, 32, 1, 0}, w1{}, w2{1, 0.5f * 17, 17, 0, 1};
+  StepControl w0{1, 0.25f * 32, 32, 1, 0, 1}, w1{}, w2{1, 0.5f * 17, 17, 0, 1, 0};
   const StepControl all = SumOver({w0, w1, w2});
   EXPECT_TRUE(all.any_batch());
   EXPECT_EQ(all.has_batch, 2.0f) << "the dense gradient is averaged over 2 workers";
@@ -52,12 +52,14 @@ TEST(StepControlTest, SumOverWorkersMeansWhatTheTrainerReads) {
   EXPECT_FLOAT_EQ(all.loss_sum, 8.0f + 8.5f);
   EXPECT_TRUE(all.checkpoint());
   EXPECT_TRUE(all.stop());
+  EXPECT_TRUE(all.dump()) << "worker 0's clock says a periodic dump is due";
 
   const StepControl none = SumOver({StepControl{}, StepControl{}});
   EXPECT_FALSE(none.any_batch()) << "every worker is out of data";
   EXPECT_EQ(none.sample_count(), 0u);
   EXPECT_FALSE(none.checkpoint());
   EXPECT_FALSE(none.stop());
+  EXPECT_FALSE(none.dump());
 }
 
 TEST(StepControlTest, SampleCountRoundsTheFloatSum) {
