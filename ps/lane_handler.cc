@@ -536,6 +536,9 @@ Status LaneHandler::Admit() {
   // Per shard: the gathered IDs, most frequent first; ties by ID, so the order (and the
   // rows a cap keeps) does not depend on the order in which the counts arrived.
   std::vector<std::vector<std::vector<std::pair<uint64_t, uint64_t>>>> order(tables_.size());
+  int64_t fail_bytes = 0;  // new rows of when_full: FAIL tables
+  int fail_table = 0;
+  uint64_t fail_rows = 0;
   for (size_t t = 0; t < tables_.size(); ++t) {
     const TableSpec& spec = tables_[t];
     order[t].resize(spec.shards);
@@ -546,16 +549,38 @@ Status LaneHandler::Admit() {
       std::sort(ids.begin(), ids.end(), [](const auto& a, const auto& b) {
         return a.second != b.second ? a.second > b.second : a.first < b.first;
       });
-      if (admission_closed_[t] || spec.max_rows == 0 || spec.when_full != config::TableConfig::FAIL)
-        continue;
-      // FAIL: refused whole, before any row is created.
+      if (admission_closed_[t]) continue;
       const ShardStore* store = shards_[t][s].get();
       uint64_t adding = 0;
       for (const auto& [key, n] : ids)
         if (n >= spec.min_count && store->Find(key) == ShardStore::kNoRow) ++adding;
-      if (store->size() + adding > spec.max_rows) return CapError(static_cast<int>(t), s, adding);
+      if (spec.when_full == config::TableConfig::FAIL) {
+        // FAIL: refused whole, before any row is created.
+        if (spec.max_rows != 0 && store->size() + adding > spec.max_rows)
+          return CapError(static_cast<int>(t), s, adding);
+        fail_bytes += static_cast<int64_t>(adding * RowCost(static_cast<int>(t)));
+        if (adding > fail_rows) {
+          fail_rows = adding;
+          fail_table = static_cast<int>(t);
+        }
+      }
     }
   }
+  // The server's memory budget: FAIL tables' new rows must all fit, or ADMIT is refused
+  // before any row is created; SKIP_NEW tables take rows, most frequent first per shard,
+  // while the budget lasts (the rest count as skipped keys).
+  const bool budgeted = budget_ != nullptr && budget_->limit > 0;
+  const int64_t limit = budgeted ? static_cast<int64_t>(budget_->limit) : 0;
+  int64_t used = budgeted ? budget_->used.load(std::memory_order_relaxed) : 0;
+  if (budgeted && used + fail_bytes > limit)
+    return Status::ResourceExhausted(
+        "table " + tables_[fail_table].name + " on server " + std::to_string(server_) +
+        ": the server's memory budget ps.memory_limit_bytes = " + std::to_string(limit) +
+        " bytes is reached: its tables hold " + std::to_string(used) + " bytes and ADMIT " +
+        "would add about " + std::to_string(fail_bytes) +
+        " bytes of new rows (when_full: FAIL); raise ps.memory_limit_bytes, add servers, " +
+        "or set when_full: SKIP_NEW");
+  used += fail_bytes;
   Status status;
   for (size_t t = 0; t < tables_.size(); ++t) {
     const TableSpec& spec = tables_[t];
@@ -566,6 +591,15 @@ Status LaneHandler::Admit() {
         if (n < spec.min_count) {
           ++rejected_ids_[t][s];
           continue;
+        }
+        if (budgeted && spec.when_full == config::TableConfig::SKIP_NEW &&
+            store->Find(key) == ShardStore::kNoRow) {
+          const int64_t cost = static_cast<int64_t>(RowCost(static_cast<int>(t)));
+          if (used + cost > limit) {
+            ++skipped_[t][s];
+            continue;
+          }
+          used += cost;
         }
         const uint32_t row = Materialize(static_cast<int>(t), s, store, key, &status);
         if (!status.ok()) return status;
@@ -915,7 +949,7 @@ LaneHandler::Outcome LaneHandler::Process(std::vector<zmq::message_t>& frames) {
     default:
       break;
   }
-  if (creates_rows || h.op() == wire::LOAD) PublishMemory();
+  if (creates_rows || h.op() == wire::LOAD || h.op() == wire::ADMIT) PublishMemory();
   budget_skip_ = false;
   if (!status.ok()) SetReplyStatus(status, &rh);
   reply[0] = EncodeFrame(rh);

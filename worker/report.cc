@@ -77,6 +77,7 @@ static void AddTableFigures(const ServerFigures& f, const config::TrainConfig& c
 
 // "shard_rows":{"TABLE":{"shards":N,"min":N,"max":N,"cv":X},...},"server_bytes":[N,...]
 static void AddBalance(const ServerFigures& f, Json* j) {
+  if (f.balance.empty() && f.server_bytes.empty()) return;
   Json rows = Json::object();
   for (const ShardBalance& b : f.balance) {
     Json table;

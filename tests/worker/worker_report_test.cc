@@ -536,7 +536,7 @@ TEST(ReportTest, ShardBalanceAndServerBytes) {
   EXPECT_TRUE(Contains(j,
                        ",\"shard_rows\":{\"a\":{\"shards\":4,\"min\":10,\"max\":40,"
                        "\"cv\":0.4472},\"b\":{\"shards\":1,\"min\":0,\"max\":0,"
-                       "\"cv\":0.0000}},\"server_bytes\":[4007,6000],"))
+                       "\"cv\":0.0}},\"server_bytes\":[4007,6000],"))
       << j;
 }
 
