@@ -572,7 +572,7 @@ Status LaneHandler::Admit() {
   const bool budgeted = budget_ != nullptr && budget_->limit > 0;
   const int64_t limit = budgeted ? static_cast<int64_t>(budget_->limit) : 0;
   int64_t used = budgeted ? budget_->used.load(std::memory_order_relaxed) : 0;
-  if (budgeted && used + fail_bytes > limit)
+  if (budgeted && fail_bytes > 0 && used + fail_bytes > limit)
     return Status::ResourceExhausted(
         "table " + tables_[fail_table].name + " on server " + std::to_string(server_) +
         ": the server's memory budget ps.memory_limit_bytes = " + std::to_string(limit) +
