@@ -362,14 +362,6 @@ Result<uint64_t> LoadCheckpointPart(const std::string& dir, const ManifestTable&
     DIN_RETURN_IF_ERROR(a.stream.Open(dir, *file, a.descr, want_shape));
   }
   const uint32_t shards = static_cast<uint32_t>(stores.size());
-  for (const ShardStore* store : stores) {
-    if (store == nullptr) continue;
-    if (store->dim() != table.dim || store->state_floats() != table.state_floats)
-      return Status::InvalidArgument(
-          dir + ": table " + table.name + " has dim " + std::to_string(table.dim) + " and " +
-          std::to_string(table.state_floats) + " optimizer state floats, the config " +
-          std::to_string(store->dim()) + " and " + std::to_string(store->state_floats()));
-  }
   const size_t item_bytes[4] = {sizeof(uint64_t), size_t{table.dim} * sizeof(float),
                                 size_t{table.state_floats} * sizeof(float), sizeof(uint32_t)};
   uint64_t loaded = 0;
