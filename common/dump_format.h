@@ -7,9 +7,13 @@
 //   DIR/TABLE/part-SSSSS-of-NNNNN.emb.npy      float32 [n, dim]
 //   DIR/TABLE/part-SSSSS-of-NNNNN.count.npy    uint32 [n]        (optional)
 //   DIR/TABLE/part-SSSSS-of-NNNNN.txt          "id<TAB>v1 v2 ...\n" per row (TEXT tables)
+//   DIR/TABLE/part-SSSSS-of-NNNNN.rows.npy     uint32 [n]  row numbers (incremental series)
+//   DIR/TABLE/part-SSSSS-of-NNNNN.removed.npy  uint64 [m]  IDs evicted since the parent
+//                                                          (a delta of a series)
 //
 // Part SSSSS of NNNNN holds exactly the IDs with ShardOf(id, NNNNN) == SSSSS
-// (common/hash.h), in the order the shard created them. Every file's checksum is
+// (common/hash.h), in the order of their row numbers in the shard (creation order, a
+// row number freed by eviction being taken by the next new row). Every file's checksum is
 // XXH64 with seed 0 over all its bytes (the xxHash specification, Collet), so
 // `xxhsum -H1 FILE` (XXH64) prints the same value.
 #pragma once

@@ -206,10 +206,13 @@ Result<std::vector<ManifestFile>> DumpShard(const ShardStore& store, const Shard
     if (with_counts) DIN_RETURN_IF_ERROR(open(".count.npy", NpyHeader("<u4", {rows})));
     const uint32_t state_floats = store.state_floats();
     if (spec.state) DIN_RETURN_IF_ERROR(open(".state.npy", NpyHeader("<f4", {rows, state_floats})));
+    if (spec.row_numbers) DIN_RETURN_IF_ERROR(open(".rows.npy", NpyHeader("<u4", {rows})));
     DumpFileWriter& ids = *outs[0].writer;
     DumpFileWriter& emb = *outs[1].writer;
     DumpFileWriter* counts = with_counts ? outs[2].writer.get() : nullptr;
-    DumpFileWriter* state = spec.state ? outs[3].writer.get() : nullptr;
+    DumpFileWriter* state = spec.state ? outs[2 + with_counts].writer.get() : nullptr;
+    DumpFileWriter* numbers =
+        spec.row_numbers ? outs[2 + with_counts + spec.state].writer.get() : nullptr;
     const size_t row_bytes = size_t{dim} * sizeof(float);
     const size_t state_bytes = size_t{state_floats} * sizeof(float);
     // After a failure the buffers stay full, so every TryAppend fails and the rest of
@@ -224,7 +227,14 @@ Result<std::vector<ManifestFile>> DumpShard(const ShardStore& store, const Shard
           put(emb, w, row_bytes);
           if (counts != nullptr) put(*counts, &count, sizeof(count));
           if (state != nullptr && state_bytes > 0) put(*state, s, state_bytes);
+          if (numbers != nullptr) put(*numbers, &row, sizeof(row));
         });
+    if (st.ok() && spec.removed != nullptr) {
+      const std::vector<uint64_t>& removed = *spec.removed;
+      st = open(".removed.npy", NpyHeader("<u8", {removed.size()}));
+      if (st.ok())
+        st = outs.back().writer->Append(removed.data(), removed.size() * sizeof(uint64_t));
+    }
   }
   DIN_RETURN_IF_ERROR(st);
 

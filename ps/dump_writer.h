@@ -110,6 +110,11 @@ struct ShardDumpSpec {
   bool delta = false;
   const std::vector<uint8_t>* changed = nullptr;
   uint64_t first_new = 0;
+  // A dump of an incremental series: also .rows.npy (uint32 [n], each row's number in
+  // the shard, ascending) and, when `removed` is set, .removed.npy (uint64 [m], the IDs
+  // erased since the last mark, in erase order; NPY only).
+  bool row_numbers = false;
+  const std::vector<uint64_t>* removed = nullptr;
   bool Keeps(uint64_t row) const {
     return !delta || row >= first_new ||
            (changed != nullptr && row < changed->size() && (*changed)[row] != 0);

@@ -37,12 +37,14 @@ void LaneHandler::Dump(const wire::DumpRequest& req, wire::ReplyHeader* rh) {
     spec.state = req.with_state();
     if (spec.state) spec.text = false;
     spec.delta = req.delta();
+    spec.row_numbers = req.incremental() && !spec.text;
     for (uint32_t s = 0; s < shards_[t].size(); ++s) {
       const ShardStore* store = shards_[t][s].get();
       if (store == nullptr) continue;
       spec.shard = s;
       spec.changed = &changed_[t][s];
       spec.first_new = marked_rows_[t][s];
+      spec.removed = spec.row_numbers && spec.delta ? &store->erased_keys() : nullptr;
       Result<std::vector<ManifestFile>> files = DumpShard(*store, spec);
       if (!files.ok()) return fail(StatusCode::kInternal, files.status().ToString());
       wire::DumpPart* part = rh->add_dump_parts();
@@ -68,6 +70,9 @@ void LaneHandler::Dump(const wire::DumpRequest& req, wire::ReplyHeader* rh) {
         changed_[t][s].clear();
         changed_[t][s].shrink_to_fit();
         marked_rows_[t][s] = shards_[t][s]->end_row();
+        // The next delta lists the IDs erased from now on (only a series needs them).
+        shards_[t][s]->ClearErased();
+        shards_[t][s]->TrackErased(req.incremental());
       }
 }
 

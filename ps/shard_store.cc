@@ -254,12 +254,13 @@ void ShardStore::Erase(uint32_t row) {
   if (freed_.size() < size_) freed_.resize(size_, false);
   freed_[row] = true;
   free_rows_.push_back(row);
+  if (track_erased_) erased_keys_.push_back(key);
 }
 
 uint64_t ShardStore::MemoryBytes() const {
   return (capacity_ + old_capacity_) * sizeof(uint32_t) + size_ * stride_ +
          free_rows_.capacity() * sizeof(uint32_t) + freed_.capacity() / 8 +
-         chunks_.capacity() * sizeof(chunks_[0]);
+         erased_keys_.capacity() * sizeof(uint64_t) + chunks_.capacity() * sizeof(chunks_[0]);
 }
 
 }  // namespace din

@@ -93,6 +93,21 @@ class ShardStore {
   // index in progress is finished first. Row numbers of a FindEach window held across an
   // Erase are stale: erase only between requests.
   void Erase(uint32_t row);
+  // Incremental dumps (docs/design.md §12): while tracking is on, Erase appends the
+  // erased row's key to erased_keys(), which the owner clears after each dump of the
+  // series. Memory: 8 bytes per erase since the last clear, never more than 8 bytes per
+  // row the shard held at that clear or created since (a row is erased at most once),
+  // e.g. 8 MB for a million rows evicted between two dumps; nothing while off.
+  void TrackErased(bool on) {
+    track_erased_ = on;
+    if (!on) ClearErased();
+  }
+  bool tracking_erased() const { return track_erased_; }
+  const std::vector<uint64_t>& erased_keys() const { return erased_keys_; }
+  void ClearErased() {
+    erased_keys_.clear();
+    erased_keys_.shrink_to_fit();
+  }
   // False for a row number Erase freed (and not reused since).
   bool live(uint32_t row) const { return row < size_ && (row >= freed_.size() || !freed_[row]); }
   // Row numbers in use or freed lie below end_row(); size() counts the live ones.
@@ -250,6 +265,9 @@ class ShardStore {
   // (empty until the first Erase).
   std::vector<uint32_t> free_rows_;
   std::vector<bool> freed_;
+  // The keys Erase removed while tracking is on (TrackErased).
+  bool track_erased_ = false;
+  std::vector<uint64_t> erased_keys_;
 };
 
 template <typename Fn>

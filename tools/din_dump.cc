@@ -20,12 +20,16 @@
 // checkpoint whose embeddings are not float32.
 // merge reads the base (a full dump whose MANIFEST names itself as base) and the deltas
 // in order (each naming that base and, as parent, the dump before it; all verified) and
-// writes OUT: per part, the base's rows with each delta's rows replacing theirs and new
-// IDs appended in the delta's order, which is the servers' creation order, so OUT equals
-// a full dump taken at the last delta's step, byte for byte (MANIFEST: the last delta's
-// step and config, no lineage). NPY dumps only.
+// writes OUT: per part, the base's rows, then per delta the IDs its .removed.npy lists
+// (evicted since the dump before) dropped and its rows put at their row numbers
+// (.rows.npy: replacing the row of an ID it has, or taking a new or freed row number),
+// written in row-number order as the servers write a full dump, so OUT equals a full
+// dump taken at the last delta's step, byte for byte (MANIFEST: the last delta's step
+// and config, no lineage; no .rows.npy). An ID evicted and created again between two
+// dumps is in both lists of the delta and ends as its new row. NPY dumps only.
 // lookup finds an ID's part with ShardOf(id, shards) (common/hash.h) and exits 1 when
 // an ID is not in the table.
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
@@ -134,7 +138,7 @@ class Inspector {
       uint64_t rows = 0;
       for (const ManifestPart& p : t.parts) {
         rows += p.rows;
-        CheckPart(t, p);
+        CheckPart(*m, t, p);
         files += p.files.size();
       }
       if (rows != t.rows)
@@ -155,7 +159,7 @@ class Inspector {
     std::fprintf(stderr, "PROBLEM: %s\n", what.c_str());
   }
 
-  void CheckPart(const ManifestTable& t, const ManifestPart& p) {
+  void CheckPart(const Manifest& m, const ManifestTable& t, const ManifestPart& p) {
     const std::string stem = t.name + "/" + DumpPartStem(p.shard, t.shards);
     std::vector<std::string> want;
     if (t.text) {
@@ -164,6 +168,9 @@ class Inspector {
       want = {stem + ".ids.npy", stem + ".emb.npy"};
       if (t.counts || t.checkpoint()) want.push_back(stem + ".count.npy");
       if (t.checkpoint()) want.push_back(stem + ".state.npy");
+      // An incremental series: row numbers, and a delta's removed IDs.
+      if (!m.base.empty()) want.push_back(stem + ".rows.npy");
+      if (!m.parent.empty()) want.push_back(stem + ".removed.npy");
     }
     std::vector<std::string> have;
     for (const auto& f : p.files) have.push_back(f.name);
@@ -185,7 +192,9 @@ class Inspector {
     if (size != mf.bytes)
       Problem(path + ": " + std::to_string(size) + " bytes, MANIFEST says " +
               std::to_string(mf.bytes) + (size < mf.bytes ? " (truncated)" : ""));
-    const bool ids = mf.name.ends_with(".ids.npy");
+    // IDs (a delta's removed IDs too) must sit in the part their shard names.
+    const bool removed = mf.name.ends_with(".removed.npy");
+    const bool ids = mf.name.ends_with(".ids.npy") || removed;
     const bool npy = mf.name.ends_with(".npy");
     NpyInfo info;
     if (npy) {
@@ -195,7 +204,8 @@ class Inspector {
       std::string descr = "<u8";
       std::vector<uint64_t> shape = {p.rows};
       if (mf.name.ends_with(".emb.npy")) descr = "<f4", shape = {p.rows, t.dim};
-      if (mf.name.ends_with(".count.npy")) descr = "<u4";
+      if (mf.name.ends_with(".count.npy") || mf.name.ends_with(".rows.npy")) descr = "<u4";
+      if (removed && info.shape.size() == 1) shape = info.shape;  // any number of IDs
       // Checkpoint state: float32 [rows, state_floats] (Adam's step count is a uint32 kept
       // in the bits of its float slot).
       if (mf.name.ends_with(".state.npy")) descr = "<f4", shape = {p.rows, t.state_floats};
@@ -436,49 +446,93 @@ int Export(const std::string& ckpt, const std::string& out) {
   return 0;
 }
 
-// One part of one table while merging: ids, embedding rows and (when the table has
-// them) counts, with the position of every ID.
+// One part of one table while merging, by row number in the shard (the order a full
+// dump writes): ids, embedding rows and (when the table has them) counts, which rows hold
+// an ID, and the row of every ID.
 struct MergePart {
   std::vector<uint64_t> ids;
   std::vector<float> emb;
   std::vector<uint32_t> counts;
-  std::unordered_map<uint64_t, size_t> at;
+  std::vector<uint8_t> live;
+  std::unordered_map<uint64_t, uint32_t> at;
 };
 
-// Appends the rows of `part` of `table` in dump `dir` to *out (replacing rows of IDs it
-// has).
+// Applies `part` of `table` in dump `dir` of an incremental series to *out: first the
+// IDs its .removed.npy lists (a delta) leave, then every row it holds goes to its row
+// number, replacing what was there. A row number holding another ID that was not removed,
+// or an ID moving to another row without being removed, is an inconsistent series.
 Status MergeInto(const std::string& dir, const ManifestTable& table, const ManifestPart& part,
-                 MergePart* out) {
+                 bool delta, MergePart* out) {
   if (table.text) return Status::InvalidArgument(dir + ": table " + table.name + " is text");
   const std::string stem = table.name + "/" + DumpPartStem(part.shard, table.shards);
-  std::string data[3];
-  const char* suffixes[3] = {".ids.npy", ".emb.npy", ".count.npy"};
-  const size_t arrays = table.counts ? 3 : 2;
-  const char* at[3] = {nullptr, nullptr, nullptr};
-  for (size_t a = 0; a < arrays; ++a) {
+  struct Array {
+    const char* suffix;
+    const char* descr;
+    bool want;
+    std::string data;
+    const char* at = nullptr;
+    uint64_t n = 0;
+  };
+  Array arrays[5] = {{".ids.npy", "<u8", true, {}},
+                     {".emb.npy", "<f4", true, {}},
+                     {".count.npy", "<u4", table.counts, {}},
+                     {".rows.npy", "<u4", true, {}},
+                     {".removed.npy", "<u8", delta, {}}};
+  for (Array& a : arrays) {
+    if (!a.want) continue;
     const ManifestFile* file = nullptr;
     for (const ManifestFile& f : part.files)
-      if (f.name == stem + suffixes[a]) file = &f;
-    if (file == nullptr) return Status::InvalidArgument(dir + ": no " + stem + suffixes[a]);
-    DIN_ASSIGN_OR_RETURN(data[a], ReadVerifiedFile(dir, *file));
-    DIN_ASSIGN_OR_RETURN(NpyInfo info, ParseNpyHeader(data[a], dir + "/" + file->name));
-    if (info.elements() * info.item_bytes() + info.header_bytes != data[a].size() ||
-        info.shape.empty() || info.shape[0] != part.rows)
-      return Status::InvalidArgument(dir + "/" + file->name + ": unexpected shape");
-    at[a] = data[a].data() + info.header_bytes;
+      if (f.name == stem + a.suffix) file = &f;
+    if (file == nullptr)
+      return Status::InvalidArgument(dir + ": no " + stem + a.suffix +
+                                     (std::string(a.suffix) == ".rows.npy"
+                                          ? " (not written as part of an incremental series)"
+                                          : ""));
+    DIN_ASSIGN_OR_RETURN(a.data, ReadVerifiedFile(dir, *file));
+    DIN_ASSIGN_OR_RETURN(NpyInfo info, ParseNpyHeader(a.data, dir + "/" + file->name));
+    const bool removed = &a == &arrays[4];
+    if (info.descr != a.descr ||
+        info.elements() * info.item_bytes() + info.header_bytes != a.data.size() ||
+        info.shape.empty() || (!removed && info.shape[0] != part.rows))
+      return Status::InvalidArgument(dir + "/" + file->name + ": unexpected dtype or shape");
+    a.at = a.data.data() + info.header_bytes;
+    a.n = info.shape[0];
+  }
+  if (delta) {
+    for (uint64_t i = 0; i < arrays[4].n; ++i) {
+      uint64_t id;
+      std::memcpy(&id, arrays[4].at + i * 8, 8);
+      auto it = out->at.find(id);
+      if (it == out->at.end()) continue;  // created and removed between two dumps
+      out->live[it->second] = 0;
+      out->at.erase(it);
+    }
   }
   const size_t dim = table.dim;
   for (uint64_t i = 0; i < part.rows; ++i) {
     uint64_t id;
-    std::memcpy(&id, at[0] + i * 8, 8);
-    auto [it, fresh] = out->at.emplace(id, out->ids.size());
-    if (fresh) {
-      out->ids.push_back(id);
-      out->emb.resize(out->emb.size() + dim);
-      if (arrays == 3) out->counts.push_back(0);
+    uint32_t row;
+    std::memcpy(&id, arrays[0].at + i * 8, 8);
+    std::memcpy(&row, arrays[3].at + i * 4, 4);
+    if (row >= out->live.size()) {
+      const size_t n = std::max<size_t>(size_t{row} + 1, out->live.size() * 2);
+      out->ids.resize(n);
+      out->live.resize(n, 0);
+      out->emb.resize(n * dim);
+      if (table.counts) out->counts.resize(n);
     }
-    std::memcpy(out->emb.data() + it->second * dim, at[1] + i * dim * 4, dim * 4);
-    if (arrays == 3) std::memcpy(&out->counts[it->second], at[2] + i * 4, 4);
+    auto [it, fresh] = out->at.emplace(id, row);
+    if ((out->live[row] && out->ids[row] != id) || it->second != row)
+      return Status::InvalidArgument(
+          dir + "/" + stem + ".rows.npy: ID " + std::to_string(id) + " at row " +
+          std::to_string(row) + ", where the series holds ID " +
+          std::to_string(out->live[row] ? out->ids[row] : id) + " at row " +
+          std::to_string(out->live[row] ? row : it->second) +
+          " that no .removed.npy since removed (a dump of the series is missing?)");
+    out->ids[row] = id;
+    out->live[row] = 1;
+    std::memcpy(out->emb.data() + size_t{row} * dim, arrays[1].at + i * dim * 4, dim * 4);
+    if (table.counts) std::memcpy(&out->counts[row], arrays[2].at + i * 4, 4);
   }
   return Status::Ok();
 }
@@ -529,11 +583,19 @@ int Merge(const std::vector<std::string>& inputs, const std::string& out) {
         if (it == nullptr || it->dim != t.dim || it->shards != t.shards || it->counts != t.counts)
           return Fail(Status::InvalidArgument(inputs[i] + ": table " + t.name +
                                               " differs from the base's"));
-        const Status st = MergeInto(inputs[i], *it, it->parts[p.shard], &mp);
+        const Status st = MergeInto(inputs[i], *it, it->parts[p.shard], i > 0, &mp);
         if (!st.ok()) return Fail(st);
       }
+      // The live rows in row-number order, as a full dump writes them.
+      uint64_t n = 0;
+      for (size_t r = 0; r < mp.live.size(); ++r) {
+        if (!mp.live[r]) continue;
+        mp.ids[n] = mp.ids[r];
+        if (n != r) std::memcpy(mp.emb.data() + n * t.dim, mp.emb.data() + r * t.dim, t.dim * 4);
+        if (t.counts) mp.counts[n] = mp.counts[r];
+        ++n;
+      }
       const std::string stem = t.name + "/" + DumpPartStem(p.shard, t.shards);
-      const uint64_t n = mp.ids.size();
       p.rows = n;
       p.files.clear();
       auto put = [&](const std::string& suffix, const std::string& header, const void* d,
@@ -543,8 +605,7 @@ int Merge(const std::vector<std::string>& inputs, const std::string& out) {
         return Status::Ok();
       };
       Status st = put(".ids.npy", NpyHeader("<u8", {n}), mp.ids.data(), n * 8);
-      if (st.ok())
-        st = put(".emb.npy", NpyHeader("<f4", {n, t.dim}), mp.emb.data(), mp.emb.size() * 4);
+      if (st.ok()) st = put(".emb.npy", NpyHeader("<f4", {n, t.dim}), mp.emb.data(), n * t.dim * 4);
       if (st.ok() && t.counts)
         st = put(".count.npy", NpyHeader("<u4", {n}), mp.counts.data(), n * 4);
       if (!st.ok()) return Fail(st);

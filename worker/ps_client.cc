@@ -459,6 +459,7 @@ Result<std::vector<wire::DumpPart>> PsClient::Dump(const std::string& dir,
   if (options.with_state) h.mutable_dump()->set_with_state(true);
   if (options.delta) h.mutable_dump()->set_delta(true);
   if (options.mark) h.mutable_dump()->set_mark(true);
+  if (!options.base.empty()) h.mutable_dump()->set_incremental(true);
   for (int t = 0; t < cfg_.tables_size() && !options.with_state; ++t) {
     if (cfg_.tables(t).dump_format() == config::TableConfig::TEXT)
       h.mutable_dump()->add_text_tables(static_cast<uint32_t>(t));

@@ -65,7 +65,8 @@ struct DumpOptions {
   bool with_state = false;
   // Incremental dumps (wire::DumpRequest): write only the rows changed since the last
   // `mark`; start a new window of changes after writing. `base` and `parent` go into the
-  // MANIFEST (DumpTables).
+  // MANIFEST (DumpTables); a non-empty `base` makes the dump part of an incremental
+  // series (wire::DumpRequest.incremental: row numbers, and a delta's removed IDs).
   bool delta = false;
   bool mark = false;
   std::string base, parent;

@@ -2,15 +2,27 @@
 """Incremental dumps during training (trainer.dump_every_steps with trainer.incremental),
 with a real job under mpirun on localhost (2 servers, 2 workers, quickstart config).
 
-  incremental_dump_e2e.py merge --build BUILD_DIR --work WORK_DIR
+  incremental_dump_e2e.py SCENARIO --build BUILD_DIR --work WORK_DIR
+
+Scenarios (each one ctest test):
+  merge    dumps every 8 steps (trainer.dump_every_steps), with eviction.
+  minutes  dumps on worker 0's clock only (trainer.dump_every_minutes: 0.005, 0.3 s): at
+           least two dumps before the final step, consecutive ones at least the interval
+           apart (their _SUCCESS times; no dump_every_steps is set); the series
+           still merges to the final full dump byte for byte.
+
+merge:
 
 The job dumps every tenth of an epoch into DUMP/dump-STEP and, at the end, the full dump
 into DUMP itself. The first periodic dump is a base (its MANIFEST names itself as base),
 each later one a delta naming that base and the dump before it as parent, with _SUCCESS;
 the last is at the final step. Every one passes din_dump inspect; a delta holds fewer
-rows than the tables. `din_dump merge` of base and deltas equals the final full dump
-byte for byte (every part file and the MANIFEST). Merging with a delta left out, or in
-the wrong order, is refused. Prints each delta's size against the full dump's.
+rows than the tables. Every table has ttl_steps, so rows are evicted between dumps (and
+their row numbers reused): the deltas list the removed IDs (.removed.npy), among them
+IDs that were created again before the same delta. `din_dump merge` of base and deltas
+equals the final full dump byte for byte (every part file and the MANIFEST). Merging
+with a delta left out, or in the wrong order, is refused. Prints each delta's size
+against the full dump's and the IDs removed.
 """
 import filecmp
 import os
@@ -22,6 +34,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import din_e2e  # noqa: E402
 from din_e2e import fail  # noqa: E402
 
+# Rows not pushed for this many steps are evicted: four times the 8 steps between dumps,
+# so the deltas of the epoch's second half have removed IDs (some created again since).
+TTL = 32
 GEN = ["--rows", "20000", "--test_rows", "2000", "--users", "500", "--items", "5000",
        "--seed", "11"]
 
@@ -61,7 +76,9 @@ def merge(args):
                                          os.path.join(d, "test.tsv"), "--epochs", "1",
                                          "--backend", "cpu", "--dump", dump,
                                          "--set", "trainer.dump_every_steps=8",
-                                         "--set", "trainer.incremental=true"], 2, 2)
+                                         "--set", "trainer.incremental=true"] +
+                           [a for t in ("user", "item", "cate")
+                            for a in ("--set", "tables[%s].ttl_steps=%d" % (t, TTL))], 2, 2)
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                        timeout=200)
     if p.returncode != 0:
@@ -89,6 +106,25 @@ def merge(args):
             fail("%s: MANIFEST names base %r parent %r step %r" % (n, f.get("base"),
                                                                   f.get("parent"), f.get("step")))
         subprocess.check_call([dump_dump, "inspect", path], stdout=subprocess.DEVNULL)
+    # Each delta's removed IDs, and how many of them the same delta holds again as rows.
+    removed, again = [], []
+    for n in series[1:]:
+        r = a = 0
+        for d, _, names in os.walk(os.path.join(dump, n)):
+            for name in names:
+                if not name.endswith(".removed.npy"):
+                    continue
+                _, gone = din_e2e.read_npy(os.path.join(d, name))
+                _, ids = din_e2e.read_npy(os.path.join(d, name.replace(".removed.npy",
+                                                                       ".ids.npy")))
+                r += len(gone)
+                a += len(set(gone) & set(ids))
+        removed.append(r)
+        again.append(a)
+    if sum(removed) == 0 or sum(again) == 0:
+        fail("eviction: removed IDs per delta %s, created again %s" % (removed, again))
+    print("removed IDs per delta %s, of which created again before the delta %s"
+          % (removed, again))
     sizes = [size_of(os.path.join(dump, n)) for n in series]
     if not all(s < full_bytes for s in sizes[1:]):
         fail("a delta is not smaller than the full dump: %s vs %d" % (sizes, full_bytes))
@@ -116,8 +152,49 @@ def merge(args):
             fail("merge of %s: exit %d, %r" % (bad, q.returncode, q.stderr))
 
 
+def minutes(args):
+    d = din_e2e.gen_data(args.build, os.path.join(args.work, "data"), GEN)
+    dump = os.path.join(args.work, "dump-minutes")
+    shutil.rmtree(dump, ignore_errors=True)
+    interval_min = 0.005
+    cmd = din_e2e.din_train(args.build, ["--train", os.path.join(d, "train.tsv"), "--test",
+                                         os.path.join(d, "test.tsv"), "--epochs", "1",
+                                         "--backend", "cpu", "--dump", dump,
+                                         "--set", "trainer.dump_every_minutes=%g" % interval_min,
+                                         "--set", "trainer.incremental=true"], 2, 2)
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       timeout=200)
+    if p.returncode != 0:
+        print(p.stderr[-3000:])
+        fail("training job exit %d" % p.returncode)
+    res = din_e2e.result_lines(p.stdout)[-1]
+    series = sorted(n for n in os.listdir(dump) if n.startswith("dump-"))
+    steps = [int(n[5:]) for n in series]
+    if len(steps) < 3 or steps[-1] != res["steps"] or steps != sorted(set(steps)):
+        fail("dumps at steps %s (final step %d): expected at least two before the final "
+             "step" % (steps, res["steps"]))
+    done = [os.stat(os.path.join(dump, n, "_SUCCESS")).st_mtime_ns / 1e9 for n in series]
+    gaps = [b - a for a, b in zip(done, done[1:-1])]  # the last is forced by the end
+    if min(gaps) < interval_min * 60:
+        fail("dumps %.3f s apart, under the %.1f s interval: %s"
+             % (min(gaps), interval_min * 60, ["%.3f" % g for g in gaps]))
+    print("time-triggered dumps at steps %s (final step %d), %s s apart (interval %.1f s)"
+          % (steps[:-1], res["steps"], ["%.2f" % g for g in gaps], interval_min * 60))
+    dump_dump = din_e2e.tool(args.build, "din_dump")
+    out = os.path.join(args.work, "merged-minutes")
+    shutil.rmtree(out, ignore_errors=True)
+    subprocess.check_call([dump_dump, "merge"] + [os.path.join(dump, n) for n in series] + [out],
+                          stdout=subprocess.DEVNULL)
+    files = tree_files(dump)
+    if tree_files(out) != files or not all(
+            filecmp.cmp(os.path.join(dump, f), os.path.join(out, f), shallow=False)
+            for f in files):
+        fail("the merged time-triggered series differs from the full dump")
+    print("base + %d deltas merged = the full dump" % (len(series) - 1))
+
+
 def main():
-    args = din_e2e.parse_args(["merge"])
+    args = din_e2e.parse_args(["merge", "minutes"])
     globals()[args.scenario](args)
     print("PASS " + args.scenario)
 
