@@ -33,6 +33,36 @@ Status AverageRunningStats(Collective& collective, std::span<float> running) {
   return Status::Ok();
 }
 
+Status PredictAndGather(Reader& reader, const model::FieldTables& field_tables,
+                        const std::vector<int>& table_dims, PsClient& client,
+                        model::ModelBackend& backend, Collective& collective,
+                        std::vector<std::byte>* gathered) {
+  Batch batch;
+  model::InputBuilder builder(field_tables, table_dims);
+  model::ModelInput input;
+  std::vector<TablePull> pulls(table_dims.size());
+  std::vector<float> logits;
+  std::vector<Prediction> preds;
+  for (;;) {
+    DIN_ASSIGN_OR_RETURN(bool got, reader.NextBatch(&batch));
+    if (!got) break;
+    DIN_RETURN_IF_ERROR(builder.Build(batch, &input));
+    std::vector<PullSpec> specs;
+    for (int t = 0; t < builder.num_tables(); ++t)
+      if (!builder.unique_ids(t).empty())
+        specs.push_back(PullSpec{t, builder.unique_ids(t), &pulls[t]});
+    DIN_ASSIGN_OR_RETURN(auto h, client.Pull(specs, wire::EVAL));
+    DIN_RETURN_IF_ERROR(client.Wait(h));
+    for (int t = 0; t < builder.num_tables(); ++t)
+      input.tables[t].data = input.tables[t].rows ? pulls[t].values.data() : nullptr;
+    logits.resize(batch.size);
+    DIN_RETURN_IF_ERROR(backend.Predict(input, logits));
+    for (size_t i = 0; i < batch.size; ++i)
+      preds.push_back(Prediction{batch.users[i], batch.labels[i], Sigmoid(logits[i])});
+  }
+  return collective.GatherToRoot(std::as_bytes(std::span<const Prediction>(preds)), gathered);
+}
+
 Evaluator::Evaluator(const config::TrainConfig& cfg, model::FieldTables field_tables,
                      std::vector<int> table_dims, PsClient* client, Collective* collective,
                      model::ModelBackend* backend)
@@ -53,31 +83,9 @@ Result<EvalMetrics> Evaluator::Run() {
   DIN_RETURN_IF_ERROR(AverageRunningStats(*coll_, backend_->running_stats()));
 
   DIN_ASSIGN_OR_RETURN(auto reader, Reader::OpenTest(data_, coll_->rank(), coll_->size()));
-  Batch batch;
-  model::InputBuilder builder(field_tables_, table_dims_);
-  model::ModelInput input;
-  std::vector<TablePull> pulls(table_dims_.size());
-  std::vector<float> logits;
-  std::vector<Prediction> preds;
-  for (;;) {
-    DIN_ASSIGN_OR_RETURN(bool got, reader->NextBatch(&batch));
-    if (!got) break;
-    DIN_RETURN_IF_ERROR(builder.Build(batch, &input));
-    std::vector<PullSpec> specs;
-    for (int t = 0; t < builder.num_tables(); ++t)
-      if (!builder.unique_ids(t).empty())
-        specs.push_back(PullSpec{t, builder.unique_ids(t), &pulls[t]});
-    DIN_ASSIGN_OR_RETURN(auto h, client_->Pull(specs, wire::EVAL));
-    DIN_RETURN_IF_ERROR(client_->Wait(h));
-    for (int t = 0; t < builder.num_tables(); ++t)
-      input.tables[t].data = input.tables[t].rows ? pulls[t].values.data() : nullptr;
-    logits.resize(batch.size);
-    DIN_RETURN_IF_ERROR(backend_->Predict(input, logits));
-    for (size_t i = 0; i < batch.size; ++i)
-      preds.push_back(Prediction{batch.users[i], batch.labels[i], Sigmoid(logits[i])});
-  }
   std::vector<std::byte> all;
-  DIN_RETURN_IF_ERROR(coll_->GatherToRoot(std::as_bytes(std::span<const Prediction>(preds)), &all));
+  DIN_RETURN_IF_ERROR(
+      PredictAndGather(*reader, field_tables_, table_dims_, *client_, *backend_, *coll_, &all));
   if (coll_->rank() != 0) return EvalMetrics{};
   return MetricsOfPredictions(all);
 }

@@ -42,6 +42,18 @@ EvalMetrics MetricsOfPredictions(std::span<const std::byte> gathered);
 // workers. Collective; nothing to do for one worker.
 Status AverageRunningStats(Collective& collective, std::span<float> running);
 
+class Reader;
+
+// The EVAL batch loop that Evaluator::Run and Predict (worker/predict.h) share: reads
+// every batch of `reader`, builds the model input, pulls its rows with evaluation pulls
+// (which create no rows), predicts, and gathers every worker's predictions, in worker
+// order, to worker 0's *gathered (Prediction bytes; the other workers get none).
+// Collective.
+Status PredictAndGather(Reader& reader, const model::FieldTables& field_tables,
+                        const std::vector<int>& table_dims, PsClient& client,
+                        model::ModelBackend& backend, Collective& collective,
+                        std::vector<std::byte>* gathered);
+
 class Evaluator {
  public:
   // `field_tables` and `table_dims` describe the model input as the trainer builds it.

@@ -30,8 +30,6 @@ double Now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-float Sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
-
 Result<uint64_t> ServerRows(PsClient& client) {
   DIN_ASSIGN_OR_RETURN(auto stats, client.Stats());
   uint64_t rows = 0;
@@ -137,31 +135,9 @@ Result<Json> Predict(const config::TrainConfig& cfg, PsClient& client, Collectiv
       auto reader,
       Reader::OpenPartition(data, {std::make_shared<const std::vector<InputFile>>(std::move(files)),
                                    coll.rank(), coll.size(), /*shuffle_buffer=*/0}));
-  Batch batch;
-  model::InputBuilder builder(shape.field_tables, shape.table_dims);
-  model::ModelInput input;
-  std::vector<TablePull> pulls(shape.table_dims.size());
-  std::vector<float> logits;
-  std::vector<Prediction> preds;
-  for (;;) {
-    DIN_ASSIGN_OR_RETURN(bool got, reader->NextBatch(&batch));
-    if (!got) break;
-    DIN_RETURN_IF_ERROR(builder.Build(batch, &input));
-    std::vector<PullSpec> specs;
-    for (int t = 0; t < builder.num_tables(); ++t)
-      if (!builder.unique_ids(t).empty())
-        specs.push_back(PullSpec{t, builder.unique_ids(t), &pulls[t]});
-    DIN_ASSIGN_OR_RETURN(auto h, client.Pull(specs, wire::EVAL));
-    DIN_RETURN_IF_ERROR(client.Wait(h));
-    for (int t = 0; t < builder.num_tables(); ++t)
-      input.tables[t].data = input.tables[t].rows ? pulls[t].values.data() : nullptr;
-    logits.resize(batch.size);
-    DIN_RETURN_IF_ERROR(backend->Predict(input, logits));
-    for (size_t i = 0; i < batch.size; ++i)
-      preds.push_back(Prediction{batch.users[i], batch.labels[i], Sigmoid(logits[i])});
-  }
   std::vector<std::byte> all;
-  DIN_RETURN_IF_ERROR(coll.GatherToRoot(std::as_bytes(std::span<const Prediction>(preds)), &all));
+  DIN_RETURN_IF_ERROR(PredictAndGather(*reader, shape.field_tables, shape.table_dims, client,
+                                       *backend, coll, &all));
   if (coll.rank() != 0) return Json::object();
 
   const size_t n = all.size() / sizeof(Prediction);

@@ -14,12 +14,14 @@ Scenarios (each one ctest test):
           input order.
   workers a checkpoint written by 2 workers (2 servers) scored by 1 worker on 1 server:
           the metrics equal the 2-worker trainer's final evaluation.
-  export  --export of a 2-worker checkpoint (quickstart config): model.json describes the
-          network (layers, sizes, activation, pooling, fields and tables, max_history),
-          dense/ holds one .npy per tensor and per Dice statistic, embeddings/ is a
-          complete dump of every row; tools/din_score.py (numpy alone) reads it and the
-          test file and reproduces the C++ predictions (--predict) to 1e-5.
-          din_dump export (no servers) writes the same files, byte for byte.
+  export  --export of a 2-worker checkpoint (quickstart config, trained for a few steps
+          on the quickstart data: launch/quickstart.sh's din_gen flags): model.json
+          describes the network (layers, sizes, activation, pooling, fields and tables,
+          max_history), dense/ holds one .npy per tensor and per Dice statistic,
+          embeddings/ is a complete dump of every row; tools/din_score.py (numpy alone)
+          reads it and the whole quickstart test set (20000 lines) and reproduces the C++
+          predictions (--predict) to 1e-5. din_dump export (no servers) writes the same
+          files, byte for byte.
 """
 import json
 import os
@@ -33,6 +35,10 @@ from din_e2e import fail  # noqa: E402
 
 GEN = ["--rows", "20000", "--test_rows", "4000", "--users", "500", "--items", "5000",
        "--seed", "5"]
+# The quickstart data (launch/quickstart.sh: din_gen --rows 200000 --test_rows 20000
+# --seed 1), trained for QUICKSTART_STEPS steps.
+QUICKSTART_GEN = ["--rows", "200000", "--test_rows", "20000", "--seed", "1"]
+QUICKSTART_STEPS = 40
 METRICS = ["test_auc", "test_gauc", "test_logloss"]
 
 
@@ -55,12 +61,12 @@ def fresh(args, name):
     return path
 
 
-def train(args, name, servers, workers):
-    d = din_e2e.gen_data(args.build, os.path.join(args.work, "data"), GEN)
+def train(args, name, servers, workers, gen=GEN, data="data", extra=()):
+    d = din_e2e.gen_data(args.build, os.path.join(args.work, data), gen)
     ckpt = fresh(args, name)
     res = run(args, ["--train", os.path.join(d, "train.tsv"), "--test",
-                     os.path.join(d, "test.tsv"), "--epochs", "1", "--checkpoint-dir", ckpt],
-              servers, workers)
+                     os.path.join(d, "test.tsv"), "--epochs", "1", "--checkpoint-dir", ckpt] +
+              list(extra), servers, workers)
     return d, res, os.path.join(ckpt, "ckpt-%012d" % res["steps"])
 
 
@@ -151,8 +157,16 @@ def numpy_python():
 
 
 def export(args):
-    d, trained, ckpt = train(args, "export-ckpt", servers=2, workers=2)
+    d, trained, ckpt = train(args, "export-ckpt", servers=2, workers=2, gen=QUICKSTART_GEN,
+                             data="quickstart",
+                             extra=["--set", "trainer.max_steps=%d" % QUICKSTART_STEPS])
+    if trained["steps"] != QUICKSTART_STEPS:
+        fail("trained %d steps, expected %d" % (trained["steps"], QUICKSTART_STEPS))
     test = os.path.join(d, "test.tsv")
+    with open(test) as f:
+        test_lines = sum(1 for _ in f)
+    if test_lines != 20000:
+        fail("the quickstart test set has %d lines, expected 20000" % test_lines)
     out = fresh(args, "export")
     res = run(args, ["--export", out, "--resume", ckpt])
     if res["rows"] != trained["server_rows"]:
@@ -192,8 +206,9 @@ def export(args):
     if p.returncode != 0:
         fail("din_score.py: " + p.stderr[-2000:])
     a, b = read_preds(cpp), read_preds(ref)
-    if len(a) != len(b):
-        fail("%d C++ predictions, %d from din_score.py" % (len(a), len(b)))
+    if not len(a) == len(b) == test_lines:
+        fail("%d C++ predictions, %d from din_score.py, for %d test lines"
+             % (len(a), len(b), test_lines))
     bad = [i for i, (x, y) in enumerate(zip(a, b)) if not abs(x - y) <= 1e-5]  # NaN too
     if bad:
         fail("din_score.py differs from the C++ predictions on %d lines, first line %d: %r vs %r"
