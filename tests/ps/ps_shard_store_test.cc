@@ -287,6 +287,37 @@ namespace {
 // Eviction: random inserts and erases against a map; every live key stays findable
 // (backward-shift deletion keeps probe runs intact, also when they wrap), erased keys
 // are gone, freed rows are reused before the arena grows, and rows never move.
+// Incremental dumps: erased keys are recorded, in erase order, only while tracking is
+// on; a key erased, created again and erased again is listed twice; clearing frees them.
+TEST(ShardStoreEraseTest, TracksErasedKeysWhileOn) {
+  ShardStore store(2, 0);
+  auto insert = [&](uint64_t key) {
+    bool inserted = false;
+    Result<uint32_t> row = store.FindOrInsert(key, &inserted);
+    EXPECT_TRUE(row.ok() && inserted);
+    return *row;
+  };
+  for (uint64_t k = 1; k <= 10; ++k) insert(k * 1000);
+  store.Erase(store.Find(1000));  // before tracking: not recorded
+  EXPECT_TRUE(store.erased_keys().empty());
+  store.TrackErased(true);
+  const uint64_t before = store.MemoryBytes();
+  store.Erase(store.Find(5000));
+  store.Erase(store.Find(2000));
+  const uint32_t again = insert(5000);  // takes a freed row number
+  EXPECT_EQ(store.Find(5000), again);
+  store.Erase(again);
+  EXPECT_EQ(store.erased_keys(), (std::vector<uint64_t>{5000, 2000, 5000}));
+  EXPECT_GT(store.MemoryBytes(), before);  // the list counts in the shard's memory
+  store.ClearErased();
+  EXPECT_TRUE(store.erased_keys().empty());
+  store.Erase(store.Find(3000));
+  EXPECT_EQ(store.erased_keys(), (std::vector<uint64_t>{3000}));
+  store.TrackErased(false);  // off: the list is dropped and nothing more is recorded
+  store.Erase(store.Find(4000));
+  EXPECT_TRUE(store.erased_keys().empty());
+}
+
 TEST(ShardStoreEraseTest, RandomInsertsAndErasesMatchAMap) {
   for (uint64_t cap : {uint64_t{0}, uint64_t{700}}) {
     ShardStore store(2, 0, 16, cap);
