@@ -1,7 +1,6 @@
 #include "worker/predict.h"
 
 #include <chrono>
-#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <iterator>
