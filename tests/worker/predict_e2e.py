@@ -14,7 +14,7 @@ Scenarios (each one ctest test):
           input order.
   workers a checkpoint written by 2 workers (2 servers) scored by 1 worker on 1 server:
           the metrics equal the 2-worker trainer's final evaluation.
-  export  --export of a 2-worker checkpoint (quickstart config, trained for a few steps
+  export  --export of a 2-worker checkpoint (quickstart config, trained for 200 steps
           on the quickstart data: launch/quickstart.sh's din_gen flags): model.json
           describes the network (layers, sizes, activation, pooling, fields and tables,
           max_history), dense/ holds one .npy per tensor and per Dice statistic,
@@ -38,7 +38,7 @@ GEN = ["--rows", "20000", "--test_rows", "4000", "--users", "500", "--items", "5
 # The quickstart data (launch/quickstart.sh: din_gen --rows 200000 --test_rows 20000
 # --seed 1), trained for QUICKSTART_STEPS steps.
 QUICKSTART_GEN = ["--rows", "200000", "--test_rows", "20000", "--seed", "1"]
-QUICKSTART_STEPS = 40
+QUICKSTART_STEPS = 200
 METRICS = ["test_auc", "test_gauc", "test_logloss"]
 
 
