@@ -143,6 +143,63 @@ TEST(DumpShardTest, NpyPartsHoldTheRowsInCreationOrder) {
 // A half-precision shard written as a checkpoint and loaded into a fresh store of the
 // same format gets back every stored bit (weights, state, count), and its .emb.npy holds
 // the float32 values of the stored weights.
+// A delta of an incremental series: the kept rows (new since the mark, or changed) with
+// their row numbers in .rows.npy, a freed row number taken again by a new key included,
+// and the erased IDs in .removed.npy, in erase order.
+TEST(DumpShardTest, SeriesDeltaListsRowNumbersAndRemovedIds) {
+  const TempDir tmp("din_dump_writer_delta");
+  const std::string& dir = tmp.path();
+  ShardStore store(2, 0);
+  auto insert = [&](uint64_t key) {
+    bool inserted = false;
+    Result<uint32_t> row = store.FindOrInsert(key, &inserted);
+    EXPECT_TRUE(row.ok() && inserted);
+    const float w[2] = {static_cast<float>(key), -1.0f};
+    store.SetWeights(*row, w);
+    return *row;
+  };
+  for (uint64_t k = 0; k < 6; ++k) insert(100 + k);  // rows 0..5; the mark is at 6
+  store.TrackErased(true);
+  store.Erase(store.Find(101));
+  store.Erase(store.Find(104));
+  const uint32_t reused = insert(900);  // takes row 4 (last freed, first reused)
+  EXPECT_EQ(reused, 4u);
+  EXPECT_EQ(insert(901), 1u);  // the other freed number
+  EXPECT_EQ(insert(902), 6u);  // new since the mark
+  std::vector<uint8_t> changed(6, 0);
+  changed[2] = 1;  // pushed since the mark
+  // A new row in a freed number is marked changed (LaneHandler::Materialize).
+  changed[reused] = changed[1] = 1;
+  ShardDumpSpec spec{dir, "item", 0, 1};
+  spec.delta = true;
+  spec.changed = &changed;
+  spec.first_new = 6;
+  spec.row_numbers = true;
+  spec.removed = &store.erased_keys();
+  auto files = DumpShard(store, spec);
+  ASSERT_TRUE(files.ok()) << files.status().ToString();
+  ASSERT_EQ(files->size(), 4u);
+  EXPECT_EQ((*files)[2].name, "item/part-00000-of-00001.rows.npy");
+  EXPECT_EQ((*files)[3].name, "item/part-00000-of-00001.removed.npy");
+  for (const auto& f : *files) {
+    const std::string bytes = ReadFile(dir + "/" + f.name);
+    EXPECT_EQ(bytes.size(), f.bytes);
+    EXPECT_EQ(Xxh64::Of(bytes.data(), bytes.size()), f.xxh64);
+  }
+  auto array = [&](size_t i, const char* descr, auto zero) {
+    const std::string bytes = ReadFile(dir + "/" + (*files)[i].name);
+    auto h = ParseNpyHeader(bytes, (*files)[i].name);
+    EXPECT_TRUE(h.ok() && h->descr == descr);
+    std::vector<decltype(zero)> out(h->shape[0]);
+    std::memcpy(out.data(), bytes.data() + h->header_bytes, out.size() * sizeof(zero));
+    return out;
+  };
+  // Row-number order, as a full dump writes them.
+  EXPECT_EQ(array(0, "<u8", uint64_t{0}), (std::vector<uint64_t>{901, 102, 900, 902}));
+  EXPECT_EQ(array(2, "<u4", uint32_t{0}), (std::vector<uint32_t>{1, 2, 4, 6}));
+  EXPECT_EQ(array(3, "<u8", uint64_t{0}), (std::vector<uint64_t>{101, 104}));
+}
+
 TEST(DumpShardTest, HalfCheckpointRestoresTheStoredBitsExactly) {
   for (WeightFormat format : {WeightFormat::kFp16, WeightFormat::kBf16}) {
     const TempDir tmp("din_dump_writer_half");
