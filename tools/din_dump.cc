@@ -222,7 +222,10 @@ class Inspector {
     // One pass: the checksum of every byte, and for IDs and text the shard of every ID.
     Xxh64 hash;
     std::vector<char> buf(kChunk);
-    uint64_t offset = 0, misplaced = 0, lines = 0, bad_lines = 0;
+    uint64_t offset = 0, misplaced = 0, lines = 0, bad_lines = 0, unordered = 0;
+    // Row numbers (an incremental series) ascend strictly: the rows are in row order.
+    const bool numbers = mf.name.ends_with(".rows.npy") && info.descr == "<u4";
+    int64_t last_row = -1;
     std::string line;
     std::vector<float> w;
     for (;;) {
@@ -236,6 +239,14 @@ class Inspector {
           uint64_t id;
           std::memcpy(&id, buf.data() + i, 8);
           misplaced += ShardOf(id, t.shards) != p.shard;
+        }
+      } else if (numbers) {
+        for (size_t i = 0; i + 4 <= n; i += 4) {
+          if (offset + i < info.header_bytes) continue;
+          uint32_t row;
+          std::memcpy(&row, buf.data() + i, 4);
+          unordered += static_cast<int64_t>(row) <= last_row;
+          last_row = row;
         }
       } else if (t.text) {
         for (size_t i = 0; i < n; ++i) {
@@ -256,6 +267,8 @@ class Inspector {
     }
     if (hash.Digest() != mf.xxh64)
       Problem(path + ": checksum " + Hex(hash.Digest()) + ", MANIFEST says " + Hex(mf.xxh64));
+    if (unordered > 0)
+      Problem(path + ": " + std::to_string(unordered) + " row numbers do not ascend");
     if (misplaced > 0)
       Problem(path + ": " + std::to_string(misplaced) + " IDs do not belong to shard " +
               std::to_string(p.shard) + " of " + std::to_string(t.shards));

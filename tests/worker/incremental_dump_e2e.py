@@ -21,7 +21,8 @@ rows than the tables. Every table has ttl_steps, so rows are evicted between dum
 their row numbers reused): the deltas list the removed IDs (.removed.npy), among them
 IDs that were created again before the same delta. `din_dump merge` of base and deltas
 equals the final full dump byte for byte (every part file and the MANIFEST). Merging
-with a delta left out, or in the wrong order, is refused. Prints each delta's size
+with a delta left out, or in the wrong order, is refused; din_dump inspect reports row
+numbers out of order. Prints each delta's size
 against the full dump's and the IDs removed.
 """
 import filecmp
@@ -143,6 +144,21 @@ def merge(args):
     print("full dump %d bytes; base %d; deltas %s bytes (%s of the full dump)"
           % (full_bytes, sizes[0], sizes[1:],
              ", ".join("%.2f" % (s / full_bytes) for s in sizes[1:])))
+    # inspect checks that a series' row numbers ascend (two swapped are reported).
+    bad = os.path.join(args.work, "swapped")
+    shutil.rmtree(bad, ignore_errors=True)
+    shutil.copytree(os.path.join(dump, series[-2]), bad)
+    path = os.path.join(bad, "item", "part-00000-of-00004.rows.npy")
+    with open(path, "rb") as f:
+        b = bytearray(f.read())
+    h = 10 + int.from_bytes(b[8:10], "little")
+    b[h:h + 4], b[h + 4:h + 8] = b[h + 4:h + 8], b[h:h + 4]
+    with open(path, "wb") as f:
+        f.write(b)
+    q = subprocess.run([dump_dump, "inspect", bad], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True)
+    if q.returncode == 0 or "row numbers do not ascend" not in q.stderr:
+        fail("inspect of swapped row numbers: exit %d, %r" % (q.returncode, q.stderr))
     # A gap or a wrong order in the chain is refused.
     for bad in ([series[0]] + series[2:], [series[0], series[2], series[1]]):
         q = subprocess.run([dump_dump, "merge"] + [os.path.join(dump, n) for n in bad] +
