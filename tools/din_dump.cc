@@ -8,8 +8,9 @@
 //
 // inspect checks that _SUCCESS exists, that every file the MANIFEST lists is there with
 // its size and XXH64, that NPY headers have the dtype and shape the MANIFEST implies,
-// that text parts have one well-formed line per row, and that every ID sits in the
-// part its shard names. It exits non-zero on any problem, after listing all of them.
+// that text parts have one well-formed line per row, that every ID (a delta's removed
+// IDs too) sits in the part its shard names, and that a series' row numbers ascend.
+// It exits non-zero on any problem, after listing all of them.
 // Given a checkpoint (ckpt-STEP, worker/checkpoint.h), inspect also verifies CHECKPOINT,
 // _SUCCESS and every worker state, then inspects its tables/ as a dump; lookup and
 // to-text read its tables/.
