@@ -45,6 +45,13 @@ struct TableSpec {
   uint32_t min_count;     // admission.min_count (<= 1: every ID is admitted)
   bool shared_default;    // admission.default_row SHARED: IDs without a row share one
   uint64_t ttl_steps;     // evict rows not pushed for more steps (0 = never)
+  // when_full EVICT_LFU or EVICT_LRU: the shard evicts rows to make room (eviction pass).
+  bool evicts() const {
+    return when_full == config::TableConfig::EVICT_LFU ||
+           when_full == config::TableConfig::EVICT_LRU;
+  }
+  // New IDs that find no room get no row (SKIP_NEW, and EVICT_* until the next pass).
+  bool skips_when_full() const { return when_full == config::TableConfig::SKIP_NEW || evicts(); }
   std::unique_ptr<SparseOptimizer> optimizer;
   RowInitializer initializer;
 };
@@ -176,8 +183,27 @@ class LaneHandler {
   // last_push_ of a row with no record yet (loaded from a checkpoint).
   static constexpr uint64_t kUnknownStep = UINT64_MAX;
   // Records that row `row` of (table, shard) was created or pushed at the current step
-  // (tables with ttl_steps only).
-  void Touch(int table, uint32_t shard, uint32_t row);
+  // (tables with ttl_steps or an EVICT_* policy).
+  void Touch(int table, uint32_t shard, uint32_t row, bool created = false);
+  // Eviction under a cap (lane_handler_evict.cc, docs/design.md §5): the row's eviction
+  // word (EVICT_LFU: pushes since creation; EVICT_LRU: low 32 bits of the step of the last
+  // push or creation) is brought up to date.
+  void TouchEvict(int table, uint32_t shard, uint32_t row, bool created);
+  // A row's worth under its table's policy: lower is evicted first. EVICT_LFU: n_j plus
+  // pushes since creation; EVICT_LRU: 2^32 - 1 minus the steps since its last push.
+  uint64_t EvictScore(int table, uint32_t shard, uint32_t row) const;
+  // Between requests: every shard of an EVICT_* table with fewer than max_rows /
+  // kEvictBatchDivisor free rows evicts its lowest-scoring rows until twice that many are
+  // free (EvictDown).
+  static constexpr uint64_t kEvictBatchDivisor = 32;
+  static constexpr size_t kEvictSample = 512;
+  void EvictWhenFull();
+  // Evicts rows of (table, shard) until it holds at most `target`: a threshold is taken
+  // from the scores of kEvictSample random live rows (all rows when fewer) at the quantile
+  // 1.25 * (rows to free) / (rows held), and a lap over the rows from the shard's cursor
+  // erases rows scoring at most the threshold until `target` is reached; a lap that falls
+  // short doubles the quantile (the fourth evicts any row).
+  void EvictDown(int table, uint32_t shard, uint64_t target);
   // The ttl_steps sweep: looks at up to `budget` rows (continuing where the last sweep
   // stopped, over every shard of the lane) and erases those not pushed for more than
   // ttl_steps steps. Runs after each request, so no request waits for a whole pass.
@@ -241,6 +267,14 @@ class LaneHandler {
   uint32_t sweep_shard_ = 0;
   uint64_t sweep_row_ = 0;
   bool any_ttl_ = false;
+  // Eviction under a cap (EVICT_LFU / EVICT_LRU), per [table][shard]: each row's eviction
+  // word by row number (4 bytes per row; empty for other tables) and the eviction lap's
+  // cursor; the sampling draws and the sample's scores.
+  std::vector<std::vector<std::vector<uint32_t>>> evict_word_;
+  std::vector<std::vector<uint64_t>> evict_cursor_;
+  uint64_t evict_draws_ = 0;
+  std::vector<uint64_t> evict_sample_;
+  bool any_evict_ = false;
   // CheckCaps scratch: keys per [table][shard] of one request (all 0 between requests),
   // and the absent keys of shards near their cap.
   std::vector<std::vector<uint64_t>> pending_keys_;
