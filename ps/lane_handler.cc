@@ -62,6 +62,7 @@ LaneHandler::LaneHandler(const std::vector<TableSpec>& tables, const Placement& 
   evicted_.resize(tables.size());
   evict_word_.resize(tables.size());
   evict_cursor_.resize(tables.size());
+  evict_pass_.resize(tables.size());
   uint32_t max_dim = 0;
   for (const TableSpec& spec : tables) max_dim = std::max(max_dim, spec.dim);
   weight_scratch_.resize(max_dim);
@@ -83,6 +84,7 @@ LaneHandler::LaneHandler(const std::vector<TableSpec>& tables, const Placement& 
     evicted_[t].assign(tables[t].shards, 0);
     evict_word_[t].resize(tables[t].shards);
     evict_cursor_[t].assign(tables[t].shards, 0);
+    evict_pass_[t].resize(tables[t].shards);
     any_ttl_ = any_ttl_ || tables[t].ttl_steps > 0;
     any_evict_ = any_evict_ || tables[t].evicts();
     for (uint32_t s = 0; s < tables[t].shards; ++s) {

@@ -192,18 +192,37 @@ class LaneHandler {
   // A row's worth under its table's policy: lower is evicted first. EVICT_LFU: n_j plus
   // pushes since creation; EVICT_LRU: 2^32 - 1 minus the steps since its last push.
   uint64_t EvictScore(int table, uint32_t shard, uint32_t row) const;
-  // Between requests: every shard of an EVICT_* table with fewer than max_rows /
-  // kEvictBatchDivisor free rows evicts its lowest-scoring rows until twice that many are
-  // free (EvictDown).
+  // Between requests: a shard of an EVICT_* table with fewer than max_rows /
+  // kEvictBatchDivisor free rows starts an eviction pass, which evicts its lowest-scoring
+  // rows until twice that many are free. A pass visits a bounded number of rows per call
+  // (kEvictVisitsPerRequest, or kEvictVisitsPerRow per row created since the last call
+  // when more) and continues after the next request, so no request waits for a lap over
+  // a large shard.
   static constexpr uint64_t kEvictBatchDivisor = 32;
   static constexpr size_t kEvictSample = 512;
+  static constexpr uint64_t kEvictVisitsPerRequest = 1 << 16;
+  static constexpr uint64_t kEvictVisitsPerRow = 64;
+  struct EvictPass {
+    bool active = false;
+    uint64_t target = 0;           // the pass ends once the shard holds at most this many rows
+    double quantile = 0;           // (rows to free) / (rows held) when the pass started
+    std::vector<uint64_t> sample;  // sampled scores, sorted
+    uint64_t threshold = 0;        // rows scoring at most this are evicted
+    int lap = 0;                   // laps over the rows that fell short
+    uint64_t visited = 0;          // rows visited in this lap
+    uint64_t seen_rows = 0;        // the shard's rows after the last call
+  };
   void EvictWhenFull();
-  // Evicts rows of (table, shard) until it holds at most `target`: a threshold is taken
-  // from the scores of kEvictSample random live rows (all rows when fewer) at the quantile
-  // 1.25 * (rows to free) / (rows held), and a lap over the rows from the shard's cursor
-  // erases rows scoring at most the threshold until `target` is reached; a lap that falls
-  // short doubles the quantile (the fourth evicts any row).
-  void EvictDown(int table, uint32_t shard, uint64_t target);
+  // Starts a pass: a threshold is taken from the scores of kEvictSample random live rows
+  // (all rows when fewer) at the quantile 1.25 * (rows to free) / (rows held).
+  void StartEvictPass(int table, uint32_t shard);
+  // The threshold of the pass's lap: lap k takes the quantile times 2^k; the fourth lap
+  // evicts any row.
+  static void SetEvictThreshold(EvictPass* pass);
+  // Continues the pass of (table, shard) for up to `budget` row visits: from the shard's
+  // cursor, rows scoring at most the threshold are erased until the target is reached; a
+  // lap over every row that falls short moves to the next lap's threshold.
+  void EvictDown(int table, uint32_t shard, uint64_t budget);
   // The ttl_steps sweep: looks at up to `budget` rows (continuing where the last sweep
   // stopped, over every shard of the lane) and erases those not pushed for more than
   // ttl_steps steps. Runs after each request, so no request waits for a whole pass.
@@ -269,11 +288,11 @@ class LaneHandler {
   bool any_ttl_ = false;
   // Eviction under a cap (EVICT_LFU / EVICT_LRU), per [table][shard]: each row's eviction
   // word by row number (4 bytes per row; empty for other tables) and the eviction lap's
-  // cursor; the sampling draws and the sample's scores.
+  // cursor and its pass; the sampling draws.
   std::vector<std::vector<std::vector<uint32_t>>> evict_word_;
   std::vector<std::vector<uint64_t>> evict_cursor_;
+  std::vector<std::vector<EvictPass>> evict_pass_;
   uint64_t evict_draws_ = 0;
-  std::vector<uint64_t> evict_sample_;
   bool any_evict_ = false;
   // CheckCaps scratch: keys per [table][shard] of one request (all 0 between requests),
   // and the absent keys of shards near their cap.

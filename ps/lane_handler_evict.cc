@@ -48,23 +48,37 @@ void LaneHandler::EvictWhenFull() {
     const uint64_t batch = std::max<uint64_t>(1, spec.max_rows / kEvictBatchDivisor);
     for (uint32_t s = 0; s < spec.shards; ++s) {
       const ShardStore* store = shards_[t][s].get();
-      if (store == nullptr || store->size() + batch <= spec.max_rows) continue;
-      EvictDown(static_cast<int>(t), s, spec.max_rows > 2 * batch ? spec.max_rows - 2 * batch : 0);
+      if (store == nullptr) continue;
+      EvictPass& pass = evict_pass_[t][s];
+      // Rows created since the last call: the pass visits at least kEvictVisitsPerRow
+      // rows for each, so it frees rows faster than requests create them.
+      const uint64_t created = store->size() > pass.seen_rows ? store->size() - pass.seen_rows : 0;
+      if (!pass.active && store->size() + batch > spec.max_rows) {
+        pass = EvictPass{};
+        pass.active = true;
+        pass.target = spec.max_rows > 2 * batch ? spec.max_rows - 2 * batch : 0;
+        StartEvictPass(static_cast<int>(t), s);
+      }
+      if (pass.active)
+        EvictDown(static_cast<int>(t), s,
+                  std::max<uint64_t>(kEvictVisitsPerRequest, kEvictVisitsPerRow * created));
+      pass.seen_rows = store->size();
     }
   }
 }
 
-void LaneHandler::EvictDown(int table, uint32_t shard, uint64_t target) {
-  ShardStore* store = shards_[table][shard].get();
+void LaneHandler::StartEvictPass(int table, uint32_t shard) {
+  const ShardStore* store = shards_[table][shard].get();
   const uint64_t end = store->end_row();
   std::vector<uint32_t>& word = evict_word_[table][shard];
   if (word.size() < end) word.resize(end, FreshWord(tables_[table], now_));
+  EvictPass& pass = evict_pass_[table][shard];
   const uint64_t held = store->size();
-  if (held <= target) return;
-  const double quantile = static_cast<double>(held - target) / static_cast<double>(held);
-
+  pass.quantile = held > pass.target
+                      ? static_cast<double>(held - pass.target) / static_cast<double>(held)
+                      : 0.0;
   // The sample: every live row of a small shard, else kEvictSample random live rows.
-  std::vector<uint64_t>& sample = evict_sample_;
+  std::vector<uint64_t>& sample = pass.sample;
   sample.clear();
   if (held <= kEvictSample) {
     for (uint32_t r = 0; r < end; ++r)
@@ -76,24 +90,47 @@ void LaneHandler::EvictDown(int table, uint32_t shard, uint64_t target) {
     }
   }
   std::sort(sample.begin(), sample.end());
+  pass.lap = 0;
+  pass.visited = 0;
+  SetEvictThreshold(&pass);
+}
 
+void LaneHandler::SetEvictThreshold(EvictPass* pass) {
+  pass->threshold = UINT64_MAX;
+  if (pass->lap < 3 && !pass->sample.empty()) {
+    const double at = std::ceil(pass->quantile * 1.25 * static_cast<double>(1 << pass->lap) *
+                                static_cast<double>(pass->sample.size()));
+    pass->threshold = pass->sample[std::min(pass->sample.size() - 1, static_cast<size_t>(at))];
+  }
+}
+
+void LaneHandler::EvictDown(int table, uint32_t shard, uint64_t budget) {
+  ShardStore* store = shards_[table][shard].get();
+  EvictPass& pass = evict_pass_[table][shard];
+  std::vector<uint32_t>& word = evict_word_[table][shard];
   uint64_t& cursor = evict_cursor_[table][shard];
-  for (int lap = 0; store->size() > target; ++lap) {
-    uint64_t threshold = UINT64_MAX;
-    if (lap < 3 && !sample.empty()) {
-      const double at = std::ceil(quantile * 1.25 * static_cast<double>(1 << lap) *
-                                  static_cast<double>(sample.size()));
-      threshold = sample[std::min(sample.size() - 1, static_cast<size_t>(at))];
+  for (uint64_t visits = 0; visits < budget; ++visits) {
+    if (store->size() <= pass.target) {
+      pass.active = false;
+      return;
     }
-    for (uint64_t visited = 0; visited < end && store->size() > target; ++visited) {
-      if (cursor >= end) cursor = 0;
-      const auto r = static_cast<uint32_t>(cursor++);
-      if (store->live(r) && EvictScore(table, shard, r) <= threshold) {
-        store->Erase(r);
-        ++evicted_[table][shard];
-      }
+    const uint64_t end = store->end_row();
+    if (word.size() < end) word.resize(end, FreshWord(tables_[table], now_));
+    if (pass.visited >= end) {
+      // A lap that fell short: the sample underestimated the quantile.
+      ++pass.lap;
+      pass.visited = 0;
+      SetEvictThreshold(&pass);
+    }
+    ++pass.visited;
+    if (cursor >= end) cursor = 0;
+    const auto r = static_cast<uint32_t>(cursor++);
+    if (store->live(r) && EvictScore(table, shard, r) <= pass.threshold) {
+      store->Erase(r);
+      ++evicted_[table][shard];
     }
   }
+  if (store->size() <= pass.target) pass.active = false;
 }
 
 }  // namespace din
