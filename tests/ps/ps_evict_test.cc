@@ -23,6 +23,8 @@ namespace {
 // One shard per table, so the cap is the table's: above kEvictSample rows, so the
 // eviction threshold comes from a random sample.
 constexpr uint64_t kCap = 1024;
+// Above LaneHandler::kEvictVisitsPerRequest: a pass spans several requests.
+constexpr uint64_t kBigCap = 100000;
 
 std::string ConfigText() {
   const std::string common =
@@ -30,6 +32,8 @@ std::string ConfigText() {
       " initializer { kind: NORMAL stddev: 0.5 } optimizer { sgd { learning_rate: 1 } }";
   return test::Table("lfu", 2, 1, "when_full: EVICT_LFU " + common) +
          test::Table("lru", 2, 1, "when_full: EVICT_LRU " + common) +
+         test::Table("big", 1, 1,
+                     "when_full: EVICT_LRU max_rows_per_shard: " + std::to_string(kBigCap)) +
          "ps { request_timeout_ms: 10000 }\n";
 }
 
@@ -144,6 +148,36 @@ TEST_F(EvictTest, LruKeepsTheRecentlyPushedRows) {
       EXPECT_EQ(present, 0) << "block of age " << age;
     }
   }
+}
+
+// A shard larger than one request's share of a pass: 150 pushes of 1000 new IDs each
+// into a cap of 100000. The passes run across requests and keep up: no key is refused a
+// row, the IDs of the last 40 pushes are all there, those of the first 40 all gone.
+TEST_F(EvictTest, PassesSpanningRequestsKeepUpWithNewRows) {
+  std::vector<std::vector<uint64_t>> pushes;
+  for (int r = 0; r < 150; ++r) {
+    std::vector<uint64_t> ids;
+    for (uint64_t i = 0; i < 1000; ++i) ids.push_back(Id(1000 + r, i));
+    test::PushOne(*client_, 2, ids, std::vector<float>(ids.size(), 0.01f));
+    pushes.push_back(std::move(ids));
+  }
+  auto stats = client_->Stats();
+  ASSERT_TRUE(stats.ok());
+  for (const auto& st : *stats) {
+    if (st.table() != 2) continue;
+    EXPECT_EQ(st.skipped_keys(), 0u);
+    EXPECT_LE(st.rows(), kBigCap);
+    EXPECT_GE(st.rows(), kBigCap - kBigCap / 16);
+    EXPECT_EQ(st.rows() + st.evicted_rows(), 150000u);
+  }
+  auto present = [&](const std::vector<uint64_t>& ids) {
+    const TablePull p = test::PullOne(*client_, 2, ids, wire::EVAL);
+    int n = 0;
+    for (float v : p.values) n += v != 0.0f;
+    return n;
+  };
+  for (int r = 0; r < 40; ++r) EXPECT_EQ(present(pushes[r]), 0) << "push " << r;
+  for (int r = 110; r < 150; ++r) EXPECT_EQ(present(pushes[r]), 1000) << "push " << r;
 }
 
 // An evicted ID that comes back gets a new row, initialised as a new row (the
