@@ -7,7 +7,8 @@ turns over each day). Two runs of DAYS daily jobs each, one worker and one serve
 trains one epoch on day D's train.tsv, resuming from day D-1's checkpoint with
 trainer.resume_new_data (the model continues on the new file; PREPASS counts it), and
 evaluates on day D+1's test.tsv (the next day). The `unbounded` run keeps every row; the
-`ttl` run sets ttl_steps on every table to TTL_DAYS days of steps, so rows of items that
+`ttl` run sets ttl_steps on every table to TTL_DAYS days of steps (a day's steps taken as
+rows / batch size 256; the trainer's steps per day are a few more), so rows of items that
 stopped appearing are evicted. Checkpoints do not hold the rows' last-push steps: a
 loaded row's age counts from the first step of the day's job, so a TTL of a day or more
 never fires in daily jobs, and the default is half a day. Prints a table to stderr and one JSON line: per run and
