@@ -140,6 +140,10 @@ Status ValidateTable(const std::string& where, config::TableConfig* table) {
     return Bad(where, "max_rows_per_shard must be at most " + std::to_string(kMaxRowsPerShard) +
                           " (the most one shard can hold), got " + std::to_string(cap) +
                           "; use more shards");
+  if (cap == 0 && (table->when_full() == config::TableConfig::EVICT_LFU ||
+                   table->when_full() == config::TableConfig::EVICT_LRU))
+    return Bad(where, "when_full: " + config::TableConfig::WhenFull_Name(table->when_full()) +
+                          " needs max_rows_per_shard > 0 (the cap it evicts at)");
   // A capacity hint above the cap would size the index for rows the shard may never hold.
   if (cap > 0 && table->expected_rows_per_shard() > cap)
     return Bad(where, "expected_rows_per_shard (" +

@@ -60,6 +60,9 @@ LaneHandler::LaneHandler(const std::vector<TableSpec>& tables, const Placement& 
   default_rows_.resize(tables.size());
   last_push_.resize(tables.size());
   evicted_.resize(tables.size());
+  evict_word_.resize(tables.size());
+  evict_cursor_.resize(tables.size());
+  evict_pass_.resize(tables.size());
   uint32_t max_dim = 0;
   for (const TableSpec& spec : tables) max_dim = std::max(max_dim, spec.dim);
   weight_scratch_.resize(max_dim);
@@ -79,7 +82,11 @@ LaneHandler::LaneHandler(const std::vector<TableSpec>& tables, const Placement& 
     default_rows_[t].resize(tables[t].shards);
     last_push_[t].resize(tables[t].shards);
     evicted_[t].assign(tables[t].shards, 0);
+    evict_word_[t].resize(tables[t].shards);
+    evict_cursor_[t].assign(tables[t].shards, 0);
+    evict_pass_[t].resize(tables[t].shards);
     any_ttl_ = any_ttl_ || tables[t].ttl_steps > 0;
+    any_evict_ = any_evict_ || tables[t].evicts();
     for (uint32_t s = 0; s < tables[t].shards; ++s) {
       const uint32_t g = placement.GlobalShard(static_cast<int>(t), s);
       if (placement.ServerOf(g) == server && placement.LaneOf(g) == lane) {
@@ -323,7 +330,7 @@ Status LaneHandler::CheckBudget(const Segments& segs, std::span<const uint64_t> 
     const uint64_t n = j - i;
     const int64_t bytes =
         static_cast<int64_t>(n * RowCost(t)) + growth(*shards_[t][fresh[i].shard], n);
-    if (tables_[t].when_full == config::TableConfig::SKIP_NEW) {
+    if (tables_[t].skips_when_full()) {
       need_skip += bytes;
     } else {
       need_fail += bytes;
@@ -355,7 +362,7 @@ uint32_t LaneHandler::Materialize(int table, uint32_t shard, ShardStore* store, 
     if (row == ShardStore::kNoRow) ++rejected_keys_[table][shard];
     return row;
   }
-  if (budget_skip_ && spec.when_full == config::TableConfig::SKIP_NEW) {
+  if (budget_skip_ && spec.skips_when_full()) {
     const uint32_t row = store->Find(key);
     if (row != ShardStore::kNoRow) return row;
     ++skipped_[table][shard];
@@ -368,11 +375,12 @@ uint32_t LaneHandler::Materialize(int table, uint32_t shard, ShardStore* store, 
     }
     return ShardStore::kNoRow;
   }
-  if (store->full() && spec.when_full == config::TableConfig::SKIP_NEW && spec.max_rows != 0) {
+  if (store->full() && spec.skips_when_full() && spec.max_rows != 0) {
+    // Under EVICT_* the shard is full only until the eviction pass after this request.
     const uint32_t row = store->Find(key);
     if (row != ShardStore::kNoRow) return row;
     ++skipped_[table][shard];
-    if (!full_logged_[table]) {
+    if (!full_logged_[table] && spec.when_full == config::TableConfig::SKIP_NEW) {
       full_logged_[table] = true;
       LOG(WARNING) << "server " << server_ << " lane " << lane_ << ": table " << spec.name
                    << " shard " << shard << " holds max_rows_per_shard = " << spec.max_rows
@@ -389,7 +397,7 @@ uint32_t LaneHandler::Materialize(int table, uint32_t shard, ShardStore* store, 
     return ShardStore::kNoRow;
   }
   if (inserted) {
-    Touch(table, shard, *row);
+    Touch(table, shard, *row, /*created=*/true);
     MarkChanged(table, shard, *row);  // a row number freed by eviction may be taken again
     spec.initializer.Fill(key, weight_scratch_.data(), spec.dim);
     store->SetWeights(*row, weight_scratch_.data());
@@ -592,8 +600,7 @@ Status LaneHandler::Admit() {
           ++rejected_ids_[t][s];
           continue;
         }
-        if (budgeted && spec.when_full == config::TableConfig::SKIP_NEW &&
-            store->Find(key) == ShardStore::kNoRow) {
+        if (budgeted && spec.skips_when_full() && store->Find(key) == ShardStore::kNoRow) {
           const int64_t cost = static_cast<int64_t>(RowCost(static_cast<int>(t)));
           if (used + cost > limit) {
             ++skipped_[t][s];
@@ -614,7 +621,8 @@ Status LaneHandler::Admit() {
   return Status::Ok();
 }
 
-void LaneHandler::Touch(int table, uint32_t shard, uint32_t row) {
+void LaneHandler::Touch(int table, uint32_t shard, uint32_t row, bool created) {
+  if (tables_[table].evicts()) TouchEvict(table, shard, row, created);
   if (tables_[table].ttl_steps == 0) return;
   std::vector<uint64_t>& last = last_push_[table][shard];
   if (last.size() <= row) last.resize(std::max<size_t>(row + 1, last.size() * 2), kUnknownStep);
@@ -897,6 +905,7 @@ LaneHandler::Outcome LaneHandler::Process(std::vector<zmq::message_t>& frames) {
     sync_.frames.clear();
     sync_.headers.clear();
     if (any_ttl_) Sweep(kSweepRowsPerRequest);
+    if (any_evict_) EvictWhenFull();
     return out;
   }
   switch (h.op()) {
@@ -955,6 +964,7 @@ LaneHandler::Outcome LaneHandler::Process(std::vector<zmq::message_t>& frames) {
   reply[0] = EncodeFrame(rh);
   // Between requests: a bounded slice of the ttl_steps sweep.
   if (any_ttl_) Sweep(kSweepRowsPerRequest);
+  if (any_evict_) EvictWhenFull();
   return out;
 }
 

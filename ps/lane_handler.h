@@ -45,6 +45,13 @@ struct TableSpec {
   uint32_t min_count;     // admission.min_count (<= 1: every ID is admitted)
   bool shared_default;    // admission.default_row SHARED: IDs without a row share one
   uint64_t ttl_steps;     // evict rows not pushed for more steps (0 = never)
+  // when_full EVICT_LFU or EVICT_LRU: the shard evicts rows to make room (eviction pass).
+  bool evicts() const {
+    return when_full == config::TableConfig::EVICT_LFU ||
+           when_full == config::TableConfig::EVICT_LRU;
+  }
+  // New IDs that find no room get no row (SKIP_NEW, and EVICT_* until the next pass).
+  bool skips_when_full() const { return when_full == config::TableConfig::SKIP_NEW || evicts(); }
   std::unique_ptr<SparseOptimizer> optimizer;
   RowInitializer initializer;
 };
@@ -176,8 +183,46 @@ class LaneHandler {
   // last_push_ of a row with no record yet (loaded from a checkpoint).
   static constexpr uint64_t kUnknownStep = UINT64_MAX;
   // Records that row `row` of (table, shard) was created or pushed at the current step
-  // (tables with ttl_steps only).
-  void Touch(int table, uint32_t shard, uint32_t row);
+  // (tables with ttl_steps or an EVICT_* policy).
+  void Touch(int table, uint32_t shard, uint32_t row, bool created = false);
+  // Eviction under a cap (lane_handler_evict.cc, docs/design.md §5): the row's eviction
+  // word (EVICT_LFU: pushes since creation; EVICT_LRU: low 32 bits of the step of the last
+  // push or creation) is brought up to date.
+  void TouchEvict(int table, uint32_t shard, uint32_t row, bool created);
+  // A row's worth under its table's policy: lower is evicted first. EVICT_LFU: n_j plus
+  // pushes since creation; EVICT_LRU: 2^32 - 1 minus the steps since its last push.
+  uint64_t EvictScore(int table, uint32_t shard, uint32_t row) const;
+  // Between requests: a shard of an EVICT_* table with fewer than max_rows /
+  // kEvictBatchDivisor free rows starts an eviction pass, which evicts its lowest-scoring
+  // rows until twice that many are free. A pass visits a bounded number of rows per call
+  // (kEvictVisitsPerRequest, or kEvictVisitsPerRow per row created since the last call
+  // when more) and continues after the next request, so no request waits for a lap over
+  // a large shard.
+  static constexpr uint64_t kEvictBatchDivisor = 32;
+  static constexpr size_t kEvictSample = 512;
+  static constexpr uint64_t kEvictVisitsPerRequest = 1 << 16;
+  static constexpr uint64_t kEvictVisitsPerRow = 64;
+  struct EvictPass {
+    bool active = false;
+    uint64_t target = 0;           // the pass ends once the shard holds at most this many rows
+    double quantile = 0;           // (rows to free) / (rows held) when the pass started
+    std::vector<uint64_t> sample;  // sampled scores, sorted
+    uint64_t threshold = 0;        // rows scoring at most this are evicted
+    int lap = 0;                   // laps over the rows that fell short
+    uint64_t visited = 0;          // rows visited in this lap
+    uint64_t seen_rows = 0;        // the shard's rows after the last call
+  };
+  void EvictWhenFull();
+  // Starts a pass: a threshold is taken from the scores of kEvictSample random live rows
+  // (all rows when fewer) at the quantile 1.25 * (rows to free) / (rows held).
+  void StartEvictPass(int table, uint32_t shard);
+  // The threshold of the pass's lap: lap k takes the quantile times 2^k; the fourth lap
+  // evicts any row.
+  static void SetEvictThreshold(EvictPass* pass);
+  // Continues the pass of (table, shard) for up to `budget` row visits: from the shard's
+  // cursor, rows scoring at most the threshold are erased until the target is reached; a
+  // lap over every row that falls short moves to the next lap's threshold.
+  void EvictDown(int table, uint32_t shard, uint64_t budget);
   // The ttl_steps sweep: looks at up to `budget` rows (continuing where the last sweep
   // stopped, over every shard of the lane) and erases those not pushed for more than
   // ttl_steps steps. Runs after each request, so no request waits for a whole pass.
@@ -241,6 +286,14 @@ class LaneHandler {
   uint32_t sweep_shard_ = 0;
   uint64_t sweep_row_ = 0;
   bool any_ttl_ = false;
+  // Eviction under a cap (EVICT_LFU / EVICT_LRU), per [table][shard]: each row's eviction
+  // word by row number (4 bytes per row; empty for other tables) and the eviction lap's
+  // cursor and its pass; the sampling draws.
+  std::vector<std::vector<std::vector<uint32_t>>> evict_word_;
+  std::vector<std::vector<uint64_t>> evict_cursor_;
+  std::vector<std::vector<EvictPass>> evict_pass_;
+  uint64_t evict_draws_ = 0;
+  bool any_evict_ = false;
   // CheckCaps scratch: keys per [table][shard] of one request (all 0 between requests),
   // and the absent keys of shards near their cap.
   std::vector<std::vector<uint64_t>> pending_keys_;

@@ -618,13 +618,18 @@ Status Trainer::Resume(StepReader* reader) {
   DIN_ASSIGN_OR_RETURN(DecodedWorkerState ws,
                        DecodeWorkerState(ckpt.state, ckpt.file, coll_->rank(), coll_->size(),
                                          DenseStateOf(*backend_, *adam_)));
-  DIN_RETURN_IF_ERROR(reader->RestoreState(ws.reader_state).WithContext(ckpt.file));
   step_ = ws.position.step;
-  epoch_ = ws.position.epoch;
-  epoch_loss_sum_ = ws.position.epoch_loss_sum;
-  epoch_samples_ = ws.position.epoch_samples;
-  summary_.samples_trained = ws.position.samples_trained;
-  summary_.train_rows = ws.position.train_rows;
+  if (tcfg_.resume_new_data()) {
+    // The model continues on other data: read from its start, at epoch 1.
+    epoch_ = 0;
+  } else {
+    DIN_RETURN_IF_ERROR(reader->RestoreState(ws.reader_state).WithContext(ckpt.file));
+    epoch_ = ws.position.epoch;
+    epoch_loss_sum_ = ws.position.epoch_loss_sum;
+    epoch_samples_ = ws.position.epoch_samples;
+    summary_.samples_trained = ws.position.samples_trained;
+    summary_.train_rows = ws.position.train_rows;
+  }
   summary_.resumed_step = step_;
   summary_.resumed_from = ckpt.dir;
   if (coll_->rank() == 0) {
@@ -639,9 +644,9 @@ Status Trainer::Resume(StepReader* reader) {
 Status Trainer::Train() {
   DIN_ASSIGN_OR_RETURN(auto reader, StepReader::Open(cfg_.data(), coll_->rank(), coll_->size()));
   const bool resumed = !tcfg_.resume_from().empty();
-  if (resumed) {
-    DIN_RETURN_IF_ERROR(Resume(reader.get()));
-  } else if (tcfg_.mba_mode() == config::TrainerConfig::PREPASS) {
+  const bool new_data = resumed && tcfg_.resume_new_data();
+  if (resumed) DIN_RETURN_IF_ERROR(Resume(reader.get()));
+  if ((!resumed || new_data) && tcfg_.mba_mode() == config::TrainerConfig::PREPASS) {
     DIN_RETURN_IF_ERROR(Prepass());
   }
   last_ckpt_time_ = Now();
@@ -651,7 +656,7 @@ Status Trainer::Train() {
   double eval_before = summary_.eval_seconds;
   const uint32_t first_epoch = epoch_;
   for (uint32_t e = first_epoch; e < tcfg_.epochs(); ++e) {
-    const bool continued = resumed && e == first_epoch;
+    const bool continued = resumed && !new_data && e == first_epoch;
     if (e > 0 && !continued) reader->StartNextEpoch();
     DIN_RETURN_IF_ERROR(RunEpoch(e, reader.get(), continued));
     if (stop_) break;

@@ -175,6 +175,10 @@ TEST(ConfigValidationTest, MemoryCap) {
   EXPECT_EQ(ErrorOf(WithUser("when_full: SKIP_NEW")), "");
   ExpectError(WithUser("max_rows_per_shard: 1000 expected_rows_per_shard: 5000"),
               t + "expected_rows_per_shard (5000) exceeds max_rows_per_shard (1000)");
+  // Eviction needs the cap it evicts at.
+  EXPECT_EQ(ErrorOf(WithUser("max_rows_per_shard: 1000 when_full: EVICT_LFU")), "");
+  ExpectError(WithUser("when_full: EVICT_LRU"),
+              t + "when_full: EVICT_LRU needs max_rows_per_shard > 0 (the cap it evicts at)");
   ExpectError(WithUser("max_rows_per_shard: 268435456"),
               t + "max_rows_per_shard must be at most 268435455 (the most one shard can hold), "
                   "got 268435456; use more shards");

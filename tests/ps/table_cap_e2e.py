@@ -11,6 +11,11 @@ Scenarios (each one ctest test):
   skip_new  when_full: SKIP_NEW: the job completes; every shard holds exactly the cap (the
             data has far more IDs per shard than the cap), and each server lane logs
             once per table that new IDs are skipped.
+  evict     when_full: EVICT_LFU, then EVICT_LRU, on 2 servers: the job completes; every
+            table holds between 18 and 20 rows per shard (a shard at the cap evicts down
+            to CAP - 2 x max(1, CAP / 32) between requests), the summary reports evicted
+            rows, and the end-of-training dump holds exactly the rows the servers hold,
+            each ID once.
   memory    ps.memory_limit_bytes of 150 kB per server (no row caps): with when_full: FAIL
             the job exits non-zero within seconds, naming the table, the server and the
             budget; with SKIP_NEW it completes, skipping keys.
@@ -40,11 +45,11 @@ def data_dir(args):
     return din_e2e.gen_data(args.build, os.path.join(args.work, "data"), GEN)
 
 
-def run(args, when_full):
+def run(args, when_full, servers=1, extra=()):
     d = data_dir(args)
     cmd = din_e2e.din_train(args.build, [
         "--train", os.path.join(d, "train.tsv"), "--test", os.path.join(d, "test.tsv"),
-        "--epochs", "1", "--backend", "cpu"])
+        "--epochs", "1", "--backend", "cpu"] + list(extra), servers=servers)
     for table in ("user", "item", "cate"):
         cmd += ["--set", "tables[%s].max_rows_per_shard=%d" % (table, CAP),
                 "--set", "tables[%s].when_full=%s" % (table, when_full)]
@@ -101,6 +106,33 @@ def scenario_skip_new(args):
           % (r["server_rows"], r["skipped_keys"], r["test_auc"], len(warned)))
 
 
+def scenario_evict(args):
+    low = CAP - 2 * max(1, CAP // 32)
+    for when_full in ("EVICT_LFU", "EVICT_LRU"):
+        dump = os.path.join(args.work, "dump_" + when_full.lower())
+        p, secs = run(args, when_full, servers=2, extra=["--dump", dump])
+        print("%s: exit %d after %.1fs" % (when_full, p.returncode, secs))
+        if p.returncode != 0:
+            print(p.stderr[-4000:])
+            fail("a job with when_full: %s failed" % when_full)
+        r = din_e2e.result_lines(p.stdout)[0]
+        if not low * SHARDS <= r["server_rows"] <= CAP * SHARDS:
+            fail("servers hold %d rows, expected %d..%d" % (r["server_rows"], low * SHARDS,
+                                                             CAP * SHARDS))
+        evicted = sum(t["evicted_rows"] for t in r["tables"].values())
+        if evicted <= 0:
+            fail("the summary reports no evicted rows: %r" % r["tables"])
+        dumped = 0
+        for table, t in r["tables"].items():
+            ids = din_e2e.read_dump_table(dump, table)
+            if len(ids) != t["rows"]:
+                fail("%s: the dump holds %d IDs, the servers %d rows" % (table, len(ids),
+                                                                         t["rows"]))
+            dumped += len(ids)
+        print("server_rows %d, evicted_rows %d, dumped %d, test_auc %.4f"
+              % (r["server_rows"], evicted, dumped, r["test_auc"]))
+
+
 def scenario_memory(args):
     d = data_dir(args)
     budget = 150000
@@ -141,8 +173,8 @@ def scenario_memory(args):
 
 
 def main():
-    args = din_e2e.parse_args(["fail", "skip_new", "memory"])
-    {"fail": scenario_fail, "skip_new": scenario_skip_new,
+    args = din_e2e.parse_args(["fail", "skip_new", "evict", "memory"])
+    {"fail": scenario_fail, "skip_new": scenario_skip_new, "evict": scenario_evict,
      "memory": scenario_memory}[args.scenario](args)
     print("PASS")
 
