@@ -199,9 +199,9 @@ void LaneHandler::Load(const wire::LoadRequest& req, wire::ReplyHeader* rh) {
     }
   }
   // A loaded table is past PREPASS (a resumed job does not count again): admission by
-  // min_count is closed as after ADMIT.
+  // min_count is closed as after ADMIT. Online admission stays open.
   for (size_t t = 0; t < tables_.size(); ++t)
-    if (tables_[t].min_count > 1) admission_closed_[t] = true;
+    if (tables_[t].gated() && !tables_[t].online_admission) admission_closed_[t] = true;
   rh->set_loaded_rows(loaded);
 }
 
