@@ -349,6 +349,14 @@ void LaneHandler::PublishMemory() {
   published_bytes_ = bytes;
 }
 
+Status LaneHandler::BudgetError(int table, int64_t used, const std::string& adding) const {
+  return Status::ResourceExhausted(
+      "table " + tables_[table].name + " on server " + std::to_string(server_) +
+      ": the server's memory budget ps.memory_limit_bytes = " + std::to_string(budget_->limit) +
+      " bytes is reached: its tables hold " + std::to_string(used) + " bytes and " + adding +
+      "; raise ps.memory_limit_bytes, add servers, or set when_full: SKIP_NEW");
+}
+
 int64_t LaneHandler::IndexGrowth(const ShardStore& store, uint64_t adding) {
   if (static_cast<double>(store.size() + adding) < 0.8 * static_cast<double>(store.slot_capacity()))
     return 0;
@@ -391,13 +399,9 @@ Status LaneHandler::CheckBudget(const Segments& segs, std::span<const uint64_t> 
   });
   if (used + need_fail + need_skip <= limit) return Status::Ok();
   if (need_fail > 0 && used + need_fail > limit)
-    return Status::ResourceExhausted(
-        "table " + tables_[fail_table].name + " on server " + std::to_string(server_) +
-        ": the server's memory budget ps.memory_limit_bytes = " + std::to_string(limit) +
-        " bytes is reached: its tables hold " + std::to_string(used) + " bytes and a request " +
-        "would add " + std::to_string(fail_rows) + " new rows (about " + std::to_string(need_fail) +
-        " bytes; when_full: FAIL); raise ps.memory_limit_bytes, " +
-        "add servers, or set when_full: SKIP_NEW");
+    return BudgetError(fail_table, used,
+                       "a request would add " + std::to_string(fail_rows) + " new rows (about " +
+                           std::to_string(need_fail) + " bytes; when_full: FAIL)");
   budget_skip_ = true;
   return Status::Ok();
 }
@@ -651,13 +655,9 @@ Status LaneHandler::Admit() {
   const int64_t limit = budgeted ? static_cast<int64_t>(budget_->limit) : 0;
   int64_t used = budgeted ? budget_->used.load(std::memory_order_relaxed) : 0;
   if (budgeted && fail_bytes > 0 && used + fail_bytes > limit)
-    return Status::ResourceExhausted(
-        "table " + tables_[fail_table].name + " on server " + std::to_string(server_) +
-        ": the server's memory budget ps.memory_limit_bytes = " + std::to_string(limit) +
-        " bytes is reached: its tables hold " + std::to_string(used) + " bytes and ADMIT " +
-        "would add about " + std::to_string(fail_bytes) +
-        " bytes of new rows (when_full: FAIL); raise ps.memory_limit_bytes, add servers, " +
-        "or set when_full: SKIP_NEW");
+    return BudgetError(fail_table, used,
+                       "ADMIT would add about " + std::to_string(fail_bytes) +
+                           " bytes of new rows (when_full: FAIL)");
   used += fail_bytes;
   Status status;
   for (size_t t = 0; t < tables_.size(); ++t) {

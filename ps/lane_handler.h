@@ -202,6 +202,10 @@ class LaneHandler {
   // The budget's growth term: an index that grows keeps the old one while it drains
   // (1.5x the slots, plus the old).
   static int64_t IndexGrowth(const ShardStore& store, uint64_t adding);
+  // The refusal of new rows of a `when_full: FAIL` table past the server's memory
+  // budget (CheckBudget and ADMIT): the tables hold `used` bytes and `adding` says what
+  // the request would add.
+  Status BudgetError(int table, int64_t used, const std::string& adding) const;
 
   // Memory one more row of table t takes: its arena bytes plus index slots at the load
   // factor.

@@ -13,6 +13,8 @@
 #include "ps/admission_sketch.h"
 #include "tests/testing/config.h"
 #include "tests/testing/local_cluster.h"
+#include "tests/testing/temp_dir.h"
+#include "worker/dump_manifest.h"
 
 namespace din {
 namespace {
@@ -282,6 +284,81 @@ TEST_F(OnlineAdmissionTest, ProbabilityAdmitsAtTheRateAndReproducibly) {
     const auto again = RowCounts(*client, 4, ids);
     for (uint64_t id : ids) EXPECT_EQ(again.at(id) > 0, second.at(id) > 0) << mode << " " << id;
   }
+}
+
+// A checkpoint carries the admission sketch, the shared default rows and each row's
+// last-push step: a job resumed from it (fresh servers) admits, trains and evicts as
+// the uninterrupted one. One table with all three: online admission with a small
+// sketch, a SHARED default row and ttl_steps.
+TEST(OnlineAdmissionResumeTest, ResumedFromACheckpointEndsLikeTheUninterruptedRun) {
+  const config::TrainConfig cfg = test::MustParse(
+      test::Table("adm", 2, 2,
+                  "admission { min_count: 3 default_row: SHARED sketch_bytes: 2048 } "
+                  "ttl_steps: 4 initializer { kind: NORMAL stddev: 0.5 } "
+                  "optimizer { adagrad { learning_rate: 0.3 } }") +
+      "trainer { mba_mode: ONLINE }\nps { request_timeout_ms: 10000 }\n");
+  const auto stream = MakeStream(24, 5);
+  std::set<uint64_t> all{UINT64_MAX - 7};  // an ID never seen reads the shared row
+  for (const auto& batch : stream)
+    for (const auto& [id, c] : batch) all.insert(id);
+  const std::vector<uint64_t> ids(all.begin(), all.end());
+  // Step n: the batch's counts, then one synchronous step with gradients of its IDs.
+  auto step = [&](PsClient& client, uint64_t n) {
+    const auto& batch = stream[n - 1];
+    PushCounts(client, 0, batch);
+    std::vector<uint64_t> keys;
+    std::vector<float> g;
+    for (const auto& [id, c] : batch) {
+      keys.push_back(id);
+      g.push_back(0.01f * static_cast<float>(c) - 0.02f);
+      g.push_back(0.03f - 0.005f * static_cast<float>(id % 13));
+    }
+    PushSpec spec{0, keys, g};
+    wire::SyncStep sync;
+    sync.set_step(n);
+    sync.set_worker(0);
+    sync.set_workers(1);
+    sync.set_samples(60);
+    auto h = client.PushStep({&spec, 1}, sync);
+    ASSERT_TRUE(h.ok()) << h.status().ToString();
+    ASSERT_TRUE(client.Wait(*h).ok());
+  };
+  test::TempDir dir("online_resume");
+  test::LocalCluster whole(cfg, 2, 2);
+  auto a = whole.Connect();
+  for (uint64_t n = 1; n <= 12; ++n) step(*a, n);
+  ASSERT_TRUE(SaveTables(*a, cfg, dir.path(), 12).ok());
+  for (uint64_t n = 13; n <= stream.size(); ++n) step(*a, n);
+
+  test::LocalCluster resumed(cfg, 2, 2);
+  auto b = resumed.Connect();
+  auto loaded = LoadTables(*b, cfg, dir.path());
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  for (uint64_t n = 13; n <= stream.size(); ++n) step(*b, n);
+
+  auto stats = [](PsClient& client) {
+    auto st = client.Stats();
+    CHECK(st.ok());
+    uint64_t rows = 0;
+    for (const auto& s : *st) rows += s.rows();
+    return rows;
+  };
+  const TablePull pa = test::PullOne(*a, 0, ids, wire::EVAL);
+  const TablePull pb = test::PullOne(*b, 0, ids, wire::EVAL);
+  EXPECT_EQ(stats(*b), stats(*a));
+  EXPECT_GT(stats(*a), 0u);
+  uint64_t differ = 0;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const size_t ia = pa.index[i], ib = pb.index[i];
+    differ += pa.counts[ia] != pb.counts[ib] || pa.values[2 * ia] != pb.values[2 * ib] ||
+              pa.values[2 * ia + 1] != pb.values[2 * ib + 1];
+  }
+  EXPECT_EQ(differ, 0u) << "of " << ids.size() << " IDs";
+  // The run did evict rows (the TTL state mattered).
+  auto evicted = a->Stats();
+  uint64_t ev = 0;
+  for (const auto& s : *evicted) ev += s.evicted_rows();
+  EXPECT_GT(ev, 0u);
 }
 
 }  // namespace

@@ -33,6 +33,12 @@ Scenarios (each one ctest test):
             figures: the checkpoint restored the stored 16-bit weights exactly and the
             rounding draws continue as in the uninterrupted run. The dump's .emb.npy
             is float32 and every value is exactly an fp16 value.
+  admission online admission and eviction state: mba_mode ONLINE, item with a count-min
+            sketch (min_count 3, a small sketch) and a SHARED default row, cate with an
+            admission probability, user with ttl_steps. Resuming from a checkpoint of
+            epoch 1 (fresh processes) ends with the uninterrupted run's dump byte for
+            byte and its figures: the checkpoint carried the sketches, the shared rows
+            and the last-push steps (din_dump inspect accepts their files).
   restart   --max-restarts 2 and a kill -9 of the worker after step 130 (checkpoints
             every 40 steps): the launcher relaunches from the latest checkpoint and the
             run completes, with the uninterrupted run's dump.
@@ -526,8 +532,65 @@ def compact(args):
     same_figures(base, res, "compact rows, resumed from step 40")
 
 
+ADMISSION = ["--set", "trainer.mba_mode=ONLINE",
+             "--set", "tables[item].admission={min_count: 3 default_row: SHARED "
+                      "sketch_bytes: 16384}",
+             "--set", "tables[cate].admission={min_count: 2 probability: 0.5}",
+             "--set", "tables[user].ttl_steps=25"]
+
+
+def admission(args):
+    root = fresh(args, "admission")
+    dump = os.path.join(root, "dump")
+    ckpt = os.path.join(root, "ckpt")
+    metrics = os.path.join(root, "metrics.jsonl")
+    base, _ = run(args, ADMISSION + ["--epochs", "2", "--dump", dump, "--checkpoint-dir", ckpt,
+                                     "--checkpoint-every-steps", "40",
+                                     "--set", "trainer.checkpoint.keep=10",
+                                     "--set", "trainer.metrics_path=" + metrics])
+    # The per-step lines carry each admission table's figures; their sums are the
+    # summary's totals (admissions happen at the counts, before each step's line).
+    sums = {}
+    with open(metrics) as f:
+        for line in f:
+            j = json.loads(line)
+            if "eval" in j:
+                continue
+            for name in ("item", "cate", "user"):
+                if name not in j.get("tables", {}):
+                    fail("step %s line has no tables.%s: %s" % (j.get("step"), name, line))
+                for k, v in j["tables"][name].items():
+                    sums[(name, k)] = sums.get((name, k), 0) + v
+    for name in ("item", "cate"):
+        want = base["tables"][name]["admitted_ids"]
+        if sums[(name, "admitted")] != want or want == 0:
+            fail("%s: per-step admitted sum to %d, the summary says %d" %
+                 (name, sums[(name, "admitted")], want))
+        if sums[(name, "rejected")] == 0:
+            fail("%s: no rejected sightings in the metrics lines" % name)
+    if sums[("user", "evicted")] == 0:
+        fail("user: no evictions in the metrics lines (ttl_steps)")
+    print("metrics: admitted item %d, cate %d; evicted user %d" %
+          (sums[("item", "admitted")], sums[("cate", "admitted")], sums[("user", "evicted")]))
+    first = os.path.join(ckpt, "ckpt-000000000040")
+    for suffix, table in ((".sketch.npy", "item"), (".default.npy", "item"),
+                          (".sketch.npy", "cate"), (".step.npy", "user")):
+        if not any(n.endswith(suffix) for n in os.listdir(os.path.join(first, "tables", table))):
+            fail("checkpoint table %s has no %s file" % (table, suffix))
+    subprocess.check_call([din_e2e.tool(args.build, "din_dump"), "inspect",
+                           os.path.join(first, "tables")], stdout=subprocess.DEVNULL)
+    resumed = os.path.join(root, "resumed-dump")
+    res, _ = run(args, ADMISSION + ["--epochs", "2", "--dump", resumed, "--resume", first,
+                                    "--checkpoint-dir", os.path.join(root, "resumed-ckpt")])
+    if res.get("resumed_step") != 40:
+        fail("resumed_step %r, expected 40" % res.get("resumed_step"))
+    same_dump(dump, resumed, "online admission, resumed from step 40")
+    same_figures(base, res, "online admission, resumed from step 40")
+
+
 def main():
-    args = din_e2e.parse_args(["exact", "corrupt", "sigterm", "kill", "restart", "compact"])
+    args = din_e2e.parse_args(["exact", "corrupt", "sigterm", "kill", "restart", "compact",
+                               "admission"])
     globals()[args.scenario](args)
     print("PASS " + args.scenario)
 
