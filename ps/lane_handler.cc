@@ -302,12 +302,7 @@ Status LaneHandler::CheckCaps(const Segments& segs, std::span<const uint64_t> ke
   // Cheap unless the request could fill a shard: a shard is looked at only when its
   // rows plus all the request's keys for it exceed the cap (a shard may be named by
   // more than one segment, so the keys are summed per shard first).
-  auto capped = [&](uint32_t t) {
-    const TableSpec& spec = tables_[t];
-    // A closed table creates no rows (Materialize).
-    return spec.max_rows != 0 && spec.when_full == config::TableConfig::FAIL &&
-           !admission_closed_[t];
-  };
+  auto capped = [&](uint32_t t) { return FailCapped(t); };
   bool near = false;
   for (size_t s = 0; s < segs.table.size(); ++s) {
     if (!capped(segs.table[s])) continue;
@@ -328,6 +323,13 @@ Status LaneHandler::CheckCaps(const Segments& segs, std::span<const uint64_t> ke
     if (shards_[t][shard]->size() + n > tables_[t].max_rows) return CapError(t, shard, n);
     return Status::Ok();
   });
+}
+
+bool LaneHandler::FailCapped(uint32_t table) const {
+  const TableSpec& spec = tables_[table];
+  // A closed table creates no rows (Materialize).
+  return spec.max_rows != 0 && spec.when_full == config::TableConfig::FAIL &&
+         !admission_closed_[table];
 }
 
 uint64_t LaneHandler::RowCost(int table) const {
@@ -820,25 +822,29 @@ Status LaneHandler::ApplySyncStep() {
   // A step that would take a `when_full: FAIL` shard past its cap is refused whole,
   // before any row is created or moved (each push passed CheckCaps alone; together they
   // may add more new rows).
+  runs_.clear();
   for (size_t t = 0; t < sync_sums_.size(); ++t) {
-    const TableSpec& spec = tables_[t];
-    if (spec.max_rows == 0 || spec.when_full != config::TableConfig::FAIL) continue;
-    if (admission_closed_[t] || spec.online_admission) continue;  // pushes create no rows
-    std::unordered_map<uint32_t, uint64_t> adding;
+    if (!FailCapped(static_cast<uint32_t>(t))) continue;
     const SyncSums& acc = sync_sums_[t];
     for (size_t i = 0; i < acc.keys.size(); ++i)
-      if (shards_[t][acc.shards[i]]->Find(acc.keys[i]) == ShardStore::kNoRow)
-        ++adding[acc.shards[i]];
-    for (const auto& [shard, n] : adding)
-      if (shards_[t][shard]->size() + n > spec.max_rows)
-        return CapError(static_cast<int>(t), shard, n);
+      runs_.push_back({static_cast<uint32_t>(t), acc.shards[i], {&acc.keys[i], 1}, {}});
+  }
+  if (!runs_.empty()) {
+    // Pushes create no rows in a table with online admission (CollectNewKeys).
+    CollectNewKeys(runs_, [](uint32_t) { return true; });
+    DIN_RETURN_IF_ERROR(ForEachNewKeyGroup([&](int t, uint32_t shard, uint64_t n) {
+      if (shards_[t][shard]->size() + n > tables_[t].max_rows) return CapError(t, shard, n);
+      return Status::Ok();
+    }));
   }
   const float inv = 1.0f / static_cast<float>(samples);
   // A synchronous step's clock is the trainer's step count (bit 63 set): the same for
   // every lane and placement, and continued by a resumed run.
   const wire::SyncStep& first = sync_.headers[0].sync();
   const uint64_t clock = (first.has_clock() ? first.clock() : first.step()) | (uint64_t{1} << 63);
-  now_ = std::max(now_, sync_.step);  // the TTL clock (docs/design.md §5)
+  // The TTL clock (docs/design.md §5): the trainer's step count, which a resumed run
+  // continues (the rounds in `step` restart at 0).
+  now_ = std::max(now_, first.has_clock() ? first.clock() : first.step());
   std::vector<float> g;
   Status status;
   for (size_t t = 0; t < sync_sums_.size(); ++t) {

@@ -171,6 +171,9 @@ class LaneHandler {
   // first fn that returns a failed Status and returns it.
   template <typename Fn>
   Status ForEachNewKeyGroup(Fn&& fn) const;
+  // A `when_full: FAIL` table with a cap whose admission is open (one whose new rows
+  // CheckCaps and the synchronous step count).
+  bool FailCapped(uint32_t table) const;
   // Rejects a request that would create rows past the cap of a `when_full: FAIL` shard,
   // before any of it is applied.
   Status CheckCaps(const Segments& segs, std::span<const uint64_t> keys,
