@@ -152,6 +152,19 @@ Status ValidateTable(const std::string& where, config::TableConfig* table) {
   if (table->admission().min_count() > (1u << 30))
     return Bad(where, "admission.min_count must be at most 2^30, got " +
                           std::to_string(table->admission().min_count()));
+  const auto& adm = table->admission();
+  if (!(adm.probability() > 0.0 && adm.probability() <= 1.0))
+    return Bad(where,
+               "admission.probability must be in (0, 1], got " + std::to_string(adm.probability()));
+  if (adm.sketch_depth() < 1 || adm.sketch_depth() > 16)
+    return Bad(where, "admission.sketch_depth must be in 1..16, got " +
+                          std::to_string(adm.sketch_depth()));
+  // At least one counter per sketch row; at most 1 TiB.
+  const uint64_t min_sketch = uint64_t{4} * adm.sketch_depth();
+  if (adm.sketch_bytes() < min_sketch || adm.sketch_bytes() > (uint64_t{1} << 40))
+    return Bad(where, "admission.sketch_bytes must be in " + std::to_string(min_sketch) +
+                          "..2^40 (4 bytes per counter, sketch_depth rows), got " +
+                          std::to_string(adm.sketch_bytes()));
   if (table->dump_counts() && table->dump_format() != config::TableConfig::NPY)
     return Bad(where, "dump_counts needs dump_format: NPY (text dumps have no counts)");
   return Status::Ok();
@@ -287,13 +300,6 @@ Status ValidateConfig(config::TrainConfig* cfg) {
   if (cfg->has_data()) DIN_RETURN_IF_ERROR(ValidateDataTables(*cfg));
   DIN_RETURN_IF_ERROR(ValidateModel(cfg->model()));
   DIN_RETURN_IF_ERROR(ValidateTrainer(cfg->trainer()));
-  // Admission by count is exact only with PREPASS; ONLINE counting has no admission.
-  for (int t = 0; t < cfg->tables_size(); ++t)
-    if (cfg->tables(t).admission().min_count() > 1 &&
-        cfg->trainer().mba_mode() != config::TrainerConfig::PREPASS)
-      return Bad("tables[" + std::to_string(t) + "] (" + cfg->tables(t).name() + ")",
-                 "admission.min_count needs trainer.mba_mode: PREPASS (admission with ONLINE "
-                 "counting is not supported)");
   if (cfg->security().curve() && cfg->security().key_dir().empty())
     return Bad("security",
                "curve is true but key_dir is empty (launch/din-train creates the "

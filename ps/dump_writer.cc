@@ -207,12 +207,14 @@ Result<std::vector<ManifestFile>> DumpShard(const ShardStore& store, const Shard
     const uint32_t state_floats = store.state_floats();
     if (spec.state) DIN_RETURN_IF_ERROR(open(".state.npy", NpyHeader("<f4", {rows, state_floats})));
     if (spec.row_numbers) DIN_RETURN_IF_ERROR(open(".rows.npy", NpyHeader("<u4", {rows})));
+    if (spec.steps != nullptr) DIN_RETURN_IF_ERROR(open(".step.npy", NpyHeader("<u8", {rows})));
     DumpFileWriter& ids = *outs[0].writer;
     DumpFileWriter& emb = *outs[1].writer;
     DumpFileWriter* counts = with_counts ? outs[2].writer.get() : nullptr;
     DumpFileWriter* state = spec.state ? outs[2 + with_counts].writer.get() : nullptr;
     DumpFileWriter* numbers =
         spec.row_numbers ? outs[2 + with_counts + spec.state].writer.get() : nullptr;
+    DumpFileWriter* steps = spec.steps != nullptr ? outs.back().writer.get() : nullptr;
     const size_t row_bytes = size_t{dim} * sizeof(float);
     const size_t state_bytes = size_t{state_floats} * sizeof(float);
     // After a failure the buffers stay full, so every TryAppend fails and the rest of
@@ -228,6 +230,10 @@ Result<std::vector<ManifestFile>> DumpShard(const ShardStore& store, const Shard
           if (counts != nullptr) put(*counts, &count, sizeof(count));
           if (state != nullptr && state_bytes > 0) put(*state, s, state_bytes);
           if (numbers != nullptr) put(*numbers, &row, sizeof(row));
+          if (steps != nullptr) {
+            const uint64_t step = row < spec.steps->size() ? (*spec.steps)[row] : UINT64_MAX;
+            put(*steps, &step, sizeof(step));
+          }
         });
     if (st.ok() && spec.removed != nullptr) {
       const std::vector<uint64_t>& removed = *spec.removed;
@@ -317,8 +323,8 @@ constexpr uint64_t kLoadRowsPerPiece = 16384;
 
 }  // namespace
 
-Status LoadCheckpointRow(ShardStore* store, uint64_t key, const char* weights, const char* state,
-                         uint32_t count) {
+Result<uint32_t> LoadCheckpointRow(ShardStore* store, uint64_t key, const char* weights,
+                                   const char* state, uint32_t count) {
   bool inserted = false;
   DIN_ASSIGN_OR_RETURN(const uint32_t row, store->FindOrInsert(key, &inserted));
   // Float32 weights, exact for any storage the checkpoint was written from: a store of
@@ -330,12 +336,26 @@ Status LoadCheckpointRow(ShardStore* store, uint64_t key, const char* weights, c
   if (store->state_floats() > 0)
     std::memcpy(store->State(row), state, size_t{store->state_floats()} * sizeof(float));
   store->SetCount(row, count);
-  return Status::Ok();
+  return row;
+}
+
+Result<ManifestFile> WriteNpyFile(const std::string& dir, const std::string& name,
+                                  const std::string& descr, const std::vector<uint64_t>& shape,
+                                  const void* data, size_t bytes) {
+  DIN_ASSIGN_OR_RETURN(auto writer,
+                       DumpFileWriter::Create((std::filesystem::path(dir) / name).string()));
+  const std::string header = NpyHeader(descr, shape);
+  DIN_RETURN_IF_ERROR(writer->Append(header.data(), header.size()));
+  DIN_RETURN_IF_ERROR(writer->Append(data, bytes));
+  DIN_RETURN_IF_ERROR(writer->Close());
+  DIN_RETURN_IF_ERROR(SyncDirectory((std::filesystem::path(dir) / name).parent_path().string()));
+  return ManifestFile{name, writer->bytes(), writer->xxh64()};
 }
 
 Result<uint64_t> LoadCheckpointPart(const std::string& dir, const ManifestTable& table,
                                     const ManifestPart& part,
-                                    const std::vector<ShardStore*>& stores, uint32_t min_count) {
+                                    const std::vector<ShardStore*>& stores, uint32_t min_count,
+                                    std::vector<std::vector<uint64_t>>* steps) {
   if (!table.checkpoint())
     return Status::InvalidArgument(dir + ": table " + table.name +
                                    " has no optimizer state (a dump, not a checkpoint)");
@@ -355,11 +375,17 @@ Result<uint64_t> LoadCheckpointPart(const std::string& dir, const ManifestTable&
     VerifiedNpyStream stream;
     std::vector<char> piece;
   };
-  Array arrays[4] = {{".ids.npy", "<u8", 0, {}, {}},
+  Array arrays[5] = {{".ids.npy", "<u8", 0, {}, {}},
                      {".emb.npy", "<f4", table.dim, {}, {}},
                      {".state.npy", "<f4", table.state_floats, {}, {}},
-                     {".count.npy", "<u4", 0, {}, {}}};
-  for (Array& a : arrays) {
+                     {".count.npy", "<u4", 0, {}, {}},
+                     {".step.npy", "<u8", 0, {}, {}}};
+  // The last-push steps are optional (tables with ttl_steps have them).
+  int n_arrays = 4;
+  for (const ManifestFile& f : part.files)
+    if (steps != nullptr && f.name == stem + ".step.npy") n_arrays = 5;
+  for (int k = 0; k < n_arrays; ++k) {
+    Array& a = arrays[k];
     const std::string name = stem + a.suffix;
     const ManifestFile* file = nullptr;
     for (const ManifestFile& f : part.files)
@@ -372,12 +398,13 @@ Result<uint64_t> LoadCheckpointPart(const std::string& dir, const ManifestTable&
     DIN_RETURN_IF_ERROR(a.stream.Open(dir, *file, a.descr, want_shape));
   }
   const uint32_t shards = static_cast<uint32_t>(stores.size());
-  const size_t item_bytes[4] = {sizeof(uint64_t), size_t{table.dim} * sizeof(float),
-                                size_t{table.state_floats} * sizeof(float), sizeof(uint32_t)};
+  const size_t item_bytes[5] = {sizeof(uint64_t), size_t{table.dim} * sizeof(float),
+                                size_t{table.state_floats} * sizeof(float), sizeof(uint32_t),
+                                sizeof(uint64_t)};
   uint64_t loaded = 0;
   for (uint64_t begin = 0; begin < part.rows; begin += kLoadRowsPerPiece) {
     const uint64_t n = std::min(kLoadRowsPerPiece, part.rows - begin);
-    for (int k = 0; k < 4; ++k)
+    for (int k = 0; k < n_arrays; ++k)
       DIN_RETURN_IF_ERROR(arrays[k].stream.Read(n * item_bytes[k], &arrays[k].piece));
     for (uint64_t i = 0; i < n; ++i) {
       uint64_t key;
@@ -387,12 +414,18 @@ Result<uint64_t> LoadCheckpointPart(const std::string& dir, const ManifestTable&
       uint32_t count;
       std::memcpy(&count, arrays[3].piece.data() + i * item_bytes[3], sizeof(count));
       if (count < min_count) continue;  // not admitted
-      DIN_RETURN_IF_ERROR(LoadCheckpointRow(store, key, arrays[1].piece.data() + i * item_bytes[1],
-                                            arrays[2].piece.data() + i * item_bytes[2], count));
+      DIN_ASSIGN_OR_RETURN(const uint32_t row,
+                           LoadCheckpointRow(store, key, arrays[1].piece.data() + i * item_bytes[1],
+                                             arrays[2].piece.data() + i * item_bytes[2], count));
+      if (n_arrays == 5) {
+        std::vector<uint64_t>& last = (*steps)[ShardOf(key, shards)];
+        if (last.size() <= row) last.resize(size_t{row} + 1, UINT64_MAX);
+        std::memcpy(&last[row], arrays[4].piece.data() + i * item_bytes[4], sizeof(uint64_t));
+      }
       ++loaded;
     }
   }
-  for (Array& a : arrays) DIN_RETURN_IF_ERROR(a.stream.Finish());
+  for (int k = 0; k < n_arrays; ++k) DIN_RETURN_IF_ERROR(arrays[k].stream.Finish());
   return loaded;
 }
 

@@ -108,6 +108,9 @@ struct ShardDumpSpec {
   // A delta of an incremental dump: only rows at or past `first_new` (created since the
   // last mark) or with changed[row] != 0 (pushed or counted since), in creation order.
   bool delta = false;
+  // When set (NPY only): also .step.npy, uint64 [n], each row's last-push step by row
+  // number (UINT64_MAX for a row past its end: no record).
+  const std::vector<uint64_t>* steps = nullptr;
   const std::vector<uint8_t>* changed = nullptr;
   uint64_t first_new = 0;
   // A dump of an incremental series: also .rows.npy (uint32 [n], each row's number in
@@ -131,8 +134,9 @@ Result<std::vector<ManifestFile>> DumpShard(const ShardStore& store, const Shard
 // One row of a checkpoint part into `store`: `weights` and `state` point at the row's
 // bytes in the part's .emb.npy and .state.npy (float32, as the checkpoint stores them);
 // a 16-bit store rounds them to nearest, which gives back the bits they were written from.
-Status LoadCheckpointRow(ShardStore* store, uint64_t key, const char* weights, const char* state,
-                         uint32_t count);
+// Returns the row.
+Result<uint32_t> LoadCheckpointRow(ShardStore* store, uint64_t key, const char* weights,
+                                   const char* state, uint32_t count);
 
 // Inserts the rows of one checkpoint part (`table` and `part` from a complete MANIFEST
 // in `dir`) whose ShardOf(id, stores.size()) names a non-null store: key, weights,
@@ -142,10 +146,19 @@ Status LoadCheckpointRow(ShardStore* store, uint64_t key, const char* weights, c
 // MANIFEST as the bytes go by, and a mismatch fails the call after its last piece (rows
 // already inserted stay; the worker verified every file before asking for the LOAD).
 // Errors name the file. Returns the number of rows inserted. Rows with a count below
-// `min_count` (a table's admission, docs/design.md §5) are not inserted. Same thread
+// `min_count` (a table's admission, docs/design.md §5) are not inserted. With `steps`
+// and a part that has .step.npy, (*steps)[s][row] is set to the last-push step of each
+// row inserted into stores[s] (each vector grown as needed with UINT64_MAX). Same thread
 // safety as DumpShard, for every store.
 Result<uint64_t> LoadCheckpointPart(const std::string& dir, const ManifestTable& table,
                                     const ManifestPart& part,
-                                    const std::vector<ShardStore*>& stores, uint32_t min_count = 0);
+                                    const std::vector<ShardStore*>& stores, uint32_t min_count = 0,
+                                    std::vector<std::vector<uint64_t>>* steps = nullptr);
+
+// Writes dir/name as one NPY array (`descr`, `shape`, the `bytes` at `data`), fsynced,
+// and returns its manifest entry.
+Result<ManifestFile> WriteNpyFile(const std::string& dir, const std::string& name,
+                                  const std::string& descr, const std::vector<uint64_t>& shape,
+                                  const void* data, size_t bytes);
 
 }  // namespace din

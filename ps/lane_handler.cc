@@ -4,6 +4,7 @@
 #include <cstring>
 #include <ctime>
 #include <map>
+#include <set>
 
 #include <glog/logging.h>
 
@@ -12,7 +13,7 @@
 
 namespace din {
 
-TableSpec::TableSpec(const config::TableConfig& cfg)
+TableSpec::TableSpec(const config::TableConfig& cfg, bool online_counts)
     : name(cfg.name()),
       dim(cfg.dim()),
       shards(cfg.shards()),
@@ -25,6 +26,11 @@ TableSpec::TableSpec(const config::TableConfig& cfg)
                                                            : WeightFormat::kFp32),
       rounding_key(Mix64(cfg.seed() ^ 0x5eed0f5a0d1e57ULL)),
       min_count(cfg.admission().min_count()),
+      probability(cfg.admission().probability()),
+      online_admission(online_counts && (min_count > 1 || cfg.admission().probability() < 1.0)),
+      sketch_bytes(cfg.admission().sketch_bytes() / std::max<uint32_t>(cfg.shards(), 1)),
+      sketch_depth(cfg.admission().sketch_depth()),
+      admission_key(Mix64(cfg.seed() ^ 0xad3155109bULL)),
       shared_default(cfg.admission().default_row() == config::AdmissionConfig::SHARED),
       ttl_steps(cfg.ttl_steps()),
       optimizer(SparseOptimizer::Create(cfg.optimizer())),
@@ -57,6 +63,7 @@ LaneHandler::LaneHandler(const std::vector<TableSpec>& tables, const Placement& 
   rejected_ids_.resize(tables.size());
   rejected_keys_.resize(tables.size());
   admission_closed_.assign(tables.size(), false);
+  sketches_.resize(tables.size());
   default_rows_.resize(tables.size());
   last_push_.resize(tables.size());
   evicted_.resize(tables.size());
@@ -80,6 +87,7 @@ LaneHandler::LaneHandler(const std::vector<TableSpec>& tables, const Placement& 
     rejected_ids_[t].assign(tables[t].shards, 0);
     rejected_keys_[t].assign(tables[t].shards, 0);
     default_rows_[t].resize(tables[t].shards);
+    sketches_[t].resize(tables[t].shards);
     last_push_[t].resize(tables[t].shards);
     evicted_[t].assign(tables[t].shards, 0);
     evict_word_[t].resize(tables[t].shards);
@@ -93,6 +101,9 @@ LaneHandler::LaneHandler(const std::vector<TableSpec>& tables, const Placement& 
         shards_[t][s] = std::make_unique<ShardStore>(
             tables[t].dim, tables[t].optimizer->StateFloats(tables[t].dim), tables[t].expected_rows,
             tables[t].max_rows, tables[t].storage);
+        if (tables[t].online_admission)
+          sketches_[t][s] = std::make_unique<AdmissionSketch>(
+              tables[t].sketch_bytes, tables[t].sketch_depth, tables[t].admission_key + s);
         if (tables[t].shared_default) {
           // The shared default row starts as the initializer's row of the reserved key
           // UINT64_MAX, with fresh optimizer state.
@@ -220,54 +231,112 @@ Status LaneHandler::CapError(int table, uint32_t shard, uint64_t adding) const {
       "; raise max_rows_per_shard or shards, or set when_full: SKIP_NEW");
 }
 
-Status LaneHandler::CheckCaps(const Segments& segs, std::span<const uint64_t> keys) {
+void LaneHandler::RunsOf(const Segments& segs, std::span<const uint64_t> keys,
+                         std::span<const uint32_t> counts, std::vector<KeyRun>* runs) {
+  size_t k = 0;
+  for (size_t s = 0; s < segs.table.size(); k += segs.count[s], ++s)
+    runs->push_back({static_cast<uint32_t>(segs.table[s]), segs.shard[s],
+                     keys.subspan(k, segs.count[s]),
+                     counts.empty() ? counts : counts.subspan(k, segs.count[s])});
+}
+
+template <typename Want>
+void LaneHandler::CollectNewKeys(std::span<const KeyRun> runs, Want&& want) {
+  new_keys_.clear();
+  sketch_overlay_.clear();
+  std::set<std::pair<uint32_t, uint64_t>> admitted;  // online: a repeat finds its new row
+  for (const KeyRun& run : runs) {
+    if (!want(run.table)) continue;
+    const TableSpec& spec = tables_[run.table];
+    if (spec.online_admission && run.counts.empty()) continue;  // creates no rows
+    const AdmissionSketch* sketch = sketches_[run.table][run.shard].get();
+    shards_[run.table][run.shard]->FindEach(run.keys, [&](size_t i, uint32_t row) {
+      if (row != ShardStore::kNoRow) return;
+      if (!spec.online_admission) {
+        new_keys_.push_back({run.table, run.shard, run.keys[i]});
+        return;
+      }
+      if (admitted.count({run.table, run.keys[i]})) return;
+      // The conservative update PushCounts will make, on an overlay of the counters.
+      uint32_t est = UINT32_MAX;
+      uint64_t cells[AdmissionSketch::kMaxDepth];
+      for (uint32_t d = 0; d < sketch->depth(); ++d) {
+        cells[d] = sketch->Cell(run.keys[i], d);
+        auto it = sketch_overlay_.find(cells[d]);
+        est = std::min(est, it != sketch_overlay_.end() ? it->second : sketch->counter(cells[d]));
+      }
+      const uint32_t c = run.counts[i];
+      const uint32_t next = est > UINT32_MAX - c ? UINT32_MAX : est + c;
+      for (uint32_t d = 0; d < sketch->depth(); ++d) {
+        auto [it, fresh] = sketch_overlay_.try_emplace(cells[d], sketch->counter(cells[d]));
+        it->second = std::max(it->second, next);
+      }
+      if (Admits(spec, run.keys[i], est, next)) {
+        new_keys_.push_back({run.table, run.shard, run.keys[i]});
+        admitted.insert({run.table, run.keys[i]});
+      }
+    });
+  }
+  std::sort(new_keys_.begin(), new_keys_.end());
+  new_keys_.erase(std::unique(new_keys_.begin(), new_keys_.end()), new_keys_.end());
+}
+
+template <typename Fn>
+Status LaneHandler::ForEachNewKeyGroup(Fn&& fn) const {
+  for (size_t i = 0; i < new_keys_.size();) {
+    size_t j = i;
+    while (j < new_keys_.size() && new_keys_[j].table == new_keys_[i].table &&
+           new_keys_[j].shard == new_keys_[i].shard)
+      ++j;
+    DIN_RETURN_IF_ERROR(fn(static_cast<int>(new_keys_[i].table), new_keys_[i].shard, j - i));
+    i = j;
+  }
+  return Status::Ok();
+}
+
+bool LaneHandler::Admits(const TableSpec& spec, uint64_t key, uint64_t from, uint64_t to) {
+  from = std::max<uint64_t>(from, std::max<uint32_t>(spec.min_count, 1) - 1);
+  if (to <= from) return false;
+  if (spec.probability >= 1.0) return true;
+  const uint64_t last = std::min(to, from + kMaxDraws);
+  for (uint64_t m = from + 1; m <= last; ++m)
+    if (UniformAt(spec.admission_key ^ key, m) < spec.probability) return true;
+  return to > last;
+}
+
+Status LaneHandler::CheckCaps(const Segments& segs, std::span<const uint64_t> keys,
+                              std::span<const uint32_t> counts) {
   // Cheap unless the request could fill a shard: a shard is looked at only when its
   // rows plus all the request's keys for it exceed the cap (a shard may be named by
   // more than one segment, so the keys are summed per shard first).
-  auto capped = [&](size_t s) {
-    const TableSpec& spec = tables_[segs.table[s]];
-    // A closed table creates no rows (Materialize).
-    return spec.max_rows != 0 && spec.when_full == config::TableConfig::FAIL &&
-           !admission_closed_[segs.table[s]];
-  };
+  auto capped = [&](uint32_t t) { return FailCapped(t); };
   bool near = false;
   for (size_t s = 0; s < segs.table.size(); ++s) {
-    if (!capped(s)) continue;
+    if (!capped(segs.table[s])) continue;
     uint64_t& pending = pending_keys_[segs.table[s]][segs.shard[s]];
     pending += segs.count[s];
     near = near || shards_[segs.table[s]][segs.shard[s]]->size() + pending >
                        tables_[segs.table[s]].max_rows;
   }
   for (size_t s = 0; s < segs.table.size(); ++s)
-    if (capped(s)) pending_keys_[segs.table[s]][segs.shard[s]] = 0;
+    if (capped(segs.table[s])) pending_keys_[segs.table[s]][segs.shard[s]] = 0;
   if (!near) return Status::Ok();
 
-  // Exact check: the distinct absent keys per capped shard must fit.
-  new_keys_.clear();
-  size_t k = 0;
-  for (size_t s = 0; s < segs.table.size(); k += segs.count[s], ++s) {
-    if (!capped(s)) continue;
-    const auto t = static_cast<uint32_t>(segs.table[s]);
-    const uint32_t shard = segs.shard[s];
-    const std::span<const uint64_t> seg_keys = keys.subspan(k, segs.count[s]);
-    shards_[t][shard]->FindEach(seg_keys, [&](size_t i, uint32_t row) {
-      if (row == ShardStore::kNoRow) new_keys_.push_back({t, shard, seg_keys[i]});
-    });
-  }
-  std::sort(new_keys_.begin(), new_keys_.end());
-  new_keys_.erase(std::unique(new_keys_.begin(), new_keys_.end()), new_keys_.end());
-  for (size_t i = 0; i < new_keys_.size();) {
-    size_t j = i;
-    while (j < new_keys_.size() && new_keys_[j].table == new_keys_[i].table &&
-           new_keys_[j].shard == new_keys_[i].shard)
-      ++j;
-    const int t = static_cast<int>(new_keys_[i].table);
-    const ShardStore* store = shards_[t][new_keys_[i].shard].get();
-    if (store->size() + (j - i) > tables_[t].max_rows)
-      return CapError(t, new_keys_[i].shard, j - i);
-    i = j;
-  }
-  return Status::Ok();
+  // Exact check: the distinct new keys per capped shard must fit.
+  runs_.clear();
+  RunsOf(segs, keys, counts, &runs_);
+  CollectNewKeys(runs_, capped);
+  return ForEachNewKeyGroup([&](int t, uint32_t shard, uint64_t n) {
+    if (shards_[t][shard]->size() + n > tables_[t].max_rows) return CapError(t, shard, n);
+    return Status::Ok();
+  });
+}
+
+bool LaneHandler::FailCapped(uint32_t table) const {
+  const TableSpec& spec = tables_[table];
+  // A closed table creates no rows (Materialize).
+  return spec.max_rows != 0 && spec.when_full == config::TableConfig::FAIL &&
+         !admission_closed_[table];
 }
 
 uint64_t LaneHandler::RowCost(int table) const {
@@ -282,54 +351,50 @@ void LaneHandler::PublishMemory() {
   for (const auto& table : shards_)
     for (const auto& store : table)
       if (store != nullptr) bytes += static_cast<int64_t>(store->MemoryBytes());
+  for (const auto& table : sketches_)
+    for (const auto& sketch : table)
+      if (sketch != nullptr) bytes += static_cast<int64_t>(sketch->MemoryBytes());
   budget_->used.fetch_add(bytes - published_bytes_, std::memory_order_relaxed);
   published_bytes_ = bytes;
 }
 
-Status LaneHandler::CheckBudget(const Segments& segs, std::span<const uint64_t> keys) {
+Status LaneHandler::BudgetError(int table, int64_t used, const std::string& adding) const {
+  return Status::ResourceExhausted(
+      "table " + tables_[table].name + " on server " + std::to_string(server_) +
+      ": the server's memory budget ps.memory_limit_bytes = " + std::to_string(budget_->limit) +
+      " bytes is reached: its tables hold " + std::to_string(used) + " bytes and " + adding +
+      "; raise ps.memory_limit_bytes, add servers, or set when_full: SKIP_NEW");
+}
+
+int64_t LaneHandler::IndexGrowth(const ShardStore& store, uint64_t adding) {
+  if (static_cast<double>(store.size() + adding) < 0.8 * static_cast<double>(store.slot_capacity()))
+    return 0;
+  return static_cast<int64_t>(store.slot_capacity() * 6 + adding * 2);
+}
+
+Status LaneHandler::CheckBudget(const Segments& segs, std::span<const uint64_t> keys,
+                                std::span<const uint32_t> counts) {
   budget_skip_ = false;
   if (budget_ == nullptr || budget_->limit == 0) return Status::Ok();
   const int64_t used = budget_->used.load(std::memory_order_relaxed);
   const int64_t limit = static_cast<int64_t>(budget_->limit);
-  // An index that grows keeps the old one while it drains: 1.5x the slots, plus the old.
-  auto growth = [&](const ShardStore& store, uint64_t adding) -> int64_t {
-    if (static_cast<double>(store.size() + adding) <
-        0.8 * static_cast<double>(store.slot_capacity()))
-      return 0;
-    return static_cast<int64_t>(store.slot_capacity() * 6 + adding * 2);
-  };
   int64_t worst = 0;
   for (size_t s = 0; s < segs.table.size(); ++s) {
     const ShardStore& store = *shards_[segs.table[s]][segs.shard[s]];
-    worst +=
-        static_cast<int64_t>(segs.count[s] * RowCost(segs.table[s])) + growth(store, segs.count[s]);
+    worst += static_cast<int64_t>(segs.count[s] * RowCost(segs.table[s])) +
+             IndexGrowth(store, segs.count[s]);
   }
   if (used + worst <= limit) return Status::Ok();
 
-  // Exact: the distinct absent keys per shard.
-  std::vector<NewKey> fresh;
-  size_t k = 0;
-  for (size_t s = 0; s < segs.table.size(); k += segs.count[s], ++s) {
-    const auto t = static_cast<uint32_t>(segs.table[s]);
-    const uint32_t shard = segs.shard[s];
-    const std::span<const uint64_t> seg_keys = keys.subspan(k, segs.count[s]);
-    shards_[t][shard]->FindEach(seg_keys, [&](size_t i, uint32_t row) {
-      if (row == ShardStore::kNoRow) fresh.push_back({t, shard, seg_keys[i]});
-    });
-  }
-  std::sort(fresh.begin(), fresh.end());
-  fresh.erase(std::unique(fresh.begin(), fresh.end()), fresh.end());
+  // Exact: the distinct new keys per shard.
+  runs_.clear();
+  RunsOf(segs, keys, counts, &runs_);
+  CollectNewKeys(runs_, [](uint32_t) { return true; });
   int64_t need_fail = 0, need_skip = 0;
   int fail_table = -1;
   uint64_t fail_rows = 0;
-  for (size_t i = 0; i < fresh.size();) {
-    size_t j = i;
-    while (j < fresh.size() && fresh[j].table == fresh[i].table && fresh[j].shard == fresh[i].shard)
-      ++j;
-    const int t = static_cast<int>(fresh[i].table);
-    const uint64_t n = j - i;
-    const int64_t bytes =
-        static_cast<int64_t>(n * RowCost(t)) + growth(*shards_[t][fresh[i].shard], n);
+  (void)ForEachNewKeyGroup([&](int t, uint32_t shard, uint64_t n) {
+    const int64_t bytes = static_cast<int64_t>(n * RowCost(t)) + IndexGrowth(*shards_[t][shard], n);
     if (tables_[t].skips_when_full()) {
       need_skip += bytes;
     } else {
@@ -339,24 +404,21 @@ Status LaneHandler::CheckBudget(const Segments& segs, std::span<const uint64_t> 
         fail_rows += n;
       }
     }
-    i = j;
-  }
+    return Status::Ok();
+  });
   if (used + need_fail + need_skip <= limit) return Status::Ok();
   if (need_fail > 0 && used + need_fail > limit)
-    return Status::ResourceExhausted(
-        "table " + tables_[fail_table].name + " on server " + std::to_string(server_) +
-        ": the server's memory budget ps.memory_limit_bytes = " + std::to_string(limit) +
-        " bytes is reached: its tables hold " + std::to_string(used) + " bytes and a request " +
-        "would add " + std::to_string(fail_rows) + " new rows (about " + std::to_string(need_fail) +
-        " bytes; when_full: FAIL); raise ps.memory_limit_bytes, " +
-        "add servers, or set when_full: SKIP_NEW");
+    return BudgetError(fail_table, used,
+                       "a request would add " + std::to_string(fail_rows) + " new rows (about " +
+                           std::to_string(need_fail) + " bytes; when_full: FAIL)");
   budget_skip_ = true;
   return Status::Ok();
 }
 
 uint32_t LaneHandler::Materialize(int table, uint32_t shard, ShardStore* store, uint64_t key,
-                                  Status* status) {
+                                  Status* status, bool admitted) {
   const TableSpec& spec = tables_[table];
+  if (spec.online_admission && !admitted) return store->Find(key);  // rows come from counts
   if (admission_closed_[table]) {
     const uint32_t row = store->Find(key);
     if (row == ShardStore::kNoRow) ++rejected_keys_[table][shard];
@@ -519,11 +581,29 @@ Status LaneHandler::PushCounts(const Segments& segs, std::span<const uint64_t> k
   for (size_t s = 0; s < segs.table.size(); ++s) {
     const int t = segs.table[s];
     ShardStore* store = shards_[t][segs.shard[s]].get();
+    AdmissionSketch* sketch = sketches_[t][segs.shard[s]].get();
     for (uint64_t i = 0; i < segs.count[s]; ++i, ++k) {
+      uint32_t count = counts[k];
+      if (sketch != nullptr && store->Find(keys[k]) == ShardStore::kNoRow) {
+        // Online admission: a sighting of an ID without a row. The row, once admitted,
+        // starts with the estimate (all its sightings so far, this request's included).
+        const uint32_t est = sketch->Add(keys[k], count);
+        if (!Admits(tables_[t], keys[k], est - std::min(est, count), est)) {
+          ++rejected_keys_[t][segs.shard[s]];
+          continue;
+        }
+        const uint32_t row = Materialize(t, segs.shard[s], store, keys[k], &status, true);
+        if (!status.ok()) return status;
+        if (row == ShardStore::kNoRow) continue;  // full (SKIP_NEW)
+        ++admitted_ids_[t][segs.shard[s]];
+        store->AddCount(row, est);
+        MarkChanged(t, segs.shard[s], row);
+        continue;
+      }
       const uint32_t row = Materialize(t, segs.shard[s], store, keys[k], &status);
       if (!status.ok()) return status;
       if (row != ShardStore::kNoRow) {
-        store->AddCount(row, counts[k]);
+        store->AddCount(row, count);
         MarkChanged(t, segs.shard[s], row);
       }
     }
@@ -544,6 +624,10 @@ Status LaneHandler::Admit() {
   // Per shard: the gathered IDs, most frequent first; ties by ID, so the order (and the
   // rows a cap keeps) does not depend on the order in which the counts arrived.
   std::vector<std::vector<std::vector<std::pair<uint64_t, uint64_t>>>> order(tables_.size());
+  // With admission.probability the draws of the sightings min_count..n_j (as online).
+  auto admitted = [&](const TableSpec& spec, uint64_t key, uint64_t n) {
+    return n >= spec.min_count && (spec.probability >= 1.0 || Admits(spec, key, 0, n));
+  };
   int64_t fail_bytes = 0;  // new rows of when_full: FAIL tables
   int fail_table = 0;
   uint64_t fail_rows = 0;
@@ -561,7 +645,7 @@ Status LaneHandler::Admit() {
       const ShardStore* store = shards_[t][s].get();
       uint64_t adding = 0;
       for (const auto& [key, n] : ids)
-        if (n >= spec.min_count && store->Find(key) == ShardStore::kNoRow) ++adding;
+        if (admitted(spec, key, n) && store->Find(key) == ShardStore::kNoRow) ++adding;
       if (spec.when_full == config::TableConfig::FAIL) {
         // FAIL: refused whole, before any row is created.
         if (spec.max_rows != 0 && store->size() + adding > spec.max_rows)
@@ -581,13 +665,9 @@ Status LaneHandler::Admit() {
   const int64_t limit = budgeted ? static_cast<int64_t>(budget_->limit) : 0;
   int64_t used = budgeted ? budget_->used.load(std::memory_order_relaxed) : 0;
   if (budgeted && fail_bytes > 0 && used + fail_bytes > limit)
-    return Status::ResourceExhausted(
-        "table " + tables_[fail_table].name + " on server " + std::to_string(server_) +
-        ": the server's memory budget ps.memory_limit_bytes = " + std::to_string(limit) +
-        " bytes is reached: its tables hold " + std::to_string(used) + " bytes and ADMIT " +
-        "would add about " + std::to_string(fail_bytes) +
-        " bytes of new rows (when_full: FAIL); raise ps.memory_limit_bytes, add servers, " +
-        "or set when_full: SKIP_NEW");
+    return BudgetError(fail_table, used,
+                       "ADMIT would add about " + std::to_string(fail_bytes) +
+                           " bytes of new rows (when_full: FAIL)");
   used += fail_bytes;
   Status status;
   for (size_t t = 0; t < tables_.size(); ++t) {
@@ -596,7 +676,7 @@ Status LaneHandler::Admit() {
       ShardStore* store = shards_[t][s].get();
       if (store == nullptr) continue;
       for (const auto& [key, n] : order[t][s]) {
-        if (n < spec.min_count) {
+        if (!admitted(spec, key, n)) {
           ++rejected_ids_[t][s];
           continue;
         }
@@ -616,7 +696,7 @@ Status LaneHandler::Admit() {
       }
       prepass_counts_[t][s] = {};  // frees the map
     }
-    if (spec.min_count > 1) admission_closed_[t] = true;
+    if (spec.gated() && !spec.online_admission) admission_closed_[t] = true;
   }
   return Status::Ok();
 }
@@ -750,25 +830,29 @@ Status LaneHandler::ApplySyncStep() {
   // A step that would take a `when_full: FAIL` shard past its cap is refused whole,
   // before any row is created or moved (each push passed CheckCaps alone; together they
   // may add more new rows).
+  runs_.clear();
   for (size_t t = 0; t < sync_sums_.size(); ++t) {
-    const TableSpec& spec = tables_[t];
-    if (spec.max_rows == 0 || spec.when_full != config::TableConfig::FAIL) continue;
-    if (admission_closed_[t]) continue;  // creates no rows
-    std::unordered_map<uint32_t, uint64_t> adding;
+    if (!FailCapped(static_cast<uint32_t>(t))) continue;
     const SyncSums& acc = sync_sums_[t];
     for (size_t i = 0; i < acc.keys.size(); ++i)
-      if (shards_[t][acc.shards[i]]->Find(acc.keys[i]) == ShardStore::kNoRow)
-        ++adding[acc.shards[i]];
-    for (const auto& [shard, n] : adding)
-      if (shards_[t][shard]->size() + n > spec.max_rows)
-        return CapError(static_cast<int>(t), shard, n);
+      runs_.push_back({static_cast<uint32_t>(t), acc.shards[i], {&acc.keys[i], 1}, {}});
+  }
+  if (!runs_.empty()) {
+    // Pushes create no rows in a table with online admission (CollectNewKeys).
+    CollectNewKeys(runs_, [](uint32_t) { return true; });
+    DIN_RETURN_IF_ERROR(ForEachNewKeyGroup([&](int t, uint32_t shard, uint64_t n) {
+      if (shards_[t][shard]->size() + n > tables_[t].max_rows) return CapError(t, shard, n);
+      return Status::Ok();
+    }));
   }
   const float inv = 1.0f / static_cast<float>(samples);
   // A synchronous step's clock is the trainer's step count (bit 63 set): the same for
   // every lane and placement, and continued by a resumed run.
   const wire::SyncStep& first = sync_.headers[0].sync();
   const uint64_t clock = (first.has_clock() ? first.clock() : first.step()) | (uint64_t{1} << 63);
-  now_ = std::max(now_, sync_.step);  // the TTL clock (docs/design.md §5)
+  // The TTL clock (docs/design.md §5): the trainer's step count, which a resumed run
+  // continues (the rounds in `step` restart at 0).
+  now_ = std::max(now_, first.has_clock() ? first.clock() : first.step());
   std::vector<float> g;
   Status status;
   for (size_t t = 0; t < sync_sums_.size(); ++t) {
@@ -861,8 +945,10 @@ LaneHandler::Outcome LaneHandler::Process(std::vector<zmq::message_t>& frames) {
   const bool creates_rows = h.op() == wire::PUSH || (h.op() == wire::PUSH_COUNTS && !h.prepass()) ||
                             (h.op() == wire::PULL && h.mode() == wire::TRAIN);
   if (creates_rows) {
-    status = CheckCaps(segs, keys);
-    if (status.ok()) status = CheckBudget(segs, keys);
+    std::span<const uint32_t> counts;
+    if (h.op() == wire::PUSH_COUNTS) counts = FrameAs<uint32_t>(frames[2], &count_scratch_);
+    status = CheckCaps(segs, keys, counts);
+    if (status.ok()) status = CheckBudget(segs, keys, counts);
     if (!status.ok()) {
       SetReplyStatus(status, &rh);
       reply[0] = EncodeFrame(rh);
@@ -936,7 +1022,8 @@ LaneHandler::Outcome LaneHandler::Process(std::vector<zmq::message_t>& frames) {
           st->set_table(static_cast<uint32_t>(t));
           st->set_shard(static_cast<uint32_t>(s));
           st->set_rows(store->size());
-          st->set_bytes(store->MemoryBytes());
+          const AdmissionSketch* sketch = sketches_[t][s].get();
+          st->set_bytes(store->MemoryBytes() + (sketch ? sketch->MemoryBytes() : 0));
           st->set_row_bytes(store->row_bytes());
           st->set_max_rows(tables_[t].max_rows);
           st->set_skipped_keys(skipped_[t][s]);

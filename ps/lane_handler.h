@@ -26,13 +26,15 @@
 #include "common/proto/config.pb.h"
 #include "common/proto/wire.pb.h"
 #include "common/status.h"
+#include "ps/admission_sketch.h"
 #include "ps/shard_store.h"
 
 namespace din {
 
 // What every lane needs to know about a table (read-only after construction).
 struct TableSpec {
-  TableSpec(const config::TableConfig& cfg);
+  // `online_counts`: the job's trainer.mba_mode is ONLINE (admission counts in a sketch).
+  TableSpec(const config::TableConfig& cfg, bool online_counts = false);
   std::string name;
   uint32_t dim;
   uint32_t shards;
@@ -43,8 +45,17 @@ struct TableSpec {
   WeightFormat storage;   // how the shards store the weights
   uint64_t rounding_key;  // the table's part of the stochastic-rounding draws
   uint32_t min_count;     // admission.min_count (<= 1: every ID is admitted)
-  bool shared_default;    // admission.default_row SHARED: IDs without a row share one
-  uint64_t ttl_steps;     // evict rows not pushed for more steps (0 = never)
+  double probability;     // admission.probability (1: no draw)
+  // Admission gates rows at all: min_count > 1 or probability < 1.
+  bool gated() const { return min_count > 1 || probability < 1.0; }
+  // Gated admission with ONLINE counts: rows come only from PUSH_COUNTS, once an ID's
+  // sighting count in the shard's AdmissionSketch admits it.
+  bool online_admission;
+  uint64_t sketch_bytes;  // per shard: admission.sketch_bytes / shards
+  uint32_t sketch_depth;
+  uint64_t admission_key;  // the table's part of the admission draws
+  bool shared_default;     // admission.default_row SHARED: IDs without a row share one
+  uint64_t ttl_steps;      // evict rows not pushed for more steps (0 = never)
   // when_full EVICT_LFU or EVICT_LRU: the shard evicts rows to make room (eviction pass).
   bool evicts() const {
     return when_full == config::TableConfig::EVICT_LFU ||
@@ -117,6 +128,11 @@ class LaneHandler {
   // True once ADMIT (or a LOAD) closed a table with admission.min_count > 1: an ID
   // without a row never gets one from then on.
   bool admission_closed(int table) const { return admission_closed_[table]; }
+  // The admission sketch of (table, shard); nullptr unless the table's admission is
+  // online (TableSpec::online_admission) and this lane serves the shard.
+  const AdmissionSketch* sketch(int table, uint32_t shard) const {
+    return sketches_[table][shard].get();
+  }
   // The shared default row of (table, shard): dim weights then the optimizer state;
   // empty unless admission.default_row is SHARED.
   const std::vector<float>& default_row(int table, uint32_t shard) const {
@@ -140,13 +156,47 @@ class LaneHandler {
   Status ApplySyncStep();
   Status PushCounts(const Segments& segs, std::span<const uint64_t> keys,
                     std::span<const uint32_t> counts);
+  // Keys of one table and shard of a request (with their counts for PUSH_COUNTS, else
+  // empty): the input of CollectNewKeys.
+  struct KeyRun {
+    uint32_t table;
+    uint32_t shard;
+    std::span<const uint64_t> keys;
+    std::span<const uint32_t> counts;
+  };
+  // Appends the request's runs (one per segment) to *runs.
+  static void RunsOf(const Segments& segs, std::span<const uint64_t> keys,
+                     std::span<const uint32_t> counts, std::vector<KeyRun>* runs);
+  // Builds new_keys_: the sorted distinct (table, shard, key) that have no row and that
+  // the runs (in order) would give one, over the runs whose table `want` accepts. A table
+  // with online admission creates rows only from counts: its keys without counts are
+  // left out, and a key with counts is in only when the sketch, updated as PushCounts
+  // will update it (simulated, the sketch is not changed), admits it.
+  template <typename Want>
+  void CollectNewKeys(std::span<const KeyRun> runs, Want&& want);
+  // Calls fn(table, shard, n) for each (table, shard) group of new_keys_; stops at the
+  // first fn that returns a failed Status and returns it.
+  template <typename Fn>
+  Status ForEachNewKeyGroup(Fn&& fn) const;
+  // A `when_full: FAIL` table with a cap whose admission is open (one whose new rows
+  // CheckCaps and the synchronous step count).
+  bool FailCapped(uint32_t table) const;
   // Rejects a request that would create rows past the cap of a `when_full: FAIL` shard,
   // before any of it is applied.
-  Status CheckCaps(const Segments& segs, std::span<const uint64_t> keys);
+  Status CheckCaps(const Segments& segs, std::span<const uint64_t> keys,
+                   std::span<const uint32_t> counts);
   // The row of `key`, created and initialised when absent; kNoRow when the shard is full
   // (under SKIP_NEW the key is counted as skipped, otherwise *status tells why) or when
-  // the table's admission is closed and `key` has no row (counted as rejected).
-  uint32_t Materialize(int table, uint32_t shard, ShardStore* store, uint64_t key, Status* status);
+  // the table's admission is closed and `key` has no row (counted as rejected), or when
+  // the table's admission is online and `admitted` is false (its rows come only from
+  // PushCounts, which passes true once the sketch admits the key).
+  uint32_t Materialize(int table, uint32_t shard, ShardStore* store, uint64_t key, Status* status,
+                       bool admitted = false);
+  // Whether the sightings number from+1..to of `key` admit it (number >= min_count, and
+  // a draw below the table's probability for one of them; at most kMaxDraws draws, past
+  // which the key is admitted).
+  static constexpr uint64_t kMaxDraws = 1 << 16;
+  static bool Admits(const TableSpec& spec, uint64_t key, uint64_t from, uint64_t to);
   // Runs the table's optimizer on row `row` with gradient `g`: in place for float32
   // weights; otherwise on their float32 values, stored back with stochastic rounding
   // drawn from (table, key, clock) (docs/design.md §5).
@@ -157,7 +207,16 @@ class LaneHandler {
   // the table and the server when a `when_full: FAIL` table gets new rows; new rows of
   // SKIP_NEW tables get none for this request (budget_skip_). Cheap unless the request
   // could reach the budget (its key count times the largest row cost).
-  Status CheckBudget(const Segments& segs, std::span<const uint64_t> keys);
+  Status CheckBudget(const Segments& segs, std::span<const uint64_t> keys,
+                     std::span<const uint32_t> counts);
+  // The budget's growth term: an index that grows keeps the old one while it drains
+  // (1.5x the slots, plus the old).
+  static int64_t IndexGrowth(const ShardStore& store, uint64_t adding);
+  // The refusal of new rows of a `when_full: FAIL` table past the server's memory
+  // budget (CheckBudget and ADMIT): the tables hold `used` bytes and `adding` says what
+  // the request would add.
+  Status BudgetError(int table, int64_t used, const std::string& adding) const;
+
   // Memory one more row of table t takes: its arena bytes plus index slots at the load
   // factor.
   uint64_t RowCost(int table) const;
@@ -273,6 +332,11 @@ class LaneHandler {
   std::vector<std::vector<uint64_t>> rejected_ids_;
   std::vector<std::vector<uint64_t>> rejected_keys_;
   std::vector<bool> admission_closed_;
+  // Online admission: per [table][shard] the sightings of IDs without a row (null for
+  // tables without online admission and shards of other lanes).
+  std::vector<std::vector<std::unique_ptr<AdmissionSketch>>> sketches_;
+  std::unordered_map<uint64_t, uint32_t> sketch_overlay_;  // CollectNewKeys scratch
+  std::vector<KeyRun> runs_;                               // CheckCaps/CheckBudget scratch
   std::vector<std::vector<std::vector<float>>> default_rows_;
   std::vector<float> default_grad_;
   // Eviction (ttl_steps): per [table][shard] the step of each row's last push or

@@ -1,10 +1,13 @@
 // LaneHandler's DUMP and LOAD ops: writing the lane's shards as dump parts and inserting
 // the rows of a checkpoint (ps/dump_writer.h), each answered in the reply header.
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <string>
 #include <system_error>
 #include <vector>
+
+#include <glog/logging.h>
 
 #include "common/dump_format.h"
 #include "common/net/wire.h"
@@ -45,8 +48,32 @@ void LaneHandler::Dump(const wire::DumpRequest& req, wire::ReplyHeader* rh) {
       spec.changed = &changed_[t][s];
       spec.first_new = marked_rows_[t][s];
       spec.removed = spec.row_numbers && spec.delta ? &store->erased_keys() : nullptr;
+      // Checkpoints carry the admission and eviction state (docs/design.md §13): each
+      // row's last-push step (ttl_steps; only when the steps are synchronous step
+      // numbers, which a resumed job continues, not a lane's asynchronous push clock),
+      // the shard's admission sketch and its shared default row.
+      spec.steps = req.with_state() && tables_[t].ttl_steps > 0 && push_clock_ == 0
+                       ? &last_push_[t][s]
+                       : nullptr;
       Result<std::vector<ManifestFile>> files = DumpShard(*store, spec);
       if (!files.ok()) return fail(StatusCode::kInternal, files.status().ToString());
+      if (req.with_state()) {
+        const std::string stem = spec.table + "/" + DumpPartStem(s, spec.shards);
+        if (const AdmissionSketch* sketch = sketches_[t][s].get()) {
+          Result<ManifestFile> f = WriteNpyFile(spec.dir, stem + ".sketch.npy", "<u4",
+                                                {sketch->depth(), sketch->width()},
+                                                sketch->cells().data(), sketch->MemoryBytes());
+          if (!f.ok()) return fail(StatusCode::kInternal, f.status().ToString());
+          files->push_back(*f);
+        }
+        if (tables_[t].shared_default) {
+          const std::vector<float>& row = default_rows_[t][s];
+          Result<ManifestFile> f = WriteNpyFile(spec.dir, stem + ".default.npy", "<f4",
+                                                {row.size()}, row.data(), row.size() * 4);
+          if (!f.ok()) return fail(StatusCode::kInternal, f.status().ToString());
+          files->push_back(*f);
+        }
+      }
       wire::DumpPart* part = rh->add_dump_parts();
       part->set_table(static_cast<uint32_t>(t));
       part->set_shard(s);
@@ -184,7 +211,8 @@ void LaneHandler::Load(const wire::LoadRequest& req, wire::ReplyHeader* rh) {
       // Rows below the table's min_count are not admitted (a checkpoint of another
       // config may hold them).
       Result<uint64_t> rows =
-          LoadCheckpointPart(req.dir(), *sources[t], *part, stores[t], tables_[t].min_count);
+          LoadCheckpointPart(req.dir(), *sources[t], *part, stores[t], tables_[t].min_count,
+                             tables_[t].ttl_steps > 0 ? &last_push_[t] : nullptr);
       if (!rows.ok()) {
         if (empty) {
           for (size_t u = 0; u < tables_.size(); ++u)
@@ -203,10 +231,55 @@ void LaneHandler::Load(const wire::LoadRequest& req, wire::ReplyHeader* rh) {
       loaded += *rows;
     }
   }
+  // The lane state of a shard (admission sketch, shared default row) is restored when the
+  // checkpoint has the same shard count and the same sketch size; otherwise it starts
+  // afresh (its IDs now hash to other shards).
+  for (size_t t = 0; t < tables_.size(); ++t) {
+    if (sources[t]->shards != shards_[t].size()) continue;
+    for (const ManifestPart* part : reads[t]) {
+      const uint32_t s = part->shard;
+      const std::string stem = tables_[t].name + "/" + DumpPartStem(s, sources[t]->shards);
+      for (const ManifestFile& f : part->files) {
+        const bool is_sketch = f.name == stem + ".sketch.npy" && sketches_[t][s] != nullptr;
+        const bool is_default = f.name == stem + ".default.npy" && tables_[t].shared_default;
+        if (!is_sketch && !is_default) continue;
+        Result<std::string> bytes = ReadVerifiedFile(req.dir(), f);
+        if (!bytes.ok()) return fail(StatusCode::kInvalidArgument, bytes.status());
+        Result<NpyInfo> info = ParseNpyHeader(*bytes, req.dir() + "/" + f.name);
+        if (!info.ok()) return fail(StatusCode::kInvalidArgument, info.status());
+        const char* data = bytes->data() + info->header_bytes;
+        const uint64_t n = info->elements();
+        if (info->item_bytes() != 4 || info->header_bytes + n * 4 != bytes->size())
+          return fail(StatusCode::kInvalidArgument,
+                      Status::InvalidArgument(req.dir() + "/" + f.name +
+                                              ": its size does not match its header"));
+        if (is_sketch) {
+          AdmissionSketch& sketch = *sketches_[t][s];
+          if (info->descr != "<u4" ||
+              info->shape != std::vector<uint64_t>{sketch.depth(), sketch.width()}) {
+            LOG(WARNING) << req.dir() << "/" << f.name << ": a sketch of another size than "
+                         << "admission.sketch_bytes and sketch_depth give; table "
+                         << tables_[t].name << " shard " << s << " counts afresh";
+            continue;
+          }
+          std::vector<uint32_t> cells(n);
+          std::memcpy(cells.data(), data, n * 4);
+          sketch.Restore(cells, 0);
+        } else {
+          std::vector<float>& row = default_rows_[t][s];
+          if (info->descr != "<f4" || info->shape != std::vector<uint64_t>{row.size()})
+            return fail(StatusCode::kInvalidArgument,
+                        Status::InvalidArgument(req.dir() + "/" + f.name + ": expected <f4 [" +
+                                                std::to_string(row.size()) + "]"));
+          std::memcpy(row.data(), data, row.size() * 4);
+        }
+      }
+    }
+  }
   // A loaded table is past PREPASS (a resumed job does not count again): admission by
-  // min_count is closed as after ADMIT.
+  // min_count is closed as after ADMIT. Online admission stays open.
   for (size_t t = 0; t < tables_.size(); ++t)
-    if (tables_[t].min_count > 1) admission_closed_[t] = true;
+    if (tables_[t].gated() && !tables_[t].online_admission) admission_closed_[t] = true;
   rh->set_loaded_rows(loaded);
 }
 

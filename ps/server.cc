@@ -34,7 +34,8 @@ uint64_t MemoryBudgetBytes(const config::PsConfig& ps, uint64_t available, int l
 
 Result<std::unique_ptr<PsServer>> PsServer::Create(const config::TrainConfig& cfg, int lanes) {
   std::unique_ptr<PsServer> server(new PsServer(cfg));
-  for (const auto& t : cfg.tables()) server->tables_.emplace_back(t);
+  for (const auto& t : cfg.tables())
+    server->tables_.emplace_back(t, cfg.trainer().mba_mode() == config::TrainerConfig::ONLINE);
   // Bound so that a request is never larger than max_request_keys of the widest rows.
   uint32_t max_dim = 1;
   for (const auto& t : cfg.tables()) max_dim = std::max(max_dim, t.dim());

@@ -175,6 +175,12 @@ class Inspector {
     }
     std::vector<std::string> have;
     for (const auto& f : p.files) have.push_back(f.name);
+    // Optional: last-push steps (ttl_steps) and, in checkpoints, the lane's admission
+    // sketch and shared default row of the shard.
+    if (!t.text)
+      for (const char* extra : {".step.npy", ".sketch.npy", ".default.npy"})
+        if (std::find(have.begin(), have.end(), stem + extra) != have.end())
+          want.push_back(stem + extra);
     if (have != want) {
       std::string list;
       for (const auto& w : want) list += " " + w;
@@ -210,6 +216,11 @@ class Inspector {
       // Checkpoint state: float32 [rows, state_floats] (Adam's step count is a uint32 kept
       // in the bits of its float slot).
       if (mf.name.ends_with(".state.npy")) descr = "<f4", shape = {p.rows, t.state_floats};
+      // Per shard, not per row: the sketch's [depth, width] counters and the shared
+      // default row's weights then optimizer state.
+      if (mf.name.ends_with(".sketch.npy") && info.shape.size() == 2)
+        descr = "<u4", shape = info.shape;
+      if (mf.name.ends_with(".default.npy")) descr = "<f4", shape = {t.dim + t.state_floats};
       if (info.descr != descr || info.shape != shape)
         Problem(path + ": dtype " + info.descr + " shape of " + std::to_string(info.shape.size()) +
                 " dims, expected " + descr + " " +

@@ -176,6 +176,12 @@ std::string StepMetricsJson(const StepFigures& f) {
   j["pull_ms"] = JsonNumber(f.pull_ms, 3);
   j["push_ms"] = JsonNumber(f.push_ms, 3);
   j["allreduce_ms"] = JsonNumber(f.allreduce_ms, 3);
+  for (const StepFigures::Table& t : f.tables) {
+    Json& x = j["tables"][t.name];
+    x["admitted"] = t.admitted;
+    x["rejected"] = t.rejected;
+    x["evicted"] = t.evicted;
+  }
   return JsonLine(j);
 }
 

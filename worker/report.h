@@ -182,6 +182,15 @@ struct StepFigures {
   double loss = 0;               // mean over the step's samples
   double samples_per_s = 0;
   double step_ms = 0, pull_ms = 0, push_ms = 0, allreduce_ms = 0;
+  // Tables with admission or eviction (docs/design.md §5), since the previous line:
+  // IDs given a row (admitted_ids), IDs or keys refused one (rejected_ids +
+  // rejected_keys) and rows evicted, summed over the table's shards. Written as
+  // "tables":{"NAME":{"admitted":..,"rejected":..,"evicted":..}} when not empty.
+  struct Table {
+    std::string name;
+    uint64_t admitted = 0, rejected = 0, evicted = 0;
+  };
+  std::vector<Table> tables;
 };
 std::string StepMetricsJson(const StepFigures& f);
 // One evaluation's line of the metrics file; `why`: "step", "epoch" or "final".

@@ -195,6 +195,38 @@ Status Trainer::Init() {
   return Status::Ok();
 }
 
+Status Trainer::AdmissionFigures(StepFigures* f) {
+  if (admission_last_.empty()) {
+    for (int t = 0; t < cfg_.tables_size(); ++t) {
+      const auto& tc = cfg_.tables(t);
+      if (tc.admission().min_count() > 1 || tc.admission().probability() < 1.0 ||
+          tc.ttl_steps() > 0)
+        admission_tables_.push_back(t);
+    }
+    admission_last_.assign(cfg_.tables_size(), {0, 0, 0});
+  }
+  if (admission_tables_.empty()) return Status::Ok();
+  // One STATS round trip per server, only for jobs with such tables.
+  DIN_ASSIGN_OR_RETURN(auto stats, client_->Stats());
+  std::vector<std::array<uint64_t, 3>> now(cfg_.tables_size(), {0, 0, 0});
+  for (const auto& s : stats) {
+    if (s.table() >= now.size()) continue;
+    now[s.table()][0] += s.admitted_ids();
+    now[s.table()][1] += s.rejected_ids() + s.rejected_keys();
+    now[s.table()][2] += s.evicted_rows();
+  }
+  for (int t : admission_tables_) {
+    StepFigures::Table x;
+    x.name = cfg_.tables(t).name();
+    x.admitted = now[t][0] - std::min(now[t][0], admission_last_[t][0]);
+    x.rejected = now[t][1] - std::min(now[t][1], admission_last_[t][1]);
+    x.evicted = now[t][2] - std::min(now[t][2], admission_last_[t][2]);
+    f->tables.push_back(std::move(x));
+  }
+  admission_last_ = std::move(now);
+  return Status::Ok();
+}
+
 Status Trainer::Prepass() {
   const double t0 = Now();
   // Schema::Tables() index -> config table.
@@ -487,6 +519,7 @@ Status Trainer::RunEpoch(uint32_t epoch, StepReader* reader, bool resumed) {
       f.pull_ms = Latencies::Last(latencies_.pull_ms);
       f.push_ms = Latencies::Last(latencies_.push_ms);
       f.allreduce_ms = latencies_.allreduce_ms.back();
+      DIN_RETURN_IF_ERROR(AdmissionFigures(&f));
       metrics_.Write(StepMetricsJson(f));
     }
     Progress(false);

@@ -43,6 +43,7 @@
 // is async-signal-safe and may be called from a signal handler.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <cstdio>
 #include <functional>
@@ -210,6 +211,12 @@ class Trainer {
   double epoch_loss_sum_ = 0;
   uint64_t epoch_samples_ = 0;
   Latencies latencies_;
+  // Per-step admission and eviction figures (worker 0's metrics lines): the tables with
+  // admission (min_count > 1 or probability < 1) or ttl_steps, and their STATS totals
+  // at the previous line (admitted, rejected, evicted).
+  Status AdmissionFigures(StepFigures* f);
+  std::vector<int> admission_tables_;
+  std::vector<std::array<uint64_t, 3>> admission_last_;
   ProgressMeter progress_;
   MetricsFile metrics_;
   // Checkpoints.

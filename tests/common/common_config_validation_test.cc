@@ -188,11 +188,20 @@ TEST(ConfigValidationTest, Admission) {
   const std::string t = "config job.pbtxt: tables[0] (user): ";
   EXPECT_EQ(ErrorOf(WithUser("admission { min_count: 5 default_row: SHARED }")), "");
   EXPECT_EQ(ErrorOf(WithUser("admission { min_count: 5 }") + "trainer { mba_mode: PREPASS }"), "");
-  // Admission by count is exact only with PREPASS.
-  ExpectError(WithUser("admission { min_count: 5 }") + "trainer { mba_mode: ONLINE }",
-              t + "admission.min_count needs trainer.mba_mode: PREPASS (admission with ONLINE "
-                  "counting is not supported)");
+  // ONLINE admission counts in a sketch.
+  EXPECT_EQ(ErrorOf(WithUser("admission { min_count: 5 sketch_bytes: 4096 sketch_depth: 2 }") +
+                    "trainer { mba_mode: ONLINE }"),
+            "");
   EXPECT_EQ(ErrorOf(WithUser("admission { min_count: 1 }") + "trainer { mba_mode: ONLINE }"), "");
+  ExpectError(WithUser("admission { sketch_depth: 17 }"),
+              t + "admission.sketch_depth must be in 1..16, got 17");
+  ExpectError(WithUser("admission { sketch_depth: 4 sketch_bytes: 15 }"),
+              t + "admission.sketch_bytes must be in 16..2^40 (4 bytes per counter, "
+                  "sketch_depth rows), got 15");
+  ExpectError(WithUser("admission { probability: 0 }"),
+              t + "admission.probability must be in (0, 1], got 0.000000");
+  ExpectError(WithUser("admission { probability: 1.5 }"),
+              t + "admission.probability must be in (0, 1], got 1.500000");
   ExpectError(WithUser("admission { min_count: 1073741825 }"),
               t + "admission.min_count must be at most 2^30, got 1073741825");
 }

@@ -287,6 +287,14 @@ TEST(ReportTest, MetricsLines) {
             "\"step_ms\":1.5,\"pull_ms\":0.25,\"push_ms\":0.125,\"allreduce_ms\":2.25}");
   f.loss = NAN;
   EXPECT_TRUE(Json::parse(StepMetricsJson(f)).at("loss").is_null());
+  // Admission and eviction figures per table, when there are any.
+  f.loss = 0.5;
+  f.tables = {{"item", 7, 3, 0}, {"user", 0, 0, 12}};
+  EXPECT_EQ(StepMetricsJson(f),
+            "{\"step\":3,\"epoch\":1,\"samples\":96,\"loss\":0.5,\"samples_per_s\":1234.6,"
+            "\"step_ms\":1.5,\"pull_ms\":0.25,\"push_ms\":0.125,\"allreduce_ms\":2.25,"
+            "\"tables\":{\"item\":{\"admitted\":7,\"rejected\":3,\"evicted\":0},"
+            "\"user\":{\"admitted\":0,\"rejected\":0,\"evicted\":12}}}");
 
   EvalMetrics m;
   m.auc = 0.75;
