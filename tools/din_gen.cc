@@ -3,7 +3,7 @@
 //
 //   din_gen --out DIR [--rows 200000] [--test-rows 20000] [--users 10000]
 //           [--items 100000] [--cates 200] [--max-history 50] [--seed 1]
-//           [--zipf 1.1] [--write-probs]
+//           [--zipf 1.1] [--write-probs] [--day 0] [--drift 0]
 //
 // Writes DIR/train.tsv, DIR/test.tsv, DIR/bayes.json and, with --write-probs,
 // DIR/test_probs.txt (the true click probability of each test line, same order).
@@ -21,6 +21,16 @@
 //    behaviours relate to the candidate: a model seeing only the candidate cannot
 //    reach the ceiling, and a pooling that picks the relevant behaviours (attention)
 //    separates it better than a plain sum over many unrelated interests.
+//
+// Days: `--day D --drift F` writes day D of a series whose item population turns over.
+// Each popularity slot (a rank, with its category) holds a sequence of items; slot k
+// moves to its next item on the days where floor(D F + phase_k) grows (phase_k a hash
+// of k), so a fraction F of the slots gets a new item each day: new items appear
+// (taking over popular slots too) and the old ones stop appearing. A new item has a
+// new ID and quality. Users and their interests stay the same; the rows of each day
+// are a fresh sample, so the test split of day D + 1 is the next-day test for a model
+// trained on days <= D. Day 0 is the same for every F, and --day 0 (the default)
+// writes what din_gen wrote before days existed.
 //
 // Deterministic for a seed (each row has its own random stream). Memory depends on
 // users, items and categories, not on rows: train rows are written as generated, test
@@ -55,6 +65,8 @@ DEFINE_uint64(seed, 1, "random seed");
 DEFINE_double(zipf, 1.1, "Zipf exponent of item popularity");
 DEFINE_string(out, "", "output directory (created)");
 DEFINE_bool(write_probs, false, "also write OUT/test_probs.txt");
+DEFINE_uint32(day, 0, "day of a drifting series (0 = the first day)");
+DEFINE_double(drift, 0, "fraction of the item population that turns over per day, 0..1");
 
 namespace {
 
@@ -87,6 +99,13 @@ std::vector<double> ZipfCdf(size_t n, double s) {
   return cdf;
 }
 
+// How many times popularity slot `k` has turned over by day `day` (--drift, --day).
+uint64_t Generation(uint64_t seed, uint64_t k) {
+  if (FLAGS_day == 0 || FLAGS_drift <= 0) return 0;
+  const double phase = static_cast<double>(Mix64(Mix64(seed ^ 0x5eed) + k) >> 11) * 0x1p-53;
+  return static_cast<uint64_t>(std::floor(FLAGS_day * FLAGS_drift + phase));
+}
+
 struct World {
   uint64_t seed;
   std::vector<uint64_t> item_id;    // by rank
@@ -111,9 +130,12 @@ World BuildWorld() {
   w.cate_items.resize(cates);
   const uint64_t key = Mix64(w.seed ^ 0x17e3);
   for (uint64_t k = 0; k < items; ++k) {
-    w.item_id[k] = Scramble63(k + 1, key);
+    // The item in slot k today: generation g's item is number k + g * items.
+    const uint64_t item = k + Generation(w.seed, k) * items;
+    w.item_id[k] = Scramble63(item + 1, key);
     SplitMix64 rng(Mix64(w.seed * 0x2545f4914f6cdd1dULL + k) ^ 0x1a2b);
     w.item_cate[k] = Draw(cate_pop, rng.Uniform());
+    if (item != k) rng = SplitMix64(Mix64(w.seed * 0x2545f4914f6cdd1dULL + item) ^ 0x1a2b);
     const double u1 = std::max(rng.Uniform(), 1e-300), u2 = rng.Uniform();
     w.item_quality[k] = static_cast<float>(std::sqrt(-2 * std::log(u1)) * std::cos(2 * M_PI * u2));
     w.cate_items[w.item_cate[k]].push_back(static_cast<uint32_t>(k));
@@ -174,7 +196,8 @@ uint32_t DrawItem(const World& w, uint64_t user, bool from_interest, SplitMix64&
 
 // Row `index` of split `split` (0 train, 1 test) for `user`.
 void MakeRow(const World& w, int split, uint64_t index, uint64_t user, Row* row) {
-  SplitMix64 rng(Mix64(w.seed ^ Mix64((static_cast<uint64_t>(split) << 48) + index + 1)));
+  SplitMix64 rng(Mix64(w.seed ^ Mix64((static_cast<uint64_t>(split) << 48) + index + 1) ^
+                       (FLAGS_day ? Mix64(0xda7ULL + FLAGS_day) : 0)));
   row->user = user;
   const uint32_t len = static_cast<uint32_t>(rng.Next() % (FLAGS_max_history + 1ULL));
   row->history.clear();
@@ -223,7 +246,8 @@ din::Result<std::string> Generate() {
     TsvWriter out;
     DIN_RETURN_IF_ERROR(out.Open(FLAGS_out + "/train.tsv"));
     for (uint64_t i = 0; i < FLAGS_rows; ++i) {
-      const uint64_t user = Mix64(FLAGS_seed ^ Mix64(i + 0x77)) % FLAGS_users;
+      const uint64_t day_key = FLAGS_day ? Mix64(0xda7ULL + FLAGS_day) : 0;
+      const uint64_t user = Mix64(FLAGS_seed ^ Mix64(i + 0x77) ^ day_key) % FLAGS_users;
       MakeRow(world, 0, i, user, &row);
       train_pos += row.label;
       WriteRow(world, row, scratch, &out);
@@ -296,6 +320,10 @@ din::Result<std::string> Generate() {
   j["cates"] = FLAGS_cates;
   j["max_history"] = FLAGS_max_history;
   j["seed"] = FLAGS_seed;
+  if (FLAGS_day > 0 || FLAGS_drift > 0) {
+    j["day"] = FLAGS_day;
+    j["drift"] = din::JsonNumber(FLAGS_drift);
+  }
   const std::string json = din::JsonLine(j) + "\n";
   TsvWriter bayes;
   DIN_RETURN_IF_ERROR(bayes.Open(FLAGS_out + "/bayes.json"));
@@ -316,6 +344,10 @@ int main(int argc, char** argv) {
     usage_error = "--out DIR is required";
   else if (FLAGS_users == 0 || FLAGS_items == 0 || FLAGS_cates == 0)
     usage_error = "--users, --items and --cates must be > 0";
+  else if (!(FLAGS_drift >= 0 && FLAGS_drift <= 1))
+    usage_error = "--drift must be in [0, 1]";
+  else if (FLAGS_items > (1ULL << 62) / (FLAGS_day + 2ULL))
+    usage_error = "--items times --day too large for 63-bit item IDs";
   if (!usage_error.empty()) {
     std::fprintf(stderr, "din_gen: %s\nusage: %s\n", usage_error.c_str(), gflags::ProgramUsage());
     return 2;

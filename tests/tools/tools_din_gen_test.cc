@@ -4,8 +4,10 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <sstream>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -123,6 +125,67 @@ TEST(GenTest, BayesMetricsAndPlantedStructure) {
   std::printf("ceiling AUC %.4f GAUC %.4f, candidate-only AUC %.4f\n", auc, gauc, cand_auc);
 }
 
+// The item IDs (candidates and behaviours) of a din-tsv file.
+std::unordered_set<uint64_t> ItemIds(const std::string& path) {
+  std::unordered_set<uint64_t> ids;
+  std::istringstream in(ReadFile(path));
+  std::string line;
+  while (std::getline(in, line)) {
+    std::vector<std::string> cols;
+    std::istringstream fields(line);
+    for (std::string c; std::getline(fields, c, '\t');) cols.push_back(c);
+    if (cols.size() < 5) continue;
+    ids.insert(std::stoull(cols[2]));
+    std::istringstream hist(cols[4]);
+    for (std::string h; std::getline(hist, h, ',');) ids.insert(std::stoull(h));
+  }
+  return ids;
+}
+
+// Fraction of the IDs in `b` that also occur in `a`.
+double SharedFraction(const std::unordered_set<uint64_t>& a,
+                      const std::unordered_set<uint64_t>& b) {
+  size_t shared = 0;
+  for (uint64_t id : b) shared += a.count(id);
+  return b.empty() ? NAN : static_cast<double>(shared) / static_cast<double>(b.size());
+}
+
+TEST(GenTest, DaysWithDriftingItems) {
+  TempDir dir;
+  // Few items and many draws, so that each day's rows show (nearly) every item.
+  const std::string flags =
+      "--rows 6000 --test-rows 500 --users 300 --items 1000 --cates 20 --zipf 0.8 --seed 5";
+  ASSERT_EQ(RunCommand(Gen(dir / "plain", flags)), 0);
+  ASSERT_EQ(RunCommand(Gen(dir / "d0", flags + " --day 0 --drift 0.3")), 0);
+  ASSERT_EQ(RunCommand(Gen(dir / "d1", flags + " --day 1 --drift 0.3")), 0);
+  ASSERT_EQ(RunCommand(Gen(dir / "d1still", flags + " --day 1")), 0);
+  ASSERT_EQ(RunCommand(Gen(dir / "d2", flags + " --day 2 --drift 0.3")), 0);
+  // Day 0 is the output without the flags, whatever the drift.
+  for (const char* f : {"train.tsv", "test.tsv"})
+    EXPECT_EQ(ReadFile(dir / "plain/" + f), ReadFile(dir / "d0/" + f)) << f;
+  EXPECT_EQ(JsonField(ReadFile(dir / "d1/bayes.json"), "day"), 1);
+  EXPECT_TRUE(std::isnan(JsonField(ReadFile(dir / "plain/bayes.json"), "day")));
+  // Another day is another sample of rows.
+  EXPECT_NE(ReadFile(dir / "plain/train.tsv"), ReadFile(dir / "d1still/train.tsv"));
+  EXPECT_NE(ReadFile(dir / "plain/test.tsv"), ReadFile(dir / "d1still/test.tsv"));
+
+  const auto day0 = ItemIds(dir / "plain/train.tsv");
+  const auto day1 = ItemIds(dir / "d1/train.tsv");
+  const auto day2 = ItemIds(dir / "d2/train.tsv");
+  EXPECT_GT(day0.size(), 900u);
+  // Without drift the items stay; with drift 0.3 about 70% of day 1's items are day 0's,
+  // and the turnover continues on day 2.
+  EXPECT_GT(SharedFraction(day0, ItemIds(dir / "d1still/train.tsv")), 0.97);
+  const double shared01 = SharedFraction(day0, day1), shared12 = SharedFraction(day1, day2),
+               shared02 = SharedFraction(day0, day2);
+  EXPECT_NEAR(shared01, 0.7, 0.07);
+  EXPECT_NEAR(shared12, 0.7, 0.07);
+  EXPECT_NEAR(shared02, 0.4, 0.08);
+  // Tomorrow's test rows show items that today's training rows never did.
+  EXPECT_LT(SharedFraction(day0, ItemIds(dir / "d1/test.tsv")), 0.85);
+  std::printf("shared item IDs: day 0/1 %.3f, 1/2 %.3f, 0/2 %.3f\n", shared01, shared12, shared02);
+}
+
 TEST(GenTest, UsageAndOutputErrors) {
   TempDir dir;
   const std::string bin = DIN_GEN_BIN;
@@ -133,6 +196,8 @@ TEST(GenTest, UsageAndOutputErrors) {
   EXPECT_EQ(RunCommand(bin + " --out " + dir / "x --users 0 2> " + err), 2);
   EXPECT_EQ(ReadFile(err).rfind("din_gen: --users, --items and --cates must be > 0\n", 0), 0u)
       << ReadFile(err);
+  EXPECT_EQ(RunCommand(bin + " --out " + dir / "x --drift 1.5 2> " + err), 2);
+  EXPECT_EQ(ReadFile(err).rfind("din_gen: --drift must be in [0, 1]\n", 0), 0u) << ReadFile(err);
   // An output file that cannot be written: an error naming it, no abort.
   std::filesystem::create_directories(dir / "full");
   std::filesystem::create_symlink("/dev/full", dir / "full/train.tsv");
