@@ -173,7 +173,11 @@ World BuildWorld() {
   double acc = 0;
   for (double m : mass) w.global_cdf.push_back(acc += m);
   for (auto& x : w.global_cdf) x /= acc;
-  w.global_cdf.back() = 1.0;
+  // 1 from the last category with items on, so that no draw lands past it.
+  for (size_t c = w.cates.size(); c-- > 0;) {
+    w.global_cdf[c] = 1.0;
+    if (w.cates[c].n > 0) break;
+  }
   return w;
 }
 
