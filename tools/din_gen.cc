@@ -1,7 +1,7 @@
 // din_gen: a synthetic click log in din-tsv with a planted, target-aware interest
 // structure, and the Bayes-optimal AUC / GAUC of its test split.
 //
-//   din_gen --out DIR [--rows 200000] [--test-rows 20000] [--users 10000]
+//   din_gen --out DIR [--rows 200000] [--test-rows 50000] [--users 10000]
 //           [--items 100000] [--cates 200] [--max-history 50] [--seed 1]
 //           [--zipf 1.1] [--write-probs] [--day 0] [--drift 0]
 //
@@ -21,7 +21,7 @@
 //    is share_c^s sum_j (j + q_c)^-s. Draws within a category use rejection-inversion
 //    (tools/zipf.h, O(1) memory). An item's ID is its slot scrambled by a bijection of
 //    the 63-bit space (sparse, no collisions, fits in int64 too); its quality
-//    q ~ N(0, 1) is a hash of the slot.
+//    q ~ N(0, 1) is a hash of the same (the slot and, with --day, its generation).
 //  - Users: 2..5 interest categories with random weights, a hash of the user.
 //  - A row: a user (uniform); a history of 0..max_history behaviours, each from one of
 //    the user's interests (80%) or the global popularity (20%); a candidate from the
