@@ -144,6 +144,9 @@ def main():
     adagrad = []
     for table in ("user", "item", "cate"):
         adagrad.append("tables[%s].optimizer={adagrad {learning_rate: 0.05}}" % table)
+    # A server creates a PREPASS's rows within one ADMIT request: tens of millions of rows
+    # take minutes on a busy box, past the default 60 s.
+    adagrad.append("ps.request_timeout_ms=1800000")
 
     def gen(items, name):
         d = os.path.join(work, name)
