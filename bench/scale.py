@@ -7,8 +7,12 @@ is sampled (/proc, every 0.2 s) by role.
 
   bench/run.sh scale [--rows N] [--items N] [--users N] [--small_items N]
 
-Defaults: --rows 1000000 --items 500000000 --users 1000000 (about 25M distinct IDs in the
-training data) and --small_items 1000000. Not part of tests/run.sh (minutes, GBs).
+Defaults: the 100M-ID job, --rows 4000000 --items 10000000000 --users 100000000: din_gen
+with --zipf 0.3 gives 26.9 distinct IDs per training row at that many items (nearly every
+behaviour a new item; measured on 100k rows: 2.59M distinct items in 2.59M candidates and
+behaviours, 99.9k users), so about 107M distinct IDs; --small_items 1000000. Its servers
+need about 170 bytes of RSS per row (docs/scale_plan.md): some 18 GB for the training job,
+and a 2.4 GB training file (60 MB per 100k rows). Not part of tests/run.sh (minutes, GBs).
 
 Last line: {"bench":"scale","distinct_ids":...,"server_bytes_per_row":...,
 "train_samples_per_s":...,"small_job_samples_per_s":...,"prepass_fraction":...,
@@ -129,9 +133,9 @@ def dir_bytes(d):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default=os.environ.get("BUILD_DIR", os.path.join(ROOT, "build")))
-    ap.add_argument("--rows", type=int, default=1000000)
-    ap.add_argument("--items", type=int, default=500000000)
-    ap.add_argument("--users", type=int, default=1000000)
+    ap.add_argument("--rows", type=int, default=4000000)
+    ap.add_argument("--items", type=int, default=10000000000)
+    ap.add_argument("--users", type=int, default=100000000)
     ap.add_argument("--small_items", type=int, default=1000000)
     args = ap.parse_args()
     build = os.path.abspath(args.build)
@@ -140,6 +144,9 @@ def main():
     adagrad = []
     for table in ("user", "item", "cate"):
         adagrad.append("tables[%s].optimizer={adagrad {learning_rate: 0.05}}" % table)
+    # A server creates a PREPASS's rows within one ADMIT request: tens of millions of rows
+    # take minutes on a busy box, past the default 60 s.
+    adagrad.append("ps.request_timeout_ms=1800000")
 
     def gen(items, name):
         d = os.path.join(work, name)

@@ -1,6 +1,7 @@
 // din_dump: reads an embedding dump (layout: common/dump_format.h).
 //
-//   din_dump inspect DIR                         tables, rows, dims; verifies every file
+//   din_dump inspect DIR [--servers S]           tables, rows, dims, balance; verifies
+//                                                every file
 //   din_dump lookup DIR --table T --ids 1,2,3    prints "id<TAB>v1 v2 ..." per ID
 //   din_dump to-text DIR --table T               prints every row of T the same way
 //   din_dump export CKPT OUT                     the model of checkpoint CKPT, for others
@@ -11,6 +12,11 @@
 // that text parts have one well-formed line per row, that every ID (a delta's removed
 // IDs too) sits in the part its shard names, and that a series' row numbers ascend.
 // It exits non-zero on any problem, after listing all of them.
+// It also reports the balance, with the figures of the training summary's `shard_rows`
+// and `server_bytes` (worker/report.h ServerFiguresOf, the same computation): per table
+// the rows per shard (min, max, coefficient of variation), and the dump's bytes per
+// server under the job's placement (common/placement.h) when the number of servers is
+// known: a checkpoint records it, `--servers S` gives it for a dump.
 // Given a checkpoint (ckpt-STEP, worker/checkpoint.h), inspect also verifies CHECKPOINT,
 // _SUCCESS and every worker state, then inspects its tables/ as a dump; lookup and
 // to-text read its tables/.
@@ -47,9 +53,12 @@
 
 #include "common/dump_format.h"
 #include "common/hash.h"
+#include "common/placement.h"
+#include "common/proto/wire.pb.h"
 #include "common/status.h"
 #include "worker/checkpoint.h"
 #include "worker/export.h"
+#include "worker/report.h"
 
 namespace din {
 namespace {
@@ -121,7 +130,8 @@ bool ParseTextRow(const std::string& line, uint32_t dim, uint64_t* id, std::vect
 
 class Inspector {
  public:
-  explicit Inspector(std::string dir) : dir_(std::move(dir)) {}
+  // `servers`: the job's number of servers, 0 when not known.
+  Inspector(std::string dir, int servers) : dir_(std::move(dir)), servers_(servers) {}
 
   int Run() {
     Result<Manifest> m = LoadDump(dir_);
@@ -132,10 +142,16 @@ class Inspector {
     std::printf("dump %s: step %llu, %zu tables\n", dir_.c_str(),
                 static_cast<unsigned long long>(m->step), m->tables.size());
     uint64_t files = 0;
-    for (const ManifestTable& t : m->tables) {
+    const ServerFigures balance = Balance(*m);
+    for (size_t i = 0; i < m->tables.size(); ++i) {
+      const ManifestTable& t = m->tables[i];
       std::printf("  table %s: dim %u, shards %u, rows %llu, format %s%s\n", t.name.c_str(), t.dim,
                   t.shards, static_cast<unsigned long long>(t.rows), t.text ? "text" : "npy",
                   t.counts ? " + counts" : "");
+      const ShardBalance& b = balance.balance[i];
+      std::printf("    rows per shard: min %llu, max %llu, cv %.4f\n",
+                  static_cast<unsigned long long>(b.min), static_cast<unsigned long long>(b.max),
+                  b.cv);
       uint64_t rows = 0;
       for (const ManifestPart& p : t.parts) {
         rows += p.rows;
@@ -146,6 +162,16 @@ class Inspector {
         Problem("table " + t.name + ": parts hold " + std::to_string(rows) + " rows, table line " +
                 std::to_string(t.rows));
     }
+    if (servers_ > 0) {
+      std::printf("  dump bytes per server (%d servers):", servers_);
+      uint64_t lo = UINT64_MAX, hi = 0;
+      for (uint64_t b : balance.server_bytes) {
+        std::printf(" %llu", static_cast<unsigned long long>(b));
+        lo = std::min(lo, b);
+        hi = std::max(hi, b);
+      }
+      std::printf("; max / min %.4f\n", lo > 0 ? static_cast<double>(hi) / lo : 0.0);
+    }
     if (problems_ > 0) {
       std::fprintf(stderr, "din_dump inspect: %s: %d problem(s)\n", dir_.c_str(), problems_);
       return 1;
@@ -155,6 +181,32 @@ class Inspector {
   }
 
  private:
+  // The summary's balance figures from the parts: rows per shard, and per server the
+  // bytes of its parts' files (the placement of a config with the MANIFEST's tables).
+  ServerFigures Balance(const Manifest& m) const {
+    config::TrainConfig cfg;
+    std::vector<wire::ShardStats> stats;
+    for (size_t i = 0; i < m.tables.size(); ++i) {
+      const ManifestTable& t = m.tables[i];
+      config::TableConfig* tc = cfg.add_tables();
+      tc->set_name(t.name);
+      tc->set_shards(t.shards);
+      for (const ManifestPart& p : t.parts) {
+        wire::ShardStats& s = stats.emplace_back();
+        s.set_table(static_cast<uint32_t>(i));
+        s.set_shard(p.shard);
+        s.set_rows(p.rows);
+        uint64_t bytes = 0;
+        for (const ManifestFile& f : p.files) bytes += f.bytes;
+        s.set_bytes(bytes);
+      }
+    }
+    const Placement placement(cfg, std::vector<int>(std::max(servers_, 1), 1));
+    return ServerFiguresOf(stats, cfg, servers_, [&](int t, uint32_t shard) {
+      return placement.ServerOf(placement.GlobalShard(t, shard));
+    });
+  }
+
   void Problem(const std::string& what) {
     ++problems_;
     std::fprintf(stderr, "PROBLEM: %s\n", what.c_str());
@@ -291,6 +343,7 @@ class Inspector {
   }
 
   const std::string dir_;
+  const int servers_;
   int problems_ = 0;
 };
 
@@ -650,7 +703,7 @@ int Merge(const std::vector<std::string>& inputs, const std::string& out) {
 
 int Usage() {
   std::fprintf(stderr,
-               "usage: din_dump inspect DIR\n"
+               "usage: din_dump inspect DIR [--servers S]\n"
                "       din_dump lookup DIR --table T --ids 1,2,3\n"
                "       din_dump to-text DIR --table T\n"
                "       din_dump export CKPT OUT\n"
@@ -667,12 +720,13 @@ int Main(int argc, char** argv) {
     if (argc < 4) return Usage();
     return Merge(std::vector<std::string>(argv + 2, argv + argc - 1), argv[argc - 1]);
   }
-  std::string table, ids_arg;
+  std::string table, ids_arg, servers_arg;
   for (int i = 3; i < argc; ++i) {
     std::string a = argv[i];
     std::string* dst = nullptr;
     if (a == "--table" || a.starts_with("--table=")) dst = &table;
     if (a == "--ids" || a.starts_with("--ids=")) dst = &ids_arg;
+    if (cmd == "inspect" && (a == "--servers" || a.starts_with("--servers="))) dst = &servers_arg;
     if (dst == nullptr) return Usage();
     const size_t eq = a.find('=');
     if (eq != std::string::npos) {
@@ -687,6 +741,15 @@ int Main(int argc, char** argv) {
   const bool checkpoint = std::filesystem::exists(dir + "/" + kCheckpointManifestName, ec);
   const std::string tables = checkpoint ? dir + "/tables" : dir;
   if (cmd == "inspect") {
+    int servers = 0;
+    if (!servers_arg.empty()) {
+      auto [p, ec2] =
+          std::from_chars(servers_arg.data(), servers_arg.data() + servers_arg.size(), servers);
+      if (ec2 != std::errc() || p != servers_arg.data() + servers_arg.size() || servers < 1 ||
+          servers > 65536)
+        return Fail(Status::InvalidArgument("--servers: '" + servers_arg +
+                                            "' is not a number of servers (1..65536)"));
+    }
     if (checkpoint) {
       auto m = VerifyCheckpoint(dir);
       if (!m.ok()) {
@@ -695,8 +758,9 @@ int Main(int argc, char** argv) {
       }
       std::printf("checkpoint %s: step %llu, epoch %u, %u worker state(s) verified\n", dir.c_str(),
                   static_cast<unsigned long long>(m->step()), m->epoch() + 1, m->workers());
+      if (servers == 0) servers = static_cast<int>(m->servers());
     }
-    return Inspector(tables).Run();
+    return Inspector(tables, servers).Run();
   }
   if (table.empty()) return Usage();
   if (cmd == "to-text") return ToText(tables, table);

@@ -1,18 +1,28 @@
 // din_gen: a synthetic click log in din-tsv with a planted, target-aware interest
 // structure, and the Bayes-optimal AUC / GAUC of its test split.
 //
-//   din_gen --out DIR [--rows 200000] [--test-rows 20000] [--users 10000]
+//   din_gen --out DIR [--rows 200000] [--test-rows 50000] [--users 10000]
 //           [--items 100000] [--cates 200] [--max-history 50] [--seed 1]
 //           [--zipf 1.1] [--write-probs] [--day 0] [--drift 0]
 //
 // Writes DIR/train.tsv, DIR/test.tsv, DIR/bayes.json and, with --write-probs,
 // DIR/test_probs.txt (the true click probability of each test line, same order).
 //
-// The world:
-//  - Items: popularity Zipf(--zipf) over ranks; IDs are the ranks scrambled by a
-//    bijection of the 63-bit space (sparse, no collisions, fit in int64 too).
-//    Each item has a category (category sizes are Zipf(0.8)) and a quality q ~ N(0, 1).
-//  - Users: 2..5 interest categories with random weights.
+// The world (nothing in it is stored per item or per user: memory depends on --cates
+// only, so --items and --users may be in the billions):
+//  - Categories: item shares Zipf(0.8); category c holds the contiguous block of n_c
+//    item slots [start_c, start_c + n_c) (n_c = its share of --items).
+//  - Items: popularity Zipf(--zipf) over global ranks, the ranks spread over the
+//    categories at random in proportion to their shares. Within category c the items
+//    then follow the global ranks: local rank j has weight (j + q_c)^-s with
+//    q_c = share_c (r_c + 1), r_c the global rank of the category's most popular item
+//    (each of the first 2^16 ranks draws its category; a category none of them drew
+//    gets 2^16 + Geometric(share_c)), and the category's share of all global popularity
+//    is share_c^s sum_j (j + q_c)^-s. Draws within a category use rejection-inversion
+//    (tools/zipf.h, O(1) memory). An item's ID is its slot scrambled by a bijection of
+//    the 63-bit space (sparse, no collisions, fits in int64 too); its quality
+//    q ~ N(0, 1) is a hash of the same (the slot and, with --day, its generation).
+//  - Users: 2..5 interest categories with random weights, a hash of the user.
 //  - A row: a user (uniform); a history of 0..max_history behaviours, each from one of
 //    the user's interests (80%) or the global popularity (20%); a candidate from the
 //    user's interests (50%) or the global popularity (50%).
@@ -23,19 +33,19 @@
 //    separates it better than a plain sum over many unrelated interests.
 //
 // Days: `--day D --drift F` writes day D of a series whose item population turns over.
-// Each popularity slot (a rank, with its category) holds a sequence of items; slot k
+// Each item slot (a category's local rank) holds a sequence of items; slot k
 // moves to its next item on the days where floor(D F + phase_k) grows (phase_k a hash
 // of k), so a fraction F of the slots gets a new item each day: new items appear
 // (taking over popular slots too) and the old ones stop appearing. A new item has a
 // new ID and quality. Users and their interests stay the same; the rows of each day
 // are a fresh sample, so the test split of day D + 1 is the next-day test for a model
-// trained on days <= D. Day 0 is the same for every F, and --day 0 (the default)
-// writes what din_gen wrote before days existed.
+// trained on days <= D. Day 0 is the same for every F, and is what din_gen writes
+// without --day.
 //
-// Deterministic for a seed (each row has its own random stream). Memory depends on
-// users, items and categories, not on rows: train rows are written as generated, test
-// rows user by user (per-user AUC on the fly, global AUC from a 2^20-bin histogram of
-// p, exact up to pairs whose p differ by less than 2^-20).
+// Deterministic for a seed (each row has its own random stream). Memory depends on the
+// categories alone, not on rows, items or users: train rows are written as generated,
+// test rows user by user (per-user AUC on the fly, global AUC from a 2^20-bin histogram
+// of p, exact up to pairs whose p differ by less than 2^-20).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -54,6 +64,7 @@
 #include "common/rng.h"
 #include "common/status.h"
 #include "common/tsv_writer.h"
+#include "tools/zipf.h"
 
 DEFINE_uint64(rows, 200000, "training rows");
 DEFINE_uint64(test_rows, 50000, "test rows (spread evenly over the users)");
@@ -76,6 +87,7 @@ using din::Status;
 using din::TsvWriter;
 
 constexpr uint64_t kMask63 = (1ULL << 63) - 1;
+constexpr uint64_t kHead = 1 << 16;  // global ranks whose category is drawn one by one
 
 // A bijection of [0, 2^63): xor-shifts and odd multiplications, all invertible mod 2^63.
 uint64_t Scramble63(uint64_t x, uint64_t key) {
@@ -99,120 +111,159 @@ std::vector<double> ZipfCdf(size_t n, double s) {
   return cdf;
 }
 
-// How many times popularity slot `k` has turned over by day `day` (--drift, --day).
+// How many times item slot `k` has turned over by day `day` (--drift, --day).
 uint64_t Generation(uint64_t seed, uint64_t k) {
   if (FLAGS_day == 0 || FLAGS_drift <= 0) return 0;
   const double phase = static_cast<double>(Mix64(Mix64(seed ^ 0x5eed) + k) >> 11) * 0x1p-53;
   return static_cast<uint64_t>(std::floor(FLAGS_day * FLAGS_drift + phase));
 }
 
+struct Category {
+  uint64_t start = 0, n = 0;  // item slots [start, start + n)
+  din::ZipfSampler local;     // local rank within the category
+};
+
 struct World {
-  uint64_t seed;
-  std::vector<uint64_t> item_id;    // by rank
-  std::vector<uint32_t> item_cate;  // by rank, 0-based category
-  std::vector<float> item_quality;
-  std::vector<double> item_cdf;                   // global popularity
-  std::vector<std::vector<uint32_t>> cate_items;  // ranks, most popular first
-  std::vector<std::vector<double>> cate_cdf;      // popularity within the category
-  std::vector<uint32_t> user_interest_begin;      // CSR into the two below
-  std::vector<uint32_t> user_interest_cate;
-  std::vector<double> user_interest_cdf;
+  uint64_t seed, key;
+  std::vector<Category> cates;
+  std::vector<double> cate_share_cdf;  // Zipf(0.8): item shares and user interests
+  std::vector<double> global_cdf;      // the category of a draw by global popularity
+  uint32_t top_cate;                   // the category with the most global popularity
 };
 
 World BuildWorld() {
   World w;
   w.seed = FLAGS_seed;
-  const uint64_t items = FLAGS_items, cates = FLAGS_cates, users = FLAGS_users;
-  const std::vector<double> cate_pop = ZipfCdf(cates, 0.8);
-  w.item_id.resize(items);
-  w.item_cate.resize(items);
-  w.item_quality.resize(items);
-  w.cate_items.resize(cates);
-  const uint64_t key = Mix64(w.seed ^ 0x17e3);
-  for (uint64_t k = 0; k < items; ++k) {
-    // The item in slot k today: generation g's item is number k + g * items.
-    const uint64_t item = k + Generation(w.seed, k) * items;
-    w.item_id[k] = Scramble63(item + 1, key);
-    SplitMix64 rng(Mix64(w.seed * 0x2545f4914f6cdd1dULL + k) ^ 0x1a2b);
-    w.item_cate[k] = Draw(cate_pop, rng.Uniform());
-    if (item != k) rng = SplitMix64(Mix64(w.seed * 0x2545f4914f6cdd1dULL + item) ^ 0x1a2b);
-    const double u1 = std::max(rng.Uniform(), 1e-300), u2 = rng.Uniform();
-    w.item_quality[k] = static_cast<float>(std::sqrt(-2 * std::log(u1)) * std::cos(2 * M_PI * u2));
-    w.cate_items[w.item_cate[k]].push_back(static_cast<uint32_t>(k));
+  w.key = Mix64(w.seed ^ 0x17e3);
+  const uint64_t items = FLAGS_items, cates = FLAGS_cates;
+  w.cate_share_cdf = ZipfCdf(cates, 0.8);
+  w.cates.resize(cates);
+  std::vector<double> mass(cates, 0.0);
+  const auto slot_bound = [&](uint64_t c) {  // start of category c's block
+    if (c == 0) return uint64_t{0};
+    if (c == cates) return items;
+    return std::min(items, static_cast<uint64_t>(
+                               std::llround(static_cast<double>(items) * w.cate_share_cdf[c - 1])));
+  };
+  // The global rank of each category's most popular item: the first kHead ranks get a
+  // category each (by share), as the ranks of a table would; a category none of them
+  // got starts at kHead + Geometric(share).
+  const uint64_t head = std::min<uint64_t>(items, kHead);
+  std::vector<double> first_rank(cates, -1.0);
+  for (uint64_t k = 0; k < head; ++k) {
+    const double u = static_cast<double>(Mix64(Mix64(w.seed ^ 0x4ead) + k) >> 11) * 0x1p-53;
+    const uint32_t c = Draw(w.cate_share_cdf, u);
+    if (first_rank[c] < 0) first_rank[c] = static_cast<double>(k);
   }
-  w.item_cdf = ZipfCdf(items, FLAGS_zipf);
-  w.cate_cdf.resize(cates);
   for (uint64_t c = 0; c < cates; ++c) {
-    if (w.cate_items[c].empty()) continue;
-    // Within a category, popularity follows the global ranks.
-    auto& cdf = w.cate_cdf[c];
-    double acc = 0;
-    for (uint32_t k : w.cate_items[c]) cdf.push_back(acc += std::pow(k + 1.0, -FLAGS_zipf));
-    for (auto& x : cdf) x /= acc;
-    cdf.back() = 1.0;
+    Category& cat = w.cates[c];
+    cat.start = slot_bound(c);
+    cat.n = std::max(cat.start, slot_bound(c + 1)) - cat.start;
+    if (cat.n == 0) continue;
+    const double share = w.cate_share_cdf[c] - (c ? w.cate_share_cdf[c - 1] : 0.0);
+    if (first_rank[c] < 0) {
+      const double u = static_cast<double>(Mix64(Mix64(w.seed ^ 0xca7e) + c) >> 11) * 0x1p-53;
+      first_rank[c] = static_cast<double>(head) +
+                      (share >= 1 ? 0 : std::floor(std::log1p(-u) / std::log1p(-share)));
+    }
+    cat.local = din::ZipfSampler(cat.n, FLAGS_zipf, share * (first_rank[c] + 1));
+    mass[c] = std::pow(share, FLAGS_zipf) * cat.local.Mass();
   }
-  w.user_interest_begin.push_back(0);
-  for (uint64_t u = 0; u < users; ++u) {
-    SplitMix64 rng(Mix64(w.seed * 0x9e3779b97f4a7c15ULL + u) ^ 0x3c4d);
-    const uint32_t n = 2 + static_cast<uint32_t>(rng.Next() % 4);
-    std::vector<uint32_t> picked;
-    for (int tries = 0; picked.size() < n && tries < 100; ++tries) {
-      const uint32_t c = Draw(cate_pop, rng.Uniform());
-      if (!w.cate_items[c].empty() && std::find(picked.begin(), picked.end(), c) == picked.end())
-        picked.push_back(c);
-    }
-    if (picked.empty()) picked.push_back(w.item_cate[0]);
-    double acc = 0;
-    std::vector<double> cdf;
-    for (size_t i = 0; i < picked.size(); ++i) cdf.push_back(acc += 0.2 + 0.8 * rng.Uniform());
-    for (size_t i = 0; i < picked.size(); ++i) {
-      w.user_interest_cate.push_back(picked[i]);
-      w.user_interest_cdf.push_back(i + 1 == picked.size() ? 1.0 : cdf[i] / acc);
-    }
-    w.user_interest_begin.push_back(static_cast<uint32_t>(w.user_interest_cate.size()));
+  w.top_cate = static_cast<uint32_t>(std::max_element(mass.begin(), mass.end()) - mass.begin());
+  double acc = 0;
+  for (double m : mass) w.global_cdf.push_back(acc += m);
+  for (auto& x : w.global_cdf) x /= acc;
+  // 1 from the last category with items on, so that no draw lands past it.
+  for (size_t c = w.cates.size(); c-- > 0;) {
+    w.global_cdf[c] = 1.0;
+    if (w.cates[c].n > 0) break;
   }
   return w;
 }
 
+// A user's interests: up to 5 categories and the cumulative weights of choosing them.
+struct Interests {
+  uint32_t n = 0;
+  uint32_t cate[5];
+  double cdf[5];
+};
+
+Interests UserInterests(const World& w, uint64_t user) {
+  Interests in;
+  SplitMix64 rng(Mix64(w.seed * 0x9e3779b97f4a7c15ULL + user) ^ 0x3c4d);
+  const uint32_t n = 2 + static_cast<uint32_t>(rng.Next() % 4);
+  for (int tries = 0; in.n < n && tries < 100; ++tries) {
+    const uint32_t c = Draw(w.cate_share_cdf, rng.Uniform());
+    if (w.cates[c].n > 0 && std::find(in.cate, in.cate + in.n, c) == in.cate + in.n)
+      in.cate[in.n++] = c;
+  }
+  if (in.n == 0) in.cate[in.n++] = w.top_cate;
+  double acc = 0;
+  for (uint32_t i = 0; i < in.n; ++i) in.cdf[i] = acc += 0.2 + 0.8 * rng.Uniform();
+  for (uint32_t i = 0; i < in.n; ++i) in.cdf[i] = i + 1 == in.n ? 1.0 : in.cdf[i] / acc;
+  return in;
+}
+
+struct Item {
+  uint64_t slot;
+  uint32_t cate;  // 0-based
+};
+
+// The item in `slot` today (generation g's item is number slot + g * items): its ID and
+// quality.
+uint64_t ItemNumber(const World& w, uint64_t slot) {
+  return slot + Generation(w.seed, slot) * FLAGS_items;
+}
+uint64_t ItemId(const World& w, uint64_t slot) {
+  return Scramble63(ItemNumber(w, slot) + 1, w.key);
+}
+double ItemQuality(const World& w, uint64_t slot) {
+  SplitMix64 rng(Mix64(w.seed * 0x2545f4914f6cdd1dULL + ItemNumber(w, slot)) ^ 0x1a2b);
+  const double u1 = std::max(rng.Uniform(), 1e-300), u2 = rng.Uniform();
+  return static_cast<float>(std::sqrt(-2 * std::log(u1)) * std::cos(2 * M_PI * u2));
+}
+
 struct Row {
   uint64_t user;
-  uint32_t item;                  // rank
-  std::vector<uint32_t> history;  // ranks, oldest first
+  Item item;
+  std::vector<Item> history;  // oldest first
   double p;
   int label;
 };
 
-uint32_t DrawItem(const World& w, uint64_t user, bool from_interest, SplitMix64& rng) {
+Item DrawItem(const World& w, const Interests& in, bool from_interest, SplitMix64& rng) {
+  uint32_t c;
   if (from_interest) {
-    const uint32_t b = w.user_interest_begin[user], e = w.user_interest_begin[user + 1];
     const double u = rng.Uniform();
-    uint32_t i = b;
-    while (i + 1 < e && w.user_interest_cdf[i] <= u) ++i;
-    const uint32_t c = w.user_interest_cate[i];
-    return w.cate_items[c][Draw(w.cate_cdf[c], rng.Uniform())];
+    uint32_t i = 0;
+    while (i + 1 < in.n && in.cdf[i] <= u) ++i;
+    c = in.cate[i];
+  } else {
+    c = Draw(w.global_cdf, rng.Uniform());
   }
-  return Draw(w.item_cdf, rng.Uniform());
+  const Category& cat = w.cates[c];
+  return {cat.start + cat.local.Draw([&rng] { return rng.Uniform(); }), c};
 }
 
 // Row `index` of split `split` (0 train, 1 test) for `user`.
-void MakeRow(const World& w, int split, uint64_t index, uint64_t user, Row* row) {
+void MakeRow(const World& w, int split, uint64_t index, uint64_t user, const Interests& in,
+             Row* row) {
   SplitMix64 rng(Mix64(w.seed ^ Mix64((static_cast<uint64_t>(split) << 48) + index + 1) ^
                        (FLAGS_day ? Mix64(0xda7ULL + FLAGS_day) : 0)));
   row->user = user;
   const uint32_t len = static_cast<uint32_t>(rng.Next() % (FLAGS_max_history + 1ULL));
   row->history.clear();
   for (uint32_t j = 0; j < len; ++j)
-    row->history.push_back(DrawItem(w, user, rng.Uniform() < 0.8, rng));
-  row->item = DrawItem(w, user, rng.Uniform() < 0.5, rng);
-  const uint32_t cate = w.item_cate[row->item];
+    row->history.push_back(DrawItem(w, in, rng.Uniform() < 0.8, rng));
+  row->item = DrawItem(w, in, rng.Uniform() < 0.5, rng);
   double m = 0;
   bool repeat = false;
-  for (uint32_t h : row->history) {
-    m += w.item_cate[h] == cate ? 1 : 0;
-    repeat |= h == row->item;
+  for (const Item& h : row->history) {
+    m += h.cate == row->item.cate ? 1 : 0;
+    repeat |= h.slot == row->item.slot;
   }
-  const double logit =
-      -2.0 + 0.6 * w.item_quality[row->item] + 3.0 * (1 - std::exp(-m / 2)) + (repeat ? 0.5 : 0);
+  const double logit = -2.0 + 0.6 * ItemQuality(w, row->item.slot) + 3.0 * (1 - std::exp(-m / 2)) +
+                       (repeat ? 0.5 : 0);
   row->p = 1 / (1 + std::exp(-logit));
   row->label = rng.Uniform() < row->p ? 1 : 0;
 }
@@ -223,12 +274,12 @@ void WriteRow(const World& w, const Row& row, std::vector<uint64_t> (&scratch)[2
   auto& [items, cates] = scratch;
   items.clear();
   cates.clear();
-  for (uint32_t h : row.history) {
-    items.push_back(w.item_id[h]);
-    cates.push_back(static_cast<uint64_t>(w.item_cate[h]) + 1);
+  for (const Item& h : row.history) {
+    items.push_back(ItemId(w, h.slot));
+    cates.push_back(static_cast<uint64_t>(h.cate) + 1);
   }
-  out->DinTsvRow(static_cast<uint64_t>(row.label), row.user + 1, w.item_id[row.item],
-                 static_cast<uint64_t>(w.item_cate[row.item]) + 1, items, cates);
+  out->DinTsvRow(static_cast<uint64_t>(row.label), row.user + 1, ItemId(w, row.item.slot),
+                 static_cast<uint64_t>(row.item.cate) + 1, items, cates);
 }
 
 // Generates the data set into FLAGS_out and returns the bayes.json line.
@@ -248,7 +299,7 @@ din::Result<std::string> Generate() {
     for (uint64_t i = 0; i < FLAGS_rows; ++i) {
       const uint64_t day_key = FLAGS_day ? Mix64(0xda7ULL + FLAGS_day) : 0;
       const uint64_t user = Mix64(FLAGS_seed ^ Mix64(i + 0x77) ^ day_key) % FLAGS_users;
-      MakeRow(world, 0, i, user, &row);
+      MakeRow(world, 0, i, user, UserInterests(world, user), &row);
       train_pos += row.label;
       WriteRow(world, row, scratch, &out);
     }
@@ -266,12 +317,16 @@ din::Result<std::string> Generate() {
     TsvWriter out, probs;
     DIN_RETURN_IF_ERROR(out.Open(FLAGS_out + "/test.tsv"));
     if (FLAGS_write_probs) DIN_RETURN_IF_ERROR(probs.Open(FLAGS_out + "/test_probs.txt"));
-    for (uint64_t u = 0; u < FLAGS_users; ++u) {
+    // Users past test_rows % users get test_rows / users rows: none when that is 0.
+    const uint64_t test_users = FLAGS_test_rows < FLAGS_users ? FLAGS_test_rows : FLAGS_users;
+    for (uint64_t u = 0; u < test_users; ++u) {
       const uint64_t n = FLAGS_test_rows / FLAGS_users + (u < FLAGS_test_rows % FLAGS_users);
       user_labels.clear();
       user_probs.clear();
+      if (n == 0) continue;
+      const Interests interests = UserInterests(world, u);
       for (uint64_t k = 0; k < n; ++k, ++index) {
-        MakeRow(world, 1, index, u, &row);
+        MakeRow(world, 1, index, u, interests, &row);
         WriteRow(world, row, scratch, &out);
         if (FLAGS_write_probs) {
           char buf[32];
@@ -344,6 +399,8 @@ int main(int argc, char** argv) {
     usage_error = "--out DIR is required";
   else if (FLAGS_users == 0 || FLAGS_items == 0 || FLAGS_cates == 0)
     usage_error = "--users, --items and --cates must be > 0";
+  else if (!(FLAGS_zipf >= 0 && FLAGS_zipf <= 20))
+    usage_error = "--zipf must be in [0, 20]";
   else if (!(FLAGS_drift >= 0 && FLAGS_drift <= 1))
     usage_error = "--drift must be in [0, 1]";
   else if (FLAGS_items > (1ULL << 62) / (FLAGS_day + 2ULL))

@@ -1,6 +1,11 @@
 // din_gen: determinism, its Bayes AUC/GAUC against an independent computation, the
 // planted structure (a candidate-only model stays clearly below the ceiling), and the
 // round trip generator -> reader.
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -125,16 +130,26 @@ TEST(GenTest, BayesMetricsAndPlantedStructure) {
   std::printf("ceiling AUC %.4f GAUC %.4f, candidate-only AUC %.4f\n", auc, gauc, cand_auc);
 }
 
+// The six columns of a din-tsv line.
+std::vector<std::string> Columns(const std::string& line) {
+  std::vector<std::string> cols(1);
+  for (char ch : line) {
+    if (ch == '\t')
+      cols.emplace_back();
+    else
+      cols.back() += ch;
+  }
+  cols.resize(6);
+  return cols;
+}
+
 // The item IDs (candidates and behaviours) of a din-tsv file.
 std::unordered_set<uint64_t> ItemIds(const std::string& path) {
   std::unordered_set<uint64_t> ids;
   std::istringstream in(ReadFile(path));
   std::string line;
   while (std::getline(in, line)) {
-    std::vector<std::string> cols;
-    std::istringstream fields(line);
-    for (std::string c; std::getline(fields, c, '\t');) cols.push_back(c);
-    if (cols.size() < 5) continue;
+    const std::vector<std::string> cols = Columns(line);
     ids.insert(std::stoull(cols[2]));
     std::istringstream hist(cols[4]);
     for (std::string h; std::getline(hist, h, ',');) ids.insert(std::stoull(h));
@@ -184,6 +199,85 @@ TEST(GenTest, DaysWithDriftingItems) {
   // Tomorrow's test rows show items that today's training rows never did.
   EXPECT_LT(SharedFraction(day0, ItemIds(dir / "d1/test.tsv")), 0.85);
   std::printf("shared item IDs: day 0/1 %.3f, 1/2 %.3f, 0/2 %.3f\n", shared01, shared12, shared02);
+}
+
+// Runs din_gen with `args` (stdout discarded) and returns its peak RSS in KiB, -1 on
+// failure.
+long GenPeakRssKib(const std::vector<std::string>& args) {
+  std::vector<char*> argv;
+  std::string bin = DIN_GEN_BIN;
+  argv.push_back(bin.data());
+  std::vector<std::string> copy = args;
+  for (auto& a : copy) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const int devnull = open("/dev/null", O_WRONLY);
+    dup2(devnull, 1);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  int status = 0;
+  struct rusage ru {};
+  if (pid < 0 || wait4(pid, &status, 0, &ru) != pid || !WIFEXITED(status) ||
+      WEXITSTATUS(status) != 0)
+    return -1;
+  return ru.ru_maxrss;
+}
+
+// Number of candidate and behaviour slots in `path` per category (1-based column value).
+std::unordered_map<uint64_t, double> DrawsPerCategory(const std::string& path) {
+  std::unordered_map<uint64_t, double> draws;
+  std::istringstream in(ReadFile(path));
+  std::string line;
+  while (std::getline(in, line)) {
+    const std::vector<std::string> cols = Columns(line);
+    draws[std::stoull(cols[3])] += 1;
+    std::istringstream hist(cols[5]);
+    for (std::string h; std::getline(hist, h, ',');) draws[std::stoull(h)] += 1;
+  }
+  return draws;
+}
+
+TEST(GenTest, MemoryIndependentOfItemsAndDistinctIds) {
+  TempDir dir;
+  // Uniform popularity within a category (--zipf 0): category c holds
+  // n_c = round(items F(c)) - round(items F(c - 1)) items, F the Zipf(0.8) share CDF, so
+  // D_c draws show n_c (1 - (1 - 1/n_c)^D_c) distinct items on average.
+  const uint64_t cates = 50;
+  std::vector<double> share_cdf(cates);
+  double acc = 0;
+  for (uint64_t c = 0; c < cates; ++c) share_cdf[c] = acc += std::pow(c + 1.0, -0.8);
+  for (auto& x : share_cdf) x /= acc;
+  long rss[2] = {0, 0};
+  const uint64_t items_of[2] = {100000, 1000000000};
+  for (int i = 0; i < 2; ++i) {
+    const std::string out = dir / ("items" + std::to_string(i));
+    rss[i] = GenPeakRssKib({"--out", out, "--rows", "3000", "--test-rows", "300", "--users",
+                            "1000000", "--items", std::to_string(items_of[i]), "--cates",
+                            std::to_string(cates), "--zipf", "0", "--seed", "4"});
+    ASSERT_GT(rss[i], 0) << "din_gen failed";
+    const double items = static_cast<double>(items_of[i]);
+    double expected = 0, draws = 0;
+    for (const auto& [cate, d] : DrawsPerCategory(out + "/train.tsv")) {
+      const uint64_t c = cate - 1;
+      const double n =
+          std::round(items * share_cdf[c]) - (c ? std::round(items * share_cdf[c - 1]) : 0);
+      expected += n * (1 - std::pow(1 - 1 / n, d));
+      draws += d;
+    }
+    const double distinct = static_cast<double>(ItemIds(out + "/train.tsv").size());
+    EXPECT_NEAR(distinct, expected, 0.02 * expected) << "items " << items_of[i];
+    std::printf("items %lu: %.0f draws, %.0f distinct IDs (expected %.0f), peak RSS %ld KiB\n",
+                static_cast<unsigned long>(items_of[i]), draws, distinct, expected, rss[i]);
+    if (i == 0) {
+      EXPECT_LT(distinct, 0.9 * draws);  // repeats are frequent at 1e5 items
+    } else {
+      EXPECT_GT(distinct, 0.98 * draws);  // and rare at 1e9
+    }
+  }
+  // 10^4 times the items: the same memory (within 4 MiB of noise).
+  EXPECT_LT(rss[1], rss[0] + 4096) << rss[0] << " KiB at 1e5 items, " << rss[1] << " at 1e9";
 }
 
 TEST(GenTest, UsageAndOutputErrors) {

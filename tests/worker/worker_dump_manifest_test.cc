@@ -1,7 +1,9 @@
 // Whole dumps from in-process servers (2 servers x 2 lanes on loopback): the files read
 // back exactly as pulls see the rows, numpy loads every part, and tools/din_dump
 // verifies, looks up and converts them.
+#include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -210,6 +212,64 @@ TEST_F(DumpTest, NumpyLoadsEveryPart) {
   EXPECT_EQ(RunCommand("/usr/bin/python3 " + dir_ + "_check.py" + args, &out), 0) << out;
   EXPECT_EQ(std::stoi(out), parts * 2 + 5);  // item (5 parts) has counts
   std::filesystem::remove(dir_ + "_check.py");
+}
+
+// Rows per shard of `ids` over `shards` shards: "min A, max B, cv C" as inspect writes it,
+// computed here from the IDs.
+std::string ExpectedBalance(const std::vector<uint64_t>& ids, uint32_t shards) {
+  std::vector<double> rows(shards, 0.0);
+  for (uint64_t id : ids) rows[ShardOf(id, shards)] += 1;
+  const double mean = static_cast<double>(ids.size()) / shards;
+  double var = 0;
+  for (double r : rows) var += (r - mean) * (r - mean) / shards;
+  char buf[128];
+  std::snprintf(buf, sizeof(buf), "rows per shard: min %.0f, max %.0f, cv %.4f",
+                *std::min_element(rows.begin(), rows.end()),
+                *std::max_element(rows.begin(), rows.end()), std::sqrt(var) / mean);
+  return buf;
+}
+
+TEST_F(DumpTest, InspectReportsBalance) {
+  std::string out;
+  ASSERT_EQ(RunCommand(Tool("inspect " + dir_), &out), 0) << out;
+  const std::string item_balance = ExpectedBalance(item_ids_, 5);
+  EXPECT_NE(out.find("table item: dim 8, shards 5, rows 600, format npy + counts\n    " +
+                     item_balance + "\n"),
+            std::string::npos)
+      << item_balance << "\n"
+      << out;
+  EXPECT_NE(out.find("table cat: dim 3, shards 3, rows 40, format text\n    " +
+                     ExpectedBalance(cat_ids_, 3) + "\n"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("table user: dim 2, shards 1, rows 0, format npy\n"
+                     "    rows per shard: min 0, max 0, cv 0.0000\n"),
+            std::string::npos)
+      << out;
+  // A dump does not know its servers: bytes per server only with --servers.
+  EXPECT_EQ(out.find("bytes per server"), std::string::npos) << out;
+
+  // The job's placement (global shard g on server g mod S, tables in config order) and
+  // the parts' file sizes on disk.
+  for (int servers : {2, 3}) {
+    std::vector<uint64_t> bytes(servers, 0);
+    uint32_t global = 0;
+    for (const ManifestTable& t : manifest_.tables)
+      for (uint32_t shard = 0; shard < t.shards; ++shard, ++global)
+        for (const auto& e : std::filesystem::directory_iterator(dir_ + "/" + t.name))
+          if (e.path().filename().string().starts_with(DumpPartStem(shard, t.shards) + "."))
+            bytes[global % servers] += std::filesystem::file_size(e.path());
+    std::string want = "  dump bytes per server (";
+    want += std::to_string(servers);
+    want += " servers):";
+    for (uint64_t b : bytes) want += ' ' + std::to_string(b);
+    ASSERT_EQ(RunCommand(Tool("inspect " + dir_ + " --servers " + std::to_string(servers)), &out),
+              0)
+        << out;
+    EXPECT_NE(out.find(want + "; max / min "), std::string::npos) << want << "\n" << out;
+  }
+  EXPECT_EQ(RunCommand(Tool("inspect " + dir_ + " --servers 0"), &out), 1);
+  EXPECT_NE(out.find("--servers: '0' is not a number of servers"), std::string::npos) << out;
 }
 
 TEST_F(DumpTest, InspectPassesOnAGoodDumpAndFailsOnDamage) {
