@@ -5,7 +5,9 @@
 // without a usable device; model_batch_stats_sync_emu_test runs them on the CUDA
 // emulation), and a CPU worker syncing with a CUDA worker must compute what two CPU
 // workers compute.
-#include <barrier>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -29,39 +31,70 @@ using test::MakeProblem;
 using test::Problem;
 using test::ProblemOptions;
 
-// Sums over `parties` threads: each adds its values, all wait, each reads the total, all
-// wait again (and the total is cleared for the next call).
+// Sums over `parties` threads: each adds its values and waits until all have, then reads
+// the total; the last reader clears it for the next call. A party missing for 20 s (a
+// backend that skipped a sum) breaks the sync instead of hanging the test: waiting and
+// later calls return with their values unchanged, and status() says so.
 class ThreadSync final : public BatchStatsSync {
  public:
-  explicit ThreadSync(std::ptrdiff_t parties) : added_(parties), read_(parties, Clear{this}) {}
+  explicit ThreadSync(int parties) : parties_(parties) {}
   void SumOverWorkers(std::span<double> values) override {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (sum_.size() < values.size()) sum_.resize(values.size(), 0.0);
-      for (size_t i = 0; i < values.size(); ++i) sum_[i] += values[i];
-      ++calls_;
+    std::unique_lock<std::mutex> lock(mu_);
+    ++calls_;
+    // The previous round's readers first.
+    if (!cv_.wait_for(lock, kTimeout, [&] { return broken_ || readers_ == 0; })) return Break();
+    if (broken_) return;
+    if (sum_.size() < values.size()) sum_.resize(values.size(), 0.0);
+    for (size_t i = 0; i < values.size(); ++i) sum_[i] += values[i];
+    const uint64_t round = round_;
+    if (++arrived_ == parties_) {
+      arrived_ = 0;
+      readers_ = parties_;
+      ++round_;
+      cv_.notify_all();
+    } else if (!cv_.wait_for(lock, kTimeout, [&] { return broken_ || round_ != round; })) {
+      return Break();
     }
-    added_.arrive_and_wait();
+    if (broken_) return;
     for (size_t i = 0; i < values.size(); ++i) values[i] = sum_[i];
-    read_.arrive_and_wait();
+    if (--readers_ == 0) {
+      std::fill(sum_.begin(), sum_.end(), 0.0);
+      cv_.notify_all();
+    }
   }
-  Status status() const override { return Status::Ok(); }
+  Status status() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return broken_ ? Status::Internal("a worker did not take part in a Dice sum within 20 s")
+                   : Status::Ok();
+  }
   int calls() const {
     std::lock_guard<std::mutex> lock(mu_);
     return calls_;
   }
 
  private:
-  struct Clear {
-    ThreadSync* self;
-    void operator()() noexcept { std::fill(self->sum_.begin(), self->sum_.end(), 0.0); }
-  };
-  std::barrier<> added_;
-  std::barrier<Clear> read_;
+  static constexpr std::chrono::seconds kTimeout{20};
+  void Break() {
+    broken_ = true;
+    cv_.notify_all();
+  }
+  const int parties_;
   mutable std::mutex mu_;
+  std::condition_variable cv_;
   std::vector<double> sum_;
-  int calls_ = 0;
+  int arrived_ = 0, readers_ = 0, calls_ = 0;
+  uint64_t round_ = 0;
+  bool broken_ = false;
 };
+
+// Dice layers of a model (each takes part in one sum in the forward and one in the
+// backward of a training step).
+int DiceLayers(const ModelLayout& layout) {
+  int n = 0;
+  for (const auto* mlp : {&layout.attention(), &layout.top()})
+    for (const LayerSpec& l : *mlp) n += l.act == math::Act::kDice ? 1 : 0;
+  return n;
+}
 
 // The same structure as `pb.input` without a sample: what a worker without samples in a
 // step trains on.
@@ -133,7 +166,10 @@ TEST_P(BatchStatsSyncTest, AWorkerWithoutSamplesChangesNothing) {
   std::thread t1([&] { got1 = TrainOnce(*w1, empty, {}); });
   got0 = TrainOnce(*w0, pb.input, pb.labels);
   t1.join();
-  EXPECT_GT(sync.calls(), 0);
+  EXPECT_TRUE(sync.status().ok()) << sync.status().ToString();
+  ASSERT_GT(DiceLayers(alone->layout()), 0);
+  EXPECT_EQ(sync.calls(), 2 * 2 * DiceLayers(alone->layout()))
+      << "2 workers, 2 sums per Dice layer";
   ExpectTensorsNear<float, float>(got0.grads, want.grads, alone->layout(), 1e-5, "dense gradients");
   for (size_t t = 0; t < want.table_grads.size(); ++t)
     ExpectVectorsNear<float, float>(got0.table_grads[t], want.table_grads[t], 1e-5,
@@ -178,6 +214,7 @@ TEST_P(BatchStatsSyncTest, TwoEqualSharesGiveOneSharesGradients) {
     // The running variance takes the unbiased variance over 2n rows, not n: not equal to
     // one copy's, but equal on both workers.
     EXPECT_EQ(got0.running, got1.running);
+    EXPECT_TRUE(sync.status().ok()) << sync.status().ToString();
   }
 }
 
@@ -236,6 +273,7 @@ TEST_P(BatchStatsSyncTest, UnequalLabelsMatchTheGlobalLossGradient) {
     ++checked;
   }
   EXPECT_GT(checked, 20);
+  EXPECT_TRUE(sync.status().ok()) << sync.status().ToString();
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, BatchStatsSyncTest, ::testing::Values("cpu", "cuda"),
@@ -273,6 +311,7 @@ TEST(BatchStatsSyncMixedTest, CpuAndCudaWorkersAgreeWithTwoCpuWorkers) {
                                       "running statistics");
     }
   }
+  EXPECT_TRUE(mixed_sync.status().ok()) << mixed_sync.status().ToString();
 }
 
 }  // namespace
