@@ -59,9 +59,9 @@ struct FirstLayerInput {
 template <typename T>
 class CpuMlp {
  public:
-  // x: [n x layers[0].in] (first: [n x first->in], see FirstLayerInput; kept until the
-  // Backward); `running` is the flat running-statistics buffer (updated in kTrain when
-  // update_running).
+  // x: [n x layers[0].in], or [n x first->in] with a FirstLayerInput (not owned; the
+  // Backward uses it too, and its dweight may be set in between); `running` is the flat
+  // running-statistics buffer (updated in kTrain when update_running).
   void Forward(std::span<const LayerSpec> layers, const T* params, T* running, T momentum, T eps,
                Mode mode, bool update_running, const T* x, int n,
                const FirstLayerInput<T>* first = nullptr);
