@@ -47,6 +47,7 @@ double EigenSgemmPeak(double seconds) {
 
 // GEMM FLOPs of one forward+backward: every layer does x·W forward and x^T·dS, dS·W^T
 // backward (the first layers too: their input gradient feeds the embedding gradients).
+// The FLOPs the backends execute, not those of the textbook layers: see AttentionFlops.
 double MlpFlops(double rows, int in, const std::vector<int>& outs) {
   double f = 0;
   for (int out : outs) {
@@ -54,6 +55,16 @@ double MlpFlops(double rows, int in, const std::vector<int>& outs) {
     in = out;
   }
   return f;
+}
+
+// The activation unit as the backends run it (model_math.h, FuseAttentionWeight): the
+// first layer's candidate share v_a·(W_a + W_d) once per sample ([batch x d]·[d x h1],
+// forward, weight gradient and input gradient), per position only [e, v_a ⊙ e] (2d
+// columns, not 4d); the other layers per position as usual.
+double AttentionFlops(double positions, double batch, int item_dim,
+                      const std::vector<int>& hidden) {
+  return MlpFlops(batch, item_dim, {hidden[0]}) + MlpFlops(positions, 2 * item_dim, {hidden[0]}) +
+         MlpFlops(positions, hidden[0], std::vector<int>(hidden.begin() + 1, hidden.end()));
 }
 
 }  // namespace
@@ -130,7 +141,7 @@ int main(int argc, char** argv) {
     labels[b] = static_cast<float>(rng() % 2);
   }
 
-  const double flops = MlpFlops(static_cast<double>(positions), 4 * 2 * dim, {80, 40, 1}) +
+  const double flops = AttentionFlops(static_cast<double>(positions), batch, 2 * dim, {80, 40, 1}) +
                        MlpFlops(batch, 3 * 2 * dim, {200, 80, 1});
 
   for (int i = 0; i < 3; ++i) {  // warm-up

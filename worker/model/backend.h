@@ -71,8 +71,9 @@ class ModelBackend {
 
   // Dice normalises with the statistics of all workers' shares of a step (sync, not
   // owned; nullptr: this batch's own). Then every TrainStep is collective over the
-  // workers, including TrainStep of an empty batch by a worker without samples.
-  // Unimplemented where the backend cannot (the CUDA backend).
+  // workers, including TrainStep of an empty batch by a worker without samples. Both
+  // backends implement it, with the same sums, so CPU and CUDA workers may be mixed;
+  // Unimplemented for a backend that cannot.
   Status SetBatchStatsSync(BatchStatsSync* sync) { return DoSetBatchStatsSync(sync); }
 
   // Deterministic: the same inputs give bit-identical results on every run (the default;

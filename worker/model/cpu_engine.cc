@@ -262,22 +262,32 @@ void ActivationBackward(Act act, bool batch_stats, int n, int k, const T* s, con
 
 template <typename T>
 void CpuMlp<T>::Forward(std::span<const LayerSpec> layers, const T* params, T* running, T momentum,
-                        T eps, Mode mode, bool update_running, const T* x, int n) {
+                        T eps, Mode mode, bool update_running, const T* x, int n,
+                        const FirstLayerInput<T>* first) {
   bufs_.resize(layers.size());
   mode_ = mode;
+  first_ = first;
   for (size_t i = 0; i < layers.size(); ++i) {
     const LayerSpec& l = layers[i];
     Buffers& b = bufs_[i];
     const T* in = i == 0 ? x : bufs_[i - 1].y.data();
+    const FirstLayerInput<T>* f = i == 0 ? first : nullptr;
+    const int in_w = f != nullptr ? f->in : l.in;
     const size_t size = static_cast<size_t>(n) * l.out;
     b.s.resize(size);
     b.y.resize(size);
-    ConstMatMap<T> w(params + l.weight, l.in, l.out);
-    ForChunks(Chunks(n, size * l.in / 16), n, [&](int, int r0, int r1) {
+    ConstMatMap<T> w(f != nullptr ? f->weight : params + l.weight, in_w, l.out);
+    ForChunks(Chunks(n, size * in_w / 16), n, [&](int, int r0, int r1) {
       MatMap<T> s(b.s.data() + static_cast<size_t>(r0) * l.out, r1 - r0, l.out);
       // Bias first, then accumulate the product (saves Eigen zeroing the destination).
-      s.rowwise() = ConstRowVecMap<T>(params + l.bias, l.out);
-      s.noalias() += ConstMatMap<T>(in + static_cast<size_t>(r0) * l.in, r1 - r0, l.in) * w;
+      if (f != nullptr) {
+        for (int r = r0; r < r1; ++r)
+          s.row(r - r0) =
+              ConstRowVecMap<T>(f->row_bias + static_cast<size_t>(f->row_group[r]) * l.out, l.out);
+      } else {
+        s.rowwise() = ConstRowVecMap<T>(params + l.bias, l.out);
+      }
+      s.noalias() += ConstMatMap<T>(in + static_cast<size_t>(r0) * in_w, r1 - r0, in_w) * w;
     });
     if (l.act == Act::kNone) {
       std::copy(b.s.begin(), b.s.end(), b.y.begin());
@@ -314,36 +324,120 @@ void CpuMlp<T>::Backward(std::span<const LayerSpec> layers, const T* params, con
     const LayerSpec& l = layers[i];
     const Buffers& b = bufs_[i];
     const T* in = i == 0 ? x : bufs_[i - 1].y.data();
+    const FirstLayerInput<T>* f = i == 0 ? first_ : nullptr;
+    const int in_w = f != nullptr ? f->in : l.in;
     if (l.act != Act::kNone)
       ActivationBackward<T>(
           l.act, mode_ == Mode::kTrain, n, l.out, b.s.data(), b.y.data(), b.p.data(), b.mean.data(),
           b.inv_std.data(), HasAlpha(l.act) ? params + l.alpha : nullptr, cur,
           HasAlpha(l.act) ? grads + l.alpha : nullptr, sync_, b.global_rows, samples_);
     // Per chunk: dW_c = x_cᵀ·dS_c and db_c (chunk 0 straight into grads, the others
-    // into partials added afterwards), dx_c = dS_c·Wᵀ.
-    const size_t wsize = static_cast<size_t>(l.in) * l.out + l.out;
-    const int chunks = Chunks(n, static_cast<size_t>(n) * l.out * l.in / 16);
+    // into partials added afterwards), dx_c = dS_c·Wᵀ. A FirstLayerInput's weight
+    // gradient goes to its dweight, and its bias is the caller's.
+    const size_t wsize = static_cast<size_t>(in_w) * l.out + l.out;
+    const int chunks = Chunks(n, static_cast<size_t>(n) * l.out * in_w / 16);
     T* partial = Scratch(partial_, static_cast<size_t>(chunks) * wsize);
-    ConstMatMap<T> w(params + l.weight, l.in, l.out);
+    ConstMatMap<T> w(f != nullptr ? f->weight : params + l.weight, in_w, l.out);
+    T* dweight = f != nullptr ? f->dweight : grads + l.weight;
     T* dprev = i > 0 ? next : dx;
     ForChunks(chunks, n, [&](int c, int r0, int r1) {
       ConstMatMap<T> ds(cur + static_cast<size_t>(r0) * l.out, r1 - r0, l.out);
-      T* dw = c == 0 ? grads + l.weight : partial + static_cast<size_t>(c) * wsize;
-      T* db = c == 0 ? grads + l.bias : dw + static_cast<size_t>(l.in) * l.out;
-      MatMap<T>(dw, l.in, l.out).noalias() =
-          ConstMatMap<T>(in + static_cast<size_t>(r0) * l.in, r1 - r0, l.in).transpose() * ds;
-      RowVecMap<T>(db, l.out) = ds.colwise().sum();
+      T* dw = c == 0 ? dweight : partial + static_cast<size_t>(c) * wsize;
+      T* db = c == 0 && f == nullptr ? grads + l.bias : dw + static_cast<size_t>(in_w) * l.out;
+      MatMap<T>(dw, in_w, l.out).noalias() =
+          ConstMatMap<T>(in + static_cast<size_t>(r0) * in_w, r1 - r0, in_w).transpose() * ds;
+      if (f == nullptr) RowVecMap<T>(db, l.out) = ds.colwise().sum();
       if (dprev != nullptr)
-        MatMap<T>(dprev + static_cast<size_t>(r0) * l.in, r1 - r0, l.in).noalias() =
+        MatMap<T>(dprev + static_cast<size_t>(r0) * in_w, r1 - r0, in_w).noalias() =
             ds * w.transpose();
     });
     for (int c = 1; c < chunks; ++c) {
       const T* dw = partial + static_cast<size_t>(c) * wsize;
-      const T* db = dw + static_cast<size_t>(l.in) * l.out;
-      for (size_t e = 0; e < static_cast<size_t>(l.in) * l.out; ++e) grads[l.weight + e] += dw[e];
-      for (int j = 0; j < l.out; ++j) grads[l.bias + j] += db[j];
+      const T* db = dw + static_cast<size_t>(in_w) * l.out;
+      for (size_t e = 0; e < static_cast<size_t>(in_w) * l.out; ++e) dweight[e] += dw[e];
+      if (f == nullptr)
+        for (int j = 0; j < l.out; ++j) grads[l.bias + j] += db[j];
     }
     if (i > 0) std::swap(cur, next);
+  }
+  first_grad_ = cur;
+}
+
+template <typename T>
+void CpuAttentionUnit<T>::Forward(std::span<const LayerSpec> layers, const T* params, T* running,
+                                  T momentum, T eps, Mode mode, bool update_running, const T* va,
+                                  const T* e, const int32_t* pos_sample, int batch, int n, int d) {
+  const LayerSpec& l0 = layers[0];
+  CHECK_EQ(l0.in, 4 * d);
+  const int out = l0.out;
+  va_ = va;
+  e_ = e;
+  pos_sample_ = pos_sample;
+  batch_ = batch;
+  n_ = n;
+  d_ = d;
+  // The fused weights, once per call.
+  const size_t blk = static_cast<size_t>(d) * out;
+  wc_.resize(blk);
+  w2_.resize(2 * blk);
+  for (size_t i = 0; i < blk; ++i)
+    math::FuseAttentionWeight(params + l0.weight, d, out, i, wc_.data(), w2_.data());
+  // The candidate share v_a·(W_a + W_d) + b, once per sample.
+  cand_.resize(static_cast<size_t>(batch) * out);
+  {
+    MatMap<T> cand(cand_.data(), batch, out);
+    cand.rowwise() = ConstRowVecMap<T>(params + l0.bias, out);
+    cand.noalias() += ConstMatMap<T>(va, batch, d) * ConstMatMap<T>(wc_.data(), d, out);
+  }
+  // Per position [e, v_a ⊙ e].
+  x2_.resize(static_cast<size_t>(n) * 2 * d);
+  for (int p = 0; p < n; ++p) {
+    const T* a = va + static_cast<size_t>(pos_sample[p]) * d;
+    const T* ep = e + static_cast<size_t>(p) * d;
+    T* row = &x2_[static_cast<size_t>(p) * 2 * d];
+    for (int k = 0; k < d; ++k) math::PositionInput(a[k], ep[k], row, k, d);
+  }
+  first_ = FirstLayerInput<T>{w2_.data(), 2 * d, cand_.data(), pos_sample, nullptr};
+  mlp_.Forward(layers, params, running, momentum, eps, mode, update_running, x2_.data(), n,
+               &first_);
+}
+
+template <typename T>
+void CpuAttentionUnit<T>::Backward(std::span<const LayerSpec> layers, const T* params,
+                                   const T* dout, T* grads, T* dva, T* de) {
+  const LayerSpec& l0 = layers[0];
+  const int out = l0.out, d = d_, n = n_, batch = batch_;
+  const size_t blk = static_cast<size_t>(d) * out;
+  dw2_.resize(2 * blk);
+  dx2_.resize(static_cast<size_t>(n) * 2 * d);
+  first_.dweight = dw2_.data();
+  mlp_.Backward(layers, params, x2_.data(), n, dout, grads, dx2_.data());
+  // The candidate share's gradient: per sample the sum over its positions.
+  const T* ds = mlp_.first_grad();
+  dcand_.assign(static_cast<size_t>(batch) * out, T(0));
+  for (int p = 0; p < n; ++p) {
+    const T* g = ds + static_cast<size_t>(p) * out;
+    T* acc = &dcand_[static_cast<size_t>(pos_sample_[p]) * out];
+#pragma omp simd
+    for (int j = 0; j < out; ++j) acc[j] += g[j];
+  }
+  ConstMatMap<T> dcand(dcand_.data(), batch, out);
+  RowVecMap<T>(grads + l0.bias, out) = dcand.colwise().sum();
+  dwc_.resize(blk);
+  MatMap<T>(dwc_.data(), d, out).noalias() = ConstMatMap<T>(va_, batch, d).transpose() * dcand;
+  for (size_t i = 0; i < blk; ++i)
+    math::SplitAttentionWeightGrad(dwc_.data(), dw2_.data(), d, out, i, grads + l0.weight);
+  // ∂v_a: the candidate share's dcand·(W_a + W_d)ᵀ plus every position's share of v_a ⊙ e.
+  MatMap<T>(dva, batch, d).noalias() += dcand * ConstMatMap<T>(wc_.data(), d, out).transpose();
+  for (int p = 0; p < n; ++p) {
+    const size_t ob = static_cast<size_t>(pos_sample_[p]) * d, on = static_cast<size_t>(p) * d;
+    const T* drow = &dx2_[static_cast<size_t>(p) * 2 * d];
+    for (int k = 0; k < d; ++k) {
+      T g_va, g_e;
+      math::PositionInputBackward(drow, k, d, va_[ob + k], e_[on + k], &g_va, &g_e);
+      dva[ob + k] += g_va;
+      de[on + k] += g_e;
+    }
   }
 }
 
@@ -381,16 +475,8 @@ T CpuEngine<T>::Forward(const BatchPlan& plan, const ModelInput& input,
   weights_.resize(N);
   if (lay.pooling() == Pooling::kAttention) {
     if (N > 0 || sync != nullptr) {
-      const int w4 = 4 * D;
-      xatt_.resize(static_cast<size_t>(N) * w4);
-      for (int n = 0; n < N; ++n) {
-        const T* va = &va_[static_cast<size_t>(plan.pos_sample[n]) * D];
-        const T* e = &e_[static_cast<size_t>(n) * D];
-        T* row = &xatt_[static_cast<size_t>(n) * w4];
-        for (int k = 0; k < D; ++k) math::AttentionInput(va[k], e[k], row, k, D);
-      }
       att_.Forward(lay.attention(), params, running, momentum, eps, mode, update_running,
-                   xatt_.data(), N);
+                   va_.data(), e_.data(), plan.pos_sample.data(), B, N, D);
       std::copy(att_.output(), att_.output() + N, weights_.begin());
       if (lay.softmax()) {
         for (int b = 0; b < B; ++b) {
@@ -531,20 +617,7 @@ void CpuEngine<T>::Backward(const BatchPlan& plan, const ModelInput& input, cons
           dw_[n] = weights_[n] * (dw_[n] - dot);
       }
     }
-    const int w4 = 4 * D;
-    dxatt_.resize(static_cast<size_t>(N) * w4);
-    att_.Backward(lay.attention(), params, xatt_.data(), N, dw_.data(), grads, dxatt_.data());
-    for (int n = 0; n < N; ++n) {
-      const size_t ob = static_cast<size_t>(plan.pos_sample[n]) * D;
-      const size_t on = static_cast<size_t>(n) * D;
-      const T* drow = &dxatt_[static_cast<size_t>(n) * w4];
-      for (int k = 0; k < D; ++k) {
-        T dva, de;
-        math::AttentionInputBackward(drow, k, D, va_[ob + k], e_[on + k], &dva, &de);
-        dva_[ob + k] += dva;
-        de_[on + k] += de;
-      }
-    }
+    att_.Backward(lay.attention(), params, dw_.data(), grads, dva_.data(), de_.data());
   }
 
   for (size_t i = 0; i < lay.item_fields().size(); ++i) {
@@ -571,6 +644,7 @@ void CpuEngine<T>::Backward(const BatchPlan& plan, const ModelInput& input, cons
                                       const T*, const T*, T*, T*, BatchStatsSync*, double,         \
                                       double);                                                     \
   template class CpuMlp<T>;                                                                        \
+  template class CpuAttentionUnit<T>;                                                              \
   template class CpuEngine<T>;
 
 DIN_INSTANTIATE(float)

@@ -241,17 +241,33 @@ __global__ void OrderedScatterKernel(const uint32_t* rows, const uint32_t* offse
   }
 }
 
-__global__ void AttentionInputKernel(const float* va, const float* e, const int32_t* pos_sample,
-                                     int n, int d, float* x) {
+// The activation unit's first layer, split (model_math.h): the fused weights wc [d x out]
+// and w2 [2d x out] from the layer's weight w [4d x out].
+__global__ void FuseAttentionWeightsKernel(const float* w, int d, int out, float* wc, float* w2) {
+  DIN_GRID_LOOP(i, static_cast<size_t>(d) * out) math::FuseAttentionWeight(w, d, out, i, wc, w2);
+}
+
+// Per-position input [e, v_a ⊙ e], [n x 2d].
+__global__ void PositionInputKernel(const float* va, const float* e, const int32_t* pos_sample,
+                                    int n, int d, float* x) {
   DIN_GRID_LOOP(idx, static_cast<size_t>(n) * d) {
     const int p = static_cast<int>(idx / d), k = static_cast<int>(idx % d);
-    math::AttentionInput(va[static_cast<size_t>(pos_sample[p]) * d + k], e[idx],
-                         x + static_cast<size_t>(p) * 4 * d, k, d);
+    math::PositionInput(va[static_cast<size_t>(pos_sample[p]) * d + k], e[idx],
+                        x + static_cast<size_t>(p) * 2 * d, k, d);
   }
 }
 
 __global__ void BiasAddKernel(float* s, const float* bias, size_t total, int k) {
   DIN_GRID_LOOP(idx, total) s[idx] += bias[idx % k];
+}
+
+// s[r, j] += row_bias[group[r], j]: each position's candidate share.
+__global__ void RowBiasAddKernel(float* s, const float* row_bias, const int32_t* group,
+                                 size_t total, int k) {
+  DIN_GRID_LOOP(idx, total) {
+    const size_t r = idx / k;
+    s[idx] += row_bias[static_cast<size_t>(group[r]) * k + idx % k];
+  }
 }
 
 __global__ void PointwiseForwardKernel(Act act, const float* s, const float* alpha, size_t total,
@@ -398,15 +414,18 @@ __global__ void DiceEvalStatsKernel(const float* running_mean, const float* runn
 
 // grad += BN input gradient (batch statistics) or inv_std·dx̂ (fixed statistics);
 // sums = [dα | Σ dx̂ | Σ dx̂·x̂].
+// With a BatchStatsSync the sums are already the global means (rows = 1), else they are
+// this batch's n rows' sums (rows = n).
 __global__ void DiceBatchNormBackwardKernel(float* grad, const float* dxhat, const float* s,
                                             const float* mean, const float* inv_std,
-                                            const float* sums, bool batch_stats, int n, int k) {
+                                            const float* sums, bool batch_stats, int n, int k,
+                                            float rows) {
   DIN_GRID_LOOP(idx, static_cast<size_t>(n) * k) {
     const int j = static_cast<int>(idx % k);
     if (batch_stats) {
       const float xhat = (s[idx] - mean[j]) * inv_std[j];
-      grad[idx] += math::BatchNormInputGrad(dxhat[idx], xhat, sums[k + j] / n, sums[2 * k + j] / n,
-                                            inv_std[j]);
+      grad[idx] += math::BatchNormInputGrad(dxhat[idx], xhat, sums[k + j] / rows,
+                                            sums[2 * k + j] / rows, inv_std[j]);
     } else {
       grad[idx] += inv_std[j] * dxhat[idx];
     }
@@ -522,29 +541,48 @@ __global__ void SoftmaxBackwardKernel(const float* w, float* dw, const int32_t* 
   }
 }
 
-// Gradient of the activation-unit input: de[n, k] += ∂/∂e; per (b, k), dva[b, k] += Σ_n ∂/∂v_a
-// over the sample's positions (a loop, not atomics: deterministic).
-__global__ void AttentionInputBackwardEKernel(const float* dx, const float* va, const float* e,
-                                              const int32_t* pos_sample, int n, int d, float* de) {
+// The split first layer's candidate share: dcand[b, j] = Σ ds[p, j] over sample b's
+// positions (a loop in position order: deterministic).
+__global__ void SegmentSumKernel(const float* ds, const int32_t* offsets, int batch, int k,
+                                 float* dcand) {
+  DIN_GRID_LOOP(idx, static_cast<size_t>(batch) * k) {
+    const int b = static_cast<int>(idx / k), j = static_cast<int>(idx % k);
+    float acc = 0.0f;
+    for (int p = offsets[b]; p < offsets[b + 1]; ++p) acc += ds[static_cast<size_t>(p) * k + j];
+    dcand[idx] = acc;
+  }
+}
+
+// The first layer's weight gradient in W's blocks from dwc and dw2 (model_math.h).
+__global__ void SplitAttentionWeightGradKernel(const float* dwc, const float* dw2, int d, int out,
+                                               float* dw) {
+  DIN_GRID_LOOP(i, static_cast<size_t>(d) * out)
+  math::SplitAttentionWeightGrad(dwc, dw2, d, out, i, dw);
+}
+
+// Gradient of the per-position input [e, v_a ⊙ e]: de[n, k] += ∂/∂e; per (b, k),
+// dva[b, k] += Σ_n ∂/∂v_a over the sample's positions (a loop, not atomics: deterministic).
+__global__ void PositionInputBackwardEKernel(const float* dx, const float* va, const float* e,
+                                             const int32_t* pos_sample, int n, int d, float* de) {
   DIN_GRID_LOOP(idx, static_cast<size_t>(n) * d) {
     const int p = static_cast<int>(idx / d), k = static_cast<int>(idx % d);
     float g_va, g_e;
-    math::AttentionInputBackward(dx + static_cast<size_t>(p) * 4 * d, k, d,
-                                 va[static_cast<size_t>(pos_sample[p]) * d + k], e[idx], &g_va,
-                                 &g_e);
+    math::PositionInputBackward(dx + static_cast<size_t>(p) * 2 * d, k, d,
+                                va[static_cast<size_t>(pos_sample[p]) * d + k], e[idx], &g_va,
+                                &g_e);
     de[idx] += g_e;
   }
 }
-__global__ void AttentionInputBackwardVaKernel(const float* dx, const float* va, const float* e,
-                                               const int32_t* offsets, int batch, int d,
-                                               float* dva) {
+__global__ void PositionInputBackwardVaKernel(const float* dx, const float* va, const float* e,
+                                              const int32_t* offsets, int batch, int d,
+                                              float* dva) {
   DIN_GRID_LOOP(idx, static_cast<size_t>(batch) * d) {
     const int b = static_cast<int>(idx / d), k = static_cast<int>(idx % d);
     float acc = 0.0f;
     for (int p = offsets[b]; p < offsets[b + 1]; ++p) {
       float g_va, g_e;
-      math::AttentionInputBackward(dx + static_cast<size_t>(p) * 4 * d, k, d, va[idx],
-                                   e[static_cast<size_t>(p) * d + k], &g_va, &g_e);
+      math::PositionInputBackward(dx + static_cast<size_t>(p) * 2 * d, k, d, va[idx],
+                                  e[static_cast<size_t>(p) * d + k], &g_va, &g_e);
       acc += g_va;
     }
     dva[idx] += acc;
@@ -595,6 +633,11 @@ class CudaBackend final : public ModelBackend {
     return Status::Ok();
   }
 
+  Status DoSetBatchStatsSync(BatchStatsSync* sync) override {
+    sync_ = sync;
+    return Status::Ok();
+  }
+
   Status DoPredict(const BatchPlan& plan, const ModelInput& input) override {
     DIN_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
     DIN_RETURN_IF_ERROR(BeginCall());
@@ -620,10 +663,22 @@ class CudaBackend final : public ModelBackend {
 
   struct MlpBuffers {
     DeviceBuffer<float> s, y, p, mean, inv_std;
+    double global_rows = 0;  // rows the Dice statistics covered (all workers when synced)
   };
+  // The first layer replaced by the activation unit's split one: x [n x first_in] times
+  // first_weight plus first_row_bias[first_group[r]] per row; the backward writes the
+  // weight gradient to first_dweight, leaves the layer's bias to the caller and keeps
+  // ∂L/∂(pre-activation) in first_grad.
   struct Mlp {
     std::vector<MlpBuffers> layers;
     Mode mode = Mode::kTrain;
+    int samples = 0;  // this worker's samples in the step (the scale of its loss)
+    const float* first_weight = nullptr;
+    int first_in = 0;
+    const float* first_row_bias = nullptr;
+    const int32_t* first_group = nullptr;
+    float* first_dweight = nullptr;
+    const float* first_grad = nullptr;
   };
 
   // Host → device through the pinned staging buffer.
@@ -810,21 +865,106 @@ class CudaBackend final : public ModelBackend {
   const float* Table(int t) const { return tables_d_.get() + table_offsets_[t]; }
   float* TableGrad(int t) const { return table_grads_d_.get() + table_offsets_[t]; }
 
+  // Device → host now (the stream synchronised), for the statistics a BatchStatsSync sums.
+  Status DownloadNow(std::vector<float>* host, const float* src, size_t n) {
+    host->resize(n);
+    if (n == 0) return Status::Ok();
+    char* region = nullptr;
+    DIN_RETURN_IF_ERROR(staging_down_.Take(n * sizeof(float), &region));
+    DIN_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(region, src, n * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+    DIN_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    std::memcpy(host->data(), region, n * sizeof(float));
+    return Status::Ok();
+  }
+
+  // Dice batch statistics summed over the workers (BatchStatsSync, as the CPU backend
+  // does): this worker sends [Σs | M2 + (Σs)²/n | n] (M2 its centred sum of squares) and
+  // normalises with the global mean and variance. Leaves the mean in b.mean and inv_std,
+  // advances the running statistics; n may be 0 (the worker still takes part).
+  Status SyncedDiceStats(MlpBuffers& b, int n, int k, float* rmean, float* rvar) {
+    std::vector<float>& local = host_stats_;
+    local.assign(2 * static_cast<size_t>(k), 0.0f);
+    if (n > 0) {
+      DIN_RETURN_IF_ERROR(stats_.Reserve(2 * static_cast<size_t>(k)));
+      DIN_RETURN_IF_ERROR(ColumnSums<1>(n, k, ValueF{b.s.get(), k}, stats_.get()));
+      DIN_LAUNCH(DiceMeanKernel, Blocks(k), kThreads, stats_.get(), n, k, b.mean.get());
+      DIN_RETURN_IF_ERROR(
+          ColumnSums<1>(n, k, SquaredDeviationF{b.s.get(), b.mean.get(), k}, stats_.get() + k));
+      DIN_RETURN_IF_ERROR(DownloadNow(&local, stats_.get(), 2 * static_cast<size_t>(k)));
+    }
+    std::vector<double>& sums = host_sums_;
+    sums.assign(2 * static_cast<size_t>(k) + 1, 0.0);
+    for (int j = 0; j < k; ++j) {
+      sums[j] = local[j];
+      sums[k + j] = static_cast<double>(local[k + j]) + (n > 0 ? sums[j] * sums[j] / n : 0.0);
+    }
+    sums[2 * k] = n;
+    sync_->SumOverWorkers(sums);
+    const double rows = sums[2 * k];
+    b.global_rows = rows;
+    // [mean | centred sum of squares] of the global batch, as floats.
+    local.resize(2 * static_cast<size_t>(k));
+    for (int j = 0; j < k; ++j) {
+      const double m = rows > 0 ? sums[j] / rows : 0.0;
+      local[j] = static_cast<float>(m);
+      local[k + j] = static_cast<float>(std::max(0.0, sums[k + j] - m * sums[j]));
+    }
+    DIN_RETURN_IF_ERROR(stats_.Reserve(2 * static_cast<size_t>(k)));
+    DIN_RETURN_IF_ERROR(StageUpload(b.mean.get(), local.data(), sizeof(float) * k));
+    DIN_RETURN_IF_ERROR(StageUpload(stats_.get(), local.data() + k, sizeof(float) * k));
+    // No rows anywhere: nothing is normalised, the running statistics stay.
+    const bool any = rows > 0;
+    DIN_LAUNCH(DiceTrainStatsKernel, Blocks(k), kThreads, stats_.get(),
+               static_cast<int>(std::max(rows, 1.0)), k, layout_.dice_momentum(),
+               layout_.dice_epsilon(), any ? rmean : nullptr, any ? rvar : nullptr, b.mean.get(),
+               b.inv_std.get());
+    return Status::Ok();
+  }
+
+  // The Dice backward's sums through the statistics over all workers: this worker's
+  // [Σ dx̂ | Σ dx̂·x̂] (at sums + k) scaled by its samples, summed, and turned into the
+  // global batch's means in this worker's loss scale (as the CPU backend does).
+  Status SyncedDiceBackwardSums(const MlpBuffers& b, int samples, int k, float* sums) {
+    std::vector<float>& local = host_stats_;
+    DIN_RETURN_IF_ERROR(DownloadNow(&local, sums + k, 2 * static_cast<size_t>(k)));
+    std::vector<double>& red = host_sums_;
+    red.assign(2 * static_cast<size_t>(k), 0.0);
+    for (int j = 0; j < 2 * k; ++j) red[j] = static_cast<double>(local[j]) * samples;
+    sync_->SumOverWorkers(red);
+    const double scale = b.global_rows > 0 && samples > 0 ? 1.0 / (b.global_rows * samples) : 0.0;
+    for (int j = 0; j < 2 * k; ++j) local[j] = static_cast<float>(red[j] * scale);
+    return StageUpload(sums + k, local.data(), sizeof(float) * 2 * k);
+  }
+
   Status MlpForward(Mlp& mlp, std::span<const LayerSpec> layers, Mode mode, const float* x, int n) {
     mlp.layers.resize(layers.size());
     mlp.mode = mode;
     const float* params = params_d_.get();
+    const bool synced = sync_ != nullptr && mode == Mode::kTrain;
     for (size_t i = 0; i < layers.size(); ++i) {
       const LayerSpec& l = layers[i];
       MlpBuffers& b = mlp.layers[i];
+      const bool first = i == 0 && mlp.first_weight != nullptr;
+      const int in_w = first ? mlp.first_in : l.in;
       const size_t size = static_cast<size_t>(n) * l.out;
       DIN_RETURN_IF_ERROR(b.s.Reserve(std::max<size_t>(size, 1)));
       DIN_RETURN_IF_ERROR(b.y.Reserve(std::max<size_t>(size, 1)));
+      b.global_rows = n;
       const float* in = i == 0 ? x : mlp.layers[i - 1].y.get();
-      DIN_RETURN_IF_ERROR(
-          Gemm(false, false, n, l.out, l.in, in, l.in, params + l.weight, l.out, b.s.get(), l.out));
-      if (size == 0) continue;
-      DIN_LAUNCH(BiasAddKernel, Blocks(size), kThreads, b.s.get(), params + l.bias, size, l.out);
+      DIN_RETURN_IF_ERROR(Gemm(false, false, n, l.out, in_w, in, in_w,
+                               first ? mlp.first_weight : params + l.weight, l.out, b.s.get(),
+                               l.out));
+      // A synced Dice layer takes part in the workers' sums even without rows.
+      if (size == 0 && !(synced && l.act == Act::kDice)) continue;
+      if (size > 0) {
+        if (first)
+          DIN_LAUNCH(RowBiasAddKernel, Blocks(size), kThreads, b.s.get(), mlp.first_row_bias,
+                     mlp.first_group, size, l.out);
+        else
+          DIN_LAUNCH(BiasAddKernel, Blocks(size), kThreads, b.s.get(), params + l.bias, size,
+                     l.out);
+      }
       const float* alpha = HasAlpha(l.act) ? params + l.alpha : nullptr;
       if (l.act == Act::kNone) {
         DIN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(b.y.get(), b.s.get(), size * sizeof(float),
@@ -833,13 +973,15 @@ class CudaBackend final : public ModelBackend {
         DIN_LAUNCH(PointwiseForwardKernel, Blocks(size), kThreads, l.act, b.s.get(), alpha, size,
                    l.out, b.y.get());
       } else {
-        DIN_RETURN_IF_ERROR(b.p.Reserve(size));
+        DIN_RETURN_IF_ERROR(b.p.Reserve(std::max<size_t>(size, 1)));
         DIN_RETURN_IF_ERROR(b.mean.Reserve(l.out));
         DIN_RETURN_IF_ERROR(b.inv_std.Reserve(l.out));
         float* rmean = running_d_.get() + l.running;
         float* rvar = rmean + l.out;
         const float eps = layout_.dice_epsilon();
-        if (mode == Mode::kTrain) {
+        if (synced) {
+          DIN_RETURN_IF_ERROR(SyncedDiceStats(b, n, l.out, rmean, rvar));
+        } else if (mode == Mode::kTrain) {
           DIN_RETURN_IF_ERROR(stats_.Reserve(static_cast<size_t>(l.out)));
           DIN_RETURN_IF_ERROR(ColumnSums<1>(n, l.out, ValueF{b.s.get(), l.out}, stats_.get()));
           DIN_LAUNCH(DiceMeanKernel, Blocks(l.out), kThreads, stats_.get(), n, l.out, b.mean.get());
@@ -851,8 +993,9 @@ class CudaBackend final : public ModelBackend {
           DIN_LAUNCH(DiceEvalStatsKernel, Blocks(l.out), kThreads, rmean, rvar, l.out, eps,
                      b.mean.get(), b.inv_std.get());
         }
-        DIN_LAUNCH(DiceForwardKernel, Blocks(size), kThreads, b.s.get(), b.mean.get(),
-                   b.inv_std.get(), alpha, size, l.out, b.p.get(), b.y.get());
+        if (size > 0)
+          DIN_LAUNCH(DiceForwardKernel, Blocks(size), kThreads, b.s.get(), b.mean.get(),
+                     b.inv_std.get(), alpha, size, l.out, b.p.get(), b.y.get());
       }
     }
     DIN_CUDA_RETURN_IF_ERROR(cudaGetLastError());
@@ -870,12 +1013,17 @@ class CudaBackend final : public ModelBackend {
     float* next = g1_.get();
     const float* params = params_d_.get();
     float* grads = grads_d_.get();
+    const bool synced = sync_ != nullptr && mlp.mode == Mode::kTrain;
     if (n > 0)
       DIN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(cur, dout, sizeof(float) * n * layers.back().out,
                                                cudaMemcpyDeviceToDevice, stream_));
     for (size_t i = layers.size(); i-- > 0;) {
       const LayerSpec& l = layers[i];
       MlpBuffers& b = mlp.layers[i];
+      const bool first = i == 0 && mlp.first_weight != nullptr;
+      const int in_w = first ? mlp.first_in : l.in;
+      const float* w = first ? mlp.first_weight : params + l.weight;
+      float* dweight = first ? mlp.first_dweight : grads + l.weight;
       const float* in = i == 0 ? x : mlp.layers[i - 1].y.get();
       const float* alpha = HasAlpha(l.act) ? params + l.alpha : nullptr;
       const size_t size = static_cast<size_t>(n) * l.out;
@@ -890,10 +1038,12 @@ class CudaBackend final : public ModelBackend {
         DIN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(grads + l.alpha, stats_.get(),
                                                  sizeof(float) * l.out, cudaMemcpyDeviceToDevice,
                                                  stream_));
+        if (synced)
+          DIN_RETURN_IF_ERROR(SyncedDiceBackwardSums(b, mlp.samples, l.out, stats_.get()));
         if (size > 0)
           DIN_LAUNCH(DiceBatchNormBackwardKernel, Blocks(size), kThreads, cur, dxhat_.get(),
                      b.s.get(), b.mean.get(), b.inv_std.get(), stats_.get(),
-                     mlp.mode == Mode::kTrain, n, l.out);
+                     mlp.mode == Mode::kTrain, n, l.out, synced ? 1.0f : static_cast<float>(n));
       } else if (l.act != Act::kNone) {
         DIN_RETURN_IF_ERROR(stats_.Reserve(l.out));
         DIN_RETURN_IF_ERROR(ColumnSums<1>(
@@ -904,26 +1054,88 @@ class CudaBackend final : public ModelBackend {
                                                    sizeof(float) * l.out, cudaMemcpyDeviceToDevice,
                                                    stream_));
       }
-      // dW = xᵀ·dS, db = column sums of dS, dx = dS·Wᵀ.
+      // dW = xᵀ·dS, db = column sums of dS, dx = dS·Wᵀ (a split first layer's bias is
+      // the caller's).
       if (n > 0) {
         DIN_RETURN_IF_ERROR(
-            Gemm(true, false, l.in, l.out, n, in, l.in, cur, l.out, grads + l.weight, l.out));
+            Gemm(true, false, in_w, l.out, n, in, in_w, cur, l.out, dweight, l.out));
       } else {
         DIN_CUDA_RETURN_IF_ERROR(
-            cudaMemsetAsync(grads + l.weight, 0, sizeof(float) * l.in * l.out, stream_));
+            cudaMemsetAsync(dweight, 0, sizeof(float) * in_w * l.out, stream_));
       }
-      DIN_RETURN_IF_ERROR(ColumnSums<1>(n, l.out, ValueF{cur, l.out}, grads + l.bias));
+      if (!first) DIN_RETURN_IF_ERROR(ColumnSums<1>(n, l.out, ValueF{cur, l.out}, grads + l.bias));
       if (i > 0) {
-        DIN_RETURN_IF_ERROR(
-            Gemm(false, true, n, l.in, l.out, cur, l.out, params + l.weight, l.out, next, l.in));
+        DIN_RETURN_IF_ERROR(Gemm(false, true, n, l.in, l.out, cur, l.out, w, l.out, next, l.in));
         std::swap(cur, next);
       } else if (dx != nullptr) {
-        DIN_RETURN_IF_ERROR(
-            Gemm(false, true, n, l.in, l.out, cur, l.out, params + l.weight, l.out, dx, l.in));
+        DIN_RETURN_IF_ERROR(Gemm(false, true, n, in_w, l.out, cur, l.out, w, l.out, dx, in_w));
       }
     }
+    mlp.first_grad = cur;
     DIN_CUDA_RETURN_IF_ERROR(cudaGetLastError());
     return Status::Ok();
+  }
+
+  // The activation unit with its first layer split (model_math.h): the fused weights,
+  // the candidate share v_a·(W_a + W_d) + b per sample ([B x h1]), the per-position input
+  // [e, v_a ⊙ e] and the MLP over it.
+  Status AttentionForward(Mode mode, int B, int N, int D, const int32_t* pos_sample) {
+    const LayerSpec& l0 = layout_.attention()[0];
+    const int out = l0.out;
+    const size_t blk = static_cast<size_t>(D) * out;
+    const float* params = params_d_.get();
+    DIN_RETURN_IF_ERROR(wc_.Reserve(blk));
+    DIN_RETURN_IF_ERROR(w2_.Reserve(2 * blk));
+    DIN_RETURN_IF_ERROR(cand_.Reserve(std::max<size_t>(1, static_cast<size_t>(B) * out)));
+    DIN_RETURN_IF_ERROR(x2_.Reserve(std::max<size_t>(1, static_cast<size_t>(N) * 2 * D)));
+    DIN_LAUNCH(FuseAttentionWeightsKernel, Blocks(blk), kThreads, params + l0.weight, D, out,
+               wc_.get(), w2_.get());
+    if (B > 0) {
+      DIN_RETURN_IF_ERROR(
+          Gemm(false, false, B, out, D, va_.get(), D, wc_.get(), out, cand_.get(), out));
+      DIN_LAUNCH(BiasAddKernel, Blocks(static_cast<size_t>(B) * out), kThreads, cand_.get(),
+                 params + l0.bias, static_cast<size_t>(B) * out, out);
+    }
+    if (N > 0)
+      DIN_LAUNCH(PositionInputKernel, Blocks(static_cast<size_t>(N) * D), kThreads, va_.get(),
+                 e_.get(), pos_sample, N, D, x2_.get());
+    att_.first_weight = w2_.get();
+    att_.first_in = 2 * D;
+    att_.first_row_bias = cand_.get();
+    att_.first_group = pos_sample;
+    return MlpForward(att_, layout_.attention(), mode, x2_.get(), N);
+  }
+
+  // Backward of AttentionForward: dw [N] in; the layers' gradients (the first layer's in
+  // W's blocks, as the unsplit layer has them) out, ∂v_a added to dva_, ∂e to de_.
+  Status AttentionBackward(int B, int N, int D, const int32_t* pos_sample,
+                           const int32_t* hist_offsets) {
+    const LayerSpec& l0 = layout_.attention()[0];
+    const int out = l0.out;
+    const size_t blk = static_cast<size_t>(D) * out;
+    float* grads = grads_d_.get();
+    DIN_RETURN_IF_ERROR(dw2_.Reserve(2 * blk));
+    DIN_RETURN_IF_ERROR(dwc_.Reserve(blk));
+    DIN_RETURN_IF_ERROR(dcand_.Reserve(std::max<size_t>(1, static_cast<size_t>(B) * out)));
+    DIN_RETURN_IF_ERROR(dx2_.Reserve(std::max<size_t>(1, static_cast<size_t>(N) * 2 * D)));
+    att_.first_dweight = dw2_.get();
+    DIN_RETURN_IF_ERROR(
+        MlpBackward(att_, layout_.attention(), x2_.get(), N, dw_.get(), dx2_.get()));
+    // No positions (a synced worker taking part): the gradients stay 0.
+    if (N == 0) return Status::Ok();
+    DIN_LAUNCH(SegmentSumKernel, Blocks(static_cast<size_t>(B) * out), kThreads, att_.first_grad,
+               hist_offsets, B, out, dcand_.get());
+    DIN_RETURN_IF_ERROR(ColumnSums<1>(B, out, ValueF{dcand_.get(), out}, grads + l0.bias));
+    DIN_RETURN_IF_ERROR(
+        Gemm(true, false, D, out, B, va_.get(), D, dcand_.get(), out, dwc_.get(), out));
+    DIN_LAUNCH(SplitAttentionWeightGradKernel, Blocks(blk), kThreads, dwc_.get(), dw2_.get(), D,
+               out, grads + l0.weight);
+    DIN_LAUNCH(PositionInputBackwardEKernel, Blocks(static_cast<size_t>(N) * D), kThreads,
+               dx2_.get(), va_.get(), e_.get(), pos_sample, N, D, de_.get());
+    DIN_LAUNCH(PositionInputBackwardVaKernel, Blocks(static_cast<size_t>(B) * D), kThreads,
+               dx2_.get(), va_.get(), e_.get(), hist_offsets, B, D, dva_.get());
+    // The candidate share's input gradient dcand·(W_a + W_d)ᵀ, added to dva.
+    return Gemm(false, true, B, D, out, dcand_.get(), out, wc_.get(), out, dva_.get(), D, 1.0f);
   }
 
   Status Forward(const BatchPlan& plan, const ModelInput& input, Mode mode) {
@@ -947,15 +1159,17 @@ class CudaBackend final : public ModelBackend {
     }
     const int32_t* hist_offsets = IdxI(at_hist_offsets_);
     const int32_t* pos_sample = IdxI(at_pos_sample_);
+    // With a BatchStatsSync every worker takes part in the Dice sums of every layer, also
+    // with no history positions or no samples at all.
+    const bool synced = sync_ != nullptr && mode == Mode::kTrain;
+    att_.samples = top_.samples = B;
     if (layout_.pooling() == Pooling::kAttention) {
-      if (N > 0) {
-        DIN_RETURN_IF_ERROR(xatt_.Reserve(static_cast<size_t>(N) * 4 * D));
-        DIN_LAUNCH(AttentionInputKernel, Blocks(static_cast<size_t>(N) * D), kThreads, va_.get(),
-                   e_.get(), pos_sample, N, D, xatt_.get());
-        DIN_RETURN_IF_ERROR(MlpForward(att_, layout_.attention(), mode, xatt_.get(), N));
-        DIN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(w_.get(), att_.layers.back().y.get(),
-                                                 sizeof(float) * N, cudaMemcpyDeviceToDevice,
-                                                 stream_));
+      if (N > 0 || synced) {
+        DIN_RETURN_IF_ERROR(AttentionForward(mode, B, N, D, pos_sample));
+        if (N > 0)
+          DIN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(w_.get(), att_.layers.back().y.get(),
+                                                   sizeof(float) * N, cudaMemcpyDeviceToDevice,
+                                                   stream_));
         if (layout_.softmax() && B > 0)
           DIN_LAUNCH(SegmentSoftmaxKernel, Blocks(B), kThreads, w_.get(), hist_offsets, B);
       }
@@ -989,18 +1203,28 @@ class CudaBackend final : public ModelBackend {
       DIN_CUDA_RETURN_IF_ERROR(
           cudaMemsetAsync(table_grads_d_.get(), 0, sizeof(float) * table_offsets_.back(), stream_));
     DIN_RETURN_IF_ERROR(loss_d_.Reserve(1));
+    // Without samples only a synced worker has work: its part of the Dice sums.
+    if (B == 0) DIN_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(loss_d_.get(), 0, sizeof(float), stream_));
+    if (B == 0 && sync_ == nullptr) return Status::Ok();
+    const size_t b1 = std::max(B, 1);
+    DIN_RETURN_IF_ERROR(dlogit_.Reserve(b1));
+    DIN_RETURN_IF_ERROR(dz_.Reserve(b1 * top_in));
+    DIN_RETURN_IF_ERROR(du_.Reserve(b1 * D));
+    DIN_RETURN_IF_ERROR(dva_.Reserve(b1 * D));
+    DIN_RETURN_IF_ERROR(de_.Reserve(std::max<size_t>(1, static_cast<size_t>(N) * D)));
+    if (B > 0)
+      DIN_LAUNCH_SYNC(LossKernel, 1, kThreads, top_.layers.back().y.get(), labels_d_.get(), B,
+                      dlogit_.get(), loss_d_.get());
+    DIN_RETURN_IF_ERROR(MlpBackward(top_, layout_.top(), z_.get(), B, dlogit_.get(), dz_.get()));
+    const int32_t* hist_offsets = IdxI(at_hist_offsets_);
+    const int32_t* pos_sample = IdxI(at_pos_sample_);
     if (B == 0) {
-      DIN_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(loss_d_.get(), 0, sizeof(float), stream_));
+      if (layout_.pooling() == Pooling::kAttention) {
+        DIN_RETURN_IF_ERROR(dw_.Reserve(1));
+        DIN_RETURN_IF_ERROR(AttentionBackward(B, N, D, pos_sample, hist_offsets));
+      }
       return Status::Ok();
     }
-    DIN_RETURN_IF_ERROR(dlogit_.Reserve(B));
-    DIN_RETURN_IF_ERROR(dz_.Reserve(static_cast<size_t>(B) * top_in));
-    DIN_RETURN_IF_ERROR(du_.Reserve(static_cast<size_t>(B) * D));
-    DIN_RETURN_IF_ERROR(dva_.Reserve(static_cast<size_t>(B) * D));
-    DIN_RETURN_IF_ERROR(de_.Reserve(std::max<size_t>(1, static_cast<size_t>(N) * D)));
-    DIN_LAUNCH_SYNC(LossKernel, 1, kThreads, top_.layers.back().y.get(), labels_d_.get(), B,
-                    dlogit_.get(), loss_d_.get());
-    DIN_RETURN_IF_ERROR(MlpBackward(top_, layout_.top(), z_.get(), B, dlogit_.get(), dz_.get()));
     for (size_t s = 0; s < layout_.segments().size() && !deterministic_; ++s) {
       const TopSegment& seg = layout_.segments()[s];
       DIN_LAUNCH(ScatterPooledKernel, Blocks(static_cast<size_t>(B) * seg.dim), kThreads, dz_.get(),
@@ -1009,26 +1233,19 @@ class CudaBackend final : public ModelBackend {
     }
     DIN_LAUNCH(InterestBackwardKernel, Blocks(static_cast<size_t>(B) * D), kThreads, dz_.get(),
                top_in, uc, u_.get(), va_.get(), B, D, du_.get(), dva_.get());
-    const int32_t* hist_offsets = IdxI(at_hist_offsets_);
-    const int32_t* pos_sample = IdxI(at_pos_sample_);
-    if (N > 0) {
+    if (N > 0)
       DIN_LAUNCH(PoolBackwardKernel, Blocks(static_cast<size_t>(N) * D), kThreads, w_.get(),
                  du_.get(), pos_sample, N, D, de_.get());
-      if (layout_.pooling() == Pooling::kAttention) {
-        DIN_RETURN_IF_ERROR(dw_.Reserve(N));
-        DIN_RETURN_IF_ERROR(dxatt_.Reserve(static_cast<size_t>(N) * 4 * D));
+    if (layout_.pooling() == Pooling::kAttention && (N > 0 || sync_ != nullptr)) {
+      DIN_RETURN_IF_ERROR(dw_.Reserve(std::max(N, 1)));
+      if (N > 0) {
         DIN_LAUNCH(WeightGradKernel, Blocks(N), kThreads, du_.get(), e_.get(), pos_sample, N, D,
                    dw_.get());
         if (layout_.softmax())
           DIN_LAUNCH(SoftmaxBackwardKernel, Blocks(B), kThreads, w_.get(), dw_.get(), hist_offsets,
                      B);
-        DIN_RETURN_IF_ERROR(
-            MlpBackward(att_, layout_.attention(), xatt_.get(), N, dw_.get(), dxatt_.get()));
-        DIN_LAUNCH(AttentionInputBackwardEKernel, Blocks(static_cast<size_t>(N) * D), kThreads,
-                   dxatt_.get(), va_.get(), e_.get(), pos_sample, N, D, de_.get());
-        DIN_LAUNCH(AttentionInputBackwardVaKernel, Blocks(static_cast<size_t>(B) * D), kThreads,
-                   dxatt_.get(), va_.get(), e_.get(), hist_offsets, B, D, dva_.get());
       }
+      DIN_RETURN_IF_ERROR(AttentionBackward(B, N, D, pos_sample, hist_offsets));
     }
     for (const ScatterIndex& ix : deterministic_ ? scatter_ : std::vector<ScatterIndex>{})
       DIN_LAUNCH(OrderedScatterKernel, Blocks(static_cast<size_t>(ix.n_rows) * ix.d), kThreads,
@@ -1093,10 +1310,17 @@ class CudaBackend final : public ModelBackend {
   std::vector<size_t> table_offsets_;
   size_t at_hist_offsets_ = 0, at_pos_sample_ = 0;
   std::vector<size_t> at_hist_rows_, at_cand_rows_, at_seg_offsets_, at_seg_rows_;
-  DeviceBuffer<float> va_, e_, xatt_, w_, u_, z_;
-  DeviceBuffer<float> dlogit_, dz_, du_, dva_, de_, dw_, dxatt_, loss_d_;
+  DeviceBuffer<float> va_, e_, w_, u_, z_;
+  DeviceBuffer<float> dlogit_, dz_, du_, dva_, de_, dw_, loss_d_;
   DeviceBuffer<float> g0_, g1_, dxhat_, stats_, partials_;
+  // The activation unit's split first layer: fused weights, candidate share, per-position
+  // input, and their gradients.
+  DeviceBuffer<float> wc_, w2_, cand_, x2_, dwc_, dw2_, dcand_, dx2_;
   Mlp att_, top_;
+  // Dice statistics over the workers (nullptr: this batch's own) and host scratch for it.
+  BatchStatsSync* sync_ = nullptr;
+  std::vector<float> host_stats_;
+  std::vector<double> host_sums_;
 };
 
 }  // namespace

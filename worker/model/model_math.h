@@ -202,6 +202,52 @@ DIN_HD inline void AttentionInputBackward(const T* drow, int k, int d, T va, T e
   *de = d1 - d2 + d3 * va;
 }
 
+// ---- The activation unit's first layer, split ---------------------------------------
+// With the first layer's weight W [4d x out] in the input's blocks, W = [W_a; W_e; W_d; W_p]
+// (d rows each), one input row gives
+//   [v_a, e, v_a − e, v_a ⊙ e]·W = v_a·(W_a + W_d) + e·(W_e − W_d) + (v_a ⊙ e)·W_p.
+// v_a·(W_a + W_d) + b is the same for every position of a sample: the backends compute
+// it once per sample (a [batch x d]·[d x out] GEMM) and per position only
+// [e, v_a ⊙ e]·[W_e − W_d; W_p] (2d columns instead of 4d).
+
+// Element i < d·out of the fused weights: wc = W_a + W_d [d x out] (candidate) and
+// w2 = [W_e − W_d; W_p] [2d x out] (per position).
+template <typename T>
+DIN_HD inline void FuseAttentionWeight(const T* w, int d, int out, size_t i, T* wc, T* w2) {
+  const size_t blk = static_cast<size_t>(d) * out;
+  wc[i] = w[i] + w[2 * blk + i];
+  w2[i] = w[blk + i] - w[2 * blk + i];
+  w2[blk + i] = w[3 * blk + i];
+}
+
+// Per-position input row [e, v_a ⊙ e], coordinate k of d.
+template <typename T>
+DIN_HD inline void PositionInput(T va, T e, T* row, int k, int d) {
+  row[k] = e;
+  row[d + k] = va * e;
+}
+
+// Gradients reaching v_a[k] (this position's share) and e[k] from the gradient of one
+// per-position row.
+template <typename T>
+DIN_HD inline void PositionInputBackward(const T* drow, int k, int d, T va, T e, T* dva, T* de) {
+  *dva = drow[d + k] * e;
+  *de = drow[k] + drow[d + k] * va;
+}
+
+// Element i < d·out of the first layer's weight gradient, in W's blocks, from
+// dwc = Σ_samples v_aᵀ·(Σ_positions dS) and dw2 = Σ_positions [e, v_a ⊙ e]ᵀ·dS:
+//   ∂W_a = dwc, ∂W_e = dw2[e], ∂W_d = Σ (v_a − e)ᵀ·dS = dwc − dw2[e], ∂W_p = dw2[p].
+template <typename T>
+DIN_HD inline void SplitAttentionWeightGrad(const T* dwc, const T* dw2, int d, int out, size_t i,
+                                            T* dw) {
+  const size_t blk = static_cast<size_t>(d) * out;
+  dw[i] = dwc[i];
+  dw[blk + i] = dw2[i];
+  dw[2 * blk + i] = dwc[i] - dw2[i];
+  dw[3 * blk + i] = dw2[blk + i];
+}
+
 // ---- Loss ---------------------------------------------------------------------------
 // Binary cross-entropy on a logit, overflow-free: max(x, 0) − x·y + log(1 + exp(−|x|)).
 template <typename T>

@@ -189,10 +189,18 @@ TEST(MlpGradTest, TopMlpDice) { CheckMlp(8, {7, 5}, Act::kDice, 10); }
 TEST(MlpGradTest, TopMlpPRelu) { CheckMlp(8, {7, 5}, Act::kPRelu, 10); }
 TEST(MlpGradTest, TopMlpSigmoid) { CheckMlp(6, {4}, Act::kSigmoid, 5); }
 
-// The activation unit alone: w_j = MLP_att([v_a, e_j, v_a − e_j, v_a ⊙ e_j]); checks
-// ∂(Σ c_j w_j)/∂v_a and ∂/∂e_j through the input construction and Dice over positions.
-TEST(ActivationUnitGradTest, InputsAndParameters) {
-  const int d = 3, n = 7;
+// The activation unit as the backends run it: CpuAttentionUnit, whose first layer is
+// split into a per-sample candidate share v_a·(W_a + W_d) + b and a per-position
+// [e_j, v_a ⊙ e_j]·[W_e − W_d; W_p] (model_math.h). Three samples (the middle one
+// without positions), L = Σ c_j w_j, Dice over the positions. Every output and gradient
+// is compared with the unsplit layer (CpuMlp on the explicit rows [v_a, e_j, v_a − e_j,
+// v_a ⊙ e_j]) and the gradients with central differences, so a wrong split (v_a·(W_a −
+// W_d), a candidate share not summed over a sample's positions, ∂W_d taken as dwc + dw_e)
+// fails.
+TEST(ActivationUnitGradTest, SplitFirstLayerMatchesUnsplitAndFiniteDifferences) {
+  const int d = 3, batch = 3;
+  const std::vector<int32_t> pos_sample = {0, 0, 0, 0, 2, 2, 2};
+  const int n = static_cast<int>(pos_sample.size());
   config::ModelConfig cfg;
   cfg.add_attention_hidden(5);
   cfg.add_attention_hidden(4);
@@ -202,31 +210,54 @@ TEST(ActivationUnitGradTest, InputsAndParameters) {
   std::vector<float> pf(layout.num_params()), rf(layout.num_running());
   layout.Initialize(pf, rf);
   std::vector<double> params(pf.begin(), pf.end()), running(rf.begin(), rf.end());
-  std::vector<double> va = Random(d, 12), e = Random(static_cast<size_t>(n) * d, 13);
+  // Noise on every parameter: distinct weight blocks, non-zero biases and α.
+  const std::vector<double> noise = Random(params.size(), 15, -0.3, 0.3);
+  for (size_t i = 0; i < params.size(); ++i) params[i] += noise[i];
+  std::vector<double> va = Random(static_cast<size_t>(batch) * d, 12);
+  std::vector<double> e = Random(static_cast<size_t>(n) * d, 13);
   const std::vector<double> c = Random(n, 14);
-  std::vector<double> x(static_cast<size_t>(n) * 4 * d);
-  CpuMlp<double> mlp;
+
+  CpuAttentionUnit<double> unit;
   auto loss = [&] {
-    for (int j = 0; j < n; ++j)
-      for (int k = 0; k < d; ++k) math::AttentionInput(va[k], e[j * d + k], &x[j * 4 * d], k, d);
-    mlp.Forward(layout.attention(), params.data(), running.data(), 0.99, 1e-8, Mode::kTrain, false,
-                x.data(), n);
+    unit.Forward(layout.attention(), params.data(), running.data(), 0.99, 1e-8, Mode::kTrain, false,
+                 va.data(), e.data(), pos_sample.data(), batch, n, d);
     double l = 0;
-    for (int j = 0; j < n; ++j) l += c[j] * mlp.output()[j];
+    for (int j = 0; j < n; ++j) l += c[j] * unit.output()[j];
     return l;
   };
   loss();
-  std::vector<double> grads(params.size()), dx(x.size()), dva(d, 0.0), de(e.size());
-  mlp.Backward(layout.attention(), params.data(), x.data(), n, c.data(), grads.data(), dx.data());
+  const std::vector<double> out(unit.output(), unit.output() + n);
+  std::vector<double> grads(params.size()), dva(va.size(), 0.0), de(e.size(), 0.0);
+  unit.Backward(layout.attention(), params.data(), c.data(), grads.data(), dva.data(), de.data());
+
+  // The unsplit layer on the explicit 4d-column rows.
+  std::vector<double> x(static_cast<size_t>(n) * 4 * d), dx(x.size());
+  for (int j = 0; j < n; ++j)
+    for (int k = 0; k < d; ++k)
+      math::AttentionInput(va[pos_sample[j] * d + k], e[j * d + k], &x[j * 4 * d], k, d);
+  CpuMlp<double> mlp;
+  mlp.Forward(layout.attention(), params.data(), running.data(), 0.99, 1e-8, Mode::kTrain, false,
+              x.data(), n);
+  std::vector<double> ref_grads(params.size()), ref_dva(va.size(), 0.0), ref_de(e.size());
+  mlp.Backward(layout.attention(), params.data(), x.data(), n, c.data(), ref_grads.data(),
+               dx.data());
   for (int j = 0; j < n; ++j)
     for (int k = 0; k < d; ++k) {
       double a, b;
-      math::AttentionInputBackward(&dx[j * 4 * d], k, d, va[k], e[j * d + k], &a, &b);
-      dva[k] += a;
-      de[j * d + k] = b;
+      math::AttentionInputBackward(&dx[j * 4 * d], k, d, va[pos_sample[j] * d + k], e[j * d + k],
+                                   &a, &b);
+      ref_dva[pos_sample[j] * d + k] += a;
+      ref_de[j * d + k] = b;
     }
-  std::vector<double> num_va(d), num_e(e.size()), num_p(params.size());
-  for (int k = 0; k < d; ++k) num_va[k] = CentralDiff(va, k, 1e-6, loss);
+  ExpectGradClose(out, std::vector<double>(mlp.output(), mlp.output() + n), 1e-12, 1e-10,
+                  "scores against the unsplit layer");
+  ExpectGradClose(grads, ref_grads, 1e-12, 1e-10, "dparams against the unsplit layer");
+  ExpectGradClose(dva, ref_dva, 1e-12, 1e-10, "dva against the unsplit layer");
+  ExpectGradClose(de, ref_de, 1e-12, 1e-10, "de against the unsplit layer");
+  for (int k = 0; k < d; ++k) EXPECT_EQ(dva[d + k], 0.0) << "sample 1 has no positions";
+
+  std::vector<double> num_va(va.size()), num_e(e.size()), num_p(params.size());
+  for (size_t i = 0; i < va.size(); ++i) num_va[i] = CentralDiff(va, i, 1e-6, loss);
   for (size_t i = 0; i < e.size(); ++i) num_e[i] = CentralDiff(e, i, 1e-6, loss);
   for (size_t i = 0; i < params.size(); ++i) num_p[i] = CentralDiff(params, i, 1e-6, loss);
   ExpectGradClose(dva, num_va, 1e-7, 1e-6, "dva");

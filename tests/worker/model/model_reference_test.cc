@@ -270,7 +270,8 @@ TEST(DinReferenceTest, PoolingKindsDiffer) {
   EXPECT_GT(std::abs(att[0] - mean[0]), 1e-3);
 }
 
-// The CUDA backend, where a device exists.
+// The CUDA backend, where a device exists (model_reference_emu_test: on the CUDA
+// emulation).
 TEST(DinReferenceTest, CudaAttention) {
   if (CudaDeviceCount() == 0) GTEST_SKIP() << "no usable CUDA device";
   CheckBackend("cuda", config::ModelConfig::ATTENTION);
