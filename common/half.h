@@ -7,7 +7,9 @@
 #pragma once
 
 #include <bit>
+#include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string_view>
 
 namespace din {
@@ -114,6 +116,68 @@ inline uint16_t FloatToHalfStochastic(float x, WeightFormat f, uint64_t random) 
   const float frac = half_detail::Fraction(x, lo, f, &hi);
   const float u = static_cast<float>(random >> 40) * (1.0f / 16777216.0f);
   return u < frac ? hi : lo;
+}
+
+// ---- Bulk conversions for the half-precision wire (docs/design.md §4): the same results
+// as FloatToHalf / HalfToFloat, computed without branches on the value so that a frame
+// of millions of values converts at memory speed. Arrays of 16-bit values are read and
+// written bytewise (a frame's bytes need not be 2-aligned).
+
+// float32 -> fp16, round to nearest even; NaN stays NaN (quiet), past the largest finite
+// value by half an ulp or more is infinity. The float arithmetic does the rounding
+// (default rounding mode, no -ffast-math): scaling |x| by 2^112 then 2^-110 makes
+// overflow infinite, and adding a power of two aligned with x's fp16 ulp rounds the
+// mantissa at the right bit, subnormals included.
+inline uint16_t FloatToFp16Nearest(float x) {
+  const float scale_to_inf = 0x1.0p+112f;
+  const float scale_to_zero = 0x1.0p-110f;
+  const uint32_t w = std::bit_cast<uint32_t>(x);
+  float base = ((x < 0 ? -x : x) * scale_to_inf) * scale_to_zero;
+  const uint32_t shl1_w = w + w;
+  const uint32_t sign = w & 0x80000000u;
+  uint32_t bias = shl1_w & 0xFF000000u;
+  if (bias < 0x71000000u) bias = 0x71000000u;
+  base = std::bit_cast<float>((bias >> 1) + 0x07800000u) + base;
+  const uint32_t bits = std::bit_cast<uint32_t>(base);
+  const uint32_t exp_bits = (bits >> 13) & 0x00007C00u;
+  const uint32_t mantissa_bits = bits & 0x00000FFFu;
+  const uint32_t nonsign = exp_bits + mantissa_bits;
+  return static_cast<uint16_t>((sign >> 16) | (shl1_w > 0xFF000000u ? 0x7E00u : nonsign));
+}
+
+// float32 -> bf16, round to nearest even; NaN stays NaN (quiet).
+inline uint16_t FloatToBf16Nearest(float x) {
+  const uint32_t b = std::bit_cast<uint32_t>(x);
+  if ((b & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((b >> 16) | 0x40u);
+  return static_cast<uint16_t>((b + 0x7FFFu + ((b >> 16) & 1u)) >> 16);
+}
+
+// n floats, each times `scale` (a power of two: exact), to 16-bit values at `out`.
+inline void FloatsToHalves(const float* in, size_t n, WeightFormat f, float scale, void* out) {
+  auto* o = static_cast<std::byte*>(out);
+  if (f == WeightFormat::kFp16) {
+    for (size_t i = 0; i < n; ++i) {
+      const uint16_t h = FloatToFp16Nearest(in[i] * scale);
+      std::memcpy(o + 2 * i, &h, 2);
+    }
+  } else {
+    for (size_t i = 0; i < n; ++i) {
+      const uint16_t h = FloatToBf16Nearest(in[i] * scale);
+      std::memcpy(o + 2 * i, &h, 2);
+    }
+  }
+}
+
+// n 16-bit values at `in` to floats, each times `scale` (a power of two).
+inline void HalvesToFloats(const void* in, size_t n, WeightFormat f, float scale, float* out) {
+  const auto* p = static_cast<const std::byte*>(in);
+  for (size_t i = 0; i < n; ++i) {
+    uint16_t h;
+    std::memcpy(&h, p + 2 * i, 2);
+    out[i] =
+        (f == WeightFormat::kFp16 ? half_detail::Fp16ToFloat(h) : half_detail::Bf16ToFloat(h)) *
+        scale;
+  }
 }
 
 }  // namespace din
