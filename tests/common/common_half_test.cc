@@ -105,6 +105,36 @@ TEST(HalfTest, BulkWireConversionsMatchTheScalarOnes) {
       }
     }
   }
+  // Widening every 16-bit pattern, aligned and not: the scalar value (NaN: a NaN).
+  for (WeightFormat f : kHalves) {
+    std::vector<uint16_t> all(65537);
+    for (uint32_t h = 0; h < 65536; ++h) all[h + 1] = static_cast<uint16_t>(h);
+    std::vector<float> wide(65536), wide_odd(65536);
+    HalvesToFloats(all.data() + 1, 65536, f, 1.0f, wide.data());
+    for (uint32_t h = 0; h < 65536; ++h) {
+      const float want = HalfToFloat(static_cast<uint16_t>(h), f);
+      if (std::isnan(want)) {
+        ASSERT_TRUE(std::isnan(wide[h])) << h;
+      } else {
+        ASSERT_EQ(std::bit_cast<uint32_t>(wide[h]), std::bit_cast<uint32_t>(want))
+            << WeightFormatName(f) << " " << h;
+      }
+    }
+    std::vector<uint8_t> bytes(2 * 65536 + 1);
+    std::memcpy(bytes.data() + 1, all.data() + 1, 2 * 65536);
+    HalvesToFloats(bytes.data() + 1, 65536, f, 1.0f, wide_odd.data());
+    for (uint32_t h = 0; h < 65536; ++h)
+      ASSERT_TRUE(std::bit_cast<uint32_t>(wide_odd[h]) == std::bit_cast<uint32_t>(wide[h]) ||
+                  std::isnan(wide[h]))
+          << h;
+    // Narrowing into a misaligned buffer writes the aligned result's bytes.
+    std::vector<float> xs2 = {1.0f, -2.5f, 65504.0f, 1e-6f, 3.0e5f};
+    std::vector<uint16_t> aligned(xs2.size());
+    FloatsToHalves(xs2.data(), xs2.size(), f, 1.0f, aligned.data());
+    std::vector<uint8_t> odd(2 * xs2.size() + 1);
+    FloatsToHalves(xs2.data(), xs2.size(), f, 1.0f, odd.data() + 1);
+    EXPECT_EQ(0, std::memcmp(odd.data() + 1, aligned.data(), 2 * xs2.size()));
+  }
   // The scale is applied exactly (a power of two) before narrowing and after widening.
   const float x = 3.0e-7f;
   uint16_t h;
