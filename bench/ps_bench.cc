@@ -14,6 +14,8 @@
 // Also from CPU time, robust to a busy machine: the server's keys per CPU-second of (b)'s
 // pulls and pushes, and the calling thread's CPU microseconds per (b) request. The forked
 // processes are named ps_bench_echo and ps_bench_base (for perf --comm).
+// With --wire fp16 (or bf16) worker 0 repeats (a) and (b) right after through a client
+// with that ps.wire_precision and reports both wires side by side (wire_* fields).
 // Prints one JSON line (worker 0).
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -26,6 +28,7 @@
 #include <cstring>
 #include <ctime>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <string>
 #include <unordered_map>
@@ -45,6 +48,9 @@ DEFINE_int32(reps, 5, "repetitions of the 1M-key requests");
 DEFINE_int32(requests, 1000, "4k-key requests per measurement");
 DEFINE_int32(big_keys, 1000000, "keys of the large request");
 DEFINE_int32(small_keys, 4096, "keys of a small request");
+DEFINE_string(wire, "fp32",
+              "fp16 or bf16: also measure (a) and (b) with that ps.wire_precision, right after "
+              "the float32 wire, and report both (bytes per key, keys/s, CPU time)");
 
 namespace din {
 namespace {
@@ -199,7 +205,19 @@ double ThreadCpuSeconds() {
 Status Run(const config::TrainConfig& cfg, Cluster& cluster, const std::string& raw_ep,
            const std::string& base_ep) {
   const int dim = static_cast<int>(cfg.tables(0).dim());
-  DIN_ASSIGN_OR_RETURN(auto client, PsClient::Connect(cfg, cluster.servers()));
+  config::PsConfig::WirePrecision wire;
+  if (FLAGS_wire == "fp32")
+    wire = config::PsConfig::FP32;
+  else if (FLAGS_wire == "fp16")
+    wire = config::PsConfig::FP16;
+  else if (FLAGS_wire == "bf16")
+    wire = config::PsConfig::BF16;
+  else
+    return Status::InvalidArgument("--wire " + FLAGS_wire + ": expected fp32, fp16 or bf16");
+  // The float32 wire is the reference: --wire only adds the second measurement.
+  config::TrainConfig cfg32 = cfg;
+  cfg32.mutable_ps()->set_wire_precision(config::PsConfig::FP32);
+  DIN_ASSIGN_OR_RETURN(auto client, PsClient::Connect(cfg32, cluster.servers()));
   const int w = cluster.role_rank();
   const size_t big = FLAGS_big_keys, small = FLAGS_small_keys;
   std::mt19937_64 rng(17 + w);
@@ -218,39 +236,63 @@ Status Run(const config::TrainConfig& cfg, Cluster& cluster, const std::string& 
     return std::span<const uint64_t>(shuffled.data() + start, small);
   };
 
-  Json json;  // worker 0's figures, in the order printed
-  if (w == 0) {
-    std::vector<double> pull_s, push_s;
+  // (a) and (b) through one client: throughput, latencies and CPU time.
+  struct Figures {
+    std::vector<double> pull_s, push_s, pull_lat, push_lat;
+    double srv0, srv1, srv2, cli0, cli1, cli2;
+    Clock::time_point a0, a1, a2;
+  };
+  auto measure = [&](PsClient& c, Figures* f) -> Status {
     for (int r = 0; r < FLAGS_reps; ++r) {
       auto t0 = Clock::now();
-      DIN_RETURN_IF_ERROR(TimedPull(*client, pool, &out));
+      DIN_RETURN_IF_ERROR(TimedPull(c, pool, &out));
       auto t1 = Clock::now();
-      DIN_RETURN_IF_ERROR(TimedPush(*client, pool, grads));
+      DIN_RETURN_IF_ERROR(TimedPush(c, pool, grads));
       auto t2 = Clock::now();
-      pull_s.push_back(Sec(t0, t1));
-      push_s.push_back(Sec(t1, t2));
+      f->pull_s.push_back(Sec(t0, t1));
+      f->push_s.push_back(Sec(t1, t2));
     }
-    std::vector<double> pull_lat, push_lat;
-    DIN_ASSIGN_OR_RETURN(const double srv0, ServerCpuSeconds(*client));
-    const double cli0 = ThreadCpuSeconds();
-    auto a0 = Clock::now();
+    DIN_ASSIGN_OR_RETURN(f->srv0, ServerCpuSeconds(c));
+    f->cli0 = ThreadCpuSeconds();
+    f->a0 = Clock::now();
     for (int r = 0; r < FLAGS_requests; ++r) {
       auto t0 = Clock::now();
-      DIN_RETURN_IF_ERROR(TimedPull(*client, slice(r), &out));
-      pull_lat.push_back(Sec(t0, Clock::now()));
+      DIN_RETURN_IF_ERROR(TimedPull(c, slice(r), &out));
+      f->pull_lat.push_back(Sec(t0, Clock::now()));
     }
-    auto a1 = Clock::now();
-    const double cli1 = ThreadCpuSeconds();
-    DIN_ASSIGN_OR_RETURN(const double srv1, ServerCpuSeconds(*client));
+    f->a1 = Clock::now();
+    f->cli1 = ThreadCpuSeconds();
+    DIN_ASSIGN_OR_RETURN(f->srv1, ServerCpuSeconds(c));
     std::span<const float> small_grads(grads.data(), small * dim);
     for (int r = 0; r < FLAGS_requests; ++r) {
       auto t0 = Clock::now();
-      DIN_RETURN_IF_ERROR(TimedPush(*client, slice(r), small_grads));
-      push_lat.push_back(Sec(t0, Clock::now()));
+      DIN_RETURN_IF_ERROR(TimedPush(c, slice(r), small_grads));
+      f->push_lat.push_back(Sec(t0, Clock::now()));
     }
-    auto a2 = Clock::now();
-    const double cli2 = ThreadCpuSeconds();
-    DIN_ASSIGN_OR_RETURN(const double srv2, ServerCpuSeconds(*client));
+    f->a2 = Clock::now();
+    f->cli2 = ThreadCpuSeconds();
+    DIN_ASSIGN_OR_RETURN(f->srv2, ServerCpuSeconds(c));
+    return Status::Ok();
+  };
+
+  Json json;  // worker 0's figures, in the order printed
+  if (w == 0) {
+    Figures fig;
+    DIN_RETURN_IF_ERROR(measure(*client, &fig));
+    // --wire: the same measurements right after through a client of that precision.
+    std::optional<Figures> half;
+    if (wire != config::PsConfig::FP32) {
+      config::TrainConfig half_cfg = cfg;
+      half_cfg.mutable_ps()->set_wire_precision(wire);
+      DIN_ASSIGN_OR_RETURN(auto half_client, PsClient::Connect(half_cfg, cluster.servers()));
+      half.emplace();
+      DIN_RETURN_IF_ERROR(measure(*half_client, &*half));
+    }
+    const std::vector<double>&pull_s = fig.pull_s, &push_s = fig.push_s;
+    const std::vector<double>&pull_lat = fig.pull_lat, &push_lat = fig.push_lat;
+    const double srv0 = fig.srv0, srv1 = fig.srv1, srv2 = fig.srv2;
+    const double cli0 = fig.cli0, cli1 = fig.cli1, cli2 = fig.cli2;
+    const Clock::time_point a0 = fig.a0, a1 = fig.a1, a2 = fig.a2;
 
     RawClient raw(raw_ep);
     std::vector<double> raw_pull_big, raw_push_big;
@@ -336,6 +378,33 @@ Status Run(const config::TrainConfig& cfg, Cluster& cluster, const std::string& 
     put("server_keys_per_cpu_s_push_4k", keys_small / (srv2 - srv1), 0);
     put("client_cpu_us_per_pull_4k", 1e6 * (cli1 - cli0) / FLAGS_requests, 1);
     put("client_cpu_us_per_push_4k", 1e6 * (cli2 - cli1) / FLAGS_requests, 1);
+    if (half) {
+      // The half-precision wire against the float32 one, measured one after the other in
+      // this run: payload bytes per key (keys, values or gradients, counts; headers
+      // excluded), keys/s, and CPU time per key on both sides.
+      const Figures& h = *half;
+      const double value_bytes = 2;
+      json["wire"] = FLAGS_wire;
+      put("wire_bytes_per_key_pull_fp32", bytes_per_key_pull, 0);
+      put("wire_bytes_per_key_pull_half", 8 + value_bytes * dim + 4, 0);
+      put("wire_bytes_per_key_push_fp32", 8 + 4 * dim, 0);
+      put("wire_bytes_per_key_push_half", 8 + value_bytes * dim, 0);
+      const double h_pull_1m = big / Median(h.pull_s), h_push_1m = big / Median(h.push_s);
+      const double h_pull_4k = keys_small / Sec(h.a0, h.a1);
+      const double h_push_4k = keys_small / Sec(h.a1, h.a2);
+      put("wire_half_pull_keys_per_s_1m", h_pull_1m, 0);
+      put("wire_half_push_keys_per_s_1m", h_push_1m, 0);
+      put("wire_half_pull_keys_per_s_4k", h_pull_4k, 0);
+      put("wire_half_push_keys_per_s_4k", h_push_4k, 0);
+      put("wire_half_vs_fp32_pull_1m", h_pull_1m / pull_1m, 3);
+      put("wire_half_vs_fp32_push_1m", h_push_1m / push_1m, 3);
+      put("wire_half_vs_fp32_pull_4k", h_pull_4k / pull_4k, 3);
+      put("wire_half_vs_fp32_push_4k", h_push_4k / push_4k, 3);
+      put("wire_half_server_keys_per_cpu_s_pull_4k", keys_small / (h.srv1 - h.srv0), 0);
+      put("wire_half_server_keys_per_cpu_s_push_4k", keys_small / (h.srv2 - h.srv1), 0);
+      put("wire_half_client_cpu_us_per_pull_4k", 1e6 * (h.cli1 - h.cli0) / FLAGS_requests, 1);
+      put("wire_half_client_cpu_us_per_push_4k", 1e6 * (h.cli2 - h.cli1) / FLAGS_requests, 1);
+    }
   }
 
   // (c) both workers pull 4k-key requests at once.

@@ -6,8 +6,11 @@
 // expected stored value is x and small updates are not lost to rounding.
 #pragma once
 
+#include <algorithm>
 #include <bit>
+#include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string_view>
 
 namespace din {
@@ -114,6 +117,102 @@ inline uint16_t FloatToHalfStochastic(float x, WeightFormat f, uint64_t random) 
   const float frac = half_detail::Fraction(x, lo, f, &hi);
   const float u = static_cast<float>(random >> 40) * (1.0f / 16777216.0f);
   return u < frac ? hi : lo;
+}
+
+// ---- Bulk conversions for the half-precision wire (docs/design.md §4): the same results
+// as FloatToHalf / HalfToFloat, computed without branches on the value so that a frame
+// of millions of values converts at memory speed (the loops vectorise). A frame's bytes
+// need not be 2-aligned: misaligned arrays go through a small buffer.
+
+// float32 -> fp16, round to nearest even; NaN stays NaN (quiet), past the largest finite
+// value by half an ulp or more is infinity. The float arithmetic does the rounding
+// (default rounding mode, no -ffast-math): scaling |x| by 2^112 then 2^-110 makes
+// overflow infinite, and adding a power of two aligned with x's fp16 ulp rounds the
+// mantissa at the right bit, subnormals included.
+inline uint16_t FloatToFp16Nearest(float x) {
+  const uint32_t w = std::bit_cast<uint32_t>(x);
+  const float abs = std::bit_cast<float>(w & 0x7FFFFFFFu);
+  float base = (abs * 0x1.0p+112f) * 0x1.0p-110f;
+  const uint32_t shl1_w = w + w;
+  const uint32_t sign = w & 0x80000000u;
+  const uint32_t bias = std::max(shl1_w & 0xFF000000u, 0x71000000u);
+  base = std::bit_cast<float>((bias >> 1) + 0x07800000u) + base;
+  const uint32_t bits = std::bit_cast<uint32_t>(base);
+  const uint32_t nonsign = ((bits >> 13) & 0x00007C00u) + (bits & 0x00000FFFu);
+  // Masks rather than branches, so that loops of conversions vectorise.
+  const uint32_t nan = 0u - static_cast<uint32_t>(shl1_w > 0xFF000000u);
+  return static_cast<uint16_t>((sign >> 16) | (nonsign & ~nan) | (0x7E00u & nan));
+}
+
+// float32 -> bf16, round to nearest even; NaN stays NaN (quiet).
+inline uint16_t FloatToBf16Nearest(float x) {
+  const uint32_t b = std::bit_cast<uint32_t>(x);
+  const uint32_t rounded = (b + 0x7FFFu + ((b >> 16) & 1u)) >> 16;
+  const uint32_t nan = 0u - static_cast<uint32_t>((b & 0x7FFFFFFFu) > 0x7F800000u);
+  return static_cast<uint16_t>((rounded & ~nan) | (((b >> 16) | 0x40u) & nan));
+}
+
+// fp16 -> float32 without branches on the value (exact; a NaN stays a NaN, its payload
+// quieted): normal values by moving the exponent and scaling by 2^-112, subnormals by a
+// float subtraction that normalises them.
+inline float Fp16ToFloatFast(uint16_t h) {
+  const uint32_t w = static_cast<uint32_t>(h) << 16;
+  const uint32_t sign = w & 0x80000000u;
+  const uint32_t two_w = w + w;
+  const float normalized = std::bit_cast<float>((two_w >> 4) + (0xE0u << 23)) * 0x1.0p-112f;
+  const float denormalized = std::bit_cast<float>((two_w >> 17) | (126u << 23)) - 0.5f;
+  const uint32_t sub = 0u - static_cast<uint32_t>(two_w < (1u << 27));
+  return std::bit_cast<float>(sign | (std::bit_cast<uint32_t>(denormalized) & sub) |
+                              (std::bit_cast<uint32_t>(normalized) & ~sub));
+}
+
+namespace half_detail {
+template <bool kFp16>
+inline void Narrow(const float* in, size_t n, float scale, uint16_t* out) {
+  for (size_t i = 0; i < n; ++i)
+    out[i] = kFp16 ? FloatToFp16Nearest(in[i] * scale) : FloatToBf16Nearest(in[i] * scale);
+}
+template <bool kFp16>
+inline void Widen(const uint16_t* in, size_t n, float scale, float* out) {
+  for (size_t i = 0; i < n; ++i)
+    out[i] = (kFp16 ? Fp16ToFloatFast(in[i]) : Bf16ToFloat(in[i])) * scale;
+}
+}  // namespace half_detail
+
+// n floats, each times `scale` (a power of two: exact), to 16-bit values at `out`. The
+// loops run on uint16_t arrays (vectorised); a misaligned `out` goes through a buffer.
+inline void FloatsToHalves(const float* in, size_t n, WeightFormat f, float scale, void* out) {
+  const bool fp16 = f == WeightFormat::kFp16;
+  if (reinterpret_cast<uintptr_t>(out) % alignof(uint16_t) == 0) {
+    auto* o = static_cast<uint16_t*>(out);
+    fp16 ? half_detail::Narrow<true>(in, n, scale, o) : half_detail::Narrow<false>(in, n, scale, o);
+    return;
+  }
+  uint16_t buf[256];
+  for (size_t done = 0; done < n; done += 256) {
+    const size_t m = n - done < 256 ? n - done : 256;
+    fp16 ? half_detail::Narrow<true>(in + done, m, scale, buf)
+         : half_detail::Narrow<false>(in + done, m, scale, buf);
+    std::memcpy(static_cast<std::byte*>(out) + 2 * done, buf, 2 * m);
+  }
+}
+
+// n 16-bit values at `in` to floats, each times `scale` (a power of two). A NaN stays a
+// NaN (fp16: quieted).
+inline void HalvesToFloats(const void* in, size_t n, WeightFormat f, float scale, float* out) {
+  const bool fp16 = f == WeightFormat::kFp16;
+  if (reinterpret_cast<uintptr_t>(in) % alignof(uint16_t) == 0) {
+    const auto* p = static_cast<const uint16_t*>(in);
+    fp16 ? half_detail::Widen<true>(p, n, scale, out) : half_detail::Widen<false>(p, n, scale, out);
+    return;
+  }
+  uint16_t buf[256];
+  for (size_t done = 0; done < n; done += 256) {
+    const size_t m = n - done < 256 ? n - done : 256;
+    std::memcpy(buf, static_cast<const std::byte*>(in) + 2 * done, 2 * m);
+    fp16 ? half_detail::Widen<true>(buf, m, scale, out + done)
+         : half_detail::Widen<false>(buf, m, scale, out + done);
+  }
 }
 
 }  // namespace din

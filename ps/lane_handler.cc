@@ -158,6 +158,7 @@ Status LaneHandler::Validate(const wire::RequestHeader& h, std::vector<zmq::mess
   }
   if (h.prepass() && h.op() != wire::PUSH_COUNTS)
     return Status::InvalidArgument("prepass is only valid on PUSH_COUNTS, not " + OpName(h.op()));
+  DIN_RETURN_IF_ERROR(CheckRequestPrecision(h));
   if (frames.size() != want)
     return Status::InvalidArgument(OpName(h.op()) + " needs " + std::to_string(want) +
                                    " frames, got " + std::to_string(frames.size()));
@@ -195,10 +196,12 @@ Status LaneHandler::Validate(const wire::RequestHeader& h, std::vector<zmq::mess
     return Status::InvalidArgument("keys frame has " + std::to_string(frames[1].size()) +
                                    " bytes, segments declare " + std::to_string(segs->total_keys) +
                                    " keys");
-  if (h.op() == wire::PUSH && frames[2].size() != segs->total_floats * sizeof(float))
+  const uint64_t value_bytes = WeightBytes(RequestPrecision(h));
+  if (h.op() == wire::PUSH && frames[2].size() != segs->total_floats * value_bytes)
     return Status::InvalidArgument("gradient frame has " + std::to_string(frames[2].size()) +
                                    " bytes, expected " +
-                                   std::to_string(segs->total_floats * sizeof(float)));
+                                   std::to_string(segs->total_floats * value_bytes) + " (" +
+                                   PrecisionName(h.precision()) + ")");
   if (h.op() == wire::PUSH_COUNTS && frames[2].size() != segs->total_keys * sizeof(uint32_t))
     return Status::InvalidArgument("count frame has " + std::to_string(frames[2].size()) +
                                    " bytes, expected " +
@@ -487,7 +490,10 @@ void LaneHandler::ApplyGradient(const TableSpec& spec, ShardStore* store, uint32
 Status LaneHandler::Pull(const wire::RequestHeader& h, const Segments& segs,
                          std::span<const uint64_t> keys, std::vector<zmq::message_t>* reply) {
   // Large frames come from the lane's pool (aligned); small inline ones are written bytewise.
-  zmq::message_t values = frame_pool_->Get(segs.total_floats * sizeof(float));
+  // Values go out in the request's precision (docs/design.md §4): rows stored in that
+  // format are copied as they are, others rounded to nearest even.
+  const WeightFormat wire = RequestPrecision(h);
+  zmq::message_t values = frame_pool_->Get(segs.total_floats * WeightBytes(wire));
   zmq::message_t counts = frame_pool_->Get(segs.total_keys * sizeof(uint32_t));
   auto* vbytes = static_cast<std::byte*>(values.data());
   auto* cbytes = static_cast<std::byte*>(counts.data());
@@ -497,7 +503,8 @@ Status LaneHandler::Pull(const wire::RequestHeader& h, const Segments& segs,
   for (size_t s = 0; s < segs.table.size() && status.ok(); ++s) {
     const int t = segs.table[s];
     const uint32_t shard = segs.shard[s];
-    const size_t row_bytes = tables_[t].dim * sizeof(float);
+    const uint32_t dim = tables_[t].dim;
+    const size_t row_bytes = dim * WeightBytes(wire);
     ShardStore* store = shards_[t][shard].get();
     const std::span<const uint64_t> seg_keys = keys.subspan(k, segs.count[s]);
     std::byte* seg_values = vbytes + off;
@@ -508,7 +515,19 @@ Status LaneHandler::Pull(const wire::RequestHeader& h, const Segments& segs,
         if (!status.ok()) return false;
       }
       uint32_t count = 0;
-      if (row == ShardStore::kNoRow) {
+      std::byte* out = seg_values + i * row_bytes;
+      if (wire != WeightFormat::kFp32) {
+        if (row != ShardStore::kNoRow && store->format() == wire) {
+          CopyRow(out, store->WeightData(row), row_bytes);
+        } else {
+          if (row == ShardStore::kNoRow)
+            ReadDefault(t, shard, reinterpret_cast<std::byte*>(weight_scratch_.data()));
+          else
+            store->GetWeights(row, weight_scratch_.data());
+          FloatsToHalves(weight_scratch_.data(), dim, wire, 1.0f, out);
+        }
+        if (row != ShardStore::kNoRow) count = store->Count(row);
+      } else if (row == ShardStore::kNoRow) {
         ReadDefault(t, shard, seg_values + i * row_bytes);
       } else {
         if (store->format() == WeightFormat::kFp32) {
@@ -808,7 +827,7 @@ Status LaneHandler::ApplySyncStep() {
     const wire::RequestHeader& h = sync_.headers[w];
     std::vector<zmq::message_t>& frames = sync_.frames[w];
     const std::span<const uint64_t> keys = FrameAs<uint64_t>(frames[1], &key_scratch_);
-    const std::span<const float> grads = FrameAs<float>(frames[2], &float_scratch_);
+    const std::span<const float> grads = GradientFloats(h, frames[2], &float_scratch_);
     size_t k = 0, off = 0;
     for (const auto& seg : h.segments()) {
       const uint32_t dim = tables_[seg.table()].dim;
@@ -999,7 +1018,7 @@ LaneHandler::Outcome LaneHandler::Process(std::vector<zmq::message_t>& frames) {
       status = Pull(h, segs, keys, &reply);
       break;
     case wire::PUSH:
-      status = Push(segs, keys, FrameAs<float>(frames[2], &float_scratch_));
+      status = Push(segs, keys, GradientFloats(h, frames[2], &float_scratch_));
       break;
     case wire::PUSH_COUNTS:
       if (h.prepass())
@@ -1048,6 +1067,8 @@ LaneHandler::Outcome LaneHandler::Process(std::vector<zmq::message_t>& frames) {
   if (creates_rows || h.op() == wire::LOAD || h.op() == wire::ADMIT) PublishMemory();
   budget_skip_ = false;
   if (!status.ok()) SetReplyStatus(status, &rh);
+  if (status.ok() && h.op() == wire::PULL && h.precision() != wire::FP32)
+    rh.set_precision(h.precision());
   reply[0] = EncodeFrame(rh);
   // Between requests: a bounded slice of the ttl_steps sweep.
   if (any_ttl_) Sweep(kSweepRowsPerRequest);

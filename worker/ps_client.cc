@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <bit>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <numeric>
 #include <optional>
@@ -59,6 +60,7 @@ Result<std::unique_ptr<PsClient>> PsClient::Connect(const config::TrainConfig& c
 PsClient::PsClient(const config::TrainConfig& cfg, Placement placement)
     : cfg_(cfg),
       placement_(std::move(placement)),
+      wire_(static_cast<WeightFormat>(cfg.ps().wire_precision())),
       timeout_(cfg.ps().request_timeout_ms()),
       frame_pool_(FramePool::Create()) {
   const uint32_t g_total = placement_.global_shards();
@@ -238,6 +240,25 @@ Result<PsClient::Handle> PsClient::Send(wire::Op op, wire::PullMode mode,
     for (uint32_t r = 0; r < g_total; ++r)
       if (rank_counts_[r] != 0) touched_.push_back(r);
   }
+  // A PUSH of half-precision gradients (ps.wire_precision, docs/design.md §4): each float
+  // of the payload goes out as 2 bytes, rounded to nearest even; FP16 gradients are
+  // first multiplied by 2^grad_scale_exp, from the request's largest |g|.
+  const bool half_push = op == wire::PUSH && wire_ != WeightFormat::kFp32;
+  int grad_scale_exp = 0;
+  if (half_push && wire_ == WeightFormat::kFp16) {
+    float max_abs = 0;
+    for (const Entry& entry : entries) {
+      const auto* g = reinterpret_cast<const float*>(entry.payload);
+      const size_t n = entry.ids.size() * entry.payload_bytes_per_key / sizeof(float);
+      for (size_t i = 0; i < n; ++i) max_abs = std::max(max_abs, std::fabs(g[i]));
+    }
+    grad_scale_exp = Fp16GradScaleExp(max_abs);
+  }
+  const float grad_scale = std::ldexp(1.0f, grad_scale_exp);
+  // Payload bytes per key as sent.
+  auto sent_bpk = [&](const Entry& entry) {
+    return half_push ? entry.payload_bytes_per_key / 2 : entry.payload_bytes_per_key;
+  };
   // Per rank: first key index and first payload byte within its destination.
   std::vector<uint64_t> dest_keys(num_dests, 0), dest_payload(num_dests, 0);
   for (uint32_t r : touched_) {
@@ -245,8 +266,7 @@ Result<PsClient::Handle> PsClient::Send(wire::Op op, wire::PullMode mode,
     rank_cursor_[r] = static_cast<uint32_t>(dest_keys[d]);
     rank_payload_cursor_[r] = dest_payload[d];
     dest_keys[d] += rank_counts_[r];
-    dest_payload[d] +=
-        rank_counts_[r] * entries[entry_of_table[table_of_rank_[r]]].payload_bytes_per_key;
+    dest_payload[d] += rank_counts_[r] * sent_bpk(entries[entry_of_table[table_of_rank_[r]]]);
   }
 
   const Handle id = next_id_++;
@@ -254,6 +274,7 @@ Result<PsClient::Handle> PsClient::Send(wire::Op op, wire::PullMode mode,
   p.target.op = op;
   p.deadline = Clock::now() + timeout_;
   p.target.outs = std::move(outs);
+  if (op == wire::PULL) p.target.precision = static_cast<uint32_t>(wire_);
   for (const Entry& entry : entries) p.target.dims.push_back(cfg_.tables(entry.table).dim());
   std::vector<int> plan_of_dest(num_dests, -1);
   std::vector<zmq::message_t> key_msgs(num_dests), payload_msgs(num_dests);
@@ -284,6 +305,7 @@ Result<PsClient::Handle> PsClient::Send(wire::Op op, wire::PullMode mode,
   size_t pos = 0;
   for (const Entry& entry : entries) {
     const size_t bpk = entry.payload_bytes_per_key;
+    const size_t out_bpk = sent_bpk(entry);
     const uint64_t* ids = entry.ids.data();
     const size_t n = entry.ids.size();
     for (size_t j = 0; j < n; ++j) {
@@ -293,6 +315,10 @@ Result<PsClient::Handle> PsClient::Send(wire::Op op, wire::PullMode mode,
       std::memcpy(key_bytes[d] + size_t{k} * sizeof(uint64_t), ids + j, sizeof(uint64_t));
       if (op == wire::PULL) {
         items[d][k] = static_cast<uint32_t>(j);
+      } else if (half_push) {
+        FloatsToHalves(reinterpret_cast<const float*>(entry.payload + j * bpk), bpk / sizeof(float),
+                       wire_, grad_scale, payload_bytes[d] + rank_payload_cursor_[r]);
+        rank_payload_cursor_[r] += out_bpk;
       } else {
         CopyRow(payload_bytes[d] + rank_payload_cursor_[r], entry.payload + j * bpk, bpk);
         rank_payload_cursor_[r] += bpk;
@@ -309,6 +335,9 @@ Result<PsClient::Handle> PsClient::Send(wire::Op op, wire::PullMode mode,
     h.set_mode(mode);
     if (sync != nullptr) *h.mutable_sync() = *sync;
     if (prepass) h.set_prepass(true);
+    if ((op == wire::PULL || op == wire::PUSH) && wire_ != WeightFormat::kFp32)
+      h.set_precision(static_cast<uint32_t>(wire_));
+    if (half_push && wire_ == WeightFormat::kFp16) h.set_grad_scale_exp(grad_scale_exp);
     h.mutable_segments()->Reserve(static_cast<int>(plan.sent.segments.size()));
     for (const RequestSegment& s : plan.sent.segments) {
       wire::Segment* seg = h.add_segments();

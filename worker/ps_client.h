@@ -177,6 +177,8 @@ class PsClient {
 
   const config::TrainConfig cfg_;
   const Placement placement_;
+  // ps.wire_precision: the element type of pulled values and pushed gradients.
+  const WeightFormat wire_;
   std::chrono::milliseconds timeout_;
   zmq::context_t ctx_;
   std::vector<zmq::socket_t> sockets_;   // per dest

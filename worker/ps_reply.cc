@@ -25,7 +25,13 @@ Status DecodeReply(const wire::ReplyHeader& rh, std::span<const std::string_view
     uint64_t floats = 0;
     for (const RequestSegment& s : sent.segments)
       floats += uint64_t{s.count} * target.dims[s.entry];
-    if (frames.size() != 3 || frames[1].size() != floats * sizeof(float) ||
+    if (rh.precision() != target.precision)
+      return Status::Internal("malformed pull reply from " + std::string(from) + ": values in " +
+                              PrecisionName(rh.precision()) + ", the request asked for " +
+                              PrecisionName(target.precision));
+    const WeightFormat wire = static_cast<WeightFormat>(target.precision);
+    const size_t value_bytes = WeightBytes(wire);
+    if (frames.size() != 3 || frames[1].size() != floats * value_bytes ||
         frames[2].size() != sent.items.size() * sizeof(uint32_t))
       return Status::Internal("malformed pull reply from " + std::string(from));
     const char* values = frames[1].data();
@@ -34,12 +40,15 @@ Status DecodeReply(const wire::ReplyHeader& rh, std::span<const std::string_view
     for (const RequestSegment& s : sent.segments) {
       TablePull* out = target.outs[s.entry];
       const uint32_t dim = target.dims[s.entry];
-      const size_t row_bytes = dim * sizeof(float);
+      const size_t row_bytes = dim * value_bytes;
       float* out_values = out->values.data();
       uint32_t* out_counts = out->counts.data();
       for (uint32_t i = 0; i < s.count; ++i, ++k, off += row_bytes) {
         const uint32_t u = sent.items[k];
-        CopyRow(out_values + size_t{u} * dim, values + off, row_bytes);
+        if (wire == WeightFormat::kFp32)
+          CopyRow(out_values + size_t{u} * dim, values + off, row_bytes);
+        else
+          HalvesToFloats(values + off, dim, wire, 1.0f, out_values + size_t{u} * dim);
         std::memcpy(out_counts + u, counts + k * sizeof(uint32_t), sizeof(uint32_t));
       }
     }

@@ -43,6 +43,9 @@ struct ReplyTarget {
   wire::Op op = wire::OP_UNSPECIFIED;
   std::vector<TablePull*> outs;  // PULL, per entry: values and counts already sized
   std::vector<uint32_t> dims;    // PULL, per entry
+  // PULL: the wire.proto Precision the request asked for; the reply must say the same
+  // (ReplyHeader.precision) and carry values of that type, widened here to float32.
+  uint32_t precision = wire::FP32;
   std::vector<wire::ShardStats>* stats = nullptr;     // STATS: appended to
   std::vector<wire::DumpPart>* dump_parts = nullptr;  // DUMP: appended to
   uint64_t* loaded_rows = nullptr;                    // LOAD: added to
@@ -58,8 +61,10 @@ Status DecodeReplyHeader(std::span<const std::string_view> frames, std::string_v
 // to the part `sent` of a request. An error code in the header is returned as the Status
 // it stands for (common/net/wire.h), with a message naming the lane, op and request id. An
 // OK reply's stats, dump parts and loaded rows go to `target`; so do the rows of an OK
-// PULL reply, whose frames must match `sent` (values of every key, then counts): if they
-// do not, the result is kInternal ("malformed pull reply ...") and no row is written.
+// PULL reply, whose frames must match `sent` (values of every key in target.precision,
+// then counts) and whose precision must be target.precision: if not, the result is
+// kInternal ("malformed pull reply ...", naming both precisions when they differ) and no
+// row is written.
 // Frames after the header of any other reply are ignored.
 Status DecodeReply(const wire::ReplyHeader& rh, std::span<const std::string_view> frames,
                    const LaneRequest& sent, const ReplyTarget& target, std::string_view from);

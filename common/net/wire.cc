@@ -1,6 +1,7 @@
 #include "common/net/wire.h"
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 
 #include <google/protobuf/unknown_field_set.h>
@@ -67,6 +68,50 @@ void FramePool::Release(void* /*data*/, void* hint) {
     }
   }
   delete block;
+}
+
+Status CheckRequestPrecision(const wire::RequestHeader& h) {
+  const uint32_t p = h.precision();
+  if (!wire::Precision_IsValid(static_cast<int>(p)) || p > wire::Precision_MAX)
+    return Status::InvalidArgument("unknown wire " + PrecisionName(p) + " on " +
+                                   wire::Op_Name(h.op()) + " (this server knows FP32, FP16, BF16)");
+  if (p != wire::FP32 && h.op() != wire::PULL && h.op() != wire::PUSH)
+    return Status::InvalidArgument("wire precision " + PrecisionName(p) +
+                                   " is only valid on PULL and PUSH, not " + wire::Op_Name(h.op()));
+  if (h.has_grad_scale_exp()) {
+    if (h.op() != wire::PUSH || p != wire::FP16)
+      return Status::InvalidArgument(
+          "grad_scale_exp is only valid on a PUSH of FP16 gradients, not " + wire::Op_Name(h.op()) +
+          " with " + PrecisionName(p));
+    if (h.grad_scale_exp() > kMaxGradScaleExp || h.grad_scale_exp() < -kMaxGradScaleExp)
+      return Status::InvalidArgument("grad_scale_exp " + std::to_string(h.grad_scale_exp()) +
+                                     " out of range (|exp| <= " + std::to_string(kMaxGradScaleExp) +
+                                     ")");
+  }
+  return Status::Ok();
+}
+
+std::string PrecisionName(uint32_t precision) {
+  if (precision <= static_cast<uint32_t>(wire::Precision_MAX) &&
+      wire::Precision_IsValid(static_cast<int>(precision)))
+    return wire::Precision_Name(static_cast<wire::Precision>(precision));
+  return "precision " + std::to_string(precision);
+}
+
+int Fp16GradScaleExp(float max_abs) {
+  if (!(max_abs > 0) || !std::isfinite(max_abs)) return 0;
+  const int e = std::ilogb(max_abs);  // 2^e <= max_abs < 2^(e+1)
+  return std::clamp(14 - e, -kMaxGradScaleExp, kMaxGradScaleExp);
+}
+
+std::span<const float> GradientFloats(const wire::RequestHeader& h, const zmq::message_t& frame,
+                                      std::vector<float>* scratch) {
+  const WeightFormat f = RequestPrecision(h);
+  if (f == WeightFormat::kFp32) return FrameAs<float>(frame, scratch);
+  const size_t n = frame.size() / 2;
+  scratch->resize(n);
+  HalvesToFloats(frame.data(), n, f, std::ldexp(1.0f, -h.grad_scale_exp()), scratch->data());
+  return {scratch->data(), n};
 }
 
 wire::Code ToWireCode(StatusCode code) {

@@ -14,6 +14,7 @@
 #include <google/protobuf/message_lite.h>
 #include <zmq.hpp>
 
+#include "common/half.h"
 #include "common/proto/wire.pb.h"
 #include "common/status.h"
 
@@ -110,6 +111,38 @@ class FramePool : public std::enable_shared_from_this<FramePool> {
  public:
   ~FramePool();
 };
+
+// ---- The half-precision wire (wire.proto Precision, docs/design.md §4). A Precision
+// value and the WeightFormat of the same name have the same number.
+static_assert(static_cast<int>(WeightFormat::kFp16) == wire::FP16 &&
+              static_cast<int>(WeightFormat::kBf16) == wire::BF16 &&
+              static_cast<int>(WeightFormat::kFp32) == wire::FP32);
+
+// The largest |grad_scale_exp| a request may carry.
+constexpr int kMaxGradScaleExp = 120;
+
+// Checks the precision fields of a request: a known Precision; FP16/BF16 only on PULL
+// and PUSH; grad_scale_exp only on an FP16 PUSH, within kMaxGradScaleExp. The error
+// (kInvalidArgument) names the value and the op.
+Status CheckRequestPrecision(const wire::RequestHeader& h);
+// The element type of a request's float frames (the request passed CheckRequestPrecision).
+inline WeightFormat RequestPrecision(const wire::RequestHeader& h) {
+  return static_cast<WeightFormat>(h.precision());
+}
+// The name of a Precision value ("FP16"; "precision 7" for one this build does not know).
+std::string PrecisionName(uint32_t precision);
+
+// The exponent s of the power of two by which FP16 gradients are multiplied before
+// rounding, given the largest |g| of the request: the largest g maps into [2^14, 2^15)
+// (far from fp16's overflow at 65520, and small gradients move up out of the
+// subnormals). 0 when max_abs is 0 or not finite (an infinite or NaN gradient stays so).
+int Fp16GradScaleExp(float max_abs);
+
+// A PUSH's gradient frame as float32: read in place when it is float32 (FrameAs), else
+// widened into *scratch and multiplied by 2^-grad_scale_exp. The frame's size was
+// validated against the request's precision.
+std::span<const float> GradientFloats(const wire::RequestHeader& h, const zmq::message_t& frame,
+                                      std::vector<float>* scratch);
 
 // ---- Status <-> wire::Code. Each StatusCode has its own wire code (kInvalidArgument is
 // INVALID_REQUEST, every other one the code of the same name), so a reply carries the

@@ -12,9 +12,15 @@
 //    weights alone (with `prepass` it changes nothing until an ADMIT, which the harness
 //    then sends: it adds the gathered counts, creating rows for new keys), STATS, PING
 //    and ADMIT (with nothing gathered) change nothing.
+//  - the half-precision wire (RequestHeader.precision): only FP32, FP16 and BF16 are
+//    accepted, half precisions only on PULL and PUSH, grad_scale_exp only on an FP16
+//    PUSH within +-120; a PUSH's gradient frame and a PULL reply's values have 4 or 2
+//    bytes per value, and the pulled values are the stored ones rounded to nearest
+//    (common/half.h's scalar FloatToHalf), the reply saying the precision.
 // DUMP and LOAD requests are skipped: they write and read files at paths the request
 // names, which a fuzzer must not do to the machine it runs on.
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -26,6 +32,7 @@
 #include <glog/logging.h>
 
 #include "common/config.h"
+#include "common/half.h"
 #include "common/hash.h"
 #include "common/net/wire.h"
 #include "common/placement.h"
@@ -214,12 +221,31 @@ void CheckAccepted(const wire::RequestHeader& h, const std::vector<zmq::message_
     CHECK_GE(rows.size(), old_rows.size());
   }
 
+  // The precision fields of an accepted request.
+  const uint32_t precision = h.precision();
+  CHECK(precision == wire::FP32 || precision == wire::FP16 || precision == wire::BF16)
+      << "accepted precision " << precision;
+  CHECK(precision == wire::FP32 || h.op() == wire::PULL || h.op() == wire::PUSH)
+      << wire::Op_Name(h.op()) << " accepted with precision " << precision;
+  if (h.has_grad_scale_exp()) {
+    CHECK(h.op() == wire::PUSH && precision == wire::FP16) << "grad_scale_exp accepted";
+    CHECK_LE(std::abs(h.grad_scale_exp()), 120);
+  }
+  const size_t value_bytes = precision == wire::FP32 ? 4 : 2;
+  if (h.op() == wire::PUSH) {
+    size_t floats = 0;
+    for (const auto& o : owners) floats += f.tables[o.first].dim;
+    CHECK_EQ(request[2].size(), floats * value_bytes) << "accepted gradients of another size";
+  }
+  if (h.op() != wire::PULL) CHECK(!rh.has_precision()) << "precision on a reply without values";
+
   switch (h.op()) {
     case wire::PULL: {
       CHECK_EQ(reply.size(), 3u);
       size_t floats = 0;
       for (const auto& o : owners) floats += f.tables[o.first].dim;
-      CHECK_EQ(reply[1].size(), floats * sizeof(float));
+      CHECK_EQ(reply[1].size(), floats * value_bytes);
+      CHECK_EQ(rh.precision(), precision) << "PULL reply in another precision";
       CHECK_EQ(reply[2].size(), keys.size() * sizeof(uint32_t));
       const auto* values = static_cast<const char*>(reply[1].data());
       const auto* counts = static_cast<const char*>(reply[2].data());
@@ -228,20 +254,28 @@ void CheckAccepted(const wire::RequestHeader& h, const std::vector<zmq::message_
         const uint32_t dim = f.tables[owners[k].first].dim;
         const ShardStore* store = lane.store(static_cast<int>(owners[k].first), owners[k].second);
         const uint32_t row = store->Find(keys[k]);
-        std::string want(dim * sizeof(float) + sizeof(uint32_t), '\0');
+        std::string want(dim * value_bytes + sizeof(uint32_t), '\0');
         if (row == ShardStore::kNoRow) {
           CHECK_EQ(h.mode(), wire::EVAL);
         } else {
           const uint32_t count = store->Count(row);
           std::vector<float> w(dim);
           store->GetWeights(row, w.data());
-          std::memcpy(want.data(), w.data(), dim * sizeof(float));
-          std::memcpy(want.data() + dim * sizeof(float), &count, sizeof(count));
+          for (uint32_t j = 0; j < dim; ++j) {
+            if (precision == wire::FP32) {
+              std::memcpy(want.data() + j * 4, &w[j], 4);
+            } else {
+              const uint16_t v = FloatToHalf(
+                  w[j], precision == wire::FP16 ? WeightFormat::kFp16 : WeightFormat::kBf16);
+              std::memcpy(want.data() + j * 2, &v, 2);
+            }
+          }
+          std::memcpy(want.data() + dim * value_bytes, &count, sizeof(count));
         }
-        std::string got(values + off, dim * sizeof(float));
+        std::string got(values + off, dim * value_bytes);
         got.append(counts + k * sizeof(uint32_t), sizeof(uint32_t));
         CHECK(got == want) << "PULL returned another row than stored for key " << keys[k];
-        off += dim * sizeof(float);
+        off += dim * value_bytes;
       }
       break;
     }

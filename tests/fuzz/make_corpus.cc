@@ -100,6 +100,27 @@ void LaneHandler() {
   };
   w("push_counts_prepass",
     {prepass_header(), Raw(keys), Raw(std::vector<uint32_t>{1, 0xffffffffu, 3, 4, 5})});
+  // The half-precision wire: pulls and pushes in FP16 (scaled) and BF16, and refusals.
+  auto with_precision = [](std::string header, uint32_t precision, int scale_exp = 0) {
+    wire::RequestHeader ph;
+    ph.ParseFromString(header);
+    ph.set_precision(precision);
+    if (scale_exp != 0) ph.set_grad_scale_exp(scale_exp);
+    return ph.SerializeAsString();
+  };
+  const std::string half_grads = Raw(std::vector<uint16_t>(3 * 2 + 2 * 4, 0x3c00));
+  w("pull_fp16", {with_precision(Header(wire::PULL, segs), wire::FP16), Raw(keys)});
+  w("pull_eval_bf16",
+    {with_precision(Header(wire::PULL, segs, wire::EVAL), wire::BF16), Raw(keys)});
+  w("push_fp16_scaled",
+    {with_precision(Header(wire::PUSH, segs), wire::FP16, 12), Raw(keys), half_grads});
+  w("push_bf16", {with_precision(Header(wire::PUSH, segs), wire::BF16), Raw(keys), half_grads});
+  w("push_sync_fp16", {with_precision(sync_header(1), wire::FP16, -3), Raw(keys), half_grads});
+  w("push_fp16_float_frame", {with_precision(Header(wire::PUSH, segs), wire::FP16), Raw(keys),
+                              Raw(std::vector<float>(3 * 2 + 2 * 4, 0.5f))});
+  w("pull_unknown_precision", {with_precision(Header(wire::PULL, segs), 5), Raw(keys)});
+  w("push_scale_out_of_range",
+    {with_precision(Header(wire::PUSH, segs), wire::FP16, 121), Raw(keys), half_grads});
   w("admit", {Header(wire::ADMIT, {})});
   w("stats", {Header(wire::STATS, {})});
   w("ping", {Header(wire::PING, {})});
@@ -154,6 +175,23 @@ void PsReply() {
   w("pull_eval_ok", kPullEval, 1, n0, n1, {ok, Raw(values), Raw(counts)});
   w("pull_short_values", kPullTrain, 1, n0, n1, {ok, Raw(values).substr(4), Raw(counts)});
   w("pull_two_frames", kPullTrain, 1, n0, n1, {ok, Raw(values)});
+  // Half-precision pulls (flags bits 1-2: FP16 = 1, BF16 = 2): a reply in the asked
+  // precision, one that does not say it, and one of float32 size.
+  {
+    std::vector<uint16_t> halves(values.size());
+    for (size_t i = 0; i < halves.size(); ++i) halves[i] = static_cast<uint16_t>(0x3c00 + i);
+    wire::ReplyHeader rh = reply(wire::OK);
+    rh.set_precision(wire::FP16);
+    w("pull_fp16_ok", kPullTrain, 1 | 1 << 1, n0, n1,
+      {rh.SerializeAsString(), Raw(halves), Raw(counts)});
+    rh.set_precision(wire::BF16);
+    w("pull_bf16_ok", kPullEval, 1 | 2 << 1, n0, n1,
+      {rh.SerializeAsString(), Raw(halves), Raw(counts)});
+    w("pull_fp16_unsaid", kPullTrain, 1 | 1 << 1, n0, n1, {ok, Raw(halves), Raw(counts)});
+    rh.set_precision(wire::FP16);
+    w("pull_fp16_float_size", kPullTrain, 1 | 1 << 1, n0, n1,
+      {rh.SerializeAsString(), Raw(values), Raw(counts)});
+  }
   w("pull_refused", kPullTrain, 1, n0, n1, {reply(wire::RESOURCE_EXHAUSTED).SerializeAsString()});
   {
     wire::ReplyHeader other = reply(wire::OK);

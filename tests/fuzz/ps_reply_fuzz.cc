@@ -9,13 +9,16 @@
 // The expected outcome is modelled independently of the decoder: an undecodable header
 // is a "malformed reply" error; an error code (or a code this build does not know) is
 // passed on with the kind it stands for, naming the request; an OK PULL reply with the
-// wrong frames is a "malformed pull reply" error and writes no row, and with the right
-// ones every key's row and count land where the request says; STATS, DUMP and LOAD
-// return what the reply carries.
+// wrong frames or in another precision than the request asked for is a "malformed pull
+// reply" error and writes no row, and with the right ones every key's row (widened from
+// fp16/bf16 by common/half.h's scalar HalfToFloat when the request asked for those) and
+// count land where the request says; STATS, DUMP and LOAD return what the reply carries.
 //
-// Input: op byte, flags byte (bit 0: give a decodable fuzz header the request's id),
-// two id-count bytes, then the reply frames.
+// Input: op byte, flags byte (bit 0: give a decodable fuzz header the request's id;
+// bits 1-2 mod 3: the precision a PULL asked for, FP32, FP16 or BF16), two id-count
+// bytes, then the reply frames.
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -27,6 +30,7 @@
 #include <google/protobuf/util/field_comparator.h>
 #include <google/protobuf/util/message_differencer.h>
 
+#include "common/half.h"
 #include "common/hash.h"
 #include "common/proto/wire.pb.h"
 #include "tests/fuzz/fuzz_input.h"
@@ -149,6 +153,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       break;
   }
   const bool pull = target.op == wire::PULL;
+  const uint32_t precision = pull ? (flags >> 1) % 3 : 0;  // FP32, FP16, BF16
+  const size_t value_bytes = precision == 0 ? 4 : 2;
+  if (pull) target.precision = precision;
   if (pull) {
     for (uint32_t t = 0; t < 2; ++t) {
       TablePull& out = outs[t];
@@ -203,8 +210,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   const size_t keys = sent.items.size();
   const size_t floats = outs[0].unique_ids.size() * kDims[0] + outs[1].unique_ids.size() * kDims[1];
-  if (pull &&
-      (frames.size() != 3 || frames[1].size() != 4 * floats || frames[2].size() != 4 * keys)) {
+  if (pull && (fuzz_rh.precision() != precision || frames.size() != 3 ||
+               frames[1].size() != value_bytes * floats || frames[2].size() != 4 * keys)) {
     CHECK(st.code() == StatusCode::kInternal) << st.ToString();
     CHECK(st.message().find("malformed pull reply") != std::string::npos) << st.ToString();
     untouched();
@@ -216,10 +223,25 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     size_t k = 0, off = 0;
     for (const RequestSegment& seg : sent.segments) {
       const uint32_t dim = kDims[seg.entry];
-      for (uint32_t i = 0; i < seg.count; ++i, ++k, off += dim * 4) {
+      for (uint32_t i = 0; i < seg.count; ++i, ++k, off += dim * value_bytes) {
         const uint32_t u = sent.items[k];
-        CHECK_EQ(0, std::memcmp(&outs[seg.entry].values[u * dim], frames[1].data() + off, dim * 4))
-            << "row " << u << " of table " << seg.entry << " is not key " << k << "'s";
+        std::vector<float> want(dim);
+        if (precision == 0) {
+          std::memcpy(want.data(), frames[1].data() + off, dim * 4);
+        } else {
+          for (uint32_t j = 0; j < dim; ++j) {
+            uint16_t v;
+            std::memcpy(&v, frames[1].data() + off + 2 * j, 2);
+            want[j] = HalfToFloat(v, precision == 1 ? WeightFormat::kFp16 : WeightFormat::kBf16);
+          }
+        }
+        // A NaN on the wire must arrive as a NaN (fp16: its payload may be quieted).
+        for (uint32_t j = 0; j < dim; ++j) {
+          const float got = outs[seg.entry].values[u * dim + j];
+          CHECK(std::memcmp(&got, &want[j], 4) == 0 ||
+                (precision != 0 && std::isnan(got) && std::isnan(want[j])))
+              << "row " << u << " of table " << seg.entry << " is not key " << k << "'s";
+        }
         CHECK_EQ(0, std::memcmp(&outs[seg.entry].counts[u], frames[2].data() + k * 4, 4))
             << "count " << u << " of table " << seg.entry << " is not key " << k << "'s";
       }
