@@ -79,7 +79,9 @@ class SyncStepTest : public ::testing::Test {
   static wire::ReplyHeader Decode(const std::vector<zmq::message_t>& reply) {
     wire::ReplyHeader rh;
     EXPECT_FALSE(reply.empty());
-    if (!reply.empty()) EXPECT_TRUE(DecodeFrame(reply[0], &rh));
+    if (!reply.empty()) {
+      EXPECT_TRUE(DecodeFrame(reply[0], &rh));
+    }
     return rh;
   }
   void Count(const std::vector<uint64_t>& keys, const std::vector<uint32_t>& n) {
@@ -150,7 +152,7 @@ TEST_F(SyncStepTest, ArrivalOrderDoesNotChangeTheResult) {
   const std::vector<float> g0 = {1e8f, 0.1f, 3.0f, 0.4f}, g1 = {1.0f, 0.7f, 1e-7f, 1e8f},
                            g2 = {-1e8f, 0.3f, 1.1f, -1e8f};
   std::vector<std::vector<float>> results;
-  for (const std::vector<int> order : {std::vector<int>{0, 1, 2}, {2, 0, 1}, {1, 2, 0}}) {
+  for (const std::vector<int>& order : {std::vector<int>{0, 1, 2}, {2, 0, 1}, {1, 2, 0}}) {
     lane_ = std::make_unique<LaneHandler>(tables_, placement_, 0, 0, 1000);
     const std::vector<float>* g[] = {&g0, &g1, &g2};
     for (int w : order) Push({20, 21}, *g[w], Step(0, w, 3, 4));

@@ -121,8 +121,11 @@ TEST(ReportTest, SummaryJsonHoldsTheRunsFigures) {
   s.backend = "cpu";
   s.checkpoints = 3;
   s.checkpoint_seconds = 0.75;
+  ServerFigures servers;
+  servers.rows = 17;
+  servers.skipped_keys = 3;
   const std::string line =
-      SummaryJson(s, ServerFigures{17, 3}, SummaryConfig(), 4, 2,
+      SummaryJson(s, servers, SummaryConfig(), 4, 2,
                   "{\"test_auc\": 0.8125, \"test_logloss\": 0.40625, \"other\": 1}");
   EXPECT_FALSE(Contains(line, "\n"));
   const Json j = Json::parse(line);
@@ -171,7 +174,10 @@ TEST(ReportTest, SummaryJsonTableFigures) {
   config::TrainConfig cfg = SummaryConfig();
   cfg.add_tables()->set_name("user");
   cfg.add_tables()->set_name("item");
-  ServerFigures f{30, 4, {{10, 10, 5, 7, 0, 3}, {20, 25, 0, 0, 4, 0}}};
+  ServerFigures f;
+  f.rows = 30;
+  f.skipped_keys = 4;
+  f.tables = {{10, 10, 5, 7, 0, 3}, {20, 25, 0, 0, 4, 0}};
   const std::string j = SummaryJson(TrainSummary(), f, cfg, 1, 1, "");
   EXPECT_TRUE(Contains(j,
                        ",\"tables\":{\"user\":{\"rows\":10,\"admitted_ids\":10,"
