@@ -11,6 +11,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev
   python3 python3-numpy python3-matplotlib
+  python3-torch python3-sklearn  # bench/e2e.sh: the PyTorch reference (../shared/peers)
   clang-format
   clang libclang-rt-dev llvm  # tests/run.sh: libFuzzer (libclang_rt.fuzzer), llvm-symbolizer
 )
