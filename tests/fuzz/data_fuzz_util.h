@@ -65,12 +65,6 @@ inline void AppendJoined(const IdColumn& col, size_t r, char sep, std::string* s
   }
 }
 
-inline std::string Join(const IdColumn& col, size_t r, char sep) {
-  std::string s;
-  AppendJoined(col, r, sep, &s);
-  return s;
-}
-
 // Sample r as text: label|group key|user fields|candidates|behaviours|contexts.
 inline std::string RowText(const Batch& b, size_t r) {
   std::string s = std::to_string(b.labels[r]);
