@@ -4,7 +4,7 @@ set(din_e2e ${CMAKE_CURRENT_BINARY_DIR}/e2e)
 file(WRITE ${din_e2e} "#!/usr/bin/env bash\nDIN_SOURCE_DIR=${PROJECT_SOURCE_DIR} BUILD_DIR=${PROJECT_BINARY_DIR} exec ${CMAKE_CURRENT_SOURCE_DIR}/e2e.sh \"$@\"\n")
 file(CHMOD ${din_e2e} PERMISSIONS OWNER_READ OWNER_WRITE OWNER_EXECUTE GROUP_READ
      GROUP_EXECUTE WORLD_READ WORLD_EXECUTE)
-add_custom_target(e2e DEPENDS din_ps din_worker din_gen)
+add_custom_target(e2e DEPENDS din_ps din_worker din_gen reader_bench)
 
 # scaleout: GAUC of 1 worker against W with the synchronous step, staleness 1 and the
 # asynchronous step (bench/scaleout.py); sweep: embedding optimizers, learning rates and

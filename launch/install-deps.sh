@@ -14,6 +14,11 @@ PACKAGES=(
   clang-format
   clang libclang-rt-dev llvm  # tests/run.sh: libFuzzer (libclang_rt.fuzzer), llvm-symbolizer
 )
+# --bench adds what bench/e2e.sh's PyTorch reference needs (../shared/peers/din_torch.py);
+# the build and the tests do not need it.
+if [ "${1:-}" = "--bench" ]; then
+  PACKAGES+=(python3-torch python3-sklearn)
+fi
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

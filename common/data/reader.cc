@@ -51,6 +51,11 @@ class Fd {
     return *this;
   }
   int get() const { return fd_; }
+  int Release() {
+    const int fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
   void Reset() {
     if (fd_ >= 0) ::close(fd_);
     fd_ = -1;
@@ -186,7 +191,10 @@ class LineSource {
   bool eof_ = false;
 };
 
-Status ValidateDataConfig(const config::DataConfig& cfg) {
+namespace {
+
+// ValidateDataConfig without the schema, which Open builds (once) after it.
+Status ValidateReadingOptions(const config::DataConfig& cfg) {
   if (cfg.batch_size() == 0) return Status::InvalidArgument("data: batch_size must be > 0");
   if (cfg.partitions() > cfg.batch_size())
     return Status::InvalidArgument(
@@ -198,6 +206,13 @@ Status ValidateDataConfig(const config::DataConfig& cfg) {
     return Status::InvalidArgument("data: shuffle_buffer must be at most 16777216");
   if (cfg.max_line_bytes() == 0 || cfg.max_line_bytes() > (1u << 30))
     return Status::InvalidArgument("data: max_line_bytes must be in 1..1073741824");
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status ValidateDataConfig(const config::DataConfig& cfg) {
+  DIN_RETURN_IF_ERROR(ValidateReadingOptions(cfg));
   return Schema::FromConfig(cfg).status();
 }
 
@@ -205,9 +220,9 @@ Result<std::unique_ptr<Reader>> Reader::Open(const config::DataConfig& cfg, Opti
   if (options.workers < 1 || options.worker < 0 || options.worker >= options.workers)
     return Status::InvalidArgument("reader: worker " + std::to_string(options.worker) + " of " +
                                    std::to_string(options.workers) + " is invalid");
-  DIN_RETURN_IF_ERROR(ValidateDataConfig(cfg));
-  if (options.path.empty()) return Status::InvalidArgument("data: no input path given");
+  DIN_RETURN_IF_ERROR(ValidateReadingOptions(cfg));
   DIN_ASSIGN_OR_RETURN(Schema schema, Schema::FromConfig(cfg));
+  if (options.path.empty()) return Status::InvalidArgument("data: no input path given");
   DIN_ASSIGN_OR_RETURN(std::vector<InputFile> files, ListInputFiles(options.path));
   std::vector<Segment> segments = PartitionInput(files, options.worker, options.workers);
   const size_t shuffle = options.shuffle && cfg.shuffle_buffer() > 1 ? cfg.shuffle_buffer() : 0;
@@ -228,7 +243,7 @@ Result<std::unique_ptr<Reader>> Reader::OpenPartition(const config::DataConfig& 
                                    std::to_string(options.parts) + " is invalid");
   if (!options.files || options.files->empty())
     return Status::InvalidArgument("reader: no input files given");
-  DIN_RETURN_IF_ERROR(ValidateDataConfig(cfg));
+  DIN_RETURN_IF_ERROR(ValidateReadingOptions(cfg));
   DIN_ASSIGN_OR_RETURN(Schema schema, Schema::FromConfig(cfg));
   std::vector<Segment> segments = PartitionByteRanges(*options.files, options.part, options.parts);
   const size_t shuffle = options.shuffle_buffer > 1 ? options.shuffle_buffer : 0;
@@ -262,7 +277,9 @@ Reader::Reader(const config::DataConfig& cfg, Schema schema,
   ResetEpochOrder();
 }
 
-Reader::~Reader() = default;
+Reader::~Reader() {
+  if (line_fd_ >= 0) ::close(line_fd_);
+}
 
 void Reader::ResetEpochOrder() {
   rng_ = SplitMix64(
@@ -314,7 +331,14 @@ Result<uint64_t> Reader::LineNumberAt(uint32_t file, uint64_t offset) {
   if (line_cache_.empty()) line_cache_.resize(files_->size());
   LineCount& cache = line_cache_[file];
   if (offset < cache.offset) cache = LineCount{};
-  DIN_ASSIGN_OR_RETURN(Fd fd, OpenFile((*files_)[file].path));
+  if (line_fd_file_ != file) {
+    if (line_fd_ >= 0) ::close(line_fd_);
+    line_fd_ = -1;
+    line_fd_file_ = UINT32_MAX;
+    DIN_ASSIGN_OR_RETURN(Fd fd, OpenFile((*files_)[file].path));
+    line_fd_ = fd.Release();
+    line_fd_file_ = file;
+  }
   uint64_t at = cache.offset, newlines = cache.newlines;
   // At most 1 MiB at a time, and no more than the bytes to count (a bad line near the
   // start of a small file costs a small buffer, not a zero-filled megabyte).
@@ -322,7 +346,7 @@ Result<uint64_t> Reader::LineNumberAt(uint32_t file, uint64_t offset) {
   while (at < offset) {
     const size_t want = static_cast<size_t>(std::min<uint64_t>(chunk.size(), offset - at));
     DIN_ASSIGN_OR_RETURN(size_t n,
-                         PreadFull(fd.get(), chunk.data(), want, at, (*files_)[file].path));
+                         PreadFull(line_fd_, chunk.data(), want, at, (*files_)[file].path));
     if (n == 0) break;
     newlines += static_cast<uint64_t>(std::count(chunk.data(), chunk.data() + n, '\n'));
     at += n;
@@ -352,7 +376,8 @@ Status Reader::Consume(std::string_view text, uint32_t segment, uint64_t offset,
           " (more than max_bad_lines=" + std::to_string(cfg_.max_bad_lines()) + " malformed lines)";
     return Status::InvalidArgument(msg);
   }
-  LOG(WARNING) << "skipping malformed line: " << msg;
+  // A LogMessage costs its timestamp even when warnings are filtered out.
+  if (FLAGS_minloglevel <= google::GLOG_WARNING) LOG(WARNING) << "skipping malformed line: " << msg;
   bad_messages_.push_back(std::move(msg));
   return Status::Ok();
 }

@@ -174,6 +174,9 @@ class Reader {
     uint64_t newlines = 0;
   };
   std::vector<LineCount> line_cache_;
+  // The file LineNumberAt last scanned, kept open for the next bad line.
+  int line_fd_ = -1;
+  uint32_t line_fd_file_ = UINT32_MAX;
 };
 
 }  // namespace din

@@ -26,6 +26,12 @@ FieldConfig Field(const char* name, uint32_t column, FieldConfig::Kind kind, con
 }  // namespace
 
 Schema Schema::DinTsv() {
+  // Built once: every reader of a din-tsv input copies it.
+  static const Schema* const din_tsv = [] { return new Schema(BuildDinTsv()); }();
+  return *din_tsv;
+}
+
+Schema Schema::BuildDinTsv() {
   config::DataConfig cfg;
   cfg.set_format(config::DataConfig::SCHEMA);
   *cfg.add_fields() = Field("user", 1, FieldConfig::USER, "user");

@@ -57,6 +57,7 @@ class Schema {
   void PrepareBatch(Batch* batch) const;
 
  private:
+  static Schema BuildDinTsv();
   uint32_t num_columns_ = 0;
   uint32_t label_column_ = 0;
   char column_separator_ = '\t';

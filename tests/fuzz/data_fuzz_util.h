@@ -1,6 +1,7 @@
 // Schemas and batch helpers shared by the data fuzz harnesses.
 #pragma once
 
+#include <charconv>
 #include <cstdint>
 #include <string>
 
@@ -53,21 +54,29 @@ inline Schema LayoutSchema(int layout) {
   return std::move(schema).value();
 }
 
-inline std::string Join(const IdColumn& col, size_t r, char sep) {
-  std::string s;
+// Appends the IDs of row r of `col`, separated by `sep`, to *s (in place: the fuzzers
+// call this for every sample, and each temporary string is an allocation).
+inline void AppendJoined(const IdColumn& col, size_t r, char sep, std::string* s) {
+  char digits[24];
   for (uint32_t k = col.begin(r); k < col.end(r); ++k) {
-    if (k > col.begin(r)) s += sep;
-    s += std::to_string(col.ids[k]);
+    if (k > col.begin(r)) s->push_back(sep);
+    const auto end = std::to_chars(digits, digits + sizeof(digits), col.ids[k]).ptr;
+    s->append(digits, end);
   }
-  return s;
 }
 
 // Sample r as text: label|group key|user fields|candidates|behaviours|contexts.
 inline std::string RowText(const Batch& b, size_t r) {
-  std::string s = std::to_string(b.labels[r]) + "|" + std::to_string(b.users[r]);
+  std::string s = std::to_string(b.labels[r]);
+  s.reserve(128);
+  s += '|';
+  s += std::to_string(b.users[r]);
   for (const auto* group :
        {&b.user_fields, &b.candidate_fields, &b.behavior_fields, &b.context_fields})
-    for (const auto& col : *group) s += "|" + Join(col, r, ',');
+    for (const auto& col : *group) {
+      s += '|';
+      AppendJoined(col, r, ',', &s);
+    }
   return s;
 }
 

@@ -21,9 +21,13 @@ namespace {
 // Sample r of a din-tsv batch as a din-tsv line.
 std::string DinTsvLine(const Batch& b, size_t r) {
   std::string s = b.labels[r] == 1.0f ? "1" : "0";
-  s += "\t" + Join(b.user_fields[0], r, ',');
-  for (const auto& col : b.candidate_fields) s += "\t" + Join(col, r, ',');
-  for (const auto& col : b.behavior_fields) s += "\t" + Join(col, r, ',');
+  auto column = [&s, r](const IdColumn& col) {
+    s += '\t';
+    AppendJoined(col, r, ',', &s);
+  };
+  column(b.user_fields[0]);
+  for (const auto& col : b.candidate_fields) column(col);
+  for (const auto& col : b.behavior_fields) column(col);
   return s;
 }
 

@@ -8,13 +8,13 @@
 //    batches as the original reader.
 // Input: layout, max_line_bytes, workers, batch size and shuffle block bytes, then the
 // file contents.
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -30,16 +30,39 @@
 namespace din::fuzz {
 namespace {
 
-// The input file, in a directory of its own removed at exit.
-const std::string& InputPath() {
-  static const std::string* path = [] {
+// The input file, in a directory of its own removed at exit, and a descriptor kept open
+// on it: each input replaces its contents in place (no open, no stream per input).
+struct InputFile {
+  std::string path;
+  int fd = -1;
+};
+
+const InputFile& Input() {
+  static const InputFile* file = [] {
     std::string tmpl = (std::filesystem::temp_directory_path() / "din_reader_fuzz_XXXXXX").string();
     CHECK(::mkdtemp(tmpl.data()) != nullptr);
     static std::string dir = tmpl;
     std::atexit([] { std::filesystem::remove_all(dir); });
-    return new std::string(tmpl + "/input.tsv");
+    auto* f = new InputFile{tmpl + "/input.tsv", -1};
+    f->fd = ::open(f->path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    PCHECK(f->fd >= 0) << f->path;
+    return f;
   }();
-  return *path;
+  return *file;
+}
+
+const std::string& InputPath() { return Input().path; }
+
+void WriteInput(std::string_view text) {
+  const int fd = Input().fd;
+  PCHECK(::ftruncate(fd, static_cast<off_t>(text.size())) == 0);
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n =
+        ::pwrite(fd, text.data() + done, text.size() - done, static_cast<off_t>(done));
+    PCHECK(n > 0);
+    done += static_cast<size_t>(n);
+  }
 }
 
 struct Reference {
@@ -50,7 +73,7 @@ struct Reference {
 Reference Expected(std::string_view text, const config::DataConfig& cfg, const Schema& schema) {
   Reference ref;
   const LineParser parser(&schema, cfg.max_history());
-  Batch batch;
+  static Batch batch;  // reused: its buffers keep their capacity
   size_t begin = 0;
   while (begin < text.size()) {
     size_t end = text.find('\n', begin);
@@ -83,7 +106,7 @@ std::unique_ptr<Reader> Open(const config::DataConfig& cfg, int worker, int work
 std::vector<std::string> Batches(Reader* reader, uint32_t batch_size,
                                  std::vector<std::string>* rows = nullptr) {
   std::vector<std::string> out;
-  Batch batch;
+  static Batch batch;  // reused: its buffers keep their capacity
   for (;;) {
     auto more = reader->NextBatch(&batch);
     CHECK(more.ok()) << more.status().ToString();
@@ -93,8 +116,10 @@ std::vector<std::string> Batches(Reader* reader, uint32_t batch_size,
     CheckBatchShape(batch, 2);
     std::string text;
     for (size_t r = 0; r < batch.size; ++r) {
-      text += RowText(batch, r) + "\n";
-      if (rows) rows->push_back(RowText(batch, r));
+      std::string row = RowText(batch, r);
+      text += row;
+      text += '\n';
+      if (rows) rows->push_back(std::move(row));
     }
     out.push_back(std::move(text));
   }
@@ -129,16 +154,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const uint32_t shuffle_block = 2 + in.Byte() % 5;
   cfg.set_max_history(2);
   const std::string_view text = in.Rest();
-  {
-    std::ofstream out(InputPath(), std::ios::binary | std::ios::trunc);
-    out.write(text.data(), static_cast<std::streamsize>(text.size()));
-    CHECK(out.good());
-  }
+  WriteInput(text);
   if (text.empty()) {
     CHECK(!Reader::Open(cfg, {InputPath(), 0, 1, false}).ok()) << "an empty file was accepted";
     return 0;
   }
-  const Schema schema = LayoutSchema(layout);
+  static const Schema kSchemas[] = {LayoutSchema(0), LayoutSchema(1)};
+  const Schema& schema = kSchemas[layout];
   const Reference ref = Expected(text, cfg, schema);
 
   // File order, one worker.

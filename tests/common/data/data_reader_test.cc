@@ -202,6 +202,35 @@ TEST(ReaderTest, EmptyMissingAndEmptyDirectory) {
   EXPECT_EQ(r.status().message(), dir / "d" + ": directory has no non-empty data files");
 }
 
+// Line numbers are counted in the file the bad line is in, also when bad lines of
+// several files follow each other (the counting keeps the last file open).
+TEST(ReaderTest, BadLineNumbersAcrossFiles) {
+  auto lines = [](std::initializer_list<const char*> parts) {
+    std::string s;
+    for (const char* p : parts) s.append(p).push_back('\n');
+    return s;
+  };
+  const char* good = "1\t7\t100\t5\t1\t4";
+  TempDir dir;
+  std::filesystem::create_directories(dir / "d");
+  WriteFile(dir / "d/a.tsv", lines({good, good, "x", good, "y"}));
+  WriteFile(dir / "d/b.tsv", lines({"z", "w", good, "v"}));
+  auto cfg = Config();
+  cfg.set_max_bad_lines(10);
+  auto reader = Reader::Open(cfg, {dir / "d", 0, 1, false});
+  ASSERT_TRUE(reader.ok()) << reader.status().ToString();
+  auto rows = ReadAll(reader->get());
+  ASSERT_TRUE(rows.ok());
+  EXPECT_EQ(rows->size(), 4u);
+  const auto& messages = (*reader)->bad_line_messages();
+  ASSERT_EQ(messages.size(), 5u);
+  EXPECT_EQ(messages[0].substr(0, messages[0].find(": ")), dir / "d/a.tsv" + ":3");
+  EXPECT_EQ(messages[1].substr(0, messages[1].find(": ")), dir / "d/a.tsv" + ":5");
+  EXPECT_EQ(messages[2].substr(0, messages[2].find(": ")), dir / "d/b.tsv" + ":1");
+  EXPECT_EQ(messages[3].substr(0, messages[3].find(": ")), dir / "d/b.tsv" + ":2");
+  EXPECT_EQ(messages[4].substr(0, messages[4].find(": ")), dir / "d/b.tsv" + ":4");
+}
+
 TEST(ReaderTest, SkipsUpToMaxBadLinesAndCounts) {
   const std::string text =
       "1\t7\t100\t5\t1\t4\n"
