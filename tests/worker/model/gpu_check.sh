@@ -6,6 +6,9 @@
 #   build      CUDA build (-DDIN_CUDA=ON) of the parity tests, model_bench and the trainer
 #   tests      model_cuda_test: every CUDA test must pass and none may skip (the
 #              NoDeviceIsAClearError test skips by design where a device exists)
+#   more       the CUDA cases of model_batch_stats_sync_test (Dice statistics summed over
+#              workers, a CPU and a CUDA worker together) and model_reference_test (the
+#              independent double-precision forward pass): all pass, none skips
 #   debug      the parity tests again with DIN_CUDA_DEBUG=1 (a check after every launch)
 #   sanitizer  compute-sanitizer memcheck and racecheck over a subset of the parity
 #              tests: no error reported
@@ -18,14 +21,14 @@
 # Environment (defaults in brackets), for partial runs and for testing this script
 # without a GPU (tests/worker/model/gpu_check_logic_test.sh):
 #   DIN_GPU_BUILD_DIR [ROOT/build-gpu]     DIN_GPU_CHECK_BUILD [1]: 0 uses the build as is
-#   DIN_GPU_CHECK_STEPS [tests debug sanitizer bench train]
+#   DIN_GPU_CHECK_STEPS [tests more debug sanitizer bench train]
 #   DIN_GPU_CHECK_TEST_BIN [model_cuda_test]   DIN_GPU_CHECK_FILTER [*]: the tests step's
 #   gtest filter       COMPUTE_SANITIZER [compute-sanitizer, else /usr/local/cuda/bin/...]
 set -uo pipefail
 OUT=${1:?usage: gpu_check.sh OUT_DIR}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 BUILD=${DIN_GPU_BUILD_DIR:-$ROOT/build-gpu}
-STEPS=${DIN_GPU_CHECK_STEPS:-tests debug sanitizer bench train}
+STEPS=${DIN_GPU_CHECK_STEPS:-tests more debug sanitizer bench train}
 BIN_NAME=${DIN_GPU_CHECK_TEST_BIN:-model_cuda_test}
 FILTER=${DIN_GPU_CHECK_FILTER:-*}
 mkdir -p "$OUT"
@@ -74,6 +77,7 @@ if [ "${DIN_GPU_CHECK_BUILD:-1}" = 1 ]; then
   if cmake -S "$ROOT" -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DDIN_CUDA=ON \
        -DDIN_CUDA_EMULATION=OFF -DDIN_BUILD_TESTS=ON > "$OUT/configure.log" 2>&1 &&
      timeout 420 cmake --build "$BUILD" -j"$(nproc)" --target "$BIN_NAME" model_bench \
+       model_batch_stats_sync_test model_reference_test \
        din_ps din_worker din_gen > "$OUT/build.log" 2>&1; then
     record build PASS $(($(now) - t0)) ""
   else
@@ -90,6 +94,20 @@ if wants tests; then
   rc=$?
   if note=$(gtest_ok "$OUT/tests.log" $rc); then st=PASS; else st=FAIL; fi
   record tests $st $(($(now) - t0)) "$note"
+fi
+
+if wants more; then
+  t0=$(now)
+  st=PASS
+  notes=""
+  for bin in model_batch_stats_sync_test model_reference_test; do
+    timeout 180 "$BUILD/tests/worker/model/$bin" --gtest_filter='*Cuda*:*cuda*' \
+      --gtest_output="xml:$OUT/$bin.xml" > "$OUT/$bin.log" 2>&1
+    rc=$?
+    if note=$(gtest_ok "$OUT/$bin.log" $rc); then :; else st=FAIL; fi
+    notes="$notes$bin: $note; "
+  done
+  record more $st $(($(now) - t0)) "$notes"
 fi
 
 # The parity tests that cover every kernel at small sizes, for the slow tools.
