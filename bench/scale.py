@@ -1,16 +1,18 @@
 #!/usr/bin/env python3
 """A large-ID job on one box, phase by phase: din_gen data with many distinct IDs, 1 epoch
-with 2 servers and 2 workers (fp32 rows, row-wise state of the table's optimizer, here
-Adagrad), a checkpoint at the end, a resume of that checkpoint onto 3 servers with a dump,
+with 2 servers and 2 workers (by default the compact row format: row-wise Adagrad, fp16
+weights; --format adagrad_fp32 for full Adagrad state in fp32), a checkpoint at the end, a resume of that checkpoint onto 3 servers with a dump,
 and the same training job at 1M IDs for comparison, in the same run. Every process's RSS
 is sampled (/proc, every 0.2 s) by role.
 
   bench/run.sh scale [--rows N] [--items N] [--users N] [--small_items N]
+                     [--small_rows N] [--format rowwise_fp16|rowwise_fp32|adagrad_fp32]
 
 Defaults: the 100M-ID job, --rows 4000000 --items 10000000000 --users 100000000: din_gen
 with --zipf 0.3 gives 26.9 distinct IDs per training row at that many items (nearly every
 behaviour a new item; measured on 100k rows: 2.59M distinct items in 2.59M candidates and
-behaviours, 99.9k users), so about 107M distinct IDs; --small_items 1000000. Its servers
+behaviours, 99.9k users), so about 107M distinct IDs; --small_items 1000000 over
+--small_rows 1000000 (the small job measures samples/s only). Its servers
 need about 170 bytes of RSS per row (docs/scale_plan.md): some 18 GB for the training job,
 and a 2.4 GB training file (60 MB per 100k rows). Not part of tests/run.sh (minutes, GBs).
 
@@ -137,28 +139,35 @@ def main():
     ap.add_argument("--items", type=int, default=10000000000)
     ap.add_argument("--users", type=int, default=100000000)
     ap.add_argument("--small_items", type=int, default=1000000)
+    # The small job measures samples/s, for which 1M rows are plenty.
+    ap.add_argument("--small_rows", type=int, default=1000000)
+    ap.add_argument("--format", default="rowwise_fp16",
+                    choices=["rowwise_fp16", "rowwise_fp32", "adagrad_fp32"])
     args = ap.parse_args()
     build = os.path.abspath(args.build)
     work = os.path.join(build, "bench", "scale_%d_%d" % (args.rows, args.items))
     os.makedirs(work, exist_ok=True)
     adagrad = []
+    optimizer = "adagrad" if args.format == "adagrad_fp32" else "rowwise_adagrad"
     for table in ("user", "item", "cate"):
-        adagrad.append("tables[%s].optimizer={adagrad {learning_rate: 0.05}}" % table)
+        adagrad.append("tables[%s].optimizer={%s {learning_rate: 0.05}}" % (table, optimizer))
+        if args.format == "rowwise_fp16":
+            adagrad.append("tables[%s].storage=FP16" % table)
     # A server creates a PREPASS's rows within one ADMIT request: tens of millions of rows
     # take minutes on a busy box, past the default 60 s.
     adagrad.append("ps.request_timeout_ms=1800000")
 
-    def gen(items, name):
+    def gen(items, name, rows):
         d = os.path.join(work, name)
         if not os.path.exists(os.path.join(d, "bayes.json")):
             subprocess.check_call([os.path.join(build, "tools", "din_gen"), "--out", d,
-                                   "--rows", str(args.rows), "--test_rows", "1000",
+                                   "--rows", str(rows), "--test_rows", "1000",
                                    "--items", str(items), "--users", str(args.users),
                                    "--zipf", "0.3"], stdout=subprocess.DEVNULL)
         return d
 
-    big = gen(args.items, "big")
-    small = gen(args.small_items, "small")
+    big = gen(args.items, "big", args.rows)
+    small = gen(args.small_items, "small", min(args.rows, args.small_rows))
     ckpt = os.path.join(work, "ckpt")
     dump = os.path.join(work, "dump")
     for d in (ckpt, dump):
@@ -179,6 +188,7 @@ def main():
     rows = r["server_rows"]
     result = {
         "bench": "scale",
+        "format": args.format,
         "distinct_ids": rows,
         "server_bytes_per_row": round(s_train.server_peak.get("train", 0) / max(rows, 1), 1),
         "server_table_bytes_per_row": round(sum(r.get("server_bytes", [0])) / max(rows, 1), 1),
