@@ -13,7 +13,7 @@ with --zipf 0.3 gives 26.9 distinct IDs per training row at that many items (nea
 behaviour a new item; measured on 100k rows: 2.59M distinct items in 2.59M candidates and
 behaviours, 99.9k users), so about 107M distinct IDs; --small_items 1000000 over
 --small_rows 1000000 (the small job measures samples/s only). Its servers
-need about 170 bytes of RSS per row (docs/scale_plan.md): some 18 GB for the training job,
+need about 170 bytes of RSS per row with adagrad_fp32 (docs/scale_plan.md): some 18 GB,
 and a 2.4 GB training file (60 MB per 100k rows). Not part of tests/run.sh (minutes, GBs).
 
 Last line: {"bench":"scale","distinct_ids":...,"server_bytes_per_row":...,
