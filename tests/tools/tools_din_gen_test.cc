@@ -276,8 +276,10 @@ TEST(GenTest, MemoryIndependentOfItemsAndDistinctIds) {
       EXPECT_GT(distinct, 0.98 * draws);  // and rare at 1e9
     }
   }
-  // 10^4 times the items: the same memory (within 4 MiB of noise).
-  EXPECT_LT(rss[1], rss[0] + 4096) << rss[0] << " KiB at 1e5 items, " << rss[1] << " at 1e9";
+  // 10^4 times the items: the same memory, within 32 MiB. Under ASan the allocator's
+  // quarantine keeps freed blocks resident, and the longer ID strings at 1e9 items add
+  // about 15 MiB there; any per-item state would add at least 1e9 bits (119 MiB).
+  EXPECT_LT(rss[1], rss[0] + 32768) << rss[0] << " KiB at 1e5 items, " << rss[1] << " at 1e9";
 }
 
 TEST(GenTest, UsageAndOutputErrors) {
